@@ -1,0 +1,134 @@
+// Recipe names and compression options shared by the CLI, the worker, the extension and the
+// report. Pure data and parsing only: no runtime imports (see docs/architecture.md).
+
+/** Recipe names used everywhere (CLI flags, settings, reports). `obr-gptq` is the default. */
+export const RECIPES = ['obr-gptq', 'obr-rtn', 'sparsegpt-gptq', 'wanda-rtn', 'gptq', 'rtn'] as const;
+export type RecipeName = (typeof RECIPES)[number];
+export const DEFAULT_RECIPE: RecipeName = 'obr-gptq';
+
+export const RECIPE_DESCRIPTIONS: Record<RecipeName, string> = {
+  'obr-gptq': 'OBR with a GPTQ tail: Wanda mask, closed-form pruning + quantization compensation (best quality)',
+  'obr-rtn': 'OBR with round-to-nearest: closed-form compensation, then RTN',
+  'sparsegpt-gptq': 'SparseGPT joint pruning + GPTQ quantization (the paper\'s main baseline)',
+  'wanda-rtn': 'Wanda mask then round-to-nearest, no compensation (fast baseline)',
+  gptq: 'GPTQ quantization only, no pruning',
+  rtn: 'Round-to-nearest quantization only, no pruning',
+};
+
+/** Whether a recipe prunes at all (gptq and rtn are quantization-only). */
+export function recipePrunes(recipe: RecipeName): boolean {
+  return recipe !== 'gptq' && recipe !== 'rtn';
+}
+
+export function isRecipe(name: string): name is RecipeName {
+  return (RECIPES as readonly string[]).includes(name);
+}
+
+/**
+ * Sparsity pattern. `unstructured` prunes ⌊n·ratio⌋ entries per row (Wanda, pitfall P7);
+ * `nm` prunes the N smallest of every M consecutive columns of each row ("2:4" = prune 2 of 4).
+ */
+export type Sparsity =
+  | { kind: 'dense' }
+  | { kind: 'unstructured'; ratio: number }
+  | { kind: 'nm'; n: number; m: number };
+
+export class OptionError extends Error {
+  override name = 'OptionError';
+}
+
+/** Parses "0", "0.5", "50%", "2:4", "4:8". Throws OptionError with an actionable message. */
+export function parseSparsity(text: string): Sparsity {
+  const s = text.trim();
+  const nm = /^(\d+):(\d+)$/.exec(s);
+  if (nm) {
+    const n = Number(nm[1]);
+    const m = Number(nm[2]);
+    if (!(m >= 2 && n >= 1 && n < m)) {
+      throw new OptionError(`sparsity "${text}": N:M needs 1 ≤ N < M (e.g. 2:4 or 4:8)`);
+    }
+    return { kind: 'nm', n, m };
+  }
+  const pct = /^(\d+(?:\.\d+)?)%$/.exec(s);
+  const ratio = pct ? Number(pct[1]) / 100 : Number(s);
+  if (s === '' || !Number.isFinite(ratio) || ratio < 0 || ratio >= 1) {
+    throw new OptionError(`sparsity "${text}": use a fraction in [0, 1) such as 0.5, a percentage such as 50%, or N:M such as 2:4`);
+  }
+  return ratio === 0 ? { kind: 'dense' } : { kind: 'unstructured', ratio };
+}
+
+export function formatSparsity(s: Sparsity): string {
+  switch (s.kind) {
+    case 'dense':
+      return '0';
+    case 'unstructured':
+      return String(s.ratio);
+    case 'nm':
+      return `${s.n}:${s.m}`;
+    default: {
+      const never: never = s;
+      return never;
+    }
+  }
+}
+
+/** Short tag for file names: "s50", "2of4", "s0". */
+export function sparsityTag(s: Sparsity): string {
+  switch (s.kind) {
+    case 'dense':
+      return 's0';
+    case 'unstructured':
+      return `s${Math.round(s.ratio * 100)}`;
+    case 'nm':
+      return `${s.n}of${s.m}`;
+    default: {
+      const never: never = s;
+      return never;
+    }
+  }
+}
+
+/** Execution providers in the default order of preference; filtered by platform at run time. */
+export const EXECUTION_PROVIDERS = ['cuda', 'dml', 'coreml', 'webgpu', 'cpu'] as const;
+export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number];
+
+export interface CompressOptions {
+  recipe: RecipeName;
+  sparsity: Sparsity;
+  /** Weight bits (2–8), symmetric per output channel. */
+  wbits: number;
+  /** Activation bits; 16 disables activation quantization. */
+  abits: number;
+  /** KV-cache bits; 16 disables KV quantization. */
+  kvbits: number;
+  /** OBR column split α (paper default 0.5). */
+  alpha: number;
+  /** Relative Hessian damping λ (paper default 0.01). */
+  damp: number;
+  /** Calibration text file; undefined = the bundled calibration split. */
+  calibText?: string;
+  samples: number;
+  /** Calibration window length in tokens; undefined = the model's context length. */
+  seqlen?: number;
+  seed: number;
+  /** Ordered execution-provider preference. */
+  executionProviders: ExecutionProviderName[];
+  /** Output folder; undefined = beside the source model. */
+  outDir?: string;
+  /** `sequential`: each block calibrated on compressed predecessors (official); `oneshot`: all at once. */
+  calibrationMode: 'sequential' | 'oneshot';
+}
+
+export const DEFAULT_OPTIONS: CompressOptions = {
+  recipe: DEFAULT_RECIPE,
+  sparsity: { kind: 'unstructured', ratio: 0.5 },
+  wbits: 4,
+  abits: 4,
+  kvbits: 4,
+  alpha: 0.5,
+  damp: 0.01,
+  samples: 128,
+  seed: 0,
+  executionProviders: [...EXECUTION_PROVIDERS],
+  calibrationMode: 'sequential',
+};

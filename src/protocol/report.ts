@@ -1,0 +1,69 @@
+// The compression report: written as JSON beside the compressed model, read by the inspector.
+// Schema changes bump REPORT_SCHEMA_VERSION.
+import type { RecipeName } from './recipes';
+
+export const REPORT_SCHEMA_VERSION = 1;
+
+export type LayerRole = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down' | 'lm_head' | 'other';
+
+/** Layer loss terms, all tr(ΔW H ΔWᵀ) with the undamped Hessian of the layer's input. */
+export interface LayerLoss {
+  /** Loss of the final weights against the dense weights. */
+  total: number;
+  /** Loss of pruning alone (mask applied, no compensation, no quantization). */
+  pruning: number;
+  /** Loss of quantization alone (dense weights rounded on the same grid). */
+  quantization: number;
+  /** pruning + quantization − total: what compensation recovered (may be negative). */
+  recovered: number;
+  /** tr(W H Wᵀ): the dense output energy, to express the others relatively. */
+  outputEnergy: number;
+}
+
+export interface LayerReport {
+  name: string;
+  block: number | null;
+  role: LayerRole;
+  /** Output channels (rows of W in the [out, in] convention). */
+  rows: number;
+  /** Input channels (columns of W). */
+  cols: number;
+  /** Fraction of exact zeros in the compressed weight. */
+  sparsity: number;
+  wbits: number;
+  loss: LayerLoss;
+  seconds: number;
+  /** Histogram of the integer codes −2^(b−1) … 2^(b−1)−1 of kept weights. */
+  codeHistogram: number[];
+}
+
+export interface PerplexityResult {
+  perplexity: number;
+  /** Mean token negative log-likelihood (nats). */
+  nll: number;
+  windows: number;
+  tokens: number;
+  seqlen: number;
+  text: string;
+  seconds: number;
+}
+
+export interface CompressionReport {
+  schemaVersion: number;
+  tool: { name: 'obr-studio'; version: string };
+  createdAt: string;
+  source: { path: string; bytes: number; sha256: string };
+  outputs: { simulated?: string; packed?: string; report: string };
+  recipe: RecipeName;
+  options: Record<string, unknown>;
+  calibration: { text: string; sha256: string; samples: number; seqlen: number; tokens: number; mode: string };
+  executionProvider: { used: string; tried: Array<{ name: string; error?: string }> };
+  layers: LayerReport[];
+  perplexity: { dense?: PerplexityResult; compressed?: PerplexityResult };
+  /** Other recipes run on the same model and calibration, for comparison in the inspector. */
+  baselines?: Array<{ recipe: RecipeName; perplexity?: PerplexityResult; layers: Array<{ name: string; loss: LayerLoss }> }>;
+  /** Perplexity with only one layer compressed, per layer name. */
+  sensitivity?: Array<{ name: string; perplexity: number }>;
+  timings: Record<string, number>;
+  warnings: string[];
+}
