@@ -1,0 +1,31 @@
+// Shared shapes of the ONNX layer's answers, used by the pipeline, the CLI and the extension.
+import type { LayerRole } from '../protocol/report';
+
+/** Element types of weights we read and write. */
+export type WeightDtype = 'float32' | 'float16' | 'bfloat16';
+
+/**
+ * A linear layer: a MatMul/Gemm whose weight is a constant initializer, possibly reached through
+ * Transpose/Cast/DequantizeLinear. Shapes are given in the math convention W ∈ R^{out×in}
+ * (rows = output channels) whatever the storage orientation.
+ */
+export interface LinearLayer {
+  /** Stable id: the MatMul/Gemm node name (or its first output when unnamed). */
+  name: string;
+  nodeName: string;
+  opType: 'MatMul' | 'Gemm';
+  /** The initializer holding the weight values. */
+  weightName: string;
+  /** Storage orientation of the initializer: `in-out` = [in, out] (MatMul), `out-in` = [out, in]. */
+  orientation: 'in-out' | 'out-in';
+  dtype: WeightDtype;
+  /** Input channels n (columns of W). */
+  inFeatures: number;
+  /** Output channels m (rows of W). */
+  outFeatures: number;
+  /** The activation tensor feeding the layer: layers with the same input share a Hessian. */
+  inputName: string;
+  /** Decoder block index, or null for layers outside the blocks (lm_head). */
+  block: number | null;
+  role: LayerRole;
+}
