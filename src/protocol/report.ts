@@ -35,6 +35,11 @@ export interface LayerReport {
   seconds: number;
   /** Histogram of the integer codes −2^(b−1) … 2^(b−1)−1 of kept weights. */
   codeHistogram: number[];
+  /**
+   * Per-row symmetric quantization scale (6 significant digits). With the simulated model's
+   * weights this gives each row's codes (round(w / scale)) and the mask (w == 0).
+   */
+  rowScales?: number[];
 }
 
 export interface PerplexityResult {
