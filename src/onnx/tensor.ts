@@ -86,6 +86,13 @@ export function dataTypeOfWeight(dtype: WeightDtype): number {
   }
 }
 
+/** name, dims, data_type and doc_string of a tensor, as own fields only (keeps encoded bytes stable). */
+export function tensorHeader(t: TensorProto): TensorProto {
+  const out: TensorProto = { name: t.name, dims: t.dims, dataType: t.dataType };
+  if (Object.prototype.hasOwnProperty.call(t, 'docString') && t.docString) out.docString = t.docString;
+  return out;
+}
+
 export function tensorDims(t: TensorProto): number[] {
   return (t.dims ?? []).map((d) => toNumber(d as number | LongLike));
 }
@@ -278,8 +285,9 @@ export function decodeFloats<T extends Float32Array | Float64Array>(bytes: Uint8
   const n = out.length;
   switch (dataType) {
     case DataType.FLOAT:
-      if (out instanceof Float32Array && bytes.byteOffset % 4 === 0) {
-        out.set(new Float32Array(bytes.buffer, bytes.byteOffset, n));
+      if (out instanceof Float32Array) {
+        // Byte copy: works whatever raw_data's alignment inside the protobuf buffer.
+        new Uint8Array(out.buffer, out.byteOffset, n * 4).set(bytes.subarray(0, n * 4));
       } else {
         for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
       }

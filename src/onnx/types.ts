@@ -28,4 +28,29 @@ export interface LinearLayer {
   /** Decoder block index, or null for layers outside the blocks (lm_head). */
   block: number | null;
   role: LayerRole;
+  // ---- set by findLinearLayers (optional so hand-made layers in tests stay valid) ----
+  /** The layer's output tensor. */
+  outputName?: string;
+  /** Position of the node in graph.node (topological order). */
+  order?: number;
+  /** Ops between the initializer and the MatMul/Gemm, initializer side first (e.g. ['Cast']). */
+  weightPath?: string[];
+  /** Element type as stored (differs from dtype behind DequantizeLinear, e.g. 'int8'). */
+  storedDtype?: string;
+  /** The weight initializer also feeds other nodes (e.g. a tied embedding Gather). */
+  weightShared?: boolean;
+  /** Bias initializer (Gemm C), if any. */
+  biasName?: string;
+  /** How `role` was found: graph topology, the node/weight name, or neither. */
+  roleSource?: 'topology' | 'name' | 'none';
+}
+
+/** Layers that read the same activation (and therefore share one Hessian XᵀX). */
+export interface LayerGroup {
+  inputName: string;
+  /** Input channels n of the shared activation. */
+  inFeatures: number;
+  block: number | null;
+  /** Layer names (LinearLayer.name), in graph order. */
+  layers: string[];
 }
