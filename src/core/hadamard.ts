@@ -1,0 +1,326 @@
+// Normalized Hadamard matrices and seeded random rotations for QuaRot-style rotation
+// (docs/obr-algorithm.md §1.3). Every matrix is a row-major Float64Array of n·n entries, scaled by
+// 1/√n so that H Hᵀ = I.
+//
+// Supported Hadamard orders (all Kronecker products H_m ⊗ H_{2^k}):
+//   - 2^k                                     Sylvester
+//   - (q + 1)·2^k,  q prime, q ≡ 3 (mod 4)    Paley I   (4, 8, 12, 20, 24, 32, 44, 48, 60, 68, 72, 80, 84, …)
+//   - 2(q + 1)·2^k, q prime, q ≡ 1 (mod 4)    Paley II  (12, 28, 36, 60, 76, 108, 148, …)
+// so 12·2^k, 20·2^k, 28·2^k, 36·2^k, 44·2^k and 60·2^k are covered. Not covered: orders whose base
+// needs a prime-power field or a Williamson construction, e.g. 52·2^k (q = 25), 92, 116, 172.
+// (Llama-2-7B's 11008 = 2·5504 is covered by Paley I with q = 5503, a large base; QuaRot uses
+// had172 ⊗ H_64 instead.) For unsupported orders `orthogonalMatrix` falls back to a seeded random
+// orthogonal matrix and says so.
+
+/** How a Hadamard matrix of order n = base·power is built (power = 2^k, base = 1 or a Paley order). */
+export interface HadamardPlan {
+  n: number;
+  base: number;
+  baseKind: 'sylvester' | 'paley-1' | 'paley-2';
+  /** The Sylvester factor 2^k. */
+  power: number;
+}
+
+export class HadamardError extends Error {
+  override name = 'HadamardError';
+}
+
+function isPrime(q: number): boolean {
+  if (q < 2 || !Number.isInteger(q)) return false;
+  if (q % 2 === 0) return q === 2;
+  for (let d = 3; d * d <= q; d += 2) if (q % d === 0) return false;
+  return true;
+}
+
+/** The Paley construction for a base order m, or null. */
+function paleyKind(m: number): 'paley-1' | 'paley-2' | null {
+  if (m >= 4 && isPrime(m - 1) && (m - 1) % 4 === 3) return 'paley-1';
+  if (m >= 12 && m % 2 === 0 && isPrime(m / 2 - 1) && (m / 2 - 1) % 4 === 1) return 'paley-2';
+  return null;
+}
+
+/**
+ * The construction used for order n, or null when none is supported. Prefers the smallest base
+ * (largest Sylvester factor), which keeps Kronecker-factored online Hadamards cheap.
+ */
+export function hadamardPlan(n: number): HadamardPlan | null {
+  if (!Number.isInteger(n) || n < 1) return null;
+  let power = 1;
+  while (n % (power * 2) === 0) power *= 2;
+  // power is the largest 2^k dividing n; try bases n/power, 2n/power, 4n/power, … (each even base
+  // a Paley candidate with a smaller Sylvester factor).
+  for (let p = power; p >= 1; p /= 2) {
+    const m = n / p;
+    if (m === 1) return { n, base: 1, baseKind: 'sylvester', power: p };
+    const kind = paleyKind(m);
+    if (kind) return { n, base: m, baseKind: kind, power: p };
+  }
+  return null;
+}
+
+export function hasHadamard(n: number): boolean {
+  return hadamardPlan(n) !== null;
+}
+
+/** Legendre symbol χ(a) mod prime q: 0, 1 or −1. */
+function quadraticCharacter(q: number): Int8Array {
+  const chi = new Int8Array(q).fill(-1);
+  chi[0] = 0;
+  for (let x = 1; x < q; x++) chi[(x * x) % q] = 1;
+  return chi;
+}
+
+/** Unnormalized ±1 Paley matrix of order m (row-major). */
+function paleyUnnormalized(m: number, kind: 'paley-1' | 'paley-2'): Float64Array {
+  const q = kind === 'paley-1' ? m - 1 : m / 2 - 1;
+  const chi = quadraticCharacter(q);
+  // Conference-like core S of order q + 1: S[0][j] = 1 (j ≥ 1), S[i][0] = ∓1, S[i][j] = χ(j − i).
+  const o = q + 1;
+  const s = new Float64Array(o * o);
+  for (let i = 1; i < o; i++) {
+    s[j0(0, i, o)] = 1;
+    s[j0(i, 0, o)] = kind === 'paley-1' ? -1 : 1;
+    for (let j = 1; j < o; j++) s[j0(i, j, o)] = chi[(((j - i) % q) + q) % q];
+  }
+  if (kind === 'paley-1') {
+    // Paley I: H = I + S, with S antisymmetric (q ≡ 3 mod 4).
+    for (let i = 0; i < o; i++) s[j0(i, i, o)] += 1;
+    return s;
+  }
+  // Paley II: S symmetric (q ≡ 1 mod 4); replace 0 by [[1,−1],[−1,−1]] and ±1 by ±[[1,1],[1,−1]].
+  const h = new Float64Array(m * m);
+  for (let i = 0; i < o; i++) {
+    for (let j = 0; j < o; j++) {
+      const v = s[j0(i, j, o)];
+      const blk = v === 0 ? [1, -1, -1, -1] : [v, v, v, -v];
+      h[j0(2 * i, 2 * j, m)] = blk[0];
+      h[j0(2 * i, 2 * j + 1, m)] = blk[1];
+      h[j0(2 * i + 1, 2 * j, m)] = blk[2];
+      h[j0(2 * i + 1, 2 * j + 1, m)] = blk[3];
+    }
+  }
+  return h;
+}
+
+function j0(i: number, j: number, n: number): number {
+  return i * n + j;
+}
+
+/** Kronecker product A ⊗ B of square row-major matrices (orders a, b). */
+export function kronecker(a: Float64Array, na: number, b: Float64Array, nb: number): Float64Array {
+  const n = na * nb;
+  const out = new Float64Array(n * n);
+  for (let i = 0; i < na; i++) {
+    for (let j = 0; j < na; j++) {
+      const v = a[i * na + j];
+      if (v === 0) continue;
+      for (let k = 0; k < nb; k++) {
+        const row = (i * nb + k) * n + j * nb;
+        const brow = k * nb;
+        for (let l = 0; l < nb; l++) out[row + l] = v * b[brow + l];
+      }
+    }
+  }
+  return out;
+}
+
+/** Unnormalized ±1 Sylvester matrix of order 2^k: H[i][j] = (−1)^popcount(i & j). */
+function sylvesterUnnormalized(n: number): Float64Array {
+  const h = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      let x = i & j;
+      let parity = 0;
+      while (x) {
+        parity ^= 1;
+        x &= x - 1;
+      }
+      h[i * n + j] = parity ? -1 : 1;
+    }
+  }
+  return h;
+}
+
+/**
+ * The normalized Hadamard matrix of order n (entries ±1/√n, H Hᵀ = I), deterministic.
+ * Throws HadamardError for orders without a supported construction (see `hadamardPlan`).
+ */
+export function hadamardMatrix(n: number): Float64Array {
+  const plan = hadamardPlan(n);
+  if (!plan) {
+    throw new HadamardError(
+      `no Hadamard construction for size ${n}: supported sizes are 2^k, (q+1)·2^k (q ≡ 3 mod 4 prime) and 2(q+1)·2^k (q ≡ 1 mod 4 prime), e.g. 12·2^k, 20·2^k, 28·2^k`,
+    );
+  }
+  const syl = sylvesterUnnormalized(plan.power);
+  const h = plan.baseKind === 'sylvester' ? syl : kronecker(paleyUnnormalized(plan.base, plan.baseKind), plan.base, syl, plan.power);
+  const scale = 1 / Math.sqrt(n);
+  for (let i = 0; i < h.length; i++) h[i] *= scale;
+  return h;
+}
+
+// ---- seeded randomness -------------------------------------------------------------------------
+
+/** A seeded uniform [0, 1) generator (SplitMix32-style; deterministic across platforms). */
+export function seededUniform(seed: number): () => number {
+  let state = (seed | 0) ^ 0x9e3779b9;
+  return () => {
+    state = (state + 0x9e3779b9) | 0;
+    let z = state;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    z ^= z >>> 16;
+    return (z >>> 0) / 4294967296;
+  };
+}
+
+/** n seeded random signs (±1). */
+export function randomSigns(n: number, seed: number): Float64Array {
+  const u = seededUniform(seed);
+  const s = new Float64Array(n);
+  for (let i = 0; i < n; i++) s[i] = u() < 0.5 ? -1 : 1;
+  return s;
+}
+
+/**
+ * QuaRot's randomized Hadamard Q = diag(s) · H with seeded signs s (§1.3 step 2): row i of H is
+ * multiplied by s_i. Still orthogonal with entries ±1/√n. Throws HadamardError when n has no
+ * construction; use `orthogonalMatrix` for a fallback.
+ */
+export function randomHadamard(n: number, seed: number): Float64Array {
+  const h = hadamardMatrix(n);
+  const s = randomSigns(n, seed);
+  for (let i = 0; i < n; i++) {
+    if (s[i] > 0) continue;
+    const row = i * n;
+    for (let j = 0; j < n; j++) h[row + j] = -h[row + j];
+  }
+  return h;
+}
+
+/**
+ * A seeded Haar-random orthogonal matrix: Householder QR of a Gaussian matrix, with the columns of
+ * Q sign-fixed by diag(R) (Mezzadri 2007). O(n³); the fallback for sizes without a Hadamard.
+ */
+export function randomOrthogonal(n: number, seed: number): Float64Array {
+  const u = seededUniform(seed);
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n * n; i += 2) {
+    // Box–Muller; 1 − u() keeps the log argument in (0, 1].
+    const r = Math.sqrt(-2 * Math.log(1 - u()));
+    const t = 2 * Math.PI * u();
+    a[i] = r * Math.cos(t);
+    if (i + 1 < n * n) a[i + 1] = r * Math.sin(t);
+  }
+  // Householder: A = Q R. Reflectors v_k are stored per column; Q is accumulated afterwards.
+  const vs: Float64Array[] = [];
+  const rdiag = new Float64Array(n);
+  for (let k = 0; k < n; k++) {
+    let norm = 0;
+    for (let i = k; i < n; i++) norm += a[i * n + k] * a[i * n + k];
+    norm = Math.sqrt(norm);
+    const x0 = a[k * n + k];
+    const alpha = x0 >= 0 ? -norm : norm;
+    const v = new Float64Array(n - k);
+    for (let i = k; i < n; i++) v[i - k] = a[i * n + k];
+    v[0] -= alpha;
+    let vnorm2 = 0;
+    for (let i = 0; i < v.length; i++) vnorm2 += v[i] * v[i];
+    rdiag[k] = alpha;
+    if (vnorm2 > 0) {
+      // A[k:, k:] ← (I − 2 v vᵀ / vᵀv) A[k:, k:]
+      for (let j = k; j < n; j++) {
+        let dot = 0;
+        for (let i = k; i < n; i++) dot += v[i - k] * a[i * n + j];
+        const f = (2 * dot) / vnorm2;
+        for (let i = k; i < n; i++) a[i * n + j] -= f * v[i - k];
+      }
+      for (let i = 0; i < v.length; i++) v[i] /= Math.sqrt(vnorm2);
+    }
+    vs.push(v);
+  }
+  // Q = H_0 H_1 … H_{n−1} applied to I, from the last reflector back.
+  const q = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) q[i * n + i] = 1;
+  for (let k = n - 1; k >= 0; k--) {
+    const v = vs[k];
+    for (let j = 0; j < n; j++) {
+      let dot = 0;
+      for (let i = k; i < n; i++) dot += v[i - k] * q[i * n + j];
+      if (dot === 0) continue;
+      for (let i = k; i < n; i++) q[i * n + j] -= 2 * dot * v[i - k];
+    }
+  }
+  // Haar measure: multiply column j by sign(R_jj).
+  for (let j = 0; j < n; j++) {
+    if (rdiag[j] >= 0) continue;
+    for (let i = 0; i < n; i++) q[i * n + j] = -q[i * n + j];
+  }
+  return q;
+}
+
+/** One factor of a Kronecker product: a row-major n×n orthogonal matrix. */
+export interface KroneckerFactor {
+  n: number;
+  matrix: Float64Array;
+}
+
+/**
+ * The normalized Hadamard of order n as Kronecker factors, base first: [H_base, H_2, …, H_2], so
+ * hadamardMatrix(n) = H_base ⊗ H_2 ⊗ … ⊗ H_2. Applying the factors one axis at a time costs
+ * O(n·(base + 2·k)) per vector instead of O(n²) — a fast Walsh–Hadamard transform for 2^k.
+ */
+export function hadamardFactors(n: number): KroneckerFactor[] {
+  const plan = hadamardPlan(n);
+  if (!plan) throw new HadamardError(`no Hadamard construction for size ${n}`);
+  const factors: KroneckerFactor[] = [];
+  if (plan.base > 1) factors.push({ n: plan.base, matrix: hadamardMatrix(plan.base) });
+  const h2 = Float64Array.of(Math.SQRT1_2, Math.SQRT1_2, Math.SQRT1_2, -Math.SQRT1_2);
+  for (let p = plan.power; p > 1; p /= 2) factors.push({ n: 2, matrix: h2 });
+  if (factors.length === 0) factors.push({ n: 1, matrix: Float64Array.of(1) });
+  return factors;
+}
+
+/** An orthogonal matrix for a rotation, with how it was built. */
+export interface Rotation {
+  n: number;
+  /** Row-major n×n, Q Qᵀ = I; equals diag(signs) · (factors[0] ⊗ factors[1] ⊗ …). */
+  matrix: Float64Array;
+  /** Row signs (randomized Hadamard), or null. */
+  signs: Float64Array | null;
+  factors: KroneckerFactor[];
+  kind: 'hadamard' | 'random-hadamard' | 'random-orthogonal';
+  plan: HadamardPlan | null;
+  /** Set when no Hadamard construction exists and a dense random orthogonal matrix was used. */
+  warning?: string;
+}
+
+/**
+ * A Hadamard of order n (randomized by seeded signs when `randomized`), or, when n has no
+ * construction, a seeded random orthogonal matrix with a warning (it rotates as exactly but spreads
+ * outliers less evenly and costs a dense n×n matmul).
+ */
+export function orthogonalMatrix(n: number, options: { seed: number; randomized: boolean }): Rotation {
+  const plan = hadamardPlan(n);
+  if (plan) {
+    const signs = options.randomized ? randomSigns(n, options.seed) : null;
+    return {
+      n,
+      matrix: options.randomized ? randomHadamard(n, options.seed) : hadamardMatrix(n),
+      signs,
+      factors: hadamardFactors(n),
+      kind: options.randomized ? 'random-hadamard' : 'hadamard',
+      plan,
+    };
+  }
+  const matrix = randomOrthogonal(n, options.seed);
+  return {
+    n,
+    matrix,
+    signs: null,
+    factors: [{ n, matrix }],
+    kind: 'random-orthogonal',
+    plan: null,
+    warning: `no Hadamard construction for size ${n}; used a seeded random orthogonal matrix instead (exact, but a dense ${n}×${n} matmul and weaker outlier spreading)`,
+  };
+}

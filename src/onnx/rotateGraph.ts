@@ -1,0 +1,322 @@
+// Graph plumbing shared by the QuaRot rotation (rotate.ts) and the A4/KV4 fake-quant transform
+// (fakeQuant.ts): locating a LLaMA decoder's projections, norms, attention heads and RoPE outputs,
+// reading/writing float initializers in float64, and a copy-on-write editor that inserts nodes in
+// topological order. Nothing here mutates the input model.
+import type { LayerRole } from '../protocol/report';
+import { ModelFormatError } from './errors';
+import { attrInt, cloneModel, indexGraph, NameAllocator, type GraphIndex } from './graph';
+import { findLinearLayers } from './linear';
+import { DataType, type ModelProto, type NodeProto, type TensorProto } from './proto';
+import { decodeFloats, elementCount, encodeFloats, inlineTensorBytes, isExternal, tensorDims, toNumber, type LongLike } from './tensor';
+import type { LinearLayer } from './types';
+
+/** The graph doesn't have the LLaMA shape the rotation/fake-quant transforms rely on. */
+export class GraphPatternFormatError extends Error {
+  override name = 'GraphPatternFormatError';
+}
+
+// ---- float initializers --------------------------------------------------------------------------
+
+/** An initializer's values as float64 (fp32/fp16/bf16/fp64 storage), in storage order. */
+export function readFloat64(t: TensorProto): Float64Array {
+  if (isExternal(t)) {
+    throw new ModelFormatError(
+      'external-data-missing',
+      `initializer "${t.name}" is stored as external data; load the model with its weights inlined (e.g. loadModel + readWeight) before rotating or fake-quantizing it`,
+    );
+  }
+  const out = new Float64Array(elementCount(tensorDims(t)));
+  return decodeFloats(inlineTensorBytes(t), t.dataType ?? 0, out);
+}
+
+/** A new initializer with the same name, dims and element type, holding `values` (rounded to nearest even). */
+export function withValues(t: TensorProto, values: ArrayLike<number>): TensorProto {
+  return { name: t.name, dims: t.dims, dataType: t.dataType, docString: t.docString, rawData: encodeFloats(values, t.dataType ?? 0) };
+}
+
+/** A new float initializer of the given element type (fp32/fp16/bf16/fp64). */
+export function floatInitializer(name: string, dims: number[], values: ArrayLike<number>, dataType: number): TensorProto {
+  return { name, dims, dataType, rawData: encodeFloats(values, dataType) };
+}
+
+export function int64Initializer(name: string, values: number[]): TensorProto {
+  const data = BigInt64Array.from(values.map((v) => BigInt(v)));
+  return { name, dims: [values.length], dataType: DataType.INT64, rawData: new Uint8Array(data.buffer) };
+}
+
+/** Follows Identity/Cast back to an initializer: the stored tensor and the type the consumer sees. */
+export function constantSource(idx: GraphIndex, name: string): { initializer: TensorProto; seenType: number } | undefined {
+  let cur = name;
+  let seenType: number | undefined;
+  for (let depth = 0; depth < 8; depth++) {
+    const init = idx.initializers.get(cur);
+    if (init && !idx.inputNames.has(cur)) return { initializer: init, seenType: seenType ?? init.dataType ?? 0 };
+    const p = idx.producer.get(cur);
+    if (!p || (p.opType !== 'Cast' && p.opType !== 'Identity') || !p.input?.[0]) return undefined;
+    if (p.opType === 'Cast' && seenType === undefined) seenType = attrInt(p, 'to', 0);
+    cur = p.input[0];
+  }
+  return undefined;
+}
+
+/** Integer values of a constant tensor (initializer or Constant node), if it is one. */
+export function constantInts(idx: GraphIndex, name: string): number[] | undefined {
+  const t = idx.initializers.get(name) ?? idx.constants.get(name);
+  if (!t || (t.dataType !== DataType.INT64 && t.dataType !== DataType.INT32)) return undefined;
+  if (t.rawData && t.rawData.length > 0) {
+    const view = new DataView(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength);
+    if (t.dataType === DataType.INT64) return Array.from({ length: t.rawData.length / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true)));
+    return Array.from({ length: t.rawData.length / 4 }, (_, i) => view.getInt32(i * 4, true));
+  }
+  if (t.dataType === DataType.INT64) return (t.int64Data ?? []).map((v) => toNumber(v as number | LongLike));
+  return [...(t.int32Data ?? [])];
+}
+
+// ---- the decoder's structure ---------------------------------------------------------------------
+
+export interface DecoderBlock {
+  index: number;
+  q: LinearLayer;
+  k: LinearLayer;
+  v: LinearLayer;
+  o: LinearLayer;
+  gate: LinearLayer;
+  up: LinearLayer;
+  down: LinearLayer;
+}
+
+export interface Decoder {
+  blocks: DecoderBlock[];
+  lmHead: LinearLayer | undefined;
+  hidden: number;
+  intermediate: number;
+  headDim: number;
+  numHeads: number;
+  numKvHeads: number;
+}
+
+const BLOCK_ROLES: Array<Exclude<LayerRole, 'lm_head' | 'other'>> = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+
+/**
+ * The LLaMA projections per block (via findLinearLayers) and the attention geometry. headDim comes
+ * from the Reshape after q_proj ([b, s, heads, headDim]) unless given.
+ */
+export function findDecoder(model: ModelProto, idx: GraphIndex, headDimOverride?: number): Decoder {
+  const layers = findLinearLayers(model);
+  const byBlock = new Map<number, Partial<DecoderBlock>>();
+  let lmHead: LinearLayer | undefined;
+  for (const l of layers) {
+    if (l.role === 'lm_head') {
+      lmHead = l;
+      continue;
+    }
+    if (l.block === null || l.role === 'other') continue;
+    let b = byBlock.get(l.block);
+    if (!b) byBlock.set(l.block, (b = { index: l.block }));
+    if (b[l.role]) throw new GraphPatternFormatError(`block ${l.block} has two ${l.role} projections ("${b[l.role]!.nodeName}", "${l.nodeName}"); only LLaMA-style decoders (q/k/v/o, gate/up/down) can be rotated`);
+    b[l.role] = l;
+  }
+  const blocks: DecoderBlock[] = [];
+  for (const [index, b] of [...byBlock].sort((x, y) => x[0] - y[0])) {
+    const missing = BLOCK_ROLES.filter((r) => !b[r]);
+    if (missing.length > 0) {
+      throw new GraphPatternFormatError(`block ${index} has no ${missing.join('/')} projection; only LLaMA-style decoders (separate q/k/v/o and gate/up/down MatMuls) can be rotated`);
+    }
+    blocks.push(b as DecoderBlock);
+  }
+  if (blocks.length === 0) throw new GraphPatternFormatError('found no decoder blocks (q/k/v/o/gate/up/down projections); only LLaMA-style decoders can be rotated');
+  for (const l of [...blocks.flatMap((b) => BLOCK_ROLES.map((r) => b[r])), ...(lmHead ? [lmHead] : [])]) {
+    if (l.opType !== 'MatMul' || l.orientation !== 'in-out') {
+      throw new GraphPatternFormatError(`layer "${l.name}" is a ${l.opType} with an ${l.orientation} weight; rotation supports MatMul against an [in, out] initializer (the torch.onnx.export/Optimum layout)`);
+    }
+    if (l.weightShared) throw new GraphPatternFormatError(`weight "${l.weightName}" of "${l.name}" is shared with other nodes (tied weights); untie it before rotating`);
+  }
+  const b0 = blocks[0];
+  const hidden = b0.q.inFeatures;
+  const intermediate = b0.down.inFeatures;
+  let headDim = headDimOverride;
+  if (!headDim) {
+    const heads = headsTensor(idx, b0.q.outputName ?? '');
+    headDim = heads?.headDim;
+  }
+  if (!headDim || b0.q.outFeatures % headDim !== 0 || b0.v.outFeatures % headDim !== 0) {
+    throw new GraphPatternFormatError(`can't tell the attention head size from the graph of "${b0.q.name}"; pass headDim explicitly`);
+  }
+  return {
+    blocks,
+    lmHead,
+    hidden,
+    intermediate,
+    headDim,
+    numHeads: b0.q.outFeatures / headDim,
+    numKvHeads: b0.v.outFeatures / headDim,
+  };
+}
+
+/**
+ * From a projection output [b, s, heads·d], the per-head tensor [b, heads, s, d] after the
+ * Reshape → Transpose(0, 2, 1, 3) chain, and d (the Reshape's last target dim).
+ */
+export function headsTensor(idx: GraphIndex, projectionOutput: string): { tensor: string; headDim: number } | undefined {
+  const reshape = singleDataConsumer(idx, projectionOutput);
+  if (!reshape || reshape.opType !== 'Reshape') return undefined;
+  const shapeName = reshape.input?.[1] ?? '';
+  let headDim: number | undefined;
+  const direct = constantInts(idx, shapeName);
+  if (direct) headDim = direct[direct.length - 1];
+  else {
+    const concat = idx.producer.get(shapeName);
+    if (concat?.opType === 'Concat') {
+      const last = constantInts(idx, concat.input?.[(concat.input?.length ?? 1) - 1] ?? '');
+      if (last?.length === 1) headDim = last[0];
+    }
+  }
+  const transpose = singleDataConsumer(idx, reshape.output?.[0] ?? '');
+  if (!transpose || transpose.opType !== 'Transpose' || !headDim || headDim <= 0) return undefined;
+  const perm = (transpose.attribute ?? []).find((a) => a.name === 'perm')?.ints?.map((v) => toNumber(v as number | LongLike));
+  if (!perm || perm.join(',') !== '0,2,1,3') return undefined;
+  return { tensor: transpose.output?.[0] ?? '', headDim };
+}
+
+/** The one consumer of a tensor that isn't a Shape node (shape queries don't read the data). */
+function singleDataConsumer(idx: GraphIndex, tensor: string): NodeProto | undefined {
+  const users = (idx.consumers.get(tensor) ?? []).filter((n) => n.opType !== 'Shape');
+  return users.length === 1 ? users[0] : undefined;
+}
+
+/**
+ * The RoPE output for a per-head q or k tensor t: the Add that every data path from t passes
+ * through (x·cos + rotate_half(x)·sin), i.e. the nearest Add that post-dominates t.
+ */
+export function ropeOutput(idx: GraphIndex, t: string): string | undefined {
+  const limit = 64;
+  // Breadth-first candidates: Adds reachable from t.
+  const seen = new Set<NodeProto>();
+  const queue: string[] = [t];
+  const candidates: NodeProto[] = [];
+  while (queue.length && seen.size < limit) {
+    const x = queue.shift()!;
+    for (const c of idx.consumers.get(x) ?? []) {
+      if (seen.has(c)) continue;
+      seen.add(c);
+      if (c.opType === 'Add') candidates.push(c);
+      queue.push(...(c.output ?? []).filter(Boolean));
+    }
+  }
+  for (const cand of candidates) if (postDominates(idx, t, cand, limit)) return cand.output?.[0] ?? undefined;
+  return undefined;
+}
+
+function postDominates(idx: GraphIndex, t: string, cand: NodeProto, limit: number): boolean {
+  const seen = new Set<NodeProto>();
+  const stack = [t];
+  while (stack.length) {
+    const x = stack.pop()!;
+    if (idx.outputNames.has(x)) return false;
+    for (const c of idx.consumers.get(x) ?? []) {
+      if (c === cand || seen.has(c)) continue;
+      seen.add(c);
+      if (seen.size > limit) return false;
+      stack.push(...(c.output ?? []).filter(Boolean));
+    }
+  }
+  return true;
+}
+
+/** The element type of the activations at a MatMul: the type its constant weight is consumed in. */
+export function activationType(idx: GraphIndex, layer: LinearLayer): number {
+  const node = (idx.graph.node ?? [])[layer.order ?? -1];
+  const src = node ? constantSource(idx, node.input?.[1] ?? '') : undefined;
+  return src?.seenType ?? DataType.FLOAT;
+}
+
+// ---- copy-on-write editing -----------------------------------------------------------------------
+
+/**
+ * Collects edits against an index of the *source* graph and produces a new model: replaced
+ * initializers, rewired consumers (copies of the original nodes) and new nodes inserted right after
+ * the producer of the tensor they read, which keeps graph.node topologically sorted.
+ */
+export class GraphEditor {
+  readonly names: NameAllocator;
+  private readonly replacedInit = new Map<string, TensorProto>();
+  private readonly newInits: TensorProto[] = [];
+  private readonly rewired = new Map<NodeProto, NodeProto>();
+  /** Insertions after node position i (−1 = before the first node). */
+  private readonly inserts = new Map<number, NodeProto[]>();
+
+  constructor(
+    readonly model: ModelProto,
+    readonly idx: GraphIndex = indexGraph(model.graph ?? {}),
+  ) {
+    this.names = new NameAllocator(model.graph ?? {});
+  }
+
+  replaceInitializer(t: TensorProto): void {
+    if (!this.idx.initializers.has(t.name ?? '')) throw new Error(`no initializer "${t.name}" to replace`);
+    this.replacedInit.set(t.name ?? '', t);
+  }
+
+  /** The current version of an initializer (replaced or original). */
+  initializer(name: string): TensorProto | undefined {
+    return this.replacedInit.get(name) ?? this.idx.initializers.get(name);
+  }
+
+  addInitializer(base: string, dims: number[], values: ArrayLike<number>, dataType: number): string {
+    const name = this.names.fresh(base);
+    this.newInits.push(floatInitializer(name, dims, values, dataType));
+    return name;
+  }
+
+  addInt64(base: string, values: number[]): string {
+    const name = this.names.fresh(base);
+    this.newInits.push(int64Initializer(name, values));
+    return name;
+  }
+
+  /** Inserts nodes (in order) right after whatever produces `tensor` (graph start for inputs). */
+  insertAfterProducer(tensor: string, nodes: NodeProto[]): void {
+    const p = this.idx.producer.get(tensor);
+    const pos = p ? this.idx.order.get(p)! : -1;
+    let list = this.inserts.get(pos);
+    if (!list) this.inserts.set(pos, (list = []));
+    list.push(...nodes);
+  }
+
+  /** Every original consumer of `from` (except `keep`) reads `to` instead. */
+  rewireConsumers(from: string, to: string, keep: (n: NodeProto) => boolean = () => false): void {
+    if (this.idx.outputNames.has(from)) throw new GraphPatternFormatError(`tensor "${from}" is a graph output; can't insert a transform on it`);
+    for (const c of this.idx.consumers.get(from) ?? []) {
+      if (keep(c)) continue;
+      const cur = this.rewired.get(c) ?? { ...c, input: [...(c.input ?? [])] };
+      cur.input = (cur.input ?? []).map((x) => (x === from ? to : x));
+      this.rewired.set(c, cur);
+    }
+  }
+
+  /** Rewires one input slot of one original node. */
+  rewireInput(node: NodeProto, slot: number, to: string): void {
+    const cur = this.rewired.get(node) ?? { ...node, input: [...(node.input ?? [])] };
+    cur.input![slot] = to;
+    this.rewired.set(node, cur);
+  }
+
+  node(opType: string, inputs: string[], base: string, attribute: NodeProto['attribute'] = []): NodeProto {
+    const name = this.names.fresh(base);
+    return { opType, input: inputs, output: [this.names.fresh(`${base}_output_0`)], name, attribute, domain: '' };
+  }
+
+  finish(): ModelProto {
+    const out = cloneModel(this.model);
+    const graph = out.graph!;
+    const src = this.model.graph?.node ?? [];
+    const nodes: NodeProto[] = [...(this.inserts.get(-1) ?? [])];
+    for (let i = 0; i < src.length; i++) {
+      nodes.push(this.rewired.get(src[i]) ?? src[i]);
+      nodes.push(...(this.inserts.get(i) ?? []));
+    }
+    graph.node = nodes;
+    graph.initializer = [...(graph.initializer ?? []).map((t) => this.replacedInit.get(t.name ?? '') ?? t), ...this.newInits];
+    return out;
+  }
+}

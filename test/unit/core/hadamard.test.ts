@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  HadamardError,
+  hadamardMatrix,
+  hadamardPlan,
+  hasHadamard,
+  orthogonalMatrix,
+  randomHadamard,
+  randomOrthogonal,
+} from '../../../src/core/hadamard';
+
+/** max |Q Qᵀ − I| over all entries (float64). */
+function orthogonalityError(q: Float64Array, n: number): number {
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let k = 0; k < n; k++) s += q[i * n + k] * q[j * n + k];
+      worst = Math.max(worst, Math.abs(s - (i === j ? 1 : 0)));
+    }
+  }
+  return worst;
+}
+
+test('Hadamard matrices of the supported orders are orthogonal with entries ±1/√n', () => {
+  // 2^k, Paley I bases (4, 8, 12, 20, 24, 44, 60), Paley II bases (12, 28, 36, 76, 148) and products.
+  const sizes = [1, 2, 4, 8, 12, 20, 24, 28, 36, 40, 44, 56, 60, 72, 76, 96, 120, 128, 148, 160, 176, 224, 384, 640];
+  for (const n of sizes) {
+    assert.ok(hasHadamard(n), `size ${n} supported`);
+    const h = hadamardMatrix(n);
+    assert.equal(h.length, n * n);
+    const e = 1 / Math.sqrt(n);
+    for (let i = 0; i < h.length; i++) assert.ok(Math.abs(Math.abs(h[i]) - e) < 1e-15, `size ${n} entry ${i}`);
+    assert.ok(orthogonalityError(h, n) < 1e-12, `size ${n} orthogonal`);
+  }
+});
+
+test('hadamardPlan names the construction and rejects unsupported orders', () => {
+  assert.deepEqual(hadamardPlan(384), { n: 384, base: 12, baseKind: 'paley-1', power: 32 });
+  assert.deepEqual(hadamardPlan(640), { n: 640, base: 20, baseKind: 'paley-1', power: 32 });
+  assert.deepEqual(hadamardPlan(14336), { n: 14336, base: 28, baseKind: 'paley-2', power: 512 });
+  // Llama-2-7B's 11008 = 2·5504 with 5503 prime ≡ 3 (mod 4): Paley I, a large base.
+  assert.deepEqual(hadamardPlan(11008), { n: 11008, base: 5504, baseKind: 'paley-1', power: 2 });
+  assert.deepEqual(hadamardPlan(128), { n: 128, base: 1, baseKind: 'sylvester', power: 128 });
+  for (const n of [3, 6, 52, 92, 172, 1376]) {
+    assert.equal(hadamardPlan(n), null, `size ${n}`);
+    assert.throws(() => hadamardMatrix(n), HadamardError);
+  }
+});
+
+test('randomHadamard is diag(±1)·H, orthogonal and deterministic by seed', () => {
+  const n = 48;
+  const h = hadamardMatrix(n);
+  const a = randomHadamard(n, 0);
+  const b = randomHadamard(n, 0);
+  const c = randomHadamard(n, 1);
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(a, c);
+  assert.ok(orthogonalityError(a, n) < 1e-12);
+  let flipped = 0;
+  for (let i = 0; i < n; i++) {
+    const sign = a[i * n] / h[i * n];
+    if (sign < 0) flipped++;
+    for (let j = 0; j < n; j++) assert.equal(a[i * n + j], sign * h[i * n + j]);
+  }
+  assert.ok(flipped > 5 && flipped < n - 5, `about half the rows flipped (${flipped}/${n})`);
+});
+
+test('randomOrthogonal is orthogonal and deterministic; orthogonalMatrix warns only for the fallback', () => {
+  const q = randomOrthogonal(52, 7);
+  assert.ok(orthogonalityError(q, 52) < 1e-12);
+  assert.deepEqual(q, randomOrthogonal(52, 7));
+  assert.notDeepEqual(q, randomOrthogonal(52, 8));
+  const fallback = orthogonalMatrix(52, { seed: 7, randomized: true });
+  assert.equal(fallback.kind, 'random-orthogonal');
+  assert.match(fallback.warning ?? '', /no Hadamard construction for size 52/);
+  const had = orthogonalMatrix(384, { seed: 7, randomized: false });
+  assert.equal(had.kind, 'hadamard');
+  assert.equal(had.warning, undefined);
+  assert.deepEqual(had.matrix, hadamardMatrix(384));
+});

@@ -1,0 +1,80 @@
+// Rotation on hand-built mini LLaMA graphs (GQA, non-power-of-2 MLP, sizes with no Hadamard), run
+// with onnxruntime-node, plus the structured weight algebra against dense float64 references.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { orthogonalMatrix, seededUniform } from '../../../src/core/hadamard';
+import { encodeModel } from '../../../src/onnx/proto';
+import { mixCols, mixRows, rotateCols, rotateModel, rotateRowsT } from '../../../src/onnx/rotate';
+import { GraphPatternFormatError } from '../../../src/onnx/rotateGraph';
+import { miniLlama, relError, runLogits } from './rotateMiniLlama.test';
+
+const ids = [3, 17, 5, 29, 11, 2, 23, 8, 31, 14, 0, 19];
+
+test('rotateModel keeps the function: GQA, Paley MLP (dense and Kronecker-factored online Hadamard)', async (t) => {
+  for (const [label, cfg, maxDenseOnline] of [
+    ['GQA 4q/2kv heads, intermediate 24 dense', { vocab: 32, heads: 4, kvHeads: 2, headDim: 4, intermediate: 24, layers: 2, seq: 12 }, 2048],
+    ['intermediate 24 = H12 ⊗ H2 factored', { vocab: 32, heads: 4, kvHeads: 2, headDim: 4, intermediate: 24, layers: 2, seq: 12 }, 8],
+    ['intermediate 32 = H8 ⊗ H4 factored, opset 18', { vocab: 32, heads: 2, kvHeads: 2, headDim: 8, intermediate: 32, layers: 1, seq: 12, opset: 18 }, 8],
+  ] as const) {
+    const model = miniLlama(cfg);
+    const before = encodeModel(model);
+    const r = rotateModel(model, { seed: 3, maxDenseOnline });
+    assert.deepEqual(encodeModel(model), before, 'input not mutated');
+    assert.deepEqual(r.warnings, []);
+    assert.equal(r.rotation.numKvHeads, cfg.kvHeads);
+    assert.equal(r.rotation.onlineDown.factored, maxDenseOnline < cfg.intermediate);
+    const err = relError(await runLogits(model, ids), await runLogits(r.model, ids));
+    t.diagnostic(`${label}: logits rel. error ${err.toExponential(2)}`);
+    assert.ok(err < 1e-5, `${label}: ${err}`);
+  }
+});
+
+test('sizes without a Hadamard fall back to random orthogonal matrices with warnings, still exact', async () => {
+  // hidden 6 = 3 heads × 2: no Hadamard of order 6 or 3.
+  const model = miniLlama({ vocab: 32, heads: 3, kvHeads: 3, headDim: 2, intermediate: 12, layers: 1, seq: 8 });
+  const r = rotateModel(model, { seed: 0 });
+  assert.equal(r.rotation.residual.kind, 'random-orthogonal');
+  assert.equal(r.rotation.onlineHead?.kind, 'random-orthogonal');
+  assert.equal(r.rotation.onlineDown.kind, 'hadamard');
+  assert.equal(r.warnings.length, 2);
+  assert.match(r.warnings.join('\n'), /size 6/);
+  const err = relError(await runLogits(model, ids.slice(0, 8)), await runLogits(r.model, ids.slice(0, 8)));
+  assert.ok(err < 1e-5, `${err}`);
+});
+
+test('rotateModel rejects graphs that are not LLaMA-like with an actionable error', () => {
+  const m = miniLlama({ vocab: 16, heads: 2, kvHeads: 2, headDim: 4, intermediate: 12, layers: 1, seq: 8 });
+  // lm_head reads the normalized x without the norm's weight Mul: nothing to fold γ from.
+  const nodes = m.graph!.node!.filter((n) => n.name !== '/model/norm/Mul');
+  const div = m.graph!.node!.find((n) => n.name === '/model/norm/Div')!;
+  const lm = nodes.findIndex((n) => n.name === '/lm_head/MatMul');
+  nodes[lm] = { ...nodes[lm], input: [div.output![0], nodes[lm].input![1]] };
+  const broken = { ...m, graph: { ...m.graph, node: nodes } };
+  assert.throws(() => rotateModel(broken, { seed: 0 }), (e: unknown) => e instanceof GraphPatternFormatError && /not an RMSNorm output/.test((e as Error).message));
+});
+
+test('structured rotations (signs · Kronecker factors) match dense float64 products', () => {
+  const rand = seededUniform(9);
+  for (const n of [8, 12, 24, 6]) {
+    const r = orthogonalMatrix(n, { seed: 5, randomized: true });
+    const rows = 3;
+    const inner = 2;
+    const outer = 2;
+    // W with rows indexed (o, k, i): [outer·n·inner, cols]
+    const cols = 5;
+    const w = Float64Array.from({ length: outer * n * inner * cols }, () => rand() - 0.5);
+    const got = rotateRowsT(w, cols, r, inner, outer);
+    const want = mixRows(w, cols, r.matrix, n, inner, outer);
+    for (let i = 0; i < w.length; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-12, `rows n=${n}`);
+    // Columns indexed (o, k, i).
+    const wc = Float64Array.from({ length: rows * outer * n * inner }, () => rand() - 0.5);
+    const gotC = rotateCols(wc, rows, outer * n * inner, r, inner, outer);
+    const wantC = mixCols(wc, rows, outer * n * inner, r.matrix, n, inner, outer);
+    for (let i = 0; i < wc.length; i++) assert.ok(Math.abs(gotC[i] - wantC[i]) < 1e-12, `cols n=${n}`);
+  }
+  // mixRows(outer = inner = 1) is Aᵀ·W; mixCols is W·A (dense reference).
+  const a = Float64Array.of(1, 2, 3, 4);
+  const w = Float64Array.of(5, 6, 7, 8);
+  assert.deepEqual([...mixRows(w, 2, a, 2, 1, 1)], [1 * 5 + 3 * 7, 1 * 6 + 3 * 8, 2 * 5 + 4 * 7, 2 * 6 + 4 * 8]);
+  assert.deepEqual([...mixCols(w, 2, 2, a, 2, 1, 1)], [5 * 1 + 6 * 3, 5 * 2 + 6 * 4, 7 * 1 + 8 * 3, 7 * 2 + 8 * 4]);
+});
