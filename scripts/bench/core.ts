@@ -1,0 +1,228 @@
+// `npm run bench:core`: times every compression method of src/core on seeded layers with
+// correlated inputs (512, 1024, 2048 input columns; rows = cols and rows = 4·cols) and runs the
+// PyTorch reference (scripts/bench/torch_reference.py: the official per-row Cholesky loop, fp32)
+// on the SAME layers, exchanged as .npy files under bench-results/core-layers/.
+// Writes bench-results/core.json and docs/bench-core.md.
+//
+// Usage: tsx scripts/bench/core.ts [--sizes 512,1024,2048] [--methods all|obr-gptq,...]
+//        [--no-torch] [--threads N] [--obr-rows 512:0,1024:0,2048:256]
+// --obr-rows caps the rows the two OBR methods (ours and torch alike) run on per size, for the
+// cases whose full run takes too long on a small machine (0 = all rows); the full-layer time is
+// then the measured time scaled by rows/measured (the work is linear in rows).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { formatNpy, readNpy } from '../../src/cli/npy';
+import { compressLayer, layerLossBetween } from '../../src/core/compress';
+import { syntheticLayer } from '../../src/core/random';
+import { RECIPES, type RecipeName } from '../../src/protocol/recipes';
+
+interface Args {
+  sizes: number[];
+  methods: RecipeName[];
+  torch: boolean;
+  threads?: number;
+  obrRows: Map<number, number>;
+  /** Row cap for every method per size (0 = all rows). */
+  capRows: Map<number, number>;
+  torchThreads: number;
+}
+
+function parse(argv: string[]): Args {
+  const get = (name: string): string | undefined => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const sizes = (get('sizes') ?? '512,1024,2048').split(',').map(Number);
+  const m = get('methods') ?? 'all';
+  const methods = (m === 'all' ? [...RECIPES] : m.split(',')) as RecipeName[];
+  const obrRows = new Map<number, number>([[512, 0], [1024, 0], [2048, 256]]);
+  for (const part of (get('obr-rows') ?? '').split(',').filter(Boolean)) {
+    const [c, r] = part.split(':').map(Number);
+    obrRows.set(c, r);
+  }
+  const capRows = new Map<number, number>();
+  for (const part of (get('cap-rows') ?? '').split(',').filter(Boolean)) {
+    const [c, r] = part.split(':').map(Number);
+    capRows.set(c, r);
+  }
+  return { capRows, sizes, methods, torch: !argv.includes('--no-torch'), threads: get('threads') ? Number(get('threads')) : undefined, obrRows, torchThreads: Number(get('torch-threads') ?? 1) };
+}
+
+function underLoad(): { trainingRunning: boolean; loadavg1: number } {
+  let trainingRunning = false;
+  try {
+    trainingRunning = execFileSync('pgrep', ['-f', 'train.py'], { encoding: 'utf8' }).trim().length > 0;
+  } catch {
+    trainingRunning = false;
+  }
+  return { trainingRunning, loadavg1: loadavg()[0] };
+}
+
+/** Nominal flops of the reference algorithm (for GFLOP/s), n = cols. */
+function nominalFlops(method: RecipeName, rows: number, n: number): number {
+  const factor = n ** 3; // chol + inverse + chol of H, ≈ n³ in total
+  switch (method) {
+    case 'rtn':
+    case 'wanda-rtn':
+      return rows * n * 80 * 4;
+    case 'gptq':
+    case 'sparsegpt-gptq':
+      return 2 * rows * n * n + factor;
+    case 'obr-rtn':
+    case 'obr-gptq': {
+      const r = n / 2;
+      const perRow = r ** 3 / 3 + (r / 2) ** 3 / 3 + 4 * r * r;
+      return rows * perRow + (method === 'obr-gptq' ? rows * n * n + factor : 0);
+    }
+  }
+}
+
+function ensureLayer(dir: string, cols: number, seed: number): void {
+  if (existsSync(join(dir, 'H.npy')) && existsSync(join(dir, 'W.npy')) && existsSync(join(dir, 'act.npy'))) return;
+  mkdirSync(dir, { recursive: true });
+  const t = performance.now();
+  const L = syntheticLayer(4 * cols, cols, seed, { tokens: 2 * cols });
+  writeFileSync(join(dir, 'W.npy'), formatNpy(L.weight, [4 * cols, cols], 'float32'));
+  writeFileSync(join(dir, 'H.npy'), formatNpy(L.hessian, [cols, cols], 'float32'));
+  writeFileSync(join(dir, 'act.npy'), formatNpy(L.channelEnergy, [cols], 'float32'));
+  console.error(`generated ${dir} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+}
+
+interface Row {
+  cols: number;
+  rows: number;
+  method: RecipeName;
+  rowsMeasured: number;
+  seconds: number;
+  secondsFullLayer: number;
+  gflops: number;
+  loss: number;
+  relativeLoss: number;
+  load: { trainingRunning: boolean; loadavg1: number | null };
+  torch?: { seconds: number; secondsFullLayer: number; loss: number; timeRatio: number; lossRatio: number; load: { trainingRunning: boolean; loadavg1: number } };
+}
+
+async function main(): Promise<void> {
+  const args = parse(process.argv.slice(2));
+  const root = 'bench-results';
+  const results: Row[] = [];
+  const seed = 20260;
+  const meta = { createdAt: new Date().toISOString(), node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model, threads: args.threads ?? Math.min(2, cpus().length), torchThreads: args.torchThreads, seed: 20260 };
+  const file = join(root, 'core.json');
+  // Earlier results of sizes not re-run are kept (one size can be re-measured alone); the files
+  // are rewritten after every measurement so an interrupted run keeps what it measured.
+  let earlier: Row[] = [];
+  if (existsSync(file)) {
+    try {
+      earlier = (JSON.parse(readFileSync(file, 'utf8')) as { results: Row[] }).results.filter((r) => !args.sizes.includes(r.cols));
+    } catch {
+      earlier = [];
+    }
+  }
+  const write = (): void => {
+    const merged = [...earlier, ...results].sort((a, b) => a.cols - b.cols || a.rows - b.rows);
+    mkdirSync(root, { recursive: true });
+    writeFileSync(file, JSON.stringify({ meta, results: merged }, null, 2) + '\n');
+    writeFileSync(join('docs', 'bench-core.md'), markdown(meta, merged));
+  };
+
+  for (const cols of args.sizes) {
+    const dir = join(root, 'core-layers', `n${cols}`);
+    ensureLayer(dir, cols, seed + cols);
+    const Wall = readNpy(join(dir, 'W.npy'));
+    const H = readNpy(join(dir, 'H.npy')).data;
+    const act = readNpy(join(dir, 'act.npy')).data;
+    for (const rows of [cols, 4 * cols]) {
+      for (const method of args.methods) {
+        const isObr = method === 'obr-rtn' || method === 'obr-gptq';
+        const caps = [isObr ? args.obrRows.get(cols) ?? 0 : 0, args.capRows.get(cols) ?? 0].filter((c) => c > 0);
+        const cap = caps.length ? Math.min(...caps) : 0;
+        const measured = cap > 0 ? Math.min(cap, rows) : rows;
+        const weight = Wall.data.subarray(0, measured * cols);
+        const load = underLoad();
+        const t = performance.now();
+        const res = await compressLayer(
+          { weight, rows: measured, cols, hessian: H, channelEnergy: act },
+          { method, sparsity: { kind: 'unstructured', ratio: 0.5 }, wbits: 4, alpha: 0.5, damp: 0.01 },
+          { threads: args.threads, skipLoss: true },
+        );
+        const seconds = (performance.now() - t) / 1000;
+        const loss = layerLossBetween(res.weight, weight, measured, cols, H);
+        const energy = layerLossBetween(weight, null, measured, cols, H);
+        const row: Row = {
+          cols,
+          rows,
+          method,
+          rowsMeasured: measured,
+          seconds,
+          secondsFullLayer: (seconds * rows) / measured,
+          gflops: nominalFlops(method, measured, cols) / seconds / 1e9,
+          loss,
+          relativeLoss: loss / energy,
+          load,
+        };
+        if (args.torch && method === 'obr-gptq') {
+          const tload = underLoad();
+          const py = spawnSync('/usr/bin/python3', ['scripts/bench/torch_reference.py', dir, '--method', method, '--rows', String(measured), '--threads', String(args.torchThreads)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+          if (py.status === 0) {
+            const out = JSON.parse(py.stdout.trim().split('\n').pop()!) as { seconds: number };
+            const q = readNpy(join(dir, `Q_torch_${method}.npy`)).data;
+            const tl = layerLossBetween(q, weight, measured, cols, H);
+            row.torch = { seconds: out.seconds, secondsFullLayer: (out.seconds * rows) / measured, loss: tl, timeRatio: seconds / out.seconds, lossRatio: loss / tl, load: tload };
+          } else {
+            console.error(`torch reference failed: ${py.stderr}`);
+          }
+        }
+        results.push(row);
+        write();
+        console.error(
+          `${cols}×${rows} ${method.padEnd(15)} ${seconds.toFixed(2)} s (rows ${measured})  ${row.gflops.toFixed(2)} GFLOP/s  rel.loss ${row.relativeLoss.toExponential(3)}` +
+            (row.torch ? `  torch ${row.torch.seconds.toFixed(2)} s  time ratio ${row.torch.timeRatio.toFixed(2)}  loss ratio ${row.torch.lossRatio.toFixed(5)}` : '') +
+            (load.trainingRunning ? '  [train.py running]' : ''),
+        );
+      }
+    }
+  }
+  console.error(`wrote ${join(root, 'core.json')} and docs/bench-core.md`);
+}
+
+function markdown(meta: Record<string, unknown>, results: Row[]): string {
+  const lines = [
+    '# Core benchmark (`npm run bench:core`)',
+    '',
+    `Generated ${String(meta.createdAt)} on ${String(meta.cpus)} × ${String(meta.cpuModel)}, Node ${String(meta.node)}, ${String(meta.threads)} compensation threads.`,
+    'Layers: seeded synthetic layers with correlated inputs (`syntheticLayer` in src/core/random.ts: a low-rank factor model plus noise and per-channel scales; H = XXᵀ over 2·cols tokens), 50% unstructured Wanda mask, 4-bit, α = 0.5, damp 0.01.',
+    'Seconds are wall time of `compressLayer` without the loss statistics; loss = tr(ΔW H ΔWᵀ) with the undamped H, relative to tr(W H Wᵀ), both computed the same way for ours and torch.',
+    `Torch: scripts/bench/torch_reference.py (official per-row loop, fp32, ${String(meta.torchThreads)} thread(s); on this oversubscribed 2-core machine torch with 2 OpenMP threads was ~10× slower than with 1) on the same .npy files. Time ratio = ours / torch (≤ 1 means we are faster); loss ratio = our loss / torch loss.`,
+    'Rows measured < rows: only the first rows were run (`--obr-rows` for the OBR methods, ours and torch alike; `--cap-rows` for every method, used at 2048), and "full-layer s" scales the time linearly. Rows without a load figure were rebuilt from a run log (bench-results/core-run-512-1024.log) after that run had to be stopped, so they carry no absolute loss.',
+    '',
+    '| cols × rows | method | rows measured | seconds | full-layer s | GFLOP/s | rel. loss | torch s | time ratio | loss ratio | under load |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const r of results) {
+    lines.push(
+      `| ${r.cols} × ${r.rows} | ${r.method} | ${r.rowsMeasured} | ${r.seconds.toFixed(2)} | ${r.secondsFullLayer.toFixed(1)} | ${r.gflops.toFixed(2)} | ${r.relativeLoss.toExponential(3)} | ${r.torch ? r.torch.seconds.toFixed(2) : '–'} | ${r.torch ? r.torch.timeRatio.toFixed(2) : '–'} | ${r.torch ? r.torch.lossRatio.toFixed(5) : '–'} | ${[r.load.trainingRunning ? 'train.py' : '', r.load.loadavg1 == null ? '' : `load ${r.load.loadavg1.toFixed(1)}`].filter(Boolean).join(', ') || '–'} |`,
+    );
+  }
+  lines.push(
+    '',
+    '## How our implementation differs from the reference loop',
+    '',
+    '- One Cholesky per row instead of two: the retained set is ordered [R2, E2] before factorizing, so the leading block of the factor is chol(A_R2R2) and the E2 → R2 transfer reuses it (§2.7).',
+    '- The factorization is a row-blocked (16 rows) left-looking Cholesky whose 4×2 dot-product tiles run in a WebAssembly SIMD (f64x2) kernel assembled at load time (src/core/kernels.ts); everything stays in float64.',
+    '- Right-hand sides are dense row dot products of H (no gathers); the GPTQ tail updates 16 rows per loaded row of U.',
+    '- Rows are independent, so scale search, compensation and the GPTQ tail run on worker threads (SharedArrayBuffer, eval workers); the main thread factors H⁻¹ for the tail meanwhile.',
+    '- Preconditioned CG (`solver: \'pcg\'`) and a float32-factor + float64-refinement solver (`precision: \'mixed\'`) are implemented and tested, but measured slower here (Jacobi-PCG needs 100+ iterations on these ill-conditioned blocks; the float32 tile was not faster than f64x2), so the default is the exact float64 solver.',
+    '',
+    'Machine load: a model training (`train.py`) and other jobs shared the 2 cores during these runs (load average in the last column), so absolute times are noisy, and ours and torch\'s were measured back to back, not at the same moment.',
+    '',
+  );
+  return lines.join('\n');
+}
+
+void main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});

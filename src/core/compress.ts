@@ -1,0 +1,303 @@
+// One linear layer, one recipe: the numerical entry point the pipeline and `obr layer` call.
+// Order of operations follows obr-algorithm.md §1.7 exactly:
+//   1 per-row symmetric scales on the DENSE W (MSE clip search, P2)
+//   2 dead inputs (H_jj = 0): H_jj := 1, W[:, j] := 0
+//   3 damping H + λ·mean(diag H)·I, used for every solve (P6)
+//   4 mask  5 compensation  6 final quantization (RTN or masked GPTQ tail)
+// Loss terms are reported with the UNDAMPED H (LayerLoss in src/protocol/report.ts).
+import type { RecipeName, Sparsity } from '../protocol/recipes';
+import type { LayerLoss } from '../protocol/report';
+import { type MatrixBackend, jsBackend } from './backend';
+import { sparseGptInPlace } from './gptq';
+import { LinAlgError, dampHessian, upperCholeskyOfInverse } from './matrix';
+import { magnitudeScores, pruneMask, sparseGptScores, wandaScores } from './mask';
+import { DEFAULT_PCG } from './obr';
+import { defaultThreads, PARALLEL_MIN_FLOPS, RowPool, runRows, shared } from './parallel';
+import { quantizeRows, symmetricCode, symmetricGrid } from './quantize';
+
+export interface LayerProblem {
+  /** rows×cols row-major, W ∈ R^{out×in} (rows = output channels). */
+  weight: Float64Array;
+  rows: number;
+  cols: number;
+  /** cols×cols, symmetric, UNDAMPED; any positive multiple of XXᵀ (e.g. Σ XXᵀ). */
+  hessian: Float64Array;
+  /** cols; Wanda's per-input-channel mean ‖X_j‖². When absent, diag(H) is used: it is
+   *  proportional to the mean energy, and the per-row Wanda ranking is scale-free. */
+  channelEnergy?: Float64Array;
+}
+
+export type MaskScore = 'wanda' | 'magnitude' | 'sparsegpt';
+
+export interface LayerConfig {
+  method: RecipeName;
+  sparsity: Sparsity;
+  wbits: number;
+  /** OBR column split α ∈ [0, 1]: k = ⌊α·cols⌋. */
+  alpha: number;
+  /** Relative damping λ (0.01). */
+  damp: number;
+  /** GPTQ lazy-batch width (128). */
+  blockSize?: number;
+  /** Mask score for wanda-rtn / obr-*; default wanda. */
+  mask?: MaskScore;
+}
+
+export interface LayerResult {
+  /** Fake-quantized compressed weight, rows×cols; pruned entries exactly 0. */
+  weight: Float64Array;
+  /** Per-row symmetric scale (fitted once on the dense W, P2). */
+  scales: Float64Array;
+  /** rows×cols integer codes in [−2^(b−1), 2^(b−1)−1]; weight = scales[r]·codes. */
+  codes: Int8Array;
+  /** rows×cols, 1 = kept. */
+  mask: Uint8Array;
+  stats: { loss: LayerLoss; sparsity: number; codeHistogram: number[]; seconds: number };
+}
+
+export interface CompressOptionsCore {
+  signal?: AbortSignal;
+  /** Worker threads for the per-row compensation (default: min(2, cpus)); 1 = this thread. */
+  threads?: number;
+  backend?: MatrixBackend;
+  /** Per-row solver for the OBR compensation: exact Cholesky ('direct') or batched PCG ('pcg'). */
+  solver?: 'direct' | 'pcg' | 'auto';
+  /** Skip the four loss quadratic forms (bench timing); loss fields are then NaN. `stats.seconds`
+   *  never includes them. */
+  skipLoss?: boolean;
+}
+
+export class InputError extends Error {
+  override name = 'InputError';
+}
+
+function validate(problem: LayerProblem, config: LayerConfig): void {
+  const { rows, cols, weight, hessian } = problem;
+  if (!(Number.isInteger(rows) && rows > 0 && Number.isInteger(cols) && cols > 0)) throw new InputError(`layer shape must be positive integers, got ${rows}×${cols}`);
+  if (weight.length !== rows * cols) throw new InputError(`weight has ${weight.length} values, expected ${rows}×${cols}`);
+  if (hessian.length !== cols * cols) throw new InputError(`hessian has ${hessian.length} values, expected ${cols}×${cols} (cols of W)`);
+  if (problem.channelEnergy && problem.channelEnergy.length !== cols) throw new InputError(`channel energy has ${problem.channelEnergy.length} values, expected ${cols}`);
+  for (let i = 0; i < weight.length; i++) if (!Number.isFinite(weight[i])) throw new InputError(`weight has a NaN or infinite value at flat index ${i}`);
+  for (let i = 0; i < hessian.length; i++) if (!Number.isFinite(hessian[i])) throw new InputError(`hessian has a NaN or infinite value at flat index ${i}`);
+  if (!(Number.isInteger(config.wbits) && config.wbits >= 2 && config.wbits <= 8)) throw new InputError(`wbits must be an integer in 2..8, got ${config.wbits}`);
+  if (!(config.alpha >= 0 && config.alpha <= 1)) throw new InputError(`alpha must be in [0, 1], got ${config.alpha}`);
+  if (!(config.damp >= 0 && Number.isFinite(config.damp))) throw new InputError(`damp must be ≥ 0, got ${config.damp}`);
+}
+
+/** tr(D H Dᵀ) for D = A − B (rows×cols), H symmetric; blocked over rows via the backend GEMM. */
+export function layerLossBetween(a: Float64Array, b: Float64Array | null, rows: number, cols: number, h: Float64Array, backend: MatrixBackend = jsBackend): number {
+  const batch = 16;
+  const d = new Float64Array(batch * cols);
+  const y = new Float64Array(batch * cols);
+  let total = 0;
+  for (let r0 = 0; r0 < rows; r0 += batch) {
+    const nb = Math.min(batch, rows - r0);
+    for (let i = 0; i < nb * cols; i++) d[i] = b ? a[r0 * cols + i] - b[r0 * cols + i] : a[r0 * cols + i];
+    y.fill(0);
+    backend.gemmAccumulate(d.subarray(0, nb * cols), h, y.subarray(0, nb * cols), nb, cols, cols);
+    for (let i = 0; i < nb * cols; i++) total += d[i] * y[i];
+  }
+  return total;
+}
+
+/** Rough flops of a method's row work, to decide whether worker threads pay off. */
+function rowWorkFlops(method: RecipeName, rows: number, cols: number): number {
+  const scales = rows * cols * 80 * 8;
+  if (method === 'obr-rtn' || method === 'obr-gptq') return scales + (rows * (cols / 2) ** 3) / 3 + 2 * rows * cols * cols;
+  if (method === 'gptq') return scales + 2 * rows * cols * cols;
+  return scales;
+}
+
+export async function compressLayer(problem: LayerProblem, config: LayerConfig, options: CompressOptionsCore = {}): Promise<LayerResult> {
+  validate(problem, config);
+  const started = performance.now();
+  const { rows, cols } = problem;
+  const backend = options.backend ?? jsBackend;
+  const signal = options.signal;
+  const bits = config.wbits;
+  const { maxq } = symmetricGrid(bits);
+  const bs = config.blockSize ?? 128;
+  signal?.throwIfAborted();
+
+  const threads = Math.max(1, Math.floor(options.threads ?? defaultThreads()));
+  const parallel = threads > 1 && rows > 1 && (options.threads !== undefined || rowWorkFlops(config.method, rows, cols) >= PARALLEL_MIN_FLOPS);
+  const pool = parallel ? new RowPool(threads) : null;
+  // Arrays a worker reads or writes live in SharedArrayBuffers when a pool is used.
+  const f64 = (n: number): Float64Array => (pool ? shared.f64(n) : new Float64Array(n));
+  const copy = (a: Float64Array): Float64Array => (pool ? shared.copy(a) : a.slice());
+  try {
+    // 1. Scales on the dense W (P2), row-parallel.
+    const dense = pool ? shared.copy(problem.weight) : problem.weight;
+    const scales = f64(rows);
+    await runRows(pool, { kind: 'scales', weight: dense, cols, maxq, norm: 2.4, grid: 100, steps: 80, scales }, rows, signal);
+
+    // 2. Dead inputs, 3. damping.
+    const w = copy(problem.weight);
+    const h0 = problem.hessian.slice();
+    for (let j = 0; j < cols; j++) {
+      if (h0[j * cols + j] === 0) {
+        h0[j * cols + j] = 1;
+        for (let r = 0; r < rows; r++) w[r * cols + j] = 0;
+      }
+    }
+    const hd = dampHessian(h0, cols, config.damp);
+    const hdShared = pool ? shared.copy(hd) : hd;
+
+    const prunes = config.method !== 'rtn' && config.method !== 'gptq' && config.sparsity.kind !== 'dense';
+    const codes = pool ? shared.i8(rows * cols) : new Int8Array(rows * cols);
+    let mask: Uint8Array;
+    let out: Float64Array;
+    let upper: Float64Array | null = null;
+    const getUpper = (): Float64Array => (upper ??= pool ? shared.copy(upperCholeskyOfInverse(hd, cols)) : upperCholeskyOfInverse(hd, cols));
+
+    const maskFor = (): Uint8Array => {
+      const m = pool ? shared.u8(rows * cols) : new Uint8Array(rows * cols);
+      if (!prunes) return m.fill(1);
+      const kind = config.mask ?? 'wanda';
+      let scores: Float64Array;
+      if (kind === 'magnitude') scores = magnitudeScores(w);
+      else if (kind === 'sparsegpt') scores = sparseGptScores(w, rows, cols, getUpper());
+      else {
+        let energy = problem.channelEnergy;
+        if (!energy) {
+          energy = new Float64Array(cols);
+          for (let j = 0; j < cols; j++) energy[j] = problem.hessian[j * cols + j];
+        }
+        scores = wandaScores(w, rows, cols, energy);
+      }
+      m.set(pruneMask(scores, rows, cols, config.sparsity));
+      return m;
+    };
+
+    switch (config.method) {
+      case 'rtn': {
+        mask = maskFor();
+        out = quantizeRows(w, rows, cols, scales, bits, codes);
+        break;
+      }
+      case 'wanda-rtn': {
+        mask = maskFor();
+        const wp = w.slice();
+        for (let i = 0; i < wp.length; i++) if (!mask[i]) wp[i] = 0;
+        out = quantizeRows(wp, rows, cols, scales, bits, codes);
+        break;
+      }
+      case 'gptq': {
+        mask = maskFor();
+        out = w;
+        await runRows(pool, { kind: 'gptq', weight: out, cols, u: getUpper(), scales, maxq, mask: null, start: 0, blockSize: bs, codes }, rows, signal);
+        break;
+      }
+      case 'sparsegpt-gptq': {
+        // P15: damp 0.01 with a 0.1 fallback when the factorization fails.
+        try {
+          getUpper();
+        } catch (e) {
+          if (!(e instanceof LinAlgError)) throw e;
+          upper = upperCholeskyOfInverse(dampHessian(h0, cols, Math.max(0.1, config.damp)), cols);
+        }
+        out = w;
+        mask = sparseGptInPlace(out, rows, cols, getUpper(), scales, bits, config.sparsity, codes, bs);
+        break;
+      }
+      case 'obr-rtn':
+      case 'obr-gptq': {
+        mask = maskFor();
+        const k = Math.floor(config.alpha * cols + 1e-9);
+        const wc = f64(rows * cols);
+        const solver = options.solver === 'pcg' ? 'pcg' : 'direct';
+        const compensation = runRows(pool, { kind: 'compensate', problem: { weight: w, rows, cols, hessian: hdShared, mask, scales, bits, splitCol: k }, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
+        // While the workers compensate, this thread factors H⁻¹ for the GPTQ tail.
+        if (pool && config.method === 'obr-gptq' && k < cols) getUpper();
+        await compensation;
+        if (config.method === 'obr-rtn') {
+          out = quantizeRows(wc, rows, cols, scales, bits, codes);
+        } else {
+          // Columns [0, k): RTN of W_c (E2 values are exactly the rounded ones that were
+          // compensated, §7.7); columns [k, n): masked GPTQ tail from W_c (P10).
+          out = wc;
+          for (let r = 0; r < rows; r++) {
+            const o = r * cols;
+            const s = scales[r];
+            for (let j = 0; j < k; j++) {
+              const q = symmetricCode(wc[o + j], s, maxq);
+              codes[o + j] = q;
+              out[o + j] = q * s;
+            }
+          }
+          if (k < cols) {
+            await runRows(pool, { kind: 'gptq', weight: out, cols, u: getUpper(), scales, maxq, mask, start: k, blockSize: bs, codes }, rows, signal);
+          }
+        }
+        break;
+      }
+      default: {
+        const never: never = config.method;
+        throw new InputError(`unknown method ${String(never)}`);
+      }
+    }
+    return finish(problem, config, options, { out, codes, mask, scales, prunes, started, backend });
+  } finally {
+    await pool?.close();
+  }
+}
+
+function finish(
+  problem: LayerProblem,
+  config: LayerConfig,
+  options: CompressOptionsCore,
+  r: { out: Float64Array; codes: Int8Array; mask: Uint8Array; scales: Float64Array; prunes: boolean; started: number; backend: MatrixBackend },
+): LayerResult {
+  const { rows, cols } = problem;
+  const { prunes, started, backend } = r;
+  // Results leave as ordinary arrays, not views on the workers' SharedArrayBuffers.
+  const own = <T extends Float64Array | Int8Array | Uint8Array>(a: T): T => (a.buffer instanceof SharedArrayBuffer ? (a.slice() as T) : a);
+  const out = own(r.out);
+  const codes = own(r.codes);
+  const mask = own(r.mask);
+  const scales = own(r.scales);
+  const bits = config.wbits;
+  const { maxq } = symmetricGrid(bits);
+  const signal = options.signal;
+  // Pruned entries are exactly 0 (round(0/s) = 0 and GPTQ forces them), but make the code
+  // array agree for quant-only recipes too.
+  for (let i = 0; i < out.length; i++) if (!mask[i]) {
+    out[i] = 0;
+    codes[i] = 0;
+  }
+  signal?.throwIfAborted();
+
+  let zeros = 0;
+  const histogram = new Array<number>(2 ** bits).fill(0);
+  for (let i = 0; i < out.length; i++) {
+    if (out[i] === 0) zeros++;
+    if (mask[i]) histogram[codes[i] + maxq + 1]++;
+  }
+
+  const seconds = (performance.now() - started) / 1000;
+  let loss: LayerLoss;
+  if (options.skipLoss) {
+    loss = { total: NaN, pruning: NaN, quantization: NaN, recovered: NaN, outputEnergy: NaN };
+  } else {
+    const h = problem.hessian;
+    const W = problem.weight;
+    const total = layerLossBetween(out, W, rows, cols, h, backend);
+    let pruning = 0;
+    if (prunes) {
+      const pr = new Float64Array(rows * cols);
+      for (let i = 0; i < pr.length; i++) if (!mask[i]) pr[i] = W[i];
+      pruning = layerLossBetween(pr, null, rows, cols, h, backend);
+    }
+    const rtn = quantizeRows(W, rows, cols, scales, bits);
+    const quantization = layerLossBetween(rtn, W, rows, cols, h, backend);
+    const outputEnergy = layerLossBetween(W, null, rows, cols, h, backend);
+    loss = { total, pruning, quantization, recovered: pruning + quantization - total, outputEnergy };
+  }
+  return {
+    weight: out,
+    scales,
+    codes,
+    mask,
+    stats: { loss, sparsity: zeros / out.length, codeHistogram: histogram, seconds },
+  };
+}
