@@ -47,6 +47,13 @@ def rename_value(graph, old, new):
 def postprocess(model, state):
     g = model.graph
     inits = {t.name: t for t in g.initializer}
+    # the exporter shares equal parameters through Identity nodes (e.g. all-ones norms): materialize them
+    for n in list(g.node):
+        if n.op_type == 'Identity' and n.input[0] in inits and n.output[0] in state:
+            t = numpy_helper.from_array(numpy_helper.to_array(inits[n.input[0]]), n.output[0])
+            g.initializer.append(t)
+            inits[t.name] = t
+            g.node.remove(n)
     consumers = {}
     for n in g.node:
         for x in n.input:
@@ -71,18 +78,44 @@ def postprocess(model, state):
         found.add(pname)
     missing = set(linear) - found
     assert not missing, f'MatMul nodes not found for {sorted(missing)}'
-    # the other parameters (embedding, RMSNorm weights) keep their state-dict names through the exporter
+    # the embedding (Gather input 0) and the RMSNorm weights (Mul input 1) keep their state-dict names; the
+    # exporter may share one initializer between equal tensors (e.g. all-ones norms), so give each its own
+    by_name = {n.name: n for n in g.node}
     for k in state:
-        if k not in found:
-            assert k in inits, f'initializer {k} missing'
-            np.testing.assert_array_equal(numpy_helper.to_array(inits[k]), state[k].numpy())
-    # readable names for any anonymous node
-    counts = {}
+        if k in found:
+            continue
+        node_name, slot = ((module_path(k) + '/Gather', 0) if k.endswith('embed_tokens.weight')
+                           else (module_path(k) + '/Mul', 1))
+        n = by_name[node_name]
+        cur = n.input[slot]
+        assert cur in inits, (k, node_name, cur)
+        np.testing.assert_array_equal(numpy_helper.to_array(inits[cur]), state[k].numpy())
+        if cur != k:
+            assert k not in inits, k
+            t = numpy_helper.from_array(numpy_helper.to_array(inits[cur]), k)
+            g.initializer.append(t)
+            inits[k] = t
+            n.input[slot] = k
+    used = {x for n in g.node for x in n.input}
+    for t in list(g.initializer):
+        if t.name not in used:
+            g.initializer.remove(t)
+    # readable names for anonymous nodes (exporter constants): the module path of their first consumer
+    consumers = {}
     for n in g.node:
-        if not n.name:
-            base = f'/{n.op_type}'
-            counts[base] = counts.get(base, 0) + 1
-            n.name = f'{base}_{counts[base]}'
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    taken = {n.name for n in g.node if n.name}
+    for n in g.node:
+        if n.name:
+            continue
+        users = [c for o in n.output for c in consumers.get(o, []) if c.name]
+        scope = users[0].name.rsplit('/', 1)[0] if users else ''
+        k = 0
+        while f'{scope}/{n.op_type}_anon_{k}' in taken:
+            k += 1
+        n.name = f'{scope}/{n.op_type}_anon_{k}'
+        taken.add(n.name)
     return model
 
 

@@ -64,13 +64,22 @@ def main():
     ap.add_argument('--lr', type=float, default=3e-3)
     ap.add_argument('--tokenizer', required=True)
     ap.add_argument('--eval-every', type=int, default=100)
+    ap.add_argument('--out', default=None, help='checkpoint/metrics folder (default .cache/models/SIZE)')
+    ap.add_argument('--threads', type=int, default=1,
+                    help='torch threads; 1 = deterministic and, on a shared 2-core machine, faster than 2')
+    ap.add_argument('--time-budget', type=float, default=0,
+                    help='seconds: the cosine schedule follows max(step fraction, time fraction) and training ends '
+                         'when either is reached; the learning rates used are saved in metrics.json (lrs)')
+    ap.add_argument('--replay-lrs', default=None,
+                    help='JSON file with the per-step learning rates of an earlier run (exact regeneration)')
+    ap.add_argument('--stop-at', type=float, default=0, help='unix time: stop early (and evaluate) past it')
     args = ap.parse_args()
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     random.seed(SEED)
     np.random.seed(SEED)
     torch.manual_seed(SEED)
-    out = os.path.join(CACHE, args.size)
+    out = args.out or os.path.join(CACHE, args.size)
     os.makedirs(out, exist_ok=True)
 
     t_start = time.time()
@@ -90,12 +99,28 @@ def main():
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1}, {'params': no_decay, 'weight_decay': 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
     warmup = max(1, args.steps // 20)
+    replay = None
+    if args.replay_lrs:
+        with open(args.replay_lrs) as f:
+            replay = json.load(f)
+        replay = replay['lrs'] if isinstance(replay, dict) else replay
+        args.steps = len(replay)
 
-    def lr_at(step):
+    def progress(step):
+        p = step / args.steps
+        if args.time_budget:
+            p = max(p, (time.time() - t0) / args.time_budget)
+        return p
+
+    def lr_at(step, p):
+        if replay is not None:
+            return replay[step]
         if step < warmup:
             return args.lr * (step + 1) / warmup
-        p = (step - warmup) / max(1, args.steps - warmup)
-        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+        w = warmup / args.steps
+        q = min(1.0, max(0.0, (p - w) / (1 - w)))
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * q)))
+    lrs = []
 
     rng = np.random.default_rng(SEED)
     t0 = time.time()
@@ -110,14 +135,26 @@ def main():
             'size': args.size, 'params': n_params, 'steps': step, 'planned_steps': args.steps, 'batch': args.batch,
             'context': CTX, 'lr': args.lr, 'seed': SEED, 'tokens_seen': step * args.batch * CTX,
             'train_tokens': int(len(train_ids)), 'train_wall_s': round(time.time() - t0, 1),
-            'final': final, 'log': log,
+            'threads': args.threads, 'time_budget_s': args.time_budget, 'final': final, 'log': log, 'lrs': lrs,
         })
         with open(os.path.join(out, 'metrics.json'), 'w') as f:
             json.dump(metrics, f, indent=1)
 
+    done_steps = args.steps
     for step in range(args.steps):
+        if args.stop_at and time.time() > args.stop_at:
+            done_steps = step
+            print(f'stopping early at step {step}: past --stop-at', flush=True)
+            break
+        p = progress(step)
+        if replay is None and args.time_budget and p >= 1.0:
+            done_steps = step
+            print(f'time budget reached at step {step}', flush=True)
+            break
+        lr = lr_at(step, p)
+        lrs.append(lr)
         for g in opt.param_groups:
-            g['lr'] = lr_at(step)
+            g['lr'] = lr
         starts = rng.integers(0, len(train_ids) - CTX - 1, size=args.batch)
         batch = torch.from_numpy(np.stack([train_ids[s:s + CTX + 1] for s in starts]))
         logits = model.loss_logits(batch[:, :-1])
@@ -129,7 +166,7 @@ def main():
         lv = loss.item()
         train_loss_ema = lv if train_loss_ema is None else 0.95 * train_loss_ema + 0.05 * lv
         if (step + 1) % 10 == 0:
-            print(f'step {step + 1}/{args.steps} loss {lv:.4f} ema {train_loss_ema:.4f} lr {lr_at(step):.2e} '
+            print(f'step {step + 1}/{args.steps} loss {lv:.4f} ema {train_loss_ema:.4f} lr {lr:.2e} '
                   f'{time.time() - t0:.0f}s', flush=True)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             vl = window_nll(model, valid_w[:64])
@@ -146,7 +183,7 @@ def main():
     metrics.update({'final_train_loss_ema': round(train_loss_ema, 4), 'final_valid_loss': round(vl, 4),
                     'test_windows': len(test_w), 'test_nll': tl, 'test_ppl_python': math.exp(tl),
                     'unigram_test_ppl': math.exp(un), 'valid_ppl': math.exp(vl)})
-    save(args.steps, final=True)
+    save(done_steps, final=True)
     metrics['train_wall_s'] = round(train_wall, 1)
     with open(os.path.join(out, 'metrics.json'), 'w') as f:
         json.dump(metrics, f, indent=1)
