@@ -26,6 +26,17 @@ export class ProviderError extends Error {
 }
 
 /**
+ * Providers that failed to initialise in this process (e.g. CUDA without its libraries), with the
+ * error. They are not tried again: onnxruntime prints a native error on every attempt, and a
+ * pipeline opens dozens of sessions. CPU is never cached as failed.
+ */
+const unavailable = new Map<string, string>();
+
+function isInitFailure(message: string): boolean {
+  return /Failed to load (shared )?library|not (compiled|built)|not supported|unavailable|cannot open shared object|WebGPU adapter|Vulkan/i.test(message);
+}
+
+/**
  * Creates a session on the first provider of `preference` that loads. CPU is always tried last,
  * even when not named, because every build has it.
  */
@@ -38,6 +49,11 @@ export async function createSessionWithFallback(
   if (!order.includes('cpu')) order.push('cpu');
   const tried: SessionChoice['tried'] = [];
   for (const name of order) {
+    const known = unavailable.get(name);
+    if (known !== undefined) {
+      tried.push({ name, error: known });
+      continue;
+    }
     try {
       const opts = { ...options, executionProviders: [name] };
       const session =
@@ -45,7 +61,9 @@ export async function createSessionWithFallback(
       tried.push({ name });
       return { session, used: name, tried };
     } catch (e) {
-      tried.push({ name, error: firstLine(e) });
+      const error = firstLine(e);
+      tried.push({ name, error });
+      if (name !== 'cpu' && isInitFailure(error)) unavailable.set(name, error);
     }
   }
   throw new ProviderError(

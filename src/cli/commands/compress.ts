@@ -1,0 +1,274 @@
+// `obr compress MODEL.onnx …`: pre-flight estimate, the compression pipeline with progress on
+// stderr, and a final table of perplexities and output paths.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { isAbort } from '../../pipeline/cancel';
+import { runCompression, type PipelineOptions } from '../../pipeline/compress';
+import { estimateCompression, formatBytes, formatSeconds, type Preflight } from '../../pipeline/preflight';
+import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, RECIPES, isRecipe, parseSparsity, type CompressOptions } from '../../protocol/recipes';
+import type { CompressionReport } from '../../protocol/report';
+import type { ProgressEvent } from '../../protocol/worker';
+import { readText } from '../../runtime/text';
+import { loadTokenizer } from '../../runtime/tokenizer';
+import { type CliCommand, UsageError } from '../command';
+
+const KNOWN_EPS = new Set<string>([...EXECUTION_PROVIDERS, 'tensorrt']);
+
+export function parseEpList(text: string | undefined): string[] {
+  if (!text) return [...EXECUTION_PROVIDERS];
+  const list = text.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+  for (const ep of list) {
+    if (!KNOWN_EPS.has(ep)) throw new UsageError(`--ep: unknown execution provider "${ep}" (known: ${[...KNOWN_EPS].join(', ')})`);
+  }
+  if (list.length === 0) throw new UsageError('--ep: give at least one execution provider, e.g. --ep cuda,cpu');
+  return list;
+}
+
+export function parsePositiveInt(flag: string, text: string, min = 1): number {
+  const v = Number(text);
+  if (!Number.isInteger(v) || v < min) throw new UsageError(`${flag}: expected an integer ≥ ${min}, got "${text}"`);
+  return v;
+}
+
+export function parseNumberIn(flag: string, text: string, lo: number, hi: number): number {
+  const v = Number(text);
+  if (text.trim() === '' || !Number.isFinite(v) || v < lo || v > hi) throw new UsageError(`${flag}: expected a number in [${lo}, ${hi}], got "${text}"`);
+  return v;
+}
+
+// ---------------------------------------------------------------- the command
+
+export const compressCommand: CliCommand = {
+  name: 'compress',
+  summary: 'compress a model (prune + quantize + compensate) and write it beside the source',
+  usage:
+    'obr compress MODEL.onnx [--recipe obr-gptq] [--sparsity 0.5|2:4|4:8] [--wbits 4] [--abits 4|16] [--kvbits 4|16]\n' +
+    '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
+    '       [--ep cuda,cpu] [--mode sequential|oneshot] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
+    '       [--no-eval] [--no-resume] [--batch B] [--threads T] [--json] [--yes]\n\n' +
+    `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
+    '  Writes NAME.<recipe>-w4a4kv4-s50.onnx (simulated), NAME.<recipe>-w4-s50.packed.onnx (MatMulNBits) and\n' +
+    '  NAME.<recipe>-w4a4kv4-s50.report.json. An interrupted job resumes from .NAME.obr-partial/ when rerun.\n' +
+    '  --yes runs even when the pre-flight estimate says memory will not suffice.',
+  async run(argv) {
+    const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: COMPRESS_FLAGS });
+    const [model, ...rest] = positionals;
+    if (!model || rest.length) throw new UsageError('give exactly one MODEL.onnx');
+    const { options, extra } = compressOptionsFromFlags(values);
+    return runCompressCli(model, options, extra, { yes: !!values.yes, json: !!values.json });
+  },
+};
+
+export const COMPRESS_FLAGS = {
+  recipe: { type: 'string' },
+  sparsity: { type: 'string' },
+  wbits: { type: 'string' },
+  abits: { type: 'string' },
+  kvbits: { type: 'string' },
+  alpha: { type: 'string' },
+  damp: { type: 'string' },
+  calib: { type: 'string' },
+  samples: { type: 'string' },
+  seqlen: { type: 'string' },
+  seed: { type: 'string' },
+  out: { type: 'string' },
+  ep: { type: 'string' },
+  mode: { type: 'string' },
+  sensitivity: { type: 'boolean' },
+  'eval-text': { type: 'string' },
+  'eval-windows': { type: 'string' },
+  'no-eval': { type: 'boolean' },
+  'no-resume': { type: 'boolean' },
+  batch: { type: 'string' },
+  threads: { type: 'string' },
+  json: { type: 'boolean' },
+  yes: { type: 'boolean' },
+} as const;
+
+type Flags = Partial<Record<keyof typeof COMPRESS_FLAGS, string | boolean>>;
+
+export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAULT_OPTIONS): { options: CompressOptions; extra: PipelineOptions } {
+  const str = (k: keyof typeof COMPRESS_FLAGS) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  const recipe = str('recipe') ?? base.recipe;
+  if (!isRecipe(recipe)) throw new UsageError(`--recipe: unknown recipe "${recipe}" (choose one of ${RECIPES.join(', ')})`);
+  let sparsity = base.sparsity;
+  const sp = str('sparsity');
+  if (sp !== undefined) {
+    try {
+      sparsity = parseSparsity(sp);
+    } catch (e) {
+      throw new UsageError(`--sparsity: ${(e as Error).message}`);
+    }
+  }
+  const bits = (flag: 'abits' | 'kvbits', fallback: number) => {
+    const t = str(flag);
+    if (t === undefined) return fallback;
+    const b = Number(t);
+    if (!Number.isInteger(b) || b < 2 || (b > 8 && b !== 16)) throw new UsageError(`--${flag}: expected 2…8 or 16 (off), got "${t}"`);
+    return b;
+  };
+  const mode = str('mode') ?? base.calibrationMode;
+  if (mode !== 'sequential' && mode !== 'oneshot') throw new UsageError(`--mode: expected sequential or oneshot, got "${mode}"`);
+  const options: CompressOptions = {
+    ...base,
+    recipe,
+    sparsity,
+    wbits: str('wbits') !== undefined ? parseIntIn('--wbits', str('wbits')!, 2, 8) : base.wbits,
+    abits: bits('abits', base.abits),
+    kvbits: bits('kvbits', base.kvbits),
+    alpha: str('alpha') !== undefined ? parseNumberIn('--alpha', str('alpha')!, 0, 1) : base.alpha,
+    damp: str('damp') !== undefined ? parseNumberIn('--damp', str('damp')!, 0, 10) : base.damp,
+    calibText: str('calib') ?? base.calibText,
+    samples: str('samples') !== undefined ? parsePositiveInt('--samples', str('samples')!) : base.samples,
+    seqlen: str('seqlen') !== undefined ? parsePositiveInt('--seqlen', str('seqlen')!, 2) : base.seqlen,
+    seed: str('seed') !== undefined ? parsePositiveInt('--seed', str('seed')!, 0) : base.seed,
+    outDir: str('out') ?? base.outDir,
+    executionProviders: str('ep') !== undefined ? (parseEpList(str('ep')) as CompressOptions['executionProviders']) : base.executionProviders,
+    calibrationMode: mode,
+  };
+  if (options.calibText !== undefined && !existsSync(options.calibText)) throw new UsageError(`--calib: file not found: ${options.calibText}`);
+  const evalText = str('eval-text');
+  if (evalText !== undefined && !existsSync(evalText)) throw new UsageError(`--eval-text: file not found: ${evalText}`);
+  const extra: PipelineOptions = {
+    evalText: v['no-eval'] ? null : evalText,
+    evalWindows: str('eval-windows') !== undefined ? parsePositiveInt('--eval-windows', str('eval-windows')!) : undefined,
+    sensitivity: !!v.sensitivity,
+    resume: !v['no-resume'],
+    batch: str('batch') !== undefined ? parsePositiveInt('--batch', str('batch')!) : undefined,
+    threads: str('threads') !== undefined ? parsePositiveInt('--threads', str('threads')!) : undefined,
+  };
+  return { options, extra };
+}
+
+function parseIntIn(flag: string, text: string, lo: number, hi: number): number {
+  const v = Number(text);
+  if (!Number.isInteger(v) || v < lo || v > hi) throw new UsageError(`${flag}: expected an integer in ${lo}…${hi}, got "${text}"`);
+  return v;
+}
+
+/** Pre-flight, the job with progress on stderr, the result table on stdout. Returns the exit code. */
+export async function runCompressCli(
+  model: string,
+  options: CompressOptions,
+  extra: PipelineOptions,
+  cli: { yes: boolean; json: boolean; note?: string },
+): Promise<number> {
+  if (!existsSync(model)) throw new UsageError(`model not found: ${model}`);
+  // Bad tokenizer / text inputs fail fast, before the probe.
+  await loadTokenizer(model);
+  if (options.calibText) await readText(options.calibText);
+  if (extra.evalText) await readText(extra.evalText);
+  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows });
+  printPreflight(pre);
+  if (!pre.fits && !cli.yes) {
+    console.error(
+      `obr compress: the job needs about ${formatBytes(pre.peakBytes)} of memory but only ${formatBytes(pre.availableBytes)} is available; ` +
+        'close other programs, use --mode sequential, fewer --samples or a shorter --seqlen — or pass --yes to try anyway',
+    );
+    return 2;
+  }
+  const abort = new AbortController();
+  const onSigint = () => {
+    console.error('\ncancelling… (the output folder is left as it was)');
+    abort.abort();
+  };
+  process.once('SIGINT', onSigint);
+  const progress = new StderrProgress();
+  let report: CompressionReport;
+  try {
+    report = await runCompression(
+      model,
+      options,
+      {
+        signal: abort.signal,
+        onProgress: (e) => progress.update(e),
+        log: (level, message) => progress.log(level, message),
+      },
+      extra,
+    );
+  } catch (e) {
+    progress.end();
+    if (isAbort(e)) {
+      console.error('obr compress: cancelled');
+      return 130;
+    }
+    throw e;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+  progress.end();
+  if (cli.json) console.log(JSON.stringify(report, null, 1));
+  else console.log(formatResult(report, cli.note));
+  return 0;
+}
+
+export function printPreflight(pre: Preflight): void {
+  console.error(
+    `pre-flight: ${pre.layers} layers, ${(pre.params / 1e6).toFixed(2)} M parameters; ` +
+      `peak memory ≈ ${formatBytes(pre.peakBytes)} (available ${formatBytes(pre.availableBytes)}), ` +
+      `disk ≈ ${formatBytes(pre.outputBytes ?? 0)}, time ≈ ${formatSeconds(pre.seconds)} ` +
+      `(calibrate ${formatSeconds(pre.breakdown.calibrateSeconds)}, compress ${formatSeconds(pre.breakdown.compressSeconds)}, evaluate ${formatSeconds(pre.breakdown.evaluateSeconds)})`,
+  );
+  for (const n of pre.notes) console.error(`  ${n}`);
+}
+
+export function formatResult(r: CompressionReport, note?: string): string {
+  const lines: string[] = [];
+  if (note) lines.push(note, '');
+  const d = r.perplexity.dense;
+  const c = r.perplexity.compressed;
+  const tag = path.basename(r.outputs.report).replace(/\.report\.json$/, '').split('.').pop() ?? r.recipe;
+  if (d && c) {
+    lines.push(`perplexity on ${path.basename(d.text)} (${d.windows} windows × ${d.seqlen} tokens)`);
+    lines.push(`  ${'dense'.padEnd(28)} ${d.perplexity.toFixed(3).padStart(10)}`);
+    lines.push(`  ${tag.padEnd(28)} ${c.perplexity.toFixed(3).padStart(10)}   (${c.perplexity >= d.perplexity ? '+' : ''}${((c.perplexity / d.perplexity - 1) * 100).toFixed(1)}%)`);
+  } else {
+    lines.push('perplexity: not evaluated');
+  }
+  const zeros = r.layers.reduce((s, l) => s + l.sparsity * l.rows * l.cols, 0) / Math.max(1, r.layers.reduce((s, l) => s + l.rows * l.cols, 0));
+  lines.push(`layers: ${r.layers.length} compressed, ${(zeros * 100).toFixed(1)}% zeros, ${r.layers[0]?.wbits ?? '?'}-bit weights`);
+  lines.push('outputs:');
+  if (r.outputs.simulated) lines.push(`  simulated  ${r.outputs.simulated}`);
+  if (r.outputs.packed) lines.push(`  packed     ${r.outputs.packed}`);
+  lines.push(`  report     ${r.outputs.report}`);
+  const t = r.timings;
+  const parts = ['load', 'rotate', 'calibrate', 'compress', 'write', 'evaluate', 'sensitivity'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k]!.toFixed(1)}`);
+  lines.push(`time: ${t.total?.toFixed(1)} s (${parts.join(', ')}); execution provider: ${r.executionProvider.used}`);
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  return lines.join('\n');
+}
+
+/** Progress on stderr: one rewritten line on a terminal, a line per stage (and every ~5 s) otherwise. */
+class StderrProgress {
+  private readonly tty = !!process.stderr.isTTY;
+  private lastStage = '';
+  private lastLine = 0;
+  private dirty = false;
+
+  update(e: ProgressEvent): void {
+    const eta = e.etaSeconds !== undefined ? `, ETA ${formatSeconds(e.etaSeconds)}` : '';
+    const text = `${e.stage} ${e.done}/${e.total}${e.message ? ` ${e.message}` : ''}${eta}`;
+    if (this.tty) {
+      process.stderr.write(`\r\x1b[K${text.slice(0, (process.stderr.columns ?? 120) - 1)}`);
+      this.dirty = true;
+      return;
+    }
+    const now = Date.now();
+    if (e.stage !== this.lastStage || now - this.lastLine > 5000) {
+      process.stderr.write(`${text}\n`);
+      this.lastStage = e.stage;
+      this.lastLine = now;
+    }
+  }
+
+  log(level: string, message: string): void {
+    this.end();
+    process.stderr.write(`${level === 'info' ? '' : `${level}: `}${message}\n`);
+  }
+
+  end(): void {
+    if (this.tty && this.dirty) process.stderr.write('\r\x1b[K');
+    this.dirty = false;
+  }
+}

@@ -1,0 +1,132 @@
+// Resume checkpoint: the finished blocks of a job, kept in the hidden working folder
+// `.NAME.obr-partial/` beside the outputs. A job is identified by a key (sha256 of the source
+// model, tokenizer, calibration text and every option that changes the numbers); a checkpoint
+// with another key is discarded. Each block is written to temp files and renamed, and the
+// manifest is rewritten (temp + rename) only after the block's files are complete, so a crash at
+// any moment leaves a consistent checkpoint.
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { LayerReport } from '../protocol/report';
+
+export interface LayerState {
+  report: LayerReport;
+  /** Compressed fake-quant weight, [out, in] row-major. */
+  weight: Float64Array;
+  scales: Float64Array;
+  codes: Int8Array;
+}
+
+interface Manifest {
+  key: string;
+  /** Finished block ids (decoder block index as a string). */
+  blocks: string[];
+  createdAt: string;
+}
+
+interface BlockIndex {
+  layers: Array<{ report: LayerReport; rows: number; cols: number; file: string }>;
+}
+
+export class Checkpoint {
+  private constructor(
+    readonly dir: string,
+    private manifest: Manifest,
+    /** The folder held a matching checkpoint when the job started. */
+    readonly resumed: boolean,
+    /** The folder existed before this job (with any content). */
+    readonly preExisting: boolean,
+  ) {}
+
+  /**
+   * Opens the working folder for `key`. With `resume`, a checkpoint with the same key is reused;
+   * anything else in the folder is cleared.
+   */
+  static async open(dir: string, key: string, resume: boolean): Promise<Checkpoint> {
+    const preExisting = existsSync(dir);
+    if (preExisting && resume) {
+      try {
+        const m = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
+        if (m.key === key && Array.isArray(m.blocks)) {
+          await rm(path.join(dir, 'out'), { recursive: true, force: true });
+          return new Checkpoint(dir, m, m.blocks.length > 0, true);
+        }
+      } catch {
+        // unreadable manifest: start over
+      }
+    }
+    if (preExisting) await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    const manifest: Manifest = { key, blocks: [], createdAt: new Date().toISOString() };
+    const cp = new Checkpoint(dir, manifest, false, preExisting);
+    await cp.writeManifest();
+    return cp;
+  }
+
+  get finishedBlocks(): readonly string[] {
+    return this.manifest.blocks;
+  }
+
+  has(block: string): boolean {
+    return this.manifest.blocks.includes(block);
+  }
+
+  async saveBlock(block: string, layers: readonly LayerState[]): Promise<void> {
+    const index: BlockIndex = { layers: [] };
+    const safe = block.replace(/[^A-Za-z0-9_-]/g, '_');
+    for (let i = 0; i < layers.length; i++) {
+      const l = layers[i]!;
+      const file = `block-${safe}-${i}.bin`;
+      const { rows, cols } = l.report;
+      // Layout: weight f64[rows·cols] | scales f64[rows] | codes i8[rows·cols]
+      const buf = Buffer.alloc(rows * cols * 8 + rows * 8 + rows * cols);
+      Buffer.from(l.weight.buffer, l.weight.byteOffset, l.weight.byteLength).copy(buf, 0);
+      Buffer.from(l.scales.buffer, l.scales.byteOffset, l.scales.byteLength).copy(buf, rows * cols * 8);
+      Buffer.from(l.codes.buffer, l.codes.byteOffset, l.codes.byteLength).copy(buf, rows * cols * 8 + rows * 8);
+      await atomicWrite(path.join(this.dir, file), buf);
+      index.layers.push({ report: l.report, rows, cols, file });
+    }
+    await atomicWrite(path.join(this.dir, `block-${safe}.json`), JSON.stringify(index));
+    this.manifest = { ...this.manifest, blocks: [...this.manifest.blocks, block] };
+    await this.writeManifest();
+  }
+
+  async loadBlock(block: string): Promise<LayerState[]> {
+    const safe = block.replace(/[^A-Za-z0-9_-]/g, '_');
+    const index = JSON.parse(await readFile(path.join(this.dir, `block-${safe}.json`), 'utf8')) as BlockIndex;
+    const out: LayerState[] = [];
+    for (const e of index.layers) {
+      const buf = await readFile(path.join(this.dir, e.file));
+      const n = e.rows * e.cols;
+      // Copy into fresh, aligned buffers.
+      const weight = new Float64Array(n);
+      new Uint8Array(weight.buffer).set(buf.subarray(0, n * 8));
+      const scales = new Float64Array(e.rows);
+      new Uint8Array(scales.buffer).set(buf.subarray(n * 8, n * 8 + e.rows * 8));
+      const codes = new Int8Array(n);
+      new Uint8Array(codes.buffer).set(buf.subarray(n * 8 + e.rows * 8, n * 8 + e.rows * 8 + n));
+      out.push({ report: e.report, weight, scales, codes });
+    }
+    return out;
+  }
+
+  async remove(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async writeManifest(): Promise<void> {
+    await atomicWrite(path.join(this.dir, 'manifest.json'), JSON.stringify(this.manifest, null, 1));
+  }
+}
+
+/** Writes `data` to `file` through a temp file and a rename. */
+export async function atomicWrite(file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}

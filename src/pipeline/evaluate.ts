@@ -1,0 +1,138 @@
+// Perplexity (§1.11, Wanda's eval_ppl): non-overlapping windows of `seqlen` tokens, cross-entropy
+// over the seqlen − 1 shifted targets of each, PPL = exp(total NLL / total targets).
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { loadModel } from '../onnx/load';
+import { addNllHead } from '../onnx/nll';
+import { encodeModel, type ModelProto } from '../onnx/proto';
+import type { PerplexityResult } from '../protocol/report';
+import { CausalLm } from '../runtime/lm';
+import { readText, evaluationWindows, type TokenWindows } from '../runtime/text';
+import { loadTokenizer, type TextTokenizer } from '../runtime/tokenizer';
+import { throwIfAborted } from './cancel';
+import { WorkingModel } from './working';
+
+export interface EvaluateOptions {
+  /** Text file to evaluate on. */
+  text: string;
+  /** Window length; default: the model's context length from config.json (else 2048). */
+  seqlen?: number;
+  /** Use only the first K windows. */
+  maxWindows?: number;
+  executionProviders: readonly string[];
+  /** Windows per onnxruntime run. */
+  batch?: number;
+  /** Tokenizer to use (default: tokenizer.json beside the model). */
+  tokenizer?: TextTokenizer;
+  signal?: AbortSignal;
+  onWindow?(done: number, total: number): void;
+}
+
+export interface EvaluateResult extends PerplexityResult {
+  executionProvider: { used: string; tried: Array<{ name: string; error?: string }> };
+}
+
+/** Context length of the model in `dir`: config.json max_position_embeddings / n_positions, else tokenizer_config model_max_length. */
+export function contextLength(modelPath: string, fallback = 2048): number {
+  const dir = path.dirname(path.resolve(modelPath));
+  const read = (f: string): Record<string, unknown> | undefined => {
+    const p = path.join(dir, f);
+    if (!existsSync(p)) return undefined;
+    try {
+      return JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+  };
+  const config = read('config.json');
+  for (const key of ['max_position_embeddings', 'n_positions', 'max_sequence_length', 'seq_length']) {
+    const v = config?.[key];
+    if (typeof v === 'number' && v > 1 && v <= 1 << 20) return v;
+  }
+  const tc = read('tokenizer_config.json')?.model_max_length;
+  if (typeof tc === 'number' && tc > 1 && tc <= 1 << 20) return tc;
+  return fallback;
+}
+
+/** Models up to this size are evaluated through the in-graph NLL head (inline weights). */
+const NLL_HEAD_MAX_BYTES = 1.5 * 2 ** 30;
+
+/**
+ * Opens a model for perplexity: with the in-graph NLL head (src/onnx/nll.ts; the session returns
+ * batch×(seq−1) numbers instead of batch×seq×vocab logits) when the graph allows it, otherwise the
+ * plain model, whose logits are reduced in JavaScript (float64 log-softmax).
+ */
+export async function openForPerplexity(model: string | ModelProto, executionProviders: readonly string[]): Promise<CausalLm> {
+  let proto: ModelProto | undefined = typeof model === 'string' ? undefined : model;
+  if (typeof model === 'string') {
+    const loaded = await loadModel(model);
+    try {
+      if (loaded.weightBytes + loaded.fileBytes < NLL_HEAD_MAX_BYTES) {
+        proto = (await WorkingModel.fromLoaded(loaded)).proto;
+      }
+    } finally {
+      await loaded.close();
+    }
+  }
+  if (proto) {
+    let bytes: Uint8Array | undefined;
+    try {
+      bytes = encodeModel(addNllHead(proto, { dropLogits: true }));
+    } catch {
+      bytes = undefined; // an unusual output layout: fall back to logits
+    }
+    if (bytes) return CausalLm.open(bytes, { executionProviders });
+    if (typeof model !== 'string') return CausalLm.open(encodeModel(proto), { executionProviders });
+  }
+  return CausalLm.open(model as string, { executionProviders });
+}
+
+/** Perplexity of an already-open model on already-cut windows. */
+export async function perplexityOf(
+  lm: CausalLm,
+  windows: TokenWindows,
+  opts: { batch?: number; signal?: AbortSignal; onWindow?(done: number, total: number): void } = {},
+): Promise<{ nll: number; perplexity: number; tokens: number }> {
+  const batch = Math.max(1, opts.batch ?? defaultBatch(windows.seqlen));
+  let total = 0;
+  for (let i = 0; i < windows.count; i += batch) {
+    throwIfAborted(opts.signal);
+    const b = Math.min(batch, windows.count - i);
+    const ids = windows.ids.subarray(i * windows.seqlen, (i + b) * windows.seqlen);
+    const { sums } = await lm.windowNll(ids, b, windows.seqlen);
+    for (const s of sums) total += s;
+    opts.onWindow?.(i + b, windows.count);
+  }
+  const tokens = windows.count * (windows.seqlen - 1);
+  const nll = total / tokens;
+  return { nll, perplexity: Math.exp(nll), tokens };
+}
+
+/** Batch so a run holds about 4 M logits (≈16 MB per 4096-word vocabulary window of 256). */
+export function defaultBatch(seqlen: number): number {
+  return Math.max(1, Math.min(16, Math.floor(2048 / seqlen)));
+}
+
+/** `obr eval`: perplexity of the model file on a text file. */
+export async function evaluateModel(modelPath: string, opts: EvaluateOptions): Promise<EvaluateResult> {
+  const started = performance.now();
+  const tokenizer = opts.tokenizer ?? (await loadTokenizer(modelPath));
+  const text = await readText(opts.text);
+  const seqlen = opts.seqlen ?? contextLength(modelPath);
+  const windows = evaluationWindows(tokenizer.encode(text.text), seqlen, { maxWindows: opts.maxWindows, source: opts.text });
+  throwIfAborted(opts.signal);
+  const lm = await openForPerplexity(modelPath, opts.executionProviders);
+  try {
+    const r = await perplexityOf(lm, windows, opts);
+    return {
+      ...r,
+      windows: windows.count,
+      seqlen,
+      text: opts.text,
+      seconds: (performance.now() - started) / 1000,
+      executionProvider: lm.executionProvider,
+    };
+  } finally {
+    await lm.release();
+  }
+}

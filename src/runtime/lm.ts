@@ -1,0 +1,165 @@
+// A causal language model on onnxruntime-node: feeds token windows, returns per-window negative
+// log-likelihoods (and any extra outputs, e.g. the Hessian-capture sums). Understands the
+// Optimum/torch.onnx.export input convention: input_ids, attention_mask, position_ids (int64), and
+// optionally past_key_values.* (fed empty). Outputs used: `token_nll` [batch, seq − 1] when the
+// model carries the NLL head (src/onnx), otherwise `logits` [batch, seq, vocab] reduced here.
+import * as ort from 'onnxruntime-node';
+import { createSessionWithFallback } from './providers';
+
+export type LmErrorCode = 'unsupported-inputs' | 'no-logits' | 'vocab-mismatch' | 'non-finite';
+
+/** The model's graph inputs/outputs don't look like a causal LM OBR Studio can run. */
+export class LmFormatError extends Error {
+  override name = 'LmFormatError';
+  constructor(
+    readonly code: LmErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface LmSessionOptions {
+  executionProviders: readonly string[];
+  /** intra-op threads; undefined lets onnxruntime choose. */
+  threads?: number;
+  /** A derived graph (e.g. Hessian capture) without logits: skip the causal-LM output check. */
+  outputsOnly?: boolean;
+}
+
+export interface WindowNll {
+  /** Sum of NLL (nats) over the seqlen − 1 shifted targets, per window. */
+  sums: Float64Array;
+  /** Extra outputs requested, as returned by onnxruntime (tensors stay owned by the caller). */
+  extra: Record<string, ort.Tensor>;
+}
+
+export class CausalLm {
+  private constructor(
+    readonly session: ort.InferenceSession,
+    readonly executionProvider: { used: string; tried: Array<{ name: string; error?: string }> },
+  ) {}
+
+  static async open(model: string | Uint8Array, options: LmSessionOptions): Promise<CausalLm> {
+    const sessionOptions: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3 };
+    if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
+    const choice = await createSessionWithFallback(model, options.executionProviders, sessionOptions);
+    const lm = new CausalLm(choice.session, { used: choice.used, tried: choice.tried });
+    try {
+      lm.check(options.outputsOnly ?? false);
+    } catch (e) {
+      await choice.session.release();
+      throw e;
+    }
+    return lm;
+  }
+
+  get hasNllHead(): boolean {
+    return this.session.outputNames.includes('token_nll');
+  }
+
+  private check(outputsOnly: boolean): void {
+    const names = this.session.inputNames;
+    if (!names.includes('input_ids')) {
+      throw new LmFormatError('unsupported-inputs', `the model has no "input_ids" input (inputs: ${names.join(', ')}); export a causal LM with Optimum or torch.onnx.export`);
+    }
+    for (const n of names) {
+      if (!['input_ids', 'attention_mask', 'position_ids'].includes(n) && !n.startsWith('past_key_values.') && !n.startsWith('past.')) {
+        throw new LmFormatError('unsupported-inputs', `the model has an input "${n}" OBR Studio does not know how to feed (it feeds input_ids, attention_mask, position_ids, past_key_values.*)`);
+      }
+    }
+    if (!outputsOnly && !this.hasNllHead && !this.session.outputNames.includes('logits')) {
+      throw new LmFormatError('no-logits', `the model has no "logits" output (outputs: ${this.session.outputNames.join(', ')})`);
+    }
+  }
+
+  /** Feeds for `batch` windows of `seqlen` tokens (flat row-major ids). */
+  feeds(ids: Int32Array, batch: number, seqlen: number): Record<string, ort.Tensor> {
+    const feeds: Record<string, ort.Tensor> = {};
+    const meta = new Map(this.session.inputMetadata.map((m) => [m.name, m]));
+    const int = (name: string, values: (i: number) => number): ort.Tensor => {
+      const m = meta.get(name);
+      const type = m && m.isTensor ? m.type : 'int64';
+      if (type === 'int32') {
+        const a = new Int32Array(batch * seqlen);
+        for (let i = 0; i < a.length; i++) a[i] = values(i);
+        return new ort.Tensor('int32', a, [batch, seqlen]);
+      }
+      const a = new BigInt64Array(batch * seqlen);
+      for (let i = 0; i < a.length; i++) a[i] = BigInt(values(i));
+      return new ort.Tensor('int64', a, [batch, seqlen]);
+    };
+    for (const name of this.session.inputNames) {
+      if (name === 'input_ids') feeds[name] = int(name, (i) => ids[i]!);
+      else if (name === 'attention_mask') feeds[name] = int(name, () => 1);
+      else if (name === 'position_ids') feeds[name] = int(name, (i) => i % seqlen);
+      else {
+        // past_key_values.*: [batch, heads, past = 0, head_dim]
+        const m = meta.get(name);
+        const shape = m && m.isTensor ? m.shape : [];
+        if (shape.length !== 4 || typeof shape[1] !== 'number' || typeof shape[3] !== 'number') {
+          throw new LmFormatError('unsupported-inputs', `can't feed "${name}": its shape [${shape.join(', ')}] is not [batch, heads, past, head_dim]; use the model without past`);
+        }
+        const type = m && m.isTensor && m.type === 'float16' ? 'float16' : 'float32';
+        feeds[name] = new ort.Tensor(type, type === 'float16' ? new Uint16Array(0) : new Float32Array(0), [batch, shape[1], 0, shape[3]]);
+      }
+    }
+    return feeds;
+  }
+
+  /**
+   * Runs `batch` windows and returns each window's summed NLL over targets 1 … seqlen − 1, in
+   * float64 (the logits path computes log-softmax in float64, as the Python reference does).
+   */
+  async windowNll(ids: Int32Array, batch: number, seqlen: number, extraOutputs: readonly string[] = []): Promise<WindowNll> {
+    const feeds = this.feeds(ids, batch, seqlen);
+    const head = this.hasNllHead ? 'token_nll' : 'logits';
+    const out = await this.session.run(feeds, [head, ...extraOutputs]);
+    const sums = new Float64Array(batch);
+    const t = out[head]!;
+    if (head === 'token_nll') {
+      const nll = t.data as Float32Array;
+      const per = seqlen - 1;
+      for (let b = 0; b < batch; b++) {
+        let s = 0;
+        for (let j = 0; j < per; j++) s += nll[b * per + j]!;
+        sums[b] = s;
+      }
+    } else {
+      const logits = t.data as Float32Array;
+      const vocab = t.dims[2]!;
+      for (let b = 0; b < batch; b++) {
+        let s = 0;
+        for (let j = 0; j < seqlen - 1; j++) {
+          const row = (b * seqlen + j) * vocab;
+          const target = ids[b * seqlen + j + 1]!;
+          if (target < 0 || target >= vocab) {
+            throw new LmFormatError('vocab-mismatch', `token id ${target} is outside the model's vocabulary of ${vocab}: the tokenizer.json does not belong to this model`);
+          }
+          let max = -Infinity;
+          for (let v = 0; v < vocab; v++) if (logits[row + v]! > max) max = logits[row + v]!;
+          let z = 0;
+          for (let v = 0; v < vocab; v++) z += Math.exp(logits[row + v]! - max);
+          s += max + Math.log(z) - logits[row + target]!;
+        }
+        sums[b] = s;
+      }
+    }
+    t.dispose();
+    const extra: Record<string, ort.Tensor> = {};
+    for (const n of extraOutputs) extra[n] = out[n]!;
+    return { sums, extra };
+  }
+
+  /** Runs `batch` windows and returns only the named outputs (no NLL). */
+  async runOutputs(ids: Int32Array, batch: number, seqlen: number, outputs: readonly string[]): Promise<Record<string, ort.Tensor>> {
+    const out = await this.session.run(this.feeds(ids, batch, seqlen), [...outputs]);
+    const res: Record<string, ort.Tensor> = {};
+    for (const n of outputs) res[n] = out[n]!;
+    return res;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}

@@ -1,0 +1,59 @@
+// Output names, the progress ETA arithmetic and the resume checkpoint's round trip.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { Checkpoint } from '../../../src/pipeline/checkpoint';
+import { outputPaths } from '../../../src/pipeline/outputs';
+import { ProgressTracker } from '../../../src/pipeline/progress';
+import { DEFAULT_OPTIONS } from '../../../src/protocol/recipes';
+import type { ProgressEvent } from '../../../src/protocol/worker';
+
+test('outputs are named NAME.<recipe>-w4a4kv4-s50.onnx / NAME.<recipe>-w4-s50.packed.onnx / .report.json beside the source', () => {
+  const p = outputPaths('/models/llama.onnx', DEFAULT_OPTIONS);
+  assert.equal(p.simulated, '/models/llama.obr-gptq-w4a4kv4-s50.onnx');
+  assert.equal(p.packed, '/models/llama.obr-gptq-w4-s50.packed.onnx');
+  assert.equal(p.report, '/models/llama.obr-gptq-w4a4kv4-s50.report.json');
+  assert.equal(p.partialDir, '/models/.llama.obr-partial');
+  const q = outputPaths('/models/llama.onnx', { ...DEFAULT_OPTIONS, recipe: 'sparsegpt-gptq', abits: 16, kvbits: 16, sparsity: { kind: 'nm', n: 2, m: 4 }, outDir: '/out' });
+  assert.equal(q.simulated, '/out/llama.sparsegpt-gptq-w4a16kv16-2of4.onnx');
+  // quantization-only recipes never prune: s0 whatever --sparsity says
+  assert.equal(outputPaths('/m/x.onnx', { ...DEFAULT_OPTIONS, recipe: 'gptq' }).simulated, '/m/x.gptq-w4a4kv4-s0.onnx');
+});
+
+test('progress: stage shares add up, ETA appears once work is done', () => {
+  const events: ProgressEvent[] = [];
+  const p = new ProgressTracker((e) => events.push(e), { load: 1, compress: 3 });
+  assert.equal(p.fraction('load', 1, 1), 0.25);
+  assert.equal(p.fraction('compress', 1, 3), 0.5);
+  p.report('compress', 0, 3);
+  assert.equal(events[0]!.stage, 'compress');
+  assert.equal(events[0]!.done, 0);
+});
+
+test('checkpoint: blocks round-trip bit-exactly; another job key starts over', async () => {
+  const dir = path.join(mkdtempSync(path.join(tmpdir(), 'obr-cp-')), '.m.obr-partial');
+  const cp = await Checkpoint.open(dir, 'key-a', true);
+  assert.equal(cp.resumed, false);
+  const weight = Float64Array.from([0.1, -0.2, 0, 1e-300, 3, Math.PI]);
+  const layer = {
+    report: { name: 'l0', block: 0, role: 'q' as const, rows: 2, cols: 3, sparsity: 1 / 6, wbits: 4, loss: { total: 1, pruning: 2, quantization: 3, recovered: 4, outputEnergy: 5 }, seconds: 0.1, codeHistogram: [1, 2] },
+    weight,
+    scales: Float64Array.from([0.5, 0.25]),
+    codes: Int8Array.from([1, -2, 0, 0, 7, -8]),
+  };
+  await cp.saveBlock('0', [layer]);
+  const again = await Checkpoint.open(dir, 'key-a', true);
+  assert.equal(again.resumed, true);
+  assert.deepEqual(again.finishedBlocks, ['0']);
+  const [l] = await again.loadBlock('0');
+  assert.deepEqual(Array.from(l!.weight), Array.from(weight));
+  assert.deepEqual(Array.from(l!.codes), [1, -2, 0, 0, 7, -8]);
+  assert.deepEqual(l!.report, layer.report);
+  const other = await Checkpoint.open(dir, 'key-b', true);
+  assert.equal(other.resumed, false);
+  assert.deepEqual(other.finishedBlocks, []);
+  await other.remove();
+  assert.ok(!existsSync(dir));
+});
