@@ -2,6 +2,8 @@
 // `id`; every request is answered by exactly one `result` with {ok} or {err}.
 import type { CompressOptions } from './recipes';
 import type { CompressionReport, LayerReport } from './report';
+import type { BenchRequest, BenchWorkerResult } from './bench';
+import type { LayerDetail, ModelInspection } from './webview';
 
 export type Stage = 'load' | 'rotate' | 'calibrate' | 'compress' | 'write' | 'evaluate' | 'probe';
 
@@ -25,11 +27,70 @@ export interface ProviderProbe {
 export type HostToWorker =
   | { type: 'probeProviders'; id: number; preference: string[] }
   | { type: 'compress'; id: number; modelPath: string; options: CompressOptions }
-  | { type: 'cancel'; id: number };
+  | { type: 'cancel'; id: number }
+  | { type: 'estimate'; id: number; modelPath: string; options: CompressOptions }
+  | { type: 'inspectModel'; id: number; modelPath: string }
+  | LayerDetailRequest
+  /** `compress` with job settings that don't change the compressed weights (answered with kind `compress`). */
+  | { type: 'compressJob'; id: number; modelPath: string; options: CompressOptions; job: JobSettings }
+  | { type: 'sensitivity'; id: number; reportPath: string }
+  | BenchRequest;
+
+/** Reads one layer's weights from a (compressed) model and summarises them for the inspector. */
+export interface LayerDetailRequest {
+  type: 'layerDetail';
+  id: number;
+  modelPath: string;
+  /** Layer name as in the report (the MatMul/Gemm node). */
+  layer: string;
+  /** Row whose values to return; default: the row with the largest scale. */
+  row?: number;
+  gridRows: number;
+  gridCols: number;
+  wbits: number;
+  /** Per-row scales from the report, when it has them. */
+  rowScales?: number[];
+  /** The report's sparsity, e.g. "0.5" or "2:4" (N:M validity is checked for the latter). */
+  sparsity?: string;
+}
+
+/** Settings of one job beyond the recipe: evaluation and analysis passes. */
+export interface JobSettings {
+  /** Evaluate perplexity on at most this many windows of the evaluation text (0 or absent = all). */
+  evalWindows?: number;
+  /** false = skip the perplexity evaluation. */
+  evaluate?: boolean;
+  /** Also compute per-layer sensitivity (perplexity with one layer compressed). */
+  sensitivity?: boolean;
+}
+
+/** Pre-flight estimate shown before a job starts. */
+export interface CompressionEstimate {
+  /** Linear layers that will be compressed. */
+  layers: number;
+  /** Parameters in those layers. */
+  params: number;
+  /** Rough wall-clock seconds on this machine. */
+  seconds: number;
+  /** Rough peak memory of the worker in bytes. */
+  peakBytes: number;
+  /** Bytes the outputs will take on disk. */
+  outputBytes?: number;
+  /** False when the peak memory likely exceeds what the machine has free. */
+  fits?: boolean;
+  /** Free memory when the estimate was made. */
+  availableBytes?: number;
+  notes: string[];
+}
 
 export type WorkerResult =
   | { kind: 'probeProviders'; probe: ProviderProbe }
-  | { kind: 'compress'; report: CompressionReport };
+  | { kind: 'compress'; report: CompressionReport }
+  | { kind: 'estimate'; estimate: CompressionEstimate }
+  | { kind: 'inspectModel'; model: ModelInspection }
+  | { kind: 'layerDetail'; detail: LayerDetail }
+  | { kind: 'sensitivity'; sensitivity: Array<{ name: string; perplexity: number }> }
+  | BenchWorkerResult;
 
 export interface WorkerError {
   /** Error class name, e.g. ModelFormatError; lets the host pick an action. */

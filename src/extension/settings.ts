@@ -1,0 +1,62 @@
+// Reads the `obr.*` settings into the pipeline's CompressOptions. No other module reads them.
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import {
+  DEFAULT_OPTIONS,
+  EXECUTION_PROVIDERS,
+  isRecipe,
+  parseSparsity,
+  type CompressOptions,
+  type ExecutionProviderName,
+  type RecipeName,
+} from '../protocol/recipes';
+
+export function defaultRecipe(): RecipeName {
+  const r = vscode.workspace.getConfiguration('obr').get<string>('recipe', DEFAULT_OPTIONS.recipe);
+  return isRecipe(r) ? r : DEFAULT_OPTIONS.recipe;
+}
+
+/** Resolves a workspace-relative path against the folder holding `near`, else the first folder. */
+export function resolveWorkspacePath(p: string, near?: vscode.Uri): string {
+  if (path.isAbsolute(p)) return p;
+  const folder = (near && vscode.workspace.getWorkspaceFolder(near)) ?? vscode.workspace.workspaceFolders?.[0];
+  return folder ? path.join(folder.uri.fsPath, p) : path.resolve(p);
+}
+
+/** Compression options from the settings, for one recipe (throws OptionError on a bad sparsity). */
+export function readCompressOptions(recipe: RecipeName, modelUri: vscode.Uri): CompressOptions {
+  const c = vscode.workspace.getConfiguration('obr', modelUri);
+  const providers = c
+    .get<string[]>('executionProviders', [...EXECUTION_PROVIDERS])
+    .filter((p): p is ExecutionProviderName => (EXECUTION_PROVIDERS as readonly string[]).includes(p));
+  if (!providers.includes('cpu')) providers.push('cpu');
+  const seqlen = c.get<number>('sequenceLength', 0);
+  const calib = c.get<string>('calibrationText', '').trim();
+  return {
+    ...DEFAULT_OPTIONS,
+    recipe,
+    sparsity: parseSparsity(c.get<string>('sparsity', '0.5')),
+    wbits: c.get<number>('weightBits', DEFAULT_OPTIONS.wbits),
+    abits: c.get<number>('activationBits', DEFAULT_OPTIONS.abits),
+    kvbits: c.get<number>('kvCacheBits', DEFAULT_OPTIONS.kvbits),
+    alpha: c.get<number>('alpha', DEFAULT_OPTIONS.alpha),
+    samples: c.get<number>('calibrationSamples', DEFAULT_OPTIONS.samples),
+    seqlen: seqlen > 0 ? seqlen : undefined,
+    calibText: calib ? resolveWorkspacePath(calib, modelUri) : undefined,
+    executionProviders: providers,
+  };
+}
+
+export function confirmBeforeCompress(): boolean {
+  return vscode.workspace.getConfiguration('obr').get<boolean>('confirmEstimate', true);
+}
+
+export function openInspectorOnStart(): boolean {
+  return vscode.workspace.getConfiguration('obr').get<boolean>('inspector.openOnStart', true);
+}
+
+/** Job settings beyond the recipe (evaluation length). */
+export function readJobSettings(modelUri: vscode.Uri): { evalWindows?: number } {
+  const n = vscode.workspace.getConfiguration('obr', modelUri).get<number>('evaluationWindows', 0);
+  return { evalWindows: n > 0 ? n : undefined };
+}

@@ -1,0 +1,36 @@
+// The worker's one seam onto the pipeline and the ONNX reader: every import of src/pipeline and
+// src/onnx by the worker goes through here, so the request handlers stay small.
+import type { PipelineHooks } from '../pipeline/api';
+import { runCompression as runPipeline } from '../pipeline/compress';
+import { estimateCompression as estimatePipeline } from '../pipeline/preflight';
+import { computeSensitivity as sensitivityOf } from '../pipeline/sensitivity';
+import { findLinearLayers as findInProto } from '../onnx/linear';
+import { loadModel, type LoadedModel } from '../onnx/load';
+import type { LinearLayer } from '../onnx/types';
+import type { CompressOptions } from '../protocol/recipes';
+import type { CompressionReport } from '../protocol/report';
+import type { CompressionEstimate, JobSettings } from '../protocol/worker';
+
+export { loadModel, type LoadedModel };
+
+export function runCompression(modelPath: string, options: CompressOptions, hooks: PipelineHooks, job: JobSettings = {}): Promise<CompressionReport> {
+  return runPipeline(modelPath, options, hooks, {
+    evalText: job.evaluate === false ? null : undefined,
+    evalWindows: job.evalWindows && job.evalWindows > 0 ? job.evalWindows : undefined,
+    sensitivity: job.sensitivity,
+  });
+}
+
+/** The pipeline's pre-flight estimate (memory, disk, time on this machine). */
+export async function estimateCompression(modelPath: string, options: CompressOptions, job: JobSettings = {}): Promise<CompressionEstimate | undefined> {
+  return estimatePipeline(modelPath, options, { evalWindows: job.evalWindows });
+}
+
+export function findLinearLayers(model: LoadedModel): LinearLayer[] {
+  return findInProto(model.model);
+}
+
+/** Perplexity with one layer compressed at a time, from a finished report (also written into it). */
+export function computeSensitivity(reportPath: string, hooks: PipelineHooks): Promise<Array<{ name: string; perplexity: number }>> {
+  return sensitivityOf(reportPath, hooks);
+}
