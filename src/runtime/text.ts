@@ -6,6 +6,7 @@
 // Documents are used as the file joins them (our bundled texts join documents with "\n\n").
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
+import { seededRandom } from '../core/random';
 
 export type TextInputErrorCode = 'missing' | 'empty' | 'too-short' | 'bad-option';
 
@@ -41,18 +42,6 @@ export async function readText(file: string): Promise<LoadedText> {
   return { path: file, text, sha256: createHash('sha256').update(buf).digest('hex'), bytes: buf.length };
 }
 
-/** mulberry32: a small, fast, seedable 32-bit PRNG; returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Windows of token ids, flat row-major [count, seqlen]. */
 export interface TokenWindows {
   ids: Int32Array;
@@ -70,7 +59,7 @@ function checkSeqlen(seqlen: number): void {
   if (!Number.isInteger(seqlen) || seqlen < 2) throw new TextInputError('bad-option', `sequence length must be an integer ≥ 2 (got ${seqlen})`);
 }
 
-/** Calibration windows at offsets drawn with mulberry32(seed), as §1.4 (with its own PRNG). */
+/** Calibration windows at offsets drawn with seededRandom(seed) (mulberry32), as §1.4 (with its own PRNG). */
 export function calibrationWindows(tokens: Int32Array, samples: number, seqlen: number, seed = 0, source = 'calibration text'): TokenWindows {
   checkSeqlen(seqlen);
   if (!Number.isInteger(samples) || samples < 1) throw new TextInputError('bad-option', `samples must be a positive integer (got ${samples})`);
@@ -80,7 +69,7 @@ export function calibrationWindows(tokens: Int32Array, samples: number, seqlen: 
       `${source} has ${tokens.length} tokens, shorter than one window of ${seqlen}; use a longer text or a smaller --seqlen`,
     );
   }
-  const rand = mulberry32(seed);
+  const rand = seededRandom(seed);
   const span = tokens.length - seqlen + 1; // possible start offsets 0 … numel − seqlen
   const ids = new Int32Array(samples * seqlen);
   const offsets: number[] = [];

@@ -4,7 +4,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { calibrationWindows, evaluationWindows, mulberry32, readText, TextInputError, window } from '../../../src/runtime/text';
+import { seededRandom as mulberry32 } from '../../../src/core/random';
+import { calibrationWindows, evaluationWindows, readText, TextInputError, window } from '../../../src/runtime/text';
 
 const stream = Int32Array.from({ length: 1000 }, (_, i) => i);
 
