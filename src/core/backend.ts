@@ -6,6 +6,9 @@ export interface MatrixBackend {
   name: string;
   /** C (m×n) += A (m×k) · B (k×n), row-major; zero entries of A may be skipped. */
   gemmAccumulate(a: Float64Array, b: Float64Array, c: Float64Array, m: number, k: number, n: number): void;
+  /** Optional float32 product Y (m×n) = A (m×k) · B (k×n), row-major, on a fast (multi-threaded
+   *  SGEMM) implementation; the batched PCG solver (pcgBatched.ts) needs it. */
+  matmulF32?(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Promise<Float32Array>;
 }
 
 export const jsBackend: MatrixBackend = {

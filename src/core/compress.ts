@@ -12,6 +12,7 @@ import { sparseGptInPlace } from './gptq';
 import { LinAlgError, dampHessian, upperCholeskyOfInverse } from './matrix';
 import { magnitudeScores, pruneMask, sparseGptScores, wandaScores } from './mask';
 import { DEFAULT_PCG } from './obr';
+import { type BatchedPcgSettings, type BatchedPcgStats, DEFAULT_BATCHED_PCG, compensateBatchedPcg } from './pcgBatched';
 import { defaultThreads, PARALLEL_MIN_FLOPS, RowPool, runRows, shared } from './parallel';
 import { quantizeRows, symmetricCode, symmetricGrid } from './quantize';
 
@@ -61,7 +62,10 @@ export interface CompressOptionsCore {
   threads?: number;
   backend?: MatrixBackend;
   /** Per-row solver for the OBR compensation: exact Cholesky ('direct') or batched PCG ('pcg'). */
-  solver?: 'direct' | 'pcg' | 'auto';
+  solver?: 'direct' | 'pcg' | 'auto' | 'pcg-batched';
+  /** 'pcg-batched' only: settings, and a callback receiving the solver statistics. */
+  batchedPcg?: Partial<BatchedPcgSettings>;
+  onSolverStats?: (stats: BatchedPcgStats) => void;
   /** Skip the four loss quadratic forms (bench timing); loss fields are then NaN. `stats.seconds`
    *  never includes them. */
   skipLoss?: boolean;
@@ -206,7 +210,11 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         const k = Math.floor(config.alpha * cols + 1e-9);
         const wc = f64(rows * cols);
         const solver = options.solver === 'pcg' ? 'pcg' : 'direct';
-        const compensation = runRows(pool, { kind: 'compensate', problem: { weight: w, rows, cols, hessian: hdShared, mask, scales, bits, splitCol: k }, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
+        const cproblem = { weight: w, rows, cols, hessian: hdShared, mask, scales, bits, splitCol: k };
+        const compensation =
+          options.solver === 'pcg-batched'
+            ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
+            : runRows(pool, { kind: 'compensate', problem: cproblem, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
         // While the workers compensate, this thread factors H⁻¹ for the GPTQ tail.
         if (pool && config.method === 'obr-gptq' && k < cols) getUpper();
         await compensation;

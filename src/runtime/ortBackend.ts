@@ -1,0 +1,66 @@
+// A MatrixBackend whose float32 products run on onnxruntime's MatMul (multi-threaded, blocked
+// SGEMM), for the batched PCG compensation (src/core/pcgBatched.ts). src/core never imports
+// onnxruntime; this backend is injected through compressLayer(..., { backend }).
+import * as ort from 'onnxruntime-node';
+import { type MatrixBackend, jsBackend } from '../core/backend';
+import { DataType, encodeModel, onnx } from '../onnx/proto';
+
+function matmulModel(): Uint8Array {
+  const vi = (name: string, dims: string[]): onnx.IValueInfoProto => ({
+    name,
+    type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimParam: d })) } } },
+  });
+  return encodeModel({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 17 }],
+    producerName: 'obr-studio',
+    graph: {
+      name: 'matmul',
+      node: [{ opType: 'MatMul', input: ['A', 'B'], output: ['Y'], name: 'mm' }],
+      input: [vi('A', ['m', 'k']), vi('B', ['k', 'n'])],
+      output: [vi('Y', ['m', 'n'])],
+    },
+  });
+}
+
+export interface OrtBackendOptions {
+  /** intra-op threads (default 2). */
+  threads?: number;
+}
+
+export interface OrtMatrixBackend extends MatrixBackend {
+  release(): Promise<void>;
+}
+
+/** A MatrixBackend with float32 MatMul on onnxruntime (CPU). Call release() when done. */
+export async function createOrtBackend(options: OrtBackendOptions = {}): Promise<OrtMatrixBackend> {
+  const session = await ort.InferenceSession.create(matmulModel(), {
+    executionProviders: ['cpu'],
+    intraOpNumThreads: options.threads ?? 2,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+  });
+  let chain: Promise<unknown> = Promise.resolve();
+  const matmulF32 = (a: Float32Array, b: Float32Array, m: number, k: number, n: number): Promise<Float32Array> => {
+    if (a.length < m * k || b.length < k * n) throw new Error(`matmulF32: operands too short for ${m}×${k}·${k}×${n}`);
+    // One run at a time: the session's thread pool is the parallelism.
+    const run = chain.then(async () => {
+      if (m === 0 || n === 0) return new Float32Array(m * n);
+      const out = await session.run({
+        A: new ort.Tensor('float32', a.length === m * k ? a : a.subarray(0, m * k), [m, k]),
+        B: new ort.Tensor('float32', b.length === k * n ? b : b.subarray(0, k * n), [k, n]),
+      });
+      const y = out.Y.data as Float32Array;
+      out.Y.dispose?.();
+      return y;
+    });
+    chain = run.catch(() => undefined);
+    return run;
+  };
+  return {
+    name: 'ort',
+    gemmAccumulate: jsBackend.gemmAccumulate,
+    matmulF32,
+    release: () => session.release(),
+  };
+}
