@@ -60,14 +60,14 @@ export interface Session {
 }
 
 /** Starts code-server with a temp workspace holding a copy of the tiny model, and opens it in chromium. */
-export async function start(settings: Record<string, unknown>): Promise<Session> {
+export async function start(settings: Record<string, unknown>, options: { extraModelFiles?: string[] } = {}): Promise<Session> {
   mkdirSync(RESULTS, { recursive: true });
   const root = mkdtempSync(join(tmpdir(), 'obr-e2e-'));
   const workspace = join(root, 'workspace');
   const userData = join(root, 'data');
   const extensions = join(root, 'extensions');
   mkdirSync(workspace, { recursive: true });
-  for (const f of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'config.json']) {
+  for (const f of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'config.json', ...(options.extraModelFiles ?? [])]) {
     if (existsSync(join(MODEL_DIR, f))) copyFileSync(join(MODEL_DIR, f), join(workspace, f));
   }
   // The extension, unpacked as VS Code installs it: manifest, bundles, media, and the runtime
