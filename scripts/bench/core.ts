@@ -23,6 +23,7 @@ import type { MatrixBackend } from '../../src/core/backend';
 import { syntheticLayer } from '../../src/core/random';
 import { RECIPES, type RecipeName } from '../../src/protocol/recipes';
 import { createOrtBackend } from '../../src/runtime/ortBackend';
+import { nominalFlops } from '../../src/pipeline/bench/core';
 
 interface Args {
   sizes: number[];
@@ -66,25 +67,6 @@ function underLoad(): { trainingRunning: boolean; loadavg1: number } {
     trainingRunning = false;
   }
   return { trainingRunning, loadavg1: loadavg()[0] };
-}
-
-/** Nominal flops of the reference algorithm (for GFLOP/s), n = cols. */
-function nominalFlops(method: RecipeName, rows: number, n: number): number {
-  const factor = n ** 3; // chol + inverse + chol of H, ≈ n³ in total
-  switch (method) {
-    case 'rtn':
-    case 'wanda-rtn':
-      return rows * n * 80 * 4;
-    case 'gptq':
-    case 'sparsegpt-gptq':
-      return 2 * rows * n * n + factor;
-    case 'obr-rtn':
-    case 'obr-gptq': {
-      const r = n / 2;
-      const perRow = r ** 3 / 3 + (r / 2) ** 3 / 3 + 4 * r * r;
-      return rows * perRow + (method === 'obr-gptq' ? rows * n * n + factor : 0);
-    }
-  }
 }
 
 function ensureLayer(dir: string, cols: number, seed: number): void {

@@ -13,8 +13,8 @@ import { sig, timeRepeated } from './stats';
 const CORE_SEED = 20260;
 
 /**
- * Nominal flops of the reference algorithm for an n-column layer (scripts/bench/core.ts's flop
- * model): RTN ≈ 320 per weight; GPTQ/SparseGPT 2·rows·n² + n³ (Cholesky + inverse of H); OBR's
+ * Nominal flops of the reference algorithm for an n-column layer (shared with
+ * scripts/bench/core.ts): RTN ≈ 320 per weight; GPTQ/SparseGPT 2·rows·n² + n³ (Cholesky + inverse of H); OBR's
  * per-row solves on the r = n/2 kept columns r³/3 + (r/2)³/3 + 4r², plus the GPTQ tail.
  */
 export function nominalFlops(method: RecipeName, rows: number, n: number): number {
