@@ -1,9 +1,12 @@
 // The hot per-row kernels (Cholesky, triangular solves, the OBR row compensation, PCG) in one
-// self-contained factory. Nothing inside `createRowKernels` refers to anything outside it, so
+// self-contained factory; the heaviest run in the compiled WebAssembly SIMD module of
+// ./wasm/assembly, passed in as base64. Nothing inside `createRowKernels` refers to anything outside it, so
 // its source text (`createRowKernels.toString()`) can be evaluated as-is in a worker thread
 // (see ./parallel.ts): that works the same from tsx, from the esbuild bundles and from tests,
 // without a separate worker file. Type-only references are erased by the compiler.
 // Layout conventions as in ./matrix.ts (row-major Float64Array, explicit sizes).
+
+import { KERNELS_WASM_BASE64 } from './wasm/kernelsWasm';
 
 /** Per-row OBR problem, see ./obr.ts. */
 export interface CompensationProblem {
@@ -18,9 +21,6 @@ export interface CompensationProblem {
   bits: number;
   /** Column split k = ⌊α·n⌋; k = 0 disables the quantization transfer. */
   splitCol: number;
-  /** 'float64' (default): float64 Cholesky per row. 'mixed': float32 SIMD factorization plus
-   *  float64 iterative refinement (same accuracy to ~1e-13; measured slower here, kept opt-in). */
-  precision?: 'float64' | 'mixed';
 }
 
 export interface PcgSettings {
@@ -39,7 +39,7 @@ export type RowTask =
   | { kind: 'compensate'; problem: CompensationProblem; out: Float64Array; solver: 'direct' | 'pcg'; pcg: PcgSettings }
   | { kind: 'gptq'; weight: Float64Array; cols: number; u: Float64Array; scales: Float64Array; maxq: number; mask: Uint8Array | null; start: number; blockSize: number; codes: Int8Array | null };
 
-/** The slice of the WebAssembly JS API the SIMD kernel uses (lib "dom" is not loaded here). */
+/** The slice of the WebAssembly JS API the kernels use (lib "dom" is not loaded here). */
 interface WasmMemory {
   buffer: ArrayBuffer;
   grow(pages: number): number;
@@ -48,308 +48,125 @@ interface WasmApi {
   Module: new (bytes: Uint8Array) => object;
   Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
 }
+/** The exports of the compiled kernels (src/core/wasm/assembly/index.ts); pointers are byte offsets. */
+interface WasmKernels {
+  memory: WasmMemory;
+  heapBase(): number;
+  cholesky(a: number, n: number, lda: number): number;
+  invertLower(l: number, n: number, x: number): void;
+  compensateRow(h: number, n: number, w: number, mask: number, out: number, k: number, scale: number, maxq: number, scratch: number): number;
+}
 
-export function createRowKernels() {
+/**
+ * The kernels for one thread. `wasmBase64` is the compiled SIMD module (./wasm/kernelsWasm.ts);
+ * it is a parameter, not an import, because this factory must stay self-contained. Without it
+ * (or without WebAssembly SIMD) every kernel runs as plain float64 JavaScript.
+ */
+export function createRowKernels(wasmBase64: string | null = null) {
   function linAlgError(message: string): Error {
     const e = new Error(message);
     e.name = 'LinAlgError';
     return e;
   }
 
-  // ---- WebAssembly SIMD micro-kernel -------------------------------------------------------
-  // dot(p0, p1, p2, p3, q0, q1, nbytes, out): the 4×2 tile of dot products Σ_k P_r[k]·Q_c[k]
-  // over nbytes/8 doubles (nbytes a multiple of 16) of rows at byte offsets p0…p3 and q0, q1 of
-  // the module's own memory, written as 8 doubles at byte offset `out`; f64x2 lanes, so the
-  // results equal the scalar loop up to summation order. The module (≈200 bytes) is assembled
-  // here from opcodes, so no .wasm file has to be shipped next to the bundles.
-  function buildDotModule(): Uint8Array {
-    const leb = (v: number): number[] => {
-      const out: number[] = [];
-      do {
-        let b = v & 0x7f;
-        v >>>= 7;
-        if (v !== 0) b |= 0x80;
-        out.push(b);
-      } while (v !== 0);
-      return out;
-    };
-    const section = (id: number, body: number[]): number[] => [id, ...leb(body.length), ...body];
-    const name = (t: string): number[] => [...leb(t.length), ...Array.from(t, (c) => c.charCodeAt(0))];
-    const I32 = 0x7f;
-    const V128 = 0x7b;
-    const get = (i: number): number[] => [0x20, ...leb(i)];
-    const set = (i: number): number[] => [0x21, ...leb(i)];
-    const load = (base: number): number[] => [...get(base), ...get(8), 0x6a, 0xfd, 0x00, 0x03, 0x00]; // v128.load (base + k)
-    const fadd = [0xfd, 0xf0, 0x01];
-    const fmul = [0xfd, 0xf2, 0x01];
-    // params 0–3 p0–p3, 4 q0, 5 q1, 6 nbytes, 7 out; locals 8 k, 9–16 accumulators, 17 y0, 18 y1, 19 x
-    // `f32`: f32x4 lanes over float rows, lane sums promoted to f64 at the end.
-    const tileBody = (f32: boolean): number[] => {
-      const add = f32 ? [0xfd, 0xe4, 0x01] : fadd;
-      const mul = f32 ? [0xfd, 0xe6, 0x01] : fmul;
-      const body: number[] = [0x02, 0x40, 0x03, 0x40, ...get(8), ...get(6), 0x4f, 0x0d, 0x01, ...load(4), ...set(17), ...load(5), ...set(18)];
-      for (let r = 0; r < 4; r++) {
-        body.push(...load(r), ...set(19));
-        for (let c = 0; c < 2; c++) body.push(...get(9 + 2 * r + c), ...get(19), ...get(17 + c), ...mul, ...add, ...set(9 + 2 * r + c));
-      }
-      body.push(...get(8), 0x41, 0x10, 0x6a, ...set(8), 0x0c, 0x00, 0x0b, 0x0b);
-      for (let i = 0; i < 8; i++) {
-        body.push(...get(7));
-        if (f32) {
-          // f32x4.extract_lane l, f64.promote_f32, summed in f64
-          for (let l = 0; l < 4; l++) {
-            body.push(...get(9 + i), 0xfd, 0x1f, l, 0xbb);
-            if (l > 0) body.push(0xa0);
-          }
-        } else {
-          body.push(...get(9 + i), 0xfd, 0x21, 0x00, ...get(9 + i), 0xfd, 0x21, 0x01, 0xa0);
+  // ---- WebAssembly kernels ------------------------------------------------------------
+  let wasm: WasmKernels | null | undefined;
+  function wasmKernels(): WasmKernels | null {
+    if (wasm === undefined) {
+      wasm = null;
+      if (wasmBase64) {
+        try {
+          const api = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+          const bytes = Uint8Array.from((globalThis as unknown as { Buffer: { from(s: string, e: string): Uint8Array } }).Buffer.from(wasmBase64, 'base64'));
+          wasm = new api.Instance(new api.Module(bytes), {}).exports as unknown as WasmKernels;
+        } catch {
+          wasm = null; // no WebAssembly SIMD here: the JavaScript loops are used
         }
-        body.push(0x39, 0x03, ...leb(8 * i));
-      }
-      body.push(0x0b);
-      return [0x02, 0x01, I32, 0x0b, V128, ...body];
-    };
-    const f64Tile = tileBody(false);
-    const f32Tile = tileBody(true);
-    return new Uint8Array([
-      0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-      ...section(1, [0x01, 0x60, 0x08, I32, I32, I32, I32, I32, I32, I32, I32, 0x00]),
-      ...section(3, [0x02, 0x00, 0x00]),
-      ...section(5, [0x01, 0x00, 0x01]),
-      ...section(7, [0x03, ...name('dot'), 0x00, 0x00, ...name('dot32'), 0x00, 0x01, ...name('mem'), 0x02, 0x00]),
-      ...section(10, [0x02, ...leb(f64Tile.length), ...f64Tile, ...leb(f32Tile.length), ...f32Tile]),
-    ]);
-  }
-
-  type Tile = (p0: number, p1: number, p2: number, p3: number, q0: number, q1: number, nbytes: number, out: number) => void;
-  let simd: { dot: Tile; dot32: Tile; memory: WasmMemory } | null | undefined;
-  /** Bytes at the start of the module memory reserved for the tile results. */
-  const SIMD_OUT_BYTES = 64;
-
-  function simdKernel(): typeof simd {
-    if (simd === undefined) {
-      try {
-        const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
-        const instance = new wasm.Instance(new wasm.Module(buildDotModule()), {});
-        simd = { dot: instance.exports.dot as never, dot32: instance.exports.dot32 as never, memory: instance.exports.mem as WasmMemory };
-      } catch {
-        simd = null; // no WebAssembly SIMD here: the scalar loops are used
       }
     }
-    return simd;
+    return wasm;
+  }
+  /** Largest module memory the kernels ask for (wasm32 addresses; leave headroom under 4 GiB). */
+  const WASM_MAX_BYTES = 3 * 2 ** 30;
+  /**
+   * Byte offset of a region of `bytes` bytes at the start of the module's free memory (16-byte
+   * aligned), growing the memory when needed; null without the kernels or when it would not fit.
+   * Views on the memory are invalidated by growth: create them after the last call.
+   */
+  function wasmRegion(bytes: number): number | null {
+    const k = wasmKernels();
+    if (!k) return null;
+    const base = k.heapBase();
+    const need = base + bytes;
+    if (need > WASM_MAX_BYTES) return null;
+    const have = k.memory.buffer.byteLength;
+    if (need > have) k.memory.grow(Math.ceil((need - have) / 65536));
+    return base;
   }
 
   /**
-   * A scratch n-element Float64Array in the SIMD module's memory (so cholesky can use the
-   * kernel on it), or a plain array when WebAssembly SIMD is unavailable. The view is valid
-   * until the next call (memory growth detaches older views).
+   * A scratch n-element Float64Array in the kernels' memory (so cholesky runs in WebAssembly on
+   * it), or a plain array without them. The view is valid until the next call.
    */
   function scratchMatrix(elements: number): Float64Array {
-    const k = simdKernel();
-    if (!k) return new Float64Array(elements);
-    const need = SIMD_OUT_BYTES + elements * 8;
-    const have = k.memory.buffer.byteLength;
-    if (need > have) k.memory.grow(Math.ceil((need - have) / 65536));
-    return new Float64Array(k.memory.buffer, SIMD_OUT_BYTES, elements);
+    const base = wasmRegion(elements * 8);
+    if (base === null) return new Float64Array(elements);
+    return new Float64Array(wasmKernels()!.memory.buffer, base, elements);
   }
 
   /**
    * In-place lower Cholesky factorization A = L Lᵀ of the n×n SPD matrix `a` (row-major, full
    * storage; only the lower triangle is read). On success the lower triangle holds L and the
    * strict upper triangle is zeroed. Returns false when a pivot is not positive.
-   * Left-looking by rows (Cholesky–Banachiewicz) in blocks of 16 rows: each pair of earlier rows
-   * j, j+1 is loaded once per block and meets the block's rows 4 at a time in registers
-   * (4×2 register tile, 8 multiply-adds per 6 loads), so memory traffic drops 16× against the
-   * one-row-at-a-time loop; the 16×16 diagonal block is finished row by row.
+   * In WebAssembly (blocked, f64x2, see ./wasm/assembly) when `a` lives in the kernels' memory
+   * (scratchMatrix); otherwise the same left-looking algorithm in JavaScript.
    */
   function cholesky(a: Float64Array, n: number): boolean {
-    const RB = 16;
-    const k0 = simdKernel();
-    const tile = k0 && a.buffer === k0.memory.buffer ? k0 : null;
-    const base = a.byteOffset;
-    const res = tile ? new Float64Array(tile.memory.buffer, 0, 8) : a;
-    for (let i0 = 0; i0 < n; i0 += RB) {
-      const i1 = Math.min(n, i0 + RB);
-      for (let j = 0; j < i0; j += 2) {
-        const rj = j * n, rj1 = rj + n;
-        const djj = a[rj + j], dj1 = a[rj1 + j + 1], lj1j = a[rj1 + j];
-        for (let s = i0; s < i1; s += 4) {
-          const nb = Math.min(4, i1 - s);
-          const r0 = s * n, r1 = nb > 1 ? r0 + n : r0, r2 = nb > 2 ? r0 + 2 * n : r0, r3 = nb > 3 ? r0 + 3 * n : r0;
-          let s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
-          if (tile) {
-            // j is even, so the tile length is a whole number of f64x2 lanes.
-            tile.dot(base + r0 * 8, base + r1 * 8, base + r2 * 8, base + r3 * 8, base + rj * 8, base + rj1 * 8, j * 8, 0);
-            s00 = res[0]; s01 = res[1]; s10 = res[2]; s11 = res[3]; s20 = res[4]; s21 = res[5]; s30 = res[6]; s31 = res[7];
-          } else for (let k = 0; k < j; k++) {
-            const y0 = a[rj + k], y1 = a[rj1 + k];
-            const x0 = a[r0 + k], x1 = a[r1 + k], x2 = a[r2 + k], x3 = a[r3 + k];
-            s00 += x0 * y0; s01 += x0 * y1;
-            s10 += x1 * y0; s11 += x1 * y1;
-            s20 += x2 * y0; s21 += x2 * y1;
-            s30 += x3 * y0; s31 += x3 * y1;
-          }
-          let l = (a[r0 + j] - s00) / djj; a[r0 + j] = l; a[r0 + j + 1] = (a[r0 + j + 1] - s01 - l * lj1j) / dj1;
-          if (nb > 1) { l = (a[r1 + j] - s10) / djj; a[r1 + j] = l; a[r1 + j + 1] = (a[r1 + j + 1] - s11 - l * lj1j) / dj1; }
-          if (nb > 2) { l = (a[r2 + j] - s20) / djj; a[r2 + j] = l; a[r2 + j + 1] = (a[r2 + j + 1] - s21 - l * lj1j) / dj1; }
-          if (nb > 3) { l = (a[r3 + j] - s30) / djj; a[r3 + j] = l; a[r3 + j + 1] = (a[r3 + j + 1] - s31 - l * lj1j) / dj1; }
-        }
-      }
-      for (let ii = i0; ii < i1; ii++) {
-        const ri = ii * n;
-        for (let j = i0; j <= ii; j++) {
-          const rj = j * n;
-          let s0 = 0, s1 = 0;
-          let k = 0;
-          for (; k + 1 < j; k += 2) { s0 += a[ri + k] * a[rj + k]; s1 += a[ri + k + 1] * a[rj + k + 1]; }
-          if (k < j) s0 += a[ri + k] * a[rj + k];
-          const s = a[ri + j] - s0 - s1;
-          if (j === ii) { if (!(s > 0) || !Number.isFinite(s)) return false; a[ri + ii] = Math.sqrt(s); }
-          else a[ri + j] = s / a[rj + j];
-        }
-        for (let j = ii + 1; j < n; j++) a[ri + j] = 0;
-      }
-    }
-    return true;
-  }
-  /**
-   * cholesky on a Float32Array (storage in float32, every sum accumulated in float64 except
-   * inside the f32x4 SIMD tile); used by the mixed-precision row solver, whose iterative
-   * refinement in float64 restores full accuracy.
-   */
-  function cholesky32(a: Float32Array, n: number): boolean {
-    const RB = 16;
-    const k0 = simdKernel();
-    const tile = k0 && a.buffer === k0.memory.buffer ? k0 : null;
-    const base = a.byteOffset;
-    const res = tile ? new Float64Array(tile.memory.buffer, 0, 8) : new Float64Array(8);
-    for (let i0 = 0; i0 < n; i0 += RB) {
-      const i1 = Math.min(n, i0 + RB);
-      for (let j = 0; j < i0; j += 2) {
-        const rj = j * n, rj1 = rj + n;
-        const djj = a[rj + j], dj1 = a[rj1 + j + 1], lj1j = a[rj1 + j];
-        for (let s = i0; s < i1; s += 4) {
-          const nb = Math.min(4, i1 - s);
-          const r0 = s * n, r1 = nb > 1 ? r0 + n : r0, r2 = nb > 2 ? r0 + 2 * n : r0, r3 = nb > 3 ? r0 + 3 * n : r0;
-          let s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
-          if (tile) {
-            // j is even, so the tile length is a whole number of f64x2 lanes.
-            // f32x4 lanes cover j & ~3 elements; the last 0 or 2 (j is even) are added here.
-            const j4 = j & ~3;
-            tile.dot32(base + r0 * 4, base + r1 * 4, base + r2 * 4, base + r3 * 4, base + rj * 4, base + rj1 * 4, j4 * 4, 0);
-            s00 = res[0]; s01 = res[1]; s10 = res[2]; s11 = res[3]; s20 = res[4]; s21 = res[5]; s30 = res[6]; s31 = res[7];
-            for (let k = j4; k < j; k++) {
-              const y0 = a[rj + k], y1 = a[rj1 + k];
-              const x0 = a[r0 + k], x1 = a[r1 + k], x2 = a[r2 + k], x3 = a[r3 + k];
-              s00 += x0 * y0; s01 += x0 * y1;
-              s10 += x1 * y0; s11 += x1 * y1;
-              s20 += x2 * y0; s21 += x2 * y1;
-              s30 += x3 * y0; s31 += x3 * y1;
-            }
-          } else for (let k = 0; k < j; k++) {
-            const y0 = a[rj + k], y1 = a[rj1 + k];
-            const x0 = a[r0 + k], x1 = a[r1 + k], x2 = a[r2 + k], x3 = a[r3 + k];
-            s00 += x0 * y0; s01 += x0 * y1;
-            s10 += x1 * y0; s11 += x1 * y1;
-            s20 += x2 * y0; s21 += x2 * y1;
-            s30 += x3 * y0; s31 += x3 * y1;
-          }
-          let l = (a[r0 + j] - s00) / djj; a[r0 + j] = l; a[r0 + j + 1] = (a[r0 + j + 1] - s01 - l * lj1j) / dj1;
-          if (nb > 1) { l = (a[r1 + j] - s10) / djj; a[r1 + j] = l; a[r1 + j + 1] = (a[r1 + j + 1] - s11 - l * lj1j) / dj1; }
-          if (nb > 2) { l = (a[r2 + j] - s20) / djj; a[r2 + j] = l; a[r2 + j + 1] = (a[r2 + j + 1] - s21 - l * lj1j) / dj1; }
-          if (nb > 3) { l = (a[r3 + j] - s30) / djj; a[r3 + j] = l; a[r3 + j + 1] = (a[r3 + j + 1] - s31 - l * lj1j) / dj1; }
-        }
-      }
-      for (let ii = i0; ii < i1; ii++) {
-        const ri = ii * n;
-        for (let j = i0; j <= ii; j++) {
-          const rj = j * n;
-          let s0 = 0, s1 = 0;
-          let k = 0;
-          for (; k + 1 < j; k += 2) { s0 += a[ri + k] * a[rj + k]; s1 += a[ri + k + 1] * a[rj + k + 1]; }
-          if (k < j) s0 += a[ri + k] * a[rj + k];
-          const s = a[ri + j] - s0 - s1;
-          if (j === ii) { if (!(s > 0) || !Number.isFinite(s)) return false; a[ri + ii] = Math.sqrt(s); }
-          else a[ri + j] = s / a[rj + j];
-        }
-        for (let j = ii + 1; j < n; j++) a[ri + j] = 0;
-      }
-    }
-    return true;
-  }
-  /** Float32 scratch in the SIMD module's memory (see scratchMatrix); null without SIMD. */
-  function scratchMatrix32(elements: number): Float32Array | null {
-    const k = simdKernel();
-    if (!k) return null;
-    const need = SIMD_OUT_BYTES + elements * 4;
-    const have = k.memory.buffer.byteLength;
-    if (need > have) k.memory.grow(Math.ceil((need - have) / 65536));
-    return new Float32Array(k.memory.buffer, SIMD_OUT_BYTES, elements);
-  }
-
-  /**
-   * Solves A x = b (A = leading m×m block of `a64`, row stride ld) with the float32 Cholesky
-   * factor `l32` of A (same stride) plus float64 iterative refinement: x ← x + A⁻¹(b − A x)
-   * until the correction stops shrinking. Result in b. Returns false when refinement does not
-   * converge (κ(A)·2⁻²⁴ too close to 1): the caller then solves in float64.
-   */
-  function solveMixed(l32: Float32Array, a64: Float64Array, m: number, ld: number, b: Float64Array, x: Float64Array, r: Float64Array): boolean {
-    let bmax = 0;
-    for (let i = 0; i < m; i++) {
-      x[i] = b[i];
-      bmax = Math.max(bmax, Math.abs(b[i]));
-    }
-    if (bmax === 0) return true;
-    const tri = (v: Float64Array): void => {
-      for (let i = 0; i < m; i++) {
-        const ri = i * ld;
-        let s = v[i];
-        for (let k = 0; k < i; k++) s -= l32[ri + k] * v[k];
-        v[i] = s / l32[ri + i];
-      }
-      for (let i = m - 1; i >= 0; i--) {
-        v[i] /= l32[i * ld + i];
-        const vi = v[i];
-        const ri = i * ld;
-        for (let k = 0; k < i; k++) v[k] -= l32[ri + k] * vi;
-      }
-    };
-    tri(x);
-    let last = Infinity;
-    for (let it = 0; it < 12; it++) {
-      let xmax = 0;
-      for (let i = 0; i < m; i++) {
-        const ri = i * ld;
+    const k = wasmKernels();
+    if (k && a.buffer === k.memory.buffer && a.length >= n * n) return k.cholesky(a.byteOffset, n, n) === 1;
+    for (let i = 0; i < n; i++) {
+      const ri = i * n;
+      for (let j = 0; j <= i; j++) {
+        const rj = j * n;
         let s0 = 0, s1 = 0;
-        let j = 0;
-        for (; j + 1 < m; j += 2) {
-          s0 += a64[ri + j] * x[j];
-          s1 += a64[ri + j + 1] * x[j + 1];
-        }
-        if (j < m) s0 += a64[ri + j] * x[j];
-        r[i] = b[i] - s0 - s1;
-        xmax = Math.max(xmax, Math.abs(x[i]));
+        let t = 0;
+        for (; t + 1 < j; t += 2) { s0 += a[ri + t] * a[rj + t]; s1 += a[ri + t + 1] * a[rj + t + 1]; }
+        if (t < j) s0 += a[ri + t] * a[rj + t];
+        const s = a[ri + j] - s0 - s1;
+        if (j === i) { if (!(s > 0) || !Number.isFinite(s)) return false; a[ri + i] = Math.sqrt(s); }
+        else a[ri + j] = s / a[rj + j];
       }
-      tri(r);
-      let dmax = 0;
-      for (let i = 0; i < m; i++) {
-        x[i] += r[i];
-        dmax = Math.max(dmax, Math.abs(r[i]));
-      }
-      if (dmax <= 1e-13 * xmax) break;
-      if (dmax > 0.5 * last) {
-        // Stagnation: converged to float64 accuracy if the correction is tiny, else diverging.
-        if (dmax > 1e-9 * xmax) return false;
-        break;
-      }
-      last = dmax;
+      for (let j = i + 1; j < n; j++) a[ri + j] = 0;
     }
-    for (let i = 0; i < m; i++) b[i] = x[i];
     return true;
   }
 
-
-
+  /** L⁻¹ (new array, lower) of the n×n lower triangular `l`; in WebAssembly when it fits. */
+  function invertLower(l: Float64Array, n: number): Float64Array {
+    // `l` may be a view on the kernels' memory (scratchMatrix), which growth would detach.
+    const src = l.buffer === wasmKernels()?.memory.buffer ? l.slice(0, n * n) : l;
+    const base = wasmRegion(2 * n * n * 8);
+    if (base !== null) {
+      const k = wasmKernels()!;
+      new Float64Array(k.memory.buffer, base, n * n).set(src.subarray(0, n * n));
+      k.invertLower(base, n, base + n * n * 8);
+      return new Float64Array(k.memory.buffer, base + n * n * 8, n * n).slice();
+    }
+    const x = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      const ri = i * n;
+      for (let k = 0; k < i; k++) {
+        const c = -src[ri + k];
+        if (c === 0) continue;
+        const rk = k * n;
+        for (let t = 0; t <= k; t++) x[ri + t] += c * x[rk + t];
+      }
+      const d = 1 / src[ri + i];
+      for (let t = 0; t < i; t++) x[ri + t] *= d;
+      x[ri + i] = d;
+    }
+    return x;
+  }
 
   /** Solves L y = b in place (b has length n), L lower triangular n×n row-major. */
   function solveLowerInPlace(l: Float64Array, n: number, b: Float64Array, ld = n): void {
@@ -406,55 +223,43 @@ export function createRowKernels() {
     return s0 + s1 + s2 + s3;
   }
 
-  /** Blocks of at least this many columns use the mixed-precision row solver. */
-  const MIXED_MIN_COLS = 256;
-
   /**
-   * One row of compensateRowsDirect in mixed precision; false = fall back to float64 for it.
-   * Same gathers and formulas as the float64 path (see there).
+   * compensateRowsDirect entirely in WebAssembly: H is copied into the kernels' memory once per
+   * call, then each row is one compensateRow (gather, factor, both solves; see ./wasm/assembly).
+   * Returns false (nothing written) when the kernels are unavailable or H does not fit.
    */
-  function mixedRow(p: CompensationProblem, r: number, perm: Int32Array, nr: number, nr2: number, evicted: Int32Array, ne: number, a32: Float32Array, a64: Float64Array, out: Float64Array, rhs: Float64Array, rhs0: Float64Array, ehat: Float64Array, xs: Float64Array, rs: Float64Array): boolean {
-    const { weight: w, cols: n, hessian: h, scales } = p;
+  function compensateRowsWasm(p: CompensationProblem, out: Float64Array, row0: number, row1: number, signal?: AbortSignal): boolean {
+    const { weight: w, cols: n, hessian: h, mask, scales, splitCol: k } = p;
+    let maxKept = 0;
+    for (let r = row0; r < row1; r++) {
+      let kept = 0;
+      for (let j = r * n, e = j + n; j < e; j++) kept += mask[j] ? 1 : 0;
+      if (kept > maxKept) maxKept = kept;
+    }
+    const pad = (b: number): number => Math.ceil(b / 16) * 16;
+    const hBytes = n * n * 8;
+    const rowBytes = n * 8;
+    const scratchBytes = pad(4 * n) + 4 * rowBytes + maxKept * maxKept * 8;
+    const base = wasmRegion(hBytes + 2 * rowBytes + pad(n) + scratchBytes);
+    if (base === null) return false;
+    const kx = wasmKernels()!;
+    const hPtr = base, wPtr = hPtr + hBytes, outPtr = wPtr + rowBytes, maskPtr = outPtr + rowBytes, scratch = maskPtr + pad(n);
+    const memory = kx.memory.buffer;
+    new Float64Array(memory, hPtr, n * n).set(h.subarray(0, n * n));
+    const wv = new Float64Array(memory, wPtr, n);
+    const ov = new Float64Array(memory, outPtr, n);
+    const mv = new Uint8Array(memory, maskPtr, n);
     const maxq = 2 ** (p.bits - 1) - 1;
-    const o = r * n;
-    for (let i = 0; i < nr; i++) {
-      const hi = perm[i] * n;
-      const ai = i * nr;
-      for (let j = 0; j < nr; j++) a64[ai + j] = h[hi + perm[j]];
-      for (let j = 0; j <= i; j++) a32[ai + j] = a64[ai + j];
-    }
-    const l32 = a32.subarray(0, nr * nr);
-    if (!cholesky32(l32, nr)) return false;
-    for (let i = 0; i < nr; i++) {
-      const hi = perm[i] * n;
-      let s = 0;
-      for (let t = 0; t < ne; t++) {
-        const e = evicted[t];
-        s += h[hi + e] * w[o + e];
+    for (let r = row0; r < row1; r++) {
+      if (signal?.aborted) throw signal.reason ?? new Error('aborted');
+      const o = r * n;
+      wv.set(w.subarray(o, o + n));
+      mv.set(mask.subarray(o, o + n));
+      if (kx.compensateRow(hPtr, n, wPtr, maskPtr, outPtr, k, scales[r], maxq, scratch) !== 1) {
+        throw linAlgError(`OBR: retained Hessian block of row ${r} is not positive definite; raise --damp`);
       }
-      rhs[i] = s;
+      out.set(ov, o);
     }
-    if (ne > 0) {
-      if (!solveMixed(l32, a64, nr, nr, rhs, xs, rs)) return false;
-    } else rhs.fill(0, 0, nr);
-    for (let i = 0; i < nr; i++) rhs[i] += w[o + perm[i]];
-    const ne2 = nr - nr2;
-    if (ne2 > 0 && nr2 > 0) {
-      const s = scales[r];
-      for (let t = 0; t < ne2; t++) {
-        const v = rhs[nr2 + t];
-        ehat[t] = v - symmetricCode(v, s, maxq) * s;
-      }
-      for (let i = 0; i < nr2; i++) {
-        const ai = i * nr + nr2;
-        let acc = 0;
-        for (let t = 0; t < ne2; t++) acc += a64[ai + t] * ehat[t];
-        rhs0[i] = acc;
-      }
-      if (!solveMixed(l32, a64, nr2, nr, rhs0, xs, rs)) return false;
-      for (let i = 0; i < nr2; i++) rhs[i] += rhs0[i];
-    }
-    for (let i = 0; i < nr; i++) out[o + perm[i]] = rhs[i];
     return true;
   }
 
@@ -465,20 +270,13 @@ export function createRowKernels() {
   function compensateRowsDirect(p: CompensationProblem, out: Float64Array, row0 = 0, row1 = p.rows, signal?: AbortSignal): void {
     const { weight: w, cols: n, hessian: h, mask, scales, splitCol: k } = p;
     const maxq = 2 ** (p.bits - 1) - 1;
+    if (row1 > row0 && compensateRowsWasm(p, out, row0, row1, signal)) return;
     const perm = new Int32Array(n);
     const evicted = new Int32Array(n);
-    // Mixed precision (float32 SIMD factorization + float64 refinement) for blocks large enough
-    // to gain from it; plain float64 otherwise or when refinement fails for a row.
-    const mixed = p.precision === 'mixed' && n >= MIXED_MIN_COLS && simdKernel() !== null;
-    const a32 = mixed ? scratchMatrix32(n * n) : null;
-    const a64 = mixed ? new Float64Array(n * n) : null;
-    let a = mixed ? new Float64Array(0) : scratchMatrix(n * n);
+    let a = scratchMatrix(n * n);
     const rhs = new Float64Array(n);
     const ehat = new Float64Array(n);
     const dense = new Float64Array(n);
-    const xs = new Float64Array(n);
-    const rs = new Float64Array(n);
-    const rhs0 = new Float64Array(n);
     for (let r = row0; r < row1; r++) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
       const o = r * n;
@@ -491,7 +289,6 @@ export function createRowKernels() {
       for (let j = 0; j < n; j++) if (!mask[o + j]) evicted[ne++] = j;
       for (let j = 0; j < n; j++) out[o + j] = 0;
       if (nr === 0) continue;
-      if (a32 && a64 && mixedRow(p, r, perm, nr, nr2, evicted, ne, a32, a64, out, rhs, rhs0, ehat, xs, rs)) continue;
       if (a.length < n * n) a = new Float64Array(n * n);
       // A = H[perm, perm] (nr×nr, stride nr).
       for (let i = 0; i < nr; i++) {
@@ -832,10 +629,10 @@ export function createRowKernels() {
     }
   }
 
-  return { simdAvailable: (): boolean => simdKernel() !== null, cholesky32, scratchMatrix32, runTask, scratchMatrix, symmetricRowScalesRange, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
+  return { wasmAvailable: (): boolean => wasmKernels() !== null, invertLower, runTask, scratchMatrix, symmetricRowScalesRange, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
 }
 
 export type RowKernels = ReturnType<typeof createRowKernels>;
 
 /** The kernels for this thread. */
-export const rowKernels: RowKernels = createRowKernels();
+export const rowKernels: RowKernels = createRowKernels(KERNELS_WASM_BASE64);

@@ -40,24 +40,9 @@ export function solveSpd(a: Float64Array, n: number, b: Float64Array): Float64Ar
   return x;
 }
 
-/** Inverse of a lower-triangular n×n matrix (new array, lower triangular). */
+/** Inverse of a lower-triangular n×n matrix (new array, lower triangular; WebAssembly when available). */
 export function invertLower(l: Float64Array, n: number): Float64Array {
-  const inv = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) inv[i * n + i] = 1 / l[i * n + i];
-  // Row by row: inv[i, j] = −(Σ_{k=j}^{i−1} L[i,k] inv[k,j]) / L[i,i], j < i.
-  for (let i = 1; i < n; i++) {
-    const ri = i * n;
-    const row = new Float64Array(i);
-    for (let k = 0; k < i; k++) {
-      const lik = l[ri + k];
-      if (lik === 0) continue;
-      const rk = k * n;
-      for (let j = 0; j <= k; j++) row[j] += lik * inv[rk + j];
-    }
-    const d = 1 / l[ri + i];
-    for (let j = 0; j < i; j++) inv[ri + j] = -row[j] * d;
-  }
-  return inv;
+  return rowKernels.invertLower(l, n);
 }
 
 /** Inverse of an SPD matrix from its lower Cholesky factor: A⁻¹ = L⁻ᵀ L⁻¹ (full symmetric storage). */

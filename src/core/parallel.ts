@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads';
 import type { MatrixBackend } from './backend';
 import { type CompensationProblem, createRowKernels, type RowTask, rowKernels } from './kernels';
 import { DEFAULT_PCG } from './obr';
+import { KERNELS_WASM_BASE64 } from './wasm/kernelsWasm';
 
 export interface CompensateOptions {
   signal?: AbortSignal;
@@ -32,7 +33,7 @@ function workerSource(): string {
   return `'use strict';
 var __name = (f) => f;
 const { parentPort } = require('node:worker_threads');
-const kernels = (${createRowKernels.toString()})();
+const kernels = (${createRowKernels.toString()})(${JSON.stringify(KERNELS_WASM_BASE64)});
 parentPort.on('message', (msg) => {
   try {
     kernels.runTask(msg.task, msg.row0, msg.row1);

@@ -6,6 +6,8 @@ import { compressLayer, type LayerConfig } from '../../../src/core/compress';
 import { dampHessian } from '../../../src/core/matrix';
 import { pruneMask, wandaScores } from '../../../src/core/mask';
 import { compensateRowsDirect } from '../../../src/core/obr';
+import { createRowKernels } from '../../../src/core/kernels';
+import { KERNELS_WASM_BASE64 } from '../../../src/core/wasm/kernelsWasm';
 import { compensateRows } from '../../../src/core/parallel';
 import { jsBackend } from '../../../src/core/backend';
 import { symmetricRowScales } from '../../../src/core/quantize';
@@ -191,17 +193,23 @@ test('closed form refuses nothing on a dense row (P5 clean): s = 0 still transfe
   }
 });
 
-test('mixed precision (float32 SIMD factor + float64 refinement) matches the float64 solver (rel. 1e-10)', () => {
-  const rows = 3;
-  const cols = 288;
-  const L = syntheticLayer(rows, cols, 61, { tokens: 600 });
-  const hd = dampHessian(L.hessian, cols, 0.01);
-  const scales = symmetricRowScales(L.weight, rows, cols, 4);
-  const mask = pruneMask(wandaScores(L.weight, rows, cols, L.channelEnergy), rows, cols, half);
-  const p = { weight: L.weight, rows, cols, hessian: hd, mask, scales, bits: 4, splitCol: cols / 2 };
-  const f64 = new Float64Array(rows * cols);
-  const mixed = new Float64Array(rows * cols);
-  compensateRowsDirect({ ...p, precision: 'float64' }, f64);
-  compensateRowsDirect({ ...p, precision: 'mixed' }, mixed);
-  assert.ok(maxAbsDiff(f64, mixed) <= 1e-10 * Math.max(...f64.map(Math.abs)));
+test('WebAssembly row kernel = JavaScript row kernel (unstructured and 2:4, odd sizes; rel. 1e-12)', () => {
+  const wasm = createRowKernels(KERNELS_WASM_BASE64);
+  const js = createRowKernels(null);
+  assert.ok(wasm.wasmAvailable(), 'the compiled kernels must load here');
+  assert.ok(!js.wasmAvailable());
+  for (const [cols, sparsity] of [[288, half], [133, half], [64, { kind: 'nm', n: 2, m: 4 } as const]] as const) {
+    const rows = 5;
+    const L = syntheticLayer(rows, cols, 61 + cols, { tokens: 600 });
+    const hd = dampHessian(L.hessian, cols, 0.01);
+    const scales = symmetricRowScales(L.weight, rows, cols, 4);
+    const mask = pruneMask(wandaScores(L.weight, rows, cols, L.channelEnergy), rows, cols, sparsity);
+    const p = { weight: L.weight, rows, cols, hessian: hd, mask, scales, bits: 4, splitCol: Math.floor(cols / 2) };
+    const a = new Float64Array(rows * cols);
+    const b = new Float64Array(rows * cols);
+    wasm.compensateRowsDirect(p, a);
+    js.compensateRowsDirect(p, b);
+    assert.ok(maxAbsDiff(a, b) <= 1e-12 * Math.max(...b.map(Math.abs)), `cols ${cols}: ${maxAbsDiff(a, b)}`);
+    for (let i = 0; i < a.length; i++) if (!mask[i]) assert.equal(a[i], 0);
+  }
 });

@@ -1,0 +1,259 @@
+// AssemblyScript source of the WebAssembly SIMD kernels behind the per-row OBR compensation
+// (compiled by scripts/wasm.mjs into ../kernelsWasm.ts; the unit test test/unit/wasm.test.ts
+// checks that the committed bytes match this source). Everything is float64, row-major, with
+// byte pointers into the module's own memory that the caller (src/core/kernels.ts) lays out.
+// Plain functions over memory: no allocation, no runtime (`--runtime stub`).
+
+/** Σ_k p[k]·q[k], k < len, f64x2 lanes plus a scalar tail. */
+@inline
+function dot(p: usize, q: usize, len: i32): f64 {
+  let s0 = f64x2.splat(0);
+  let s1 = f64x2.splat(0);
+  const bytes = (<usize>len) << 3;
+  let k: usize = 0;
+  for (; k + 32 <= bytes; k += 32) {
+    s0 = f64x2.add(s0, f64x2.mul(v128.load(p + k), v128.load(q + k)));
+    s1 = f64x2.add(s1, f64x2.mul(v128.load(p + k, 16), v128.load(q + k, 16)));
+  }
+  if (k + 16 <= bytes) {
+    s0 = f64x2.add(s0, f64x2.mul(v128.load(p + k), v128.load(q + k)));
+    k += 16;
+  }
+  s0 = f64x2.add(s0, s1);
+  let s = f64x2.extract_lane(s0, 0) + f64x2.extract_lane(s0, 1);
+  if (k < bytes) s += load<f64>(p + k) * load<f64>(q + k);
+  return s;
+}
+
+/**
+ * In-place lower Cholesky factorization A = L Lᵀ of the leading n×n block of the matrix at `a`
+ * (row stride `lda` elements; only the lower triangle is read). On success the lower triangle
+ * holds L and the strict upper triangle of the block is zeroed; returns 0 when a pivot is not
+ * positive (or not finite), 1 otherwise.
+ * Left-looking by blocks of 16 rows (Cholesky–Banachiewicz): rows i of a block need
+ * L[i, j] = (A[i, j] − L[i, :j]·L[j, :j]) / L[j, j] for every earlier row j; each pair of earlier
+ * rows j, j+1 is loaded once per block and meets the block's rows four at a time in a 4×2 tile of
+ * f64x2 accumulators (8 multiply-adds per 6 loads); then the 16×16 diagonal block is finished.
+ */
+export function cholesky(a: usize, n: i32, lda: i32): i32 {
+  const rs = (<usize>lda) << 3;
+  for (let i0 = 0; i0 < n; i0 += 16) {
+    const i1 = min(n, i0 + 16);
+    // j runs over pairs below i0 (i0 is a multiple of 16, so every pair is complete).
+    for (let j = 0; j < i0; j += 2) {
+      const rj = a + (<usize>j) * rs;
+      const rj1 = rj + rs;
+      const jb = (<usize>j) << 3;
+      const djj = load<f64>(rj + jb);
+      const dj1 = load<f64>(rj1 + jb + 8);
+      const lj1j = load<f64>(rj1 + jb);
+      for (let s = i0; s < i1; s += 4) {
+        const nb = min(4, i1 - s);
+        const r0 = a + (<usize>s) * rs;
+        const r1 = nb > 1 ? r0 + rs : r0;
+        const r2 = nb > 2 ? r0 + 2 * rs : r0;
+        const r3 = nb > 3 ? r0 + 3 * rs : r0;
+        let a00 = f64x2.splat(0), a01 = f64x2.splat(0), a10 = f64x2.splat(0), a11 = f64x2.splat(0);
+        let a20 = f64x2.splat(0), a21 = f64x2.splat(0), a30 = f64x2.splat(0), a31 = f64x2.splat(0);
+        for (let k: usize = 0; k < jb; k += 16) {
+          const y0 = v128.load(rj + k);
+          const y1 = v128.load(rj1 + k);
+          let x = v128.load(r0 + k);
+          a00 = f64x2.add(a00, f64x2.mul(x, y0));
+          a01 = f64x2.add(a01, f64x2.mul(x, y1));
+          x = v128.load(r1 + k);
+          a10 = f64x2.add(a10, f64x2.mul(x, y0));
+          a11 = f64x2.add(a11, f64x2.mul(x, y1));
+          x = v128.load(r2 + k);
+          a20 = f64x2.add(a20, f64x2.mul(x, y0));
+          a21 = f64x2.add(a21, f64x2.mul(x, y1));
+          x = v128.load(r3 + k);
+          a30 = f64x2.add(a30, f64x2.mul(x, y0));
+          a31 = f64x2.add(a31, f64x2.mul(x, y1));
+        }
+        let l = (load<f64>(r0 + jb) - (f64x2.extract_lane(a00, 0) + f64x2.extract_lane(a00, 1))) / djj;
+        store<f64>(r0 + jb, l);
+        store<f64>(r0 + jb + 8, (load<f64>(r0 + jb + 8) - (f64x2.extract_lane(a01, 0) + f64x2.extract_lane(a01, 1)) - l * lj1j) / dj1);
+        if (nb > 1) {
+          l = (load<f64>(r1 + jb) - (f64x2.extract_lane(a10, 0) + f64x2.extract_lane(a10, 1))) / djj;
+          store<f64>(r1 + jb, l);
+          store<f64>(r1 + jb + 8, (load<f64>(r1 + jb + 8) - (f64x2.extract_lane(a11, 0) + f64x2.extract_lane(a11, 1)) - l * lj1j) / dj1);
+        }
+        if (nb > 2) {
+          l = (load<f64>(r2 + jb) - (f64x2.extract_lane(a20, 0) + f64x2.extract_lane(a20, 1))) / djj;
+          store<f64>(r2 + jb, l);
+          store<f64>(r2 + jb + 8, (load<f64>(r2 + jb + 8) - (f64x2.extract_lane(a21, 0) + f64x2.extract_lane(a21, 1)) - l * lj1j) / dj1);
+        }
+        if (nb > 3) {
+          l = (load<f64>(r3 + jb) - (f64x2.extract_lane(a30, 0) + f64x2.extract_lane(a30, 1))) / djj;
+          store<f64>(r3 + jb, l);
+          store<f64>(r3 + jb + 8, (load<f64>(r3 + jb + 8) - (f64x2.extract_lane(a31, 0) + f64x2.extract_lane(a31, 1)) - l * lj1j) / dj1);
+        }
+      }
+    }
+    // The diagonal block, row by row.
+    for (let ii = i0; ii < i1; ii++) {
+      const ri = a + (<usize>ii) * rs;
+      for (let j = i0; j <= ii; j++) {
+        const rj = a + (<usize>j) * rs;
+        const s = load<f64>(ri + ((<usize>j) << 3)) - dot(ri, rj, j);
+        if (j == ii) {
+          if (!(s > 0) || !isFinite(s)) return 0;
+          store<f64>(ri + ((<usize>ii) << 3), Math.sqrt(s));
+        } else {
+          store<f64>(ri + ((<usize>j) << 3), s / load<f64>(rj + ((<usize>j) << 3)));
+        }
+      }
+      for (let j = ii + 1; j < n; j++) store<f64>(ri + ((<usize>j) << 3), 0);
+    }
+  }
+  return 1;
+}
+
+/** L y = b in place (b: n doubles), L the leading n×n lower block at `l` with row stride lda. */
+export function solveLower(l: usize, n: i32, lda: i32, b: usize): void {
+  const rs = (<usize>lda) << 3;
+  for (let i = 0; i < n; i++) {
+    const ri = l + (<usize>i) * rs;
+    const ib = (<usize>i) << 3;
+    store<f64>(b + ib, (load<f64>(b + ib) - dot(ri, b, i)) / load<f64>(ri + ib));
+  }
+}
+
+/** Lᵀ x = y in place (column i of Lᵀ above the diagonal is row i of L: an axpy per row). */
+export function solveLowerTransposed(l: usize, n: i32, lda: i32, y: usize): void {
+  const rs = (<usize>lda) << 3;
+  for (let i = n - 1; i >= 0; i--) {
+    const ri = l + (<usize>i) * rs;
+    const ib = (<usize>i) << 3;
+    const yi = load<f64>(y + ib) / load<f64>(ri + ib);
+    store<f64>(y + ib, yi);
+    const v = f64x2.splat(yi);
+    let k: usize = 0;
+    for (; k + 16 <= ib; k += 16) v128.store(y + k, f64x2.sub(v128.load(y + k), f64x2.mul(v128.load(ri + k), v)));
+    if (k < ib) store<f64>(y + k, load<f64>(y + k) - load<f64>(ri + k) * yi);
+  }
+}
+
+/**
+ * X = L⁻¹ for the lower n×n factor at `l` (row stride n) into `x` (n×n, row stride n; its
+ * strict upper triangle is zeroed). Row i of L X = I gives X[i, :] = (e_i − Σ_{k<i} L[i, k]·X[k, :]) / L[i, i],
+ * and X[k, :] is zero beyond column k, so each term is a contiguous axpy of length k + 1.
+ */
+export function invertLower(l: usize, n: i32, x: usize): void {
+  const rs = (<usize>n) << 3;
+  memory.fill(x, 0, (<usize>n) * rs);
+  for (let i = 0; i < n; i++) {
+    const xi = x + (<usize>i) * rs;
+    const li = l + (<usize>i) * rs;
+    for (let k = 0; k < i; k++) {
+      const c = -load<f64>(li + ((<usize>k) << 3));
+      if (c == 0) continue;
+      const xk = x + (<usize>k) * rs;
+      const v = f64x2.splat(c);
+      const bytes = (<usize>(k + 1)) << 3;
+      let t: usize = 0;
+      for (; t + 16 <= bytes; t += 16) v128.store(xi + t, f64x2.add(v128.load(xi + t), f64x2.mul(v128.load(xk + t), v)));
+      if (t < bytes) store<f64>(xi + t, load<f64>(xi + t) + load<f64>(xk + t) * c);
+    }
+    const ib = (<usize>i) << 3;
+    const d = 1 / load<f64>(li + ib);
+    const v = f64x2.splat(d);
+    let t: usize = 0;
+    for (; t + 16 <= ib; t += 16) v128.store(xi + t, f64x2.mul(v128.load(xi + t), v));
+    if (t < ib) store<f64>(xi + t, load<f64>(xi + t) * d);
+    store<f64>(xi + ib, d);
+  }
+}
+
+/** clamp(round-half-even(v / s), −maxq−1, maxq) · s, the symmetric grid value of v (+0 for 0). */
+@inline
+function gridValue(v: f64, s: f64, maxq: f64): f64 {
+  const q = min(max(nearest(v / s), -maxq - 1), maxq);
+  return (q + 0.0) * s;
+}
+
+/**
+ * The OBR compensation of one row (§2.3–2.4 of docs/obr-algorithm.md), in float64:
+ * R = kept columns ordered [R2 (≥ k), E2 (< k)], each ascending; A = H[R, R] factored once;
+ * d1 = A⁻¹ H[R, E] w_E (pruning); w̄ = w_R + d1; ê = w̄_E2 − Q(w̄_E2); the leading block of the
+ * factor is chol(A_R2R2), so d2 = A_R2R2⁻¹ A_R2E2 ê reuses it; out_R = w̄ (+ d2 on R2), out_E = 0.
+ * h: n×n damped Hessian; w, out: n doubles; mask: n bytes (1 = kept); scale/maxq: the row's
+ * grid; scratch: 16-byte aligned, 4n bytes + 4n doubles + n² doubles. Returns 0 when A is not
+ * positive definite, 1 otherwise.
+ */
+export function compensateRow(h: usize, n: i32, w: usize, mask: usize, out: usize, k: i32, scale: f64, maxq: f64, scratch: usize): i32 {
+  const nn = <usize>n;
+  const perm = scratch;
+  const dense = perm + ((nn * 4 + 15) & ~15);
+  const rhs = dense + nn * 8;
+  const b = rhs + nn * 8;
+  const ehat = b + nn * 8;
+  const a = ehat + nn * 8;
+  const rowBytes = nn << 3;
+  let nr2 = 0;
+  for (let j = k; j < n; j++) {
+    if (load<u8>(mask + <usize>j)) {
+      store<i32>(perm + ((<usize>nr2) << 2), j);
+      nr2++;
+    }
+  }
+  let nr = nr2;
+  const kk = min(k, n);
+  for (let j = 0; j < kk; j++) {
+    if (load<u8>(mask + <usize>j)) {
+      store<i32>(perm + ((<usize>nr) << 2), j);
+      nr++;
+    }
+  }
+  const ne = n - nr;
+  memory.fill(out, 0, rowBytes);
+  if (nr == 0) return 1;
+  // A = H[perm, perm], lower triangle, row stride nr.
+  const ars = (<usize>nr) << 3;
+  for (let i = 0; i < nr; i++) {
+    const hi = h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes;
+    const ai = a + (<usize>i) * ars;
+    for (let j = 0; j <= i; j++) store<f64>(ai + ((<usize>j) << 3), load<f64>(hi + ((<usize>load<i32>(perm + ((<usize>j) << 2))) << 3)));
+  }
+  if (!cholesky(a, nr, nr)) return 0;
+  // Pruning: rhs = H[perm, E] w_E = (H·(w ⊙ (1 − m)))[perm], contiguous row dot products.
+  if (ne > 0) {
+    for (let j = 0; j < n; j++) {
+      const jb = (<usize>j) << 3;
+      store<f64>(dense + jb, load<u8>(mask + <usize>j) ? 0 : load<f64>(w + jb));
+    }
+    for (let i = 0; i < nr; i++) store<f64>(rhs + ((<usize>i) << 3), dot(h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes, dense, n));
+    solveLower(a, nr, nr, rhs);
+    solveLowerTransposed(a, nr, nr, rhs);
+  } else {
+    memory.fill(rhs, 0, (<usize>nr) << 3);
+  }
+  for (let i = 0; i < nr; i++) {
+    const ib = (<usize>i) << 3;
+    store<f64>(rhs + ib, load<f64>(rhs + ib) + load<f64>(w + ((<usize>load<i32>(perm + ((<usize>i) << 2))) << 3)));
+  }
+  // Quantization transfer E2 → R2 (positions [nr2, nr) → [0, nr2)).
+  const ne2 = nr - nr2;
+  if (ne2 > 0 && nr2 > 0) {
+    memory.fill(dense, 0, rowBytes);
+    for (let t = nr2; t < nr; t++) {
+      const v = load<f64>(rhs + ((<usize>t) << 3));
+      store<f64>(dense + ((<usize>load<i32>(perm + ((<usize>t) << 2))) << 3), v - gridValue(v, scale, maxq));
+    }
+    for (let i = 0; i < nr2; i++) store<f64>(b + ((<usize>i) << 3), dot(h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes, dense, n));
+    solveLower(a, nr2, nr, b);
+    solveLowerTransposed(a, nr2, nr, b);
+    for (let i = 0; i < nr2; i++) {
+      const ib = (<usize>i) << 3;
+      store<f64>(rhs + ib, load<f64>(rhs + ib) + load<f64>(b + ib));
+    }
+  }
+  for (let i = 0; i < nr; i++) store<f64>(out + ((<usize>load<i32>(perm + ((<usize>i) << 2))) << 3), load<f64>(rhs + ((<usize>i) << 3)));
+  return 1;
+}
+
+/** First byte the caller may use (after this module's static data). */
+export function heapBase(): usize {
+  return (__heap_base + 15) & ~15;
+}

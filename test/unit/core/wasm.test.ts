@@ -1,0 +1,59 @@
+// The committed WebAssembly kernels (src/core/wasm/kernelsWasm.ts) are exactly what the
+// AssemblyScript source compiles to, and they load and agree with the JavaScript kernels.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createRowKernels } from '../../../src/core/kernels';
+import { KERNELS_WASM_BASE64 } from '../../../src/core/wasm/kernelsWasm';
+import { seededNormal } from '../../../src/core/random';
+
+test('src/core/wasm/kernelsWasm.ts is up to date with src/core/wasm/assembly (node scripts/wasm.mjs)', async () => {
+  const { compileKernels } = await import('../../../scripts/wasm.mjs');
+  const fresh = Buffer.from(await compileKernels()).toString('base64');
+  assert.equal(fresh, KERNELS_WASM_BASE64, 'the generated kernels are stale: run `node scripts/wasm.mjs` and commit the result');
+});
+
+function spd(n: number, seed: number): Float64Array {
+  const g = seededNormal(seed);
+  const x = Float64Array.from({ length: n * 2 * n }, () => g());
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = 0;
+      for (let k = 0; k < 2 * n; k++) s += x[i * 2 * n + k] * x[j * 2 * n + k];
+      a[i * n + j] = a[j * n + i] = s + (i === j ? 0.1 : 0);
+    }
+  }
+  return a;
+}
+
+test('WebAssembly cholesky and invertLower = JavaScript (float64 reference) for sizes around the 16-row blocks', () => {
+  const wasm = createRowKernels(KERNELS_WASM_BASE64);
+  const js = createRowKernels(null);
+  for (const n of [1, 2, 15, 16, 17, 33, 100]) {
+    const a = spd(n, n);
+    const ref = a.slice();
+    assert.ok(js.cholesky(ref, n));
+    const w = wasm.scratchMatrix(n * n);
+    assert.ok(w.buffer !== ref.buffer);
+    w.set(a);
+    assert.ok(wasm.cholesky(w, n));
+    const scale = Math.max(...ref.map(Math.abs));
+    for (let i = 0; i < n * n; i++) assert.ok(Math.abs(w[i] - ref[i]) <= 1e-12 * scale, `n=${n} entry ${i}`);
+    const li = wasm.invertLower(w, n);
+    const lr = js.invertLower(ref, n);
+    // L · L⁻¹ = I to float64 accuracy, and both inverses agree.
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let k = 0; k < n; k++) s += ref[i * n + k] * li[k * n + j];
+        assert.ok(Math.abs(s - (i === j ? 1 : 0)) <= 1e-10, `n=${n} (L L⁻¹)[${i},${j}] = ${s}`);
+        assert.ok(Math.abs(li[i * n + j] - lr[i * n + j]) <= 1e-10 * Math.max(1, Math.abs(lr[i * n + j])));
+      }
+    }
+  }
+  // Not positive definite: both report failure.
+  const bad = wasm.scratchMatrix(4);
+  bad.set([1, 2, 2, 1]);
+  assert.equal(wasm.cholesky(bad, 2), false);
+  assert.equal(js.cholesky(new Float64Array([1, 2, 2, 1]), 2), false);
+});
