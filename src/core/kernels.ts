@@ -55,6 +55,8 @@ interface WasmKernels {
   cholesky(a: number, n: number, lda: number): number;
   invertLower(l: number, n: number, x: number): void;
   compensateRow(h: number, n: number, w: number, mask: number, out: number, k: number, scale: number, maxq: number, scratch: number): number;
+  rowScale(w: number, n: number, maxq: number, norm: number, grid: number, steps: number, t1: number, s1: number, t2: number, s2: number, y2max: number): number;
+  gptqRows(w: number, rows: number, n: number, u: number, scales: number, maxq: number, mask: number, start: number, bs: number, codes: number, err: number): void;
 }
 
 /**
@@ -495,6 +497,40 @@ export function createRowKernels(wasmBase64: string | null = null) {
     return t;
   }
 
+  const CLIP_STEPS = 2048; // table points per unit of y = |w|/s − lim for clipped entries
+  const CLIP_MAX = 64; // y beyond this uses the exact power
+  const clipTables = new Map<number, Float64Array>();
+  /** y^norm at y = i/CLIP_STEPS, i ≤ CLIP_MAX·CLIP_STEPS (+1 guard entry). */
+  function clipTable(norm: number): Float64Array {
+    let t = clipTables.get(norm);
+    if (!t) {
+      t = new Float64Array(CLIP_MAX * CLIP_STEPS + 2);
+      for (let i = 0; i < t.length; i++) t[i] = (i / CLIP_STEPS) ** norm;
+      clipTables.set(norm, t);
+    }
+    return t;
+  }
+
+  /** symmetricRowScalesRange in WebAssembly (rowScale); false when the kernels are unavailable. */
+  function rowScalesWasm(w: Float64Array, cols: number, maxq: number, norm: number, grid: number, steps: number, scales: Float64Array, row0: number, row1: number): boolean {
+    const t1 = powerTable(norm);
+    const t2 = clipTable(norm);
+    const pad = (b: number): number => Math.ceil(b / 16) * 16;
+    const base = wasmRegion(pad(t1.length * 8) + pad(t2.length * 8) + cols * 8);
+    if (base === null) return false;
+    const kx = wasmKernels()!;
+    const t1Ptr = base, t2Ptr = t1Ptr + pad(t1.length * 8), wPtr = t2Ptr + pad(t2.length * 8);
+    const memory = kx.memory.buffer;
+    new Float64Array(memory, t1Ptr, t1.length).set(t1);
+    new Float64Array(memory, t2Ptr, t2.length).set(t2);
+    const wv = new Float64Array(memory, wPtr, cols);
+    for (let r = row0; r < row1; r++) {
+      wv.set(w.subarray(r * cols, (r + 1) * cols));
+      scales[r] = kx.rowScale(wPtr, cols, maxq, norm, grid, steps, t1Ptr, TABLE_STEPS2, t2Ptr, CLIP_STEPS, CLIP_MAX);
+    }
+    return true;
+  }
+
   /**
    * Per-row symmetric scales of rows [row0, row1) of W (rows×cols) into `scales` (§1.7 step 2):
    * xmax_r = max(|min(w,0)|, max(w,0)) (all-zero rows use 1); with `steps` > 1 the MSE shrink
@@ -503,6 +539,7 @@ export function createRowKernels(wasmBase64: string | null = null) {
    */
   function symmetricRowScalesRange(w: Float64Array, cols: number, maxq: number, norm: number, grid: number, steps: number, scales: Float64Array, row0: number, row1: number): void {
     const table = powerTable(norm);
+    if (steps > 1 && row1 > row0 && rowScalesWasm(w, cols, maxq, norm, grid, steps, scales, row0, row1)) return;
     for (let r = row0; r < row1; r++) {
       const o = r * cols;
       let lo = 0;
@@ -555,7 +592,33 @@ export function createRowKernels(wasmBase64: string | null = null) {
    * (GPTQ's lazy batch; mathematically identical). Rows are independent given U, the scales and
    * the mask, so any row split gives the same result.
    */
+  /** gptqRows in WebAssembly (rows copied in and out, U once per call); false when it cannot run. */
+  function gptqRowsWasm(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number): boolean {
+    const rows = row1 - row0;
+    const pad = (b: number): number => Math.ceil(b / 16) * 16;
+    const uBytes = cols * cols * 8;
+    const wBytes = rows * cols * 8;
+    const base = wasmRegion(uBytes + wBytes + pad(rows * 8) + pad(16 * bs * 8) + 2 * pad(rows * cols));
+    if (base === null) return false;
+    const kx = wasmKernels()!;
+    const uPtr = base, wPtr = uPtr + uBytes, sPtr = wPtr + wBytes, ePtr = sPtr + pad(rows * 8), mPtr = ePtr + pad(16 * bs * 8), cPtr = mPtr + pad(rows * cols);
+    const memory = kx.memory.buffer;
+    // Only rows [start, cols) of U are read.
+    new Float64Array(memory, uPtr + start * cols * 8, (cols - start) * cols).set(u.subarray(start * cols, cols * cols));
+    const wv = new Float64Array(memory, wPtr, rows * cols);
+    wv.set(w.subarray(row0 * cols, row1 * cols));
+    new Float64Array(memory, sPtr, rows).set(scales.subarray(row0, row1));
+    if (mask) new Uint8Array(memory, mPtr, rows * cols).set(mask.subarray(row0 * cols, row1 * cols));
+    const cv = new Int8Array(memory, cPtr, rows * cols);
+    if (codes) cv.set(codes.subarray(row0 * cols, row1 * cols));
+    kx.gptqRows(wPtr, rows, cols, uPtr, sPtr, maxq, mask ? mPtr : 0, start, bs, codes ? cPtr : 0, ePtr);
+    w.set(wv, row0 * cols);
+    if (codes) codes.set(cv, row0 * cols);
+    return true;
+  }
+
   function gptqRows(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number): void {
+    if (row1 > row0 && start < cols && gptqRowsWasm(w, cols, u, scales, maxq, mask, start, bs, codes, row0, row1)) return;
     const batch = 16; // rows sharing each loaded row of U in the trailing update
     const err = new Float64Array(batch * bs);
     for (let i1 = start; i1 < cols; i1 += bs) {

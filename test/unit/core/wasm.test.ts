@@ -57,3 +57,32 @@ test('WebAssembly cholesky and invertLower = JavaScript (float64 reference) for 
   assert.equal(wasm.cholesky(bad, 2), false);
   assert.equal(js.cholesky(new Float64Array([1, 2, 2, 1]), 2), false);
 });
+
+test('WebAssembly GPTQ rows (masked tail from column k, codes) = JavaScript bit for bit; scale search picks the same scales', () => {
+  const wasm = createRowKernels(KERNELS_WASM_BASE64);
+  const js = createRowKernels(null);
+  const g = seededNormal(11);
+  for (const [rows, cols, start, bs] of [[37, 96, 48, 32], [20, 70, 0, 16], [3, 33, 10, 128]] as const) {
+    const a = spd(cols, cols + 1);
+    const l = a.slice();
+    assert.ok(js.cholesky(l, cols));
+    // Any upper-triangular U with a positive diagonal exercises the recursion; use Lᵀ.
+    const u = new Float64Array(cols * cols);
+    for (let i = 0; i < cols; i++) for (let j = i; j < cols; j++) u[i * cols + j] = l[j * cols + i];
+    const w = Float64Array.from({ length: rows * cols }, () => g());
+    const mask = Uint8Array.from({ length: rows * cols }, (_, i) => (i * 7919) % 5 === 0 ? 0 : 1);
+    const scales = Float64Array.from({ length: rows }, (_, r) => 0.2 + 0.01 * r);
+    const wa = w.slice(), wb = w.slice();
+    const ca = new Int8Array(rows * cols), cb = new Int8Array(rows * cols);
+    wasm.gptqRows(wa, cols, u, scales, 7, mask, start, bs, ca, 0, rows);
+    js.gptqRows(wb, cols, u, scales, 7, mask, start, bs, cb, 0, rows);
+    assert.deepEqual(wa, wb);
+    assert.deepEqual(ca, cb);
+    for (let i = 0; i < rows * cols; i++) if (!mask[i] && i % cols >= start) assert.equal(wa[i], 0);
+    const sa = new Float64Array(rows), sb = new Float64Array(rows);
+    const heavy = Float64Array.from(w, (v, i) => (i % 13 === 0 ? 6 * v : v));
+    wasm.symmetricRowScalesRange(heavy, cols, 7, 2.4, 100, 80, sa, 0, rows);
+    js.symmetricRowScalesRange(heavy, cols, 7, 2.4, 100, 80, sb, 0, rows);
+    assert.deepEqual(sa, sb);
+  }
+});

@@ -253,6 +253,115 @@ export function compensateRow(h: usize, n: i32, w: usize, mask: usize, out: usiz
   return 1;
 }
 
+/**
+ * The MSE clip search of one row (§1.7 step 2): the scale p·xmax/maxq, p = 1 − i/grid, i < steps,
+ * minimizing Σ|Q(w) − w|^norm (first minimum wins; floored at 1e-5; all-zero rows use xmax = 1).
+ * With x = |w|/s and lim = maxq (w ≥ 0) or maxq + 1 (w < 0): entries with x ≤ lim + ½ are not
+ * clipped and cost s^norm·t^norm, t = |x − round(x)| ∈ [0, ½]; the others cost s^norm·(x − lim)^norm.
+ * Both powers come from tables (linear interpolation; `t1`: t^norm at t = i/s1, `t2`: y^norm at
+ * y = i/s2 for y < y2max), exact pow beyond the second table. w: n doubles.
+ */
+export function rowScale(w: usize, n: i32, maxq: f64, norm: f64, grid: f64, steps: i32, t1: usize, s1: f64, t2: usize, s2: f64, y2max: f64): f64 {
+  let xmax: f64 = 0;
+  for (let j = 0; j < n; j++) xmax = max(xmax, abs(load<f64>(w + ((<usize>j) << 3))));
+  if (xmax == 0) xmax = 1;
+  let best = Infinity;
+  let bestScale = max(xmax / maxq, 1e-5);
+  for (let i = 0; i < steps; i++) {
+    const p = 1 - (<f64>i) / grid;
+    const scale = max((p * xmax) / maxq, 1e-5);
+    const inv = 1 / scale;
+    let unclipped: f64 = 0;
+    let clipped: f64 = 0;
+    for (let j = 0; j < n; j++) {
+      const v = load<f64>(w + ((<usize>j) << 3));
+      const x = abs(v) * inv;
+      const lim = v < 0 ? maxq + 1 : maxq;
+      if (x > lim + 0.5) {
+        const y = x - lim;
+        if (y < y2max) {
+          const u = y * s2;
+          const k = <i32>u;
+          const p0 = load<f64>(t2 + ((<usize>k) << 3));
+          clipped += p0 + (load<f64>(t2 + ((<usize>k) << 3), 8) - p0) * (u - <f64>k);
+        } else {
+          clipped += Math.pow(y, norm);
+        }
+      } else {
+        const u = abs(x - nearest(x)) * s1;
+        const k = <i32>u;
+        const p0 = load<f64>(t1 + ((<usize>k) << 3));
+        unclipped += p0 + (load<f64>(t1 + ((<usize>k) << 3), 8) - p0) * (u - <f64>k);
+      }
+    }
+    const err = (unclipped + clipped) * Math.pow(scale, norm);
+    if (err < best) {
+      best = err;
+      bestScale = scale;
+    }
+  }
+  return bestScale;
+}
+
+/** y[0..len) −= e·x[0..len) (f64x2 plus a scalar tail). */
+@inline
+function axpyNeg(y: usize, x: usize, e: f64, len: i32): void {
+  if (len <= 0) return;
+  const v = f64x2.splat(e);
+  const bytes = (<usize>len) << 3;
+  let t: usize = 0;
+  for (; t + 16 <= bytes; t += 16) v128.store(y + t, f64x2.sub(v128.load(y + t), f64x2.mul(v128.load(x + t), v)));
+  if (t < bytes) store<f64>(y + t, load<f64>(y + t) - load<f64>(x + t) * e);
+}
+
+/**
+ * GPTQ with fixed per-row scales on `rows` rows of W (row stride n, in place), columns [start, n):
+ * for each column j, q = Q(w_j)·M_j, err = (w_j − q)/U_jj, later columns −= err·U[j, later].
+ * Immediate inside blocks of `bs` columns; a block's errors reach the trailing columns in one
+ * update per row of U for a batch of 16 rows (GPTQ's lazy batch; mathematically identical).
+ * u: n×n upper factor of H⁻¹; scales: rows doubles; mask: rows×n bytes or 0 (no mask);
+ * codes: rows×n i8 or 0; err: 16·bs doubles of scratch.
+ */
+export function gptqRows(w: usize, rows: i32, n: i32, u: usize, scales: usize, maxq: f64, mask: usize, start: i32, bs: i32, codes: usize, err: usize): void {
+  const rs = (<usize>n) << 3;
+  for (let i1 = start; i1 < n; i1 += bs) {
+    const i2 = min(n, i1 + bs);
+    for (let r0 = 0; r0 < rows; r0 += 16) {
+      const r1 = min(rows, r0 + 16);
+      for (let r = r0; r < r1; r++) {
+        const wr = w + (<usize>r) * rs;
+        const s = load<f64>(scales + ((<usize>r) << 3));
+        const er = err + (<usize>((r - r0) * bs)) * 8;
+        for (let j = i1; j < i2; j++) {
+          const jb = (<usize>j) << 3;
+          const v = load<f64>(wr + jb);
+          let code: f64 = 0;
+          if (mask == 0 || load<u8>(mask + (<usize>r) * (<usize>n) + <usize>j) == 1) {
+            code = min(max(nearest(v / s), -maxq - 1), maxq) + 0.0;
+          }
+          const q = code * s;
+          store<f64>(wr + jb, q);
+          if (codes != 0) store<i8>(codes + (<usize>r) * (<usize>n) + <usize>j, <i8>code);
+          const e = (v - q) / load<f64>(u + (<usize>j) * rs + jb);
+          store<f64>(er + (<usize>(j - i1) << 3), e);
+          if (e != 0) axpyNeg(wr + jb + 8, u + (<usize>j) * rs + jb + 8, e, i2 - j - 1);
+        }
+      }
+      if (i2 < n) {
+        const tail = (<usize>i2) << 3;
+        for (let j = i1; j < i2; j++) {
+          const uj = u + (<usize>j) * rs + tail;
+          for (let r = r0; r < r1; r++) {
+            const e = load<f64>(err + (<usize>((r - r0) * bs + j - i1)) * 8);
+            if (e == 0) continue;
+            axpyNeg(w + (<usize>r) * rs + tail, uj, e, n - i2);
+          }
+        }
+      }
+    }
+  }
+}
+
 /** First byte the caller may use (after this module's static data). */
 export function heapBase(): usize {
   return (__heap_base + 15) & ~15;
