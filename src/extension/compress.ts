@@ -7,7 +7,7 @@ import * as vscode from 'vscode';
 import { RECIPE_DESCRIPTIONS, RECIPES, OptionError, type CompressOptions, type RecipeName } from '../protocol/recipes';
 import type { CompressionReport, LayerReport } from '../protocol/report';
 import type { LiveJob } from '../protocol/webview';
-import type { ProgressEvent } from '../protocol/worker';
+import type { JobSettings, ProgressEvent } from '../protocol/worker';
 import { reportRelative, type InspectorManager, type JobHandle } from './inspector';
 import { confirmBeforeCompress, defaultRecipe, openInspectorOnStart, readCompressOptions, readJobSettings } from './settings';
 import { WorkerCrashError, WorkerRequestError, type RunningJob, type WorkerClient } from './workerClient';
@@ -27,6 +27,7 @@ const STAGE_NAMES: Record<ProgressEvent['stage'], string> = {
   rotate: 'Rotating',
   calibrate: 'Calibrating',
   compress: 'Compressing',
+  baseline: 'Baselines',
   write: 'Writing outputs',
   evaluate: 'Evaluating perplexity',
 };
@@ -42,6 +43,12 @@ function formatBytes(b: number): string {
   if (b < 1024 ** 2) return `${(b / 1024).toFixed(0)} KB`;
   if (b < 1024 ** 3) return `${(b / 1024 ** 2).toFixed(0)} MB`;
   return `${(b / 1024 ** 3).toFixed(1)} GB`;
+}
+
+/** The confirmation's line about the obr.baselines setting (empty when there are none). */
+function baselineNote(o: CompressOptions, job: JobSettings): string {
+  const list = (job.baselines ?? []).filter((b) => b !== o.recipe);
+  return list.length ? `\nBaselines for comparison (obr.baselines): ${list.join(', ')} — same Hessians, no extra files.` : '';
 }
 
 function bitsTag(o: CompressOptions): string {
@@ -139,7 +146,7 @@ export class CompressCommand implements vscode.Disposable {
     options.calibText = calib;
 
     if (confirmBeforeCompress()) {
-      const ok = await this.confirm(model, options);
+      const ok = await this.confirm(model, options, readJobSettings(model));
       if (!ok) return;
     }
     await this.execute(model, options);
@@ -214,12 +221,12 @@ export class CompressCommand implements vscode.Disposable {
     }
   }
 
-  private async confirm(model: vscode.Uri, options: CompressOptions): Promise<boolean> {
+  private async confirm(model: vscode.Uri, options: CompressOptions, job: JobSettings): Promise<boolean> {
     let detail: string;
     try {
       const e = await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Window, title: 'OBR: estimating…' },
-        () => this.worker().estimate(model.fsPath, options),
+        () => this.worker().estimate(model.fsPath, options, job),
       );
       detail = [
         `${e.layers} linear layers, ${(e.params / 1e6).toFixed(2)} M parameters.`,
@@ -238,7 +245,7 @@ export class CompressCommand implements vscode.Disposable {
     const sparsity = options.sparsity.kind === 'nm' ? `${options.sparsity.n}:${options.sparsity.m}` : options.sparsity.kind === 'dense' ? 'dense' : `${Math.round(options.sparsity.ratio * 100)}%`;
     const answer = await vscode.window.showInformationMessage(
       `Compress ${path.basename(model.fsPath)} with ${options.recipe} ${bitsTag(options)} ${sparsity}?`,
-      { modal: true, detail: `${detail}\nCalibration: ${options.calibText ? path.basename(options.calibText) : 'bundled text'}, ${options.samples} samples.` },
+      { modal: true, detail: `${detail}\nCalibration: ${options.calibText ? path.basename(options.calibText) : 'bundled text'}, ${options.samples} samples.${baselineNote(options, job)}` },
       'Compress',
     );
     return answer === 'Compress';
@@ -337,14 +344,19 @@ export class CompressCommand implements vscode.Disposable {
   }
 }
 
-/** A rough overall fraction for the notification's bar: stages in order, units within a stage. */
+/**
+ * The overall fraction for the notification's bar: the pipeline's own when the event carries it
+ * (calibration, compression and baselines interleave), else stages in order, units within a stage.
+ */
 function overallFraction(e: ProgressEvent): number {
+  if (e.fraction !== undefined && Number.isFinite(e.fraction)) return Math.min(1, Math.max(0, e.fraction));
   const order: Array<[ProgressEvent['stage'], number]> = [
     ['probe', 0.01],
     ['load', 0.04],
     ['rotate', 0.05],
     ['calibrate', 0.3],
     ['compress', 0.4],
+    ['baseline', 0],
     ['write', 0.05],
     ['evaluate', 0.15],
   ];

@@ -10,6 +10,7 @@ import {
   type ExecutionProviderName,
   type RecipeName,
 } from '../protocol/recipes';
+import type { JobSettings } from '../protocol/worker';
 
 export function defaultRecipe(): RecipeName {
   const r = vscode.workspace.getConfiguration('obr').get<string>('recipe', DEFAULT_OPTIONS.recipe);
@@ -55,8 +56,10 @@ export function openInspectorOnStart(): boolean {
   return vscode.workspace.getConfiguration('obr').get<boolean>('inspector.openOnStart', true);
 }
 
-/** Job settings beyond the recipe (evaluation length). */
-export function readJobSettings(modelUri: vscode.Uri): { evalWindows?: number } {
-  const n = vscode.workspace.getConfiguration('obr', modelUri).get<number>('evaluationWindows', 0);
-  return { evalWindows: n > 0 ? n : undefined };
+/** Job settings beyond the recipe: evaluation length and baseline recipes (unknown names dropped). */
+export function readJobSettings(modelUri: vscode.Uri): JobSettings {
+  const c = vscode.workspace.getConfiguration('obr', modelUri);
+  const n = c.get<number>('evaluationWindows', 0);
+  const baselines = [...new Set(c.get<unknown[]>('baselines', []).filter((b): b is RecipeName => typeof b === 'string' && isRecipe(b)))];
+  return { evalWindows: n > 0 ? n : undefined, ...(baselines.length ? { baselines } : {}) };
 }

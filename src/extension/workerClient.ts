@@ -85,8 +85,8 @@ export class WorkerClient {
     return (await this.call('probeProviders', (id) => ({ type: 'probeProviders', id, preference }))).probe;
   }
 
-  async estimate(modelPath: string, options: CompressOptions): Promise<CompressionEstimate> {
-    return (await this.call('estimate', (id) => ({ type: 'estimate', id, modelPath, options }))).estimate;
+  async estimate(modelPath: string, options: CompressOptions, job: JobSettings = {}): Promise<CompressionEstimate> {
+    return (await this.call('estimate', (id) => ({ type: 'estimate', id, modelPath, options, job }))).estimate;
   }
 
   async inspectModel(modelPath: string): Promise<ModelInspection> {

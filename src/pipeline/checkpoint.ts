@@ -7,7 +7,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { LayerReport } from '../protocol/report';
+import type { RecipeName } from '../protocol/recipes';
+import type { LayerLoss, LayerReport } from '../protocol/report';
 
 export interface LayerState {
   report: LayerReport;
@@ -15,6 +16,15 @@ export interface LayerState {
   weight: Float64Array;
   scales: Float64Array;
   codes: Int8Array;
+  /** The same layer compressed with each baseline recipe of the job (same Hessian). */
+  baselines?: BaselineLayer[];
+}
+
+/** One layer compressed with a baseline recipe: its loss and fake-quant weight, [out, in]. */
+export interface BaselineLayer {
+  recipe: RecipeName;
+  loss: LayerLoss;
+  weight: Float32Array;
 }
 
 interface Manifest {
@@ -25,7 +35,7 @@ interface Manifest {
 }
 
 interface BlockIndex {
-  layers: Array<{ report: LayerReport; rows: number; cols: number; file: string }>;
+  layers: Array<{ report: LayerReport; rows: number; cols: number; file: string; baselines?: Array<{ recipe: RecipeName; loss: LayerLoss }> }>;
 }
 
 export class Checkpoint {
@@ -78,13 +88,16 @@ export class Checkpoint {
       const l = layers[i]!;
       const file = `block-${safe}-${i}.bin`;
       const { rows, cols } = l.report;
-      // Layout: weight f64[rows·cols] | scales f64[rows] | codes i8[rows·cols]
-      const buf = Buffer.alloc(rows * cols * 8 + rows * 8 + rows * cols);
+      // Layout: weight f64[rows·cols] | scales f64[rows] | codes i8[rows·cols] | per baseline f32[rows·cols]
+      const base = rows * cols * 8 + rows * 8 + rows * cols;
+      const baselines = l.baselines ?? [];
+      const buf = Buffer.alloc(base + baselines.length * rows * cols * 4);
       Buffer.from(l.weight.buffer, l.weight.byteOffset, l.weight.byteLength).copy(buf, 0);
       Buffer.from(l.scales.buffer, l.scales.byteOffset, l.scales.byteLength).copy(buf, rows * cols * 8);
       Buffer.from(l.codes.buffer, l.codes.byteOffset, l.codes.byteLength).copy(buf, rows * cols * 8 + rows * 8);
+      baselines.forEach((b, k) => Buffer.from(b.weight.buffer, b.weight.byteOffset, b.weight.byteLength).copy(buf, base + k * rows * cols * 4));
       await atomicWrite(path.join(this.dir, file), buf);
-      index.layers.push({ report: l.report, rows, cols, file });
+      index.layers.push({ report: l.report, rows, cols, file, ...(baselines.length ? { baselines: baselines.map((b) => ({ recipe: b.recipe, loss: b.loss })) } : {}) });
     }
     await atomicWrite(path.join(this.dir, `block-${safe}.json`), JSON.stringify(index));
     this.manifest = { ...this.manifest, blocks: [...this.manifest.blocks, block] };
@@ -105,7 +118,13 @@ export class Checkpoint {
       new Uint8Array(scales.buffer).set(buf.subarray(n * 8, n * 8 + e.rows * 8));
       const codes = new Int8Array(n);
       new Uint8Array(codes.buffer).set(buf.subarray(n * 8 + e.rows * 8, n * 8 + e.rows * 8 + n));
-      out.push({ report: e.report, weight, scales, codes });
+      const base = n * 8 + e.rows * 8 + n;
+      const baselines = (e.baselines ?? []).map((b, k): BaselineLayer => {
+        const w = new Float32Array(n);
+        new Uint8Array(w.buffer).set(buf.subarray(base + k * n * 4, base + (k + 1) * n * 4));
+        return { recipe: b.recipe, loss: b.loss, weight: w };
+      });
+      out.push({ report: e.report, weight, scales, codes, ...(baselines.length ? { baselines } : {}) });
     }
     return out;
   }

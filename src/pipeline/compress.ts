@@ -19,13 +19,17 @@ import { groupLayersByInput } from '../onnx/linear';
 import { rotateModel } from '../onnx/rotate';
 import { writeModel } from '../onnx/write';
 import type { ModelProto } from '../onnx/proto';
+import { replaceLayerWeights } from '../onnx/weights';
 import type { LinearLayer } from '../onnx/types';
 import {
   formatSparsity,
   isRecipe,
   OptionError,
   RECIPES,
+  recipePrunes,
   type CompressOptions,
+  type RecipeName,
+  type Sparsity,
 } from '../protocol/recipes';
 import { REPORT_SCHEMA_VERSION, type CompressionReport, type LayerReport, type PerplexityResult } from '../protocol/report';
 import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../runtime/text';
@@ -34,7 +38,7 @@ import type { PipelineHooks } from './api';
 import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
 import { AbortError, isAbort, throwIfAborted } from './cancel';
 import { captureStats, type CaptureRequest, type CapturedStats } from './capture';
-import { Checkpoint, atomicWrite, type LayerState } from './checkpoint';
+import { Checkpoint, atomicWrite, type BaselineLayer, type LayerState } from './checkpoint';
 import { contextLength, defaultBatch, openForPerplexity, perplexityOf } from './evaluate';
 import { commitStaged, effectiveSparsity, outputPaths, removeTree, staged, type OutputPaths } from './outputs';
 import { ProgressTracker } from './progress';
@@ -61,6 +65,13 @@ export interface PipelineOptions {
   batch?: number;
   /** Threads for the per-row compensation in the core. */
   threads?: number;
+  /**
+   * Baseline recipes for comparison (report.baselines): every layer is also compressed with each
+   * of them on the same captured Hessian as the job's recipe (same sparsity, bits, α and damping),
+   * and the model with all layers replaced by a baseline's weights is evaluated on the same
+   * windows. They don't change the outputs. The job's own recipe and repeats are skipped.
+   */
+  baselines?: readonly string[];
   /** Compress only these decoder blocks (quick looks and tests); the others stay dense. */
   onlyBlocks?: readonly number[];
   /** Called just before each decoder block is compressed (tests use it to interrupt a job). */
@@ -90,6 +101,24 @@ export function validateOptions(o: CompressOptions): void {
   if (s.kind === 'unstructured' && !(s.ratio > 0 && s.ratio < 1)) throw new OptionError(`sparsity must be in [0, 1) (got ${s.ratio})`);
   if (s.kind === 'nm' && !(Number.isInteger(s.n) && Number.isInteger(s.m) && s.n >= 1 && s.n < s.m)) throw new OptionError(`N:M sparsity needs 1 ≤ N < M (got ${s.n}:${s.m})`);
   if (o.calibrationMode !== 'sequential' && o.calibrationMode !== 'oneshot') throw new OptionError(`calibration mode must be sequential or oneshot (got ${String(o.calibrationMode)})`);
+}
+
+/**
+ * The baseline recipes a job runs: in the order given, without repeats and without the job's own
+ * recipe. Throws OptionError for a name that is not a recipe.
+ */
+export function resolveBaselines(baselines: readonly string[] | undefined, recipe: RecipeName): RecipeName[] {
+  const out: RecipeName[] = [];
+  for (const b of baselines ?? []) {
+    if (!isRecipe(b)) throw new OptionError(`unknown baseline recipe "${b}" (choose from ${RECIPES.join(', ')})`);
+    if (b !== recipe && !out.includes(b)) out.push(b);
+  }
+  return out;
+}
+
+/** Sparsity a recipe applies under the job's options (quantization-only recipes never prune). */
+function sparsityFor(recipe: RecipeName, o: CompressOptions): Sparsity {
+  return recipePrunes(recipe) ? o.sparsity : { kind: 'dense' };
 }
 
 /** sha256 of a file, streamed. */
@@ -158,6 +187,7 @@ export async function runCompression(
   extra: PipelineOptions = {},
 ): Promise<CompressionReport> {
   validateOptions(options);
+  const baselines = resolveBaselines(extra.baselines, options.recipe);
   const started = performance.now();
   const timings: Record<string, number> = {};
   const warnings: string[] = [];
@@ -201,7 +231,7 @@ export async function runCompression(
     return e ? [`${e.location}:${e.offset}:${e.length}`] : [];
   });
   const jobKey = createHash('sha256')
-    .update(JSON.stringify({ schema: REPORT_SCHEMA_VERSION, tool: TOOL_VERSION, sourceSha, externalSizes, tokenizer: tokenizer.sha256, calib: calibText.sha256, options: numericOptions(options, seqlen), onlyBlocks: extra.onlyBlocks ?? null }))
+    .update(JSON.stringify({ schema: REPORT_SCHEMA_VERSION, tool: TOOL_VERSION, sourceSha, externalSizes, tokenizer: tokenizer.sha256, calib: calibText.sha256, options: numericOptions(options, seqlen), onlyBlocks: extra.onlyBlocks ?? null, ...(baselines.length ? { baselines } : {}) }))
     .digest('hex');
   timings.load = (performance.now() - t) / 1000;
   ctx.progress.report('load', 3, 3, `${compressible.length} layers to compress`);
@@ -263,12 +293,15 @@ export async function runCompression(
     // ---- calibrate ⇄ compress
     const states = new Map<string, LayerState>();
     const passes = options.calibrationMode === 'oneshot' ? 1 : blocks.reduce((s, b) => s + b.groups.length, 0);
-    const units = passes + layers.length;
+    const units = passes + layers.length * (1 + baselines.length);
     let unitsDone = 0;
     const overall = () => 0.05 + 0.7 * (unitsDone / units);
     let layersDone = 0;
+    let baselineLayersDone = 0;
     let calibSeconds = 0;
     let compressSeconds = 0;
+    let baselineSeconds = 0;
+    if (baselines.length) log('info', `baselines: ${baselines.join(', ')} (each layer also compressed with them on the same Hessian)`);
 
     const capture = async (group: readonly LinearLayer[], label: string): Promise<Map<string, CapturedStats>> => {
       const t0 = performance.now();
@@ -297,6 +330,8 @@ export async function runCompression(
         { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
         { signal, threads: extra.threads },
       );
+      compressSeconds += (performance.now() - t0) / 1000;
+      unitsDone++;
       const report: LayerReport = {
         name: layer.name,
         block: layer.block,
@@ -310,12 +345,26 @@ export async function runCompression(
         codeHistogram: r.stats.codeHistogram,
         rowScales: Array.from(r.scales, round6),
       };
-      compressSeconds += (performance.now() - t0) / 1000;
-      unitsDone++;
       layersDone++;
       hooks.onLayer?.(report);
       ctx.progress.report('compress', layersDone, layers.length, `${layer.name} (${layer.role}, ${layer.outFeatures}×${layer.inFeatures})`, overall());
-      return { report, weight: r.weight, scales: r.scales, codes: r.codes };
+      // The same layer with each baseline recipe: same dense weight, same captured Hessian.
+      const baselineLayers: BaselineLayer[] = [];
+      for (const recipe of baselines) {
+        throwIfAborted(signal);
+        const t1 = performance.now();
+        const b = await compressLayer(
+          { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
+          { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
+          { signal, threads: extra.threads },
+        );
+        baselineLayers.push({ recipe, loss: b.stats.loss, weight: Float32Array.from(b.weight) });
+        baselineSeconds += (performance.now() - t1) / 1000;
+        unitsDone++;
+        baselineLayersDone++;
+        ctx.progress.report('baseline', baselineLayersDone, layers.length * baselines.length, `${recipe}: ${layer.name}`, overall());
+      }
+      return { report, weight: r.weight, scales: r.scales, codes: r.codes, ...(baselines.length ? { baselines: baselineLayers } : {}) };
     };
 
     let oneshotStats: Map<string, CapturedStats> | undefined;
@@ -328,9 +377,14 @@ export async function runCompression(
           states.set(s.report.name, s);
           hooks.onLayer?.(s.report);
         }
+        for (const s of saved) {
+          const have = (s.baselines ?? []).map((b) => b.recipe).join(',');
+          if (have !== baselines.join(',')) throw new Error(`internal: checkpoint block ${block.id} has baselines [${have}], the job wants [${baselines.join(',')}]`);
+        }
         working.setWeights(new Map(saved.map((s) => [s.report.name, s.weight])));
-        unitsDone += (options.calibrationMode === 'oneshot' ? 0 : block.groups.length) + saved.length;
+        unitsDone += (options.calibrationMode === 'oneshot' ? 0 : block.groups.length) + saved.length * (1 + baselines.length);
         layersDone += saved.length;
+        baselineLayersDone += saved.length * baselines.length;
         ctx.progress.report('compress', layersDone, layers.length, `block ${block.id} restored from the checkpoint`, overall());
         continue;
       }
@@ -365,6 +419,7 @@ export async function runCompression(
     }
     timings.calibrate = calibSeconds;
     timings.compress = compressSeconds;
+    if (baselines.length) timings.baselines = baselineSeconds;
 
     // ---- write (staged in the working folder)
     t = performance.now();
@@ -401,30 +456,48 @@ export async function runCompression(
 
     // ---- evaluate
     const perplexity: CompressionReport['perplexity'] = {};
+    const baselinePerplexity = new Map<RecipeName, PerplexityResult>();
     let sensitivity: CompressionReport['sensitivity'];
     if (evalWin && evalText) {
       t = performance.now();
-      const total = evalWin.count * 2;
-      const evaluate = async (model: ModelProto, offset: number): Promise<PerplexityResult> => {
+      const total = evalWin.count * (2 + baselines.length);
+      const evaluate = async (model: ModelProto, offset: number, label: string, stage: 'evaluate' | 'baseline' = 'evaluate'): Promise<PerplexityResult> => {
         const t0 = performance.now();
+        ctx.progress.report(stage, offset, total, `perplexity ${label} 0/${evalWin!.count}`, 0.78 + 0.2 * (offset / total), true);
         const lm = await openForPerplexity(model, eps);
         noteEp(lm.executionProvider);
         try {
           const r = await perplexityOf(lm, evalWin!, {
             batch,
             signal,
-            onWindow: (done) => ctx.progress.report('evaluate', offset + done, total, `perplexity ${offset ? 'compressed' : 'dense'} ${done}/${evalWin!.count}`, 0.78 + 0.2 * ((offset + done) / total)),
+            onWindow: (done) => ctx.progress.report(stage, offset + done, total, `perplexity ${label} ${done}/${evalWin!.count}`, 0.78 + 0.2 * ((offset + done) / total)),
           });
           return { ...r, windows: evalWin!.count, seqlen, text: evalText!.path, seconds: (performance.now() - t0) / 1000 };
         } finally {
           await lm.release();
         }
       };
-      perplexity.dense = await evaluate(sourceProto, 0);
-      perplexity.compressed = await evaluate(fq.model, evalWin.count);
+      perplexity.dense = await evaluate(sourceProto, 0, 'dense');
+      perplexity.compressed = await evaluate(fq.model, evalWin.count, 'compressed');
       log('info', `perplexity dense ${perplexity.dense.perplexity.toFixed(3)} → compressed ${perplexity.compressed.perplexity.toFixed(3)}`);
       if (!(Number.isFinite(perplexity.compressed.perplexity))) warnings.push('the compressed model\'s perplexity is not finite');
       timings.evaluate = (performance.now() - t) / 1000;
+
+      // Each baseline: the rotated dense model with every compressed layer replaced by the
+      // baseline's weights, the same activation/KV quantization, the same windows. Built in
+      // memory like the simulated model above (nothing is written) and dropped after use.
+      const tb = performance.now();
+      for (let k = 0; k < baselines.length; k++) {
+        throwIfAborted(signal);
+        const recipe = baselines[k]!;
+        const weights = new Map(layers.map((l) => [l.name, states.get(l.name)!.baselines![k]!.weight]));
+        const model = replaceLayerWeights(baseProto, working.layers, weights);
+        const sim = options.abits < 16 || options.kvbits < 16 ? withFakeQuant(model, { abits: options.abits, kvbits: options.kvbits }).model : model;
+        const r = await evaluate(sim, evalWin.count * (2 + k), recipe, 'baseline');
+        baselinePerplexity.set(recipe, r);
+        log('info', `baseline ${recipe}: perplexity ${r.perplexity.toFixed(3)}`);
+      }
+      if (baselines.length) timings.baselines = (timings.baselines ?? 0) + (performance.now() - tb) / 1000;
 
       if (extra.sensitivity) {
         t = performance.now();
@@ -458,6 +531,7 @@ export async function runCompression(
         calibText: calibText.path,
         evalText: evalText?.path ?? null,
         evalWindows: extra.evalWindows ?? null,
+        baselines,
         rotated: rotate,
         resumedBlocks,
         jobKey,
@@ -466,6 +540,15 @@ export async function runCompression(
       executionProvider: executionProvider ?? { used: 'none', tried: [] },
       layers: reportLayers,
       perplexity,
+      ...(baselines.length
+        ? {
+            baselines: baselines.map((recipe, k) => ({
+              recipe,
+              ...(baselinePerplexity.has(recipe) ? { perplexity: baselinePerplexity.get(recipe)! } : {}),
+              layers: layers.map((l) => ({ name: l.name, loss: states.get(l.name)!.baselines![k]!.loss })),
+            })),
+          }
+        : {}),
       sensitivity,
       timings,
       warnings,

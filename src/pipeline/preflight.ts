@@ -5,6 +5,7 @@ import path from 'node:path';
 import { loadModel } from '../onnx/load';
 import { findLinearLayers } from '../onnx/linear';
 import type { CompressOptions } from '../protocol/recipes';
+import { resolveBaselines } from './compress';
 import type { CompressionEstimate } from '../protocol/worker';
 import { CausalLm } from '../runtime/lm';
 import { contextLength, defaultBatch } from './evaluate';
@@ -17,6 +18,8 @@ export interface PreflightOptions {
   evalWindows?: number;
   /** Windows in the evaluation text when known (default: evalWindows or 64). */
   batch?: number;
+  /** Baseline recipes of the job (each: its layers on the same Hessians + one more evaluation). */
+  baselines?: readonly string[];
 }
 
 export interface Preflight extends CompressionEstimate {
@@ -70,7 +73,11 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     // core: weight copies (f64 ×4), codes + mask, damped H, its factor and inverse (f64 ×4)
     const coreBytes = largest * (8 * 4 + 2) + maxCols * maxCols * 8 * 4;
     const activationBytes = batch * seqlen * (2 * vocab + 16 * hidden + 4 * inter) * 4;
-    const peakBytes = Math.round(4 * loaded.weightBytes + loaded.fileBytes + hessianBytes + coreBytes + activationBytes + 150 * 2 ** 20);
+    // Baselines keep their compressed weights as float32 until they are evaluated, and one
+    // baseline model (inline weights) is alive at a time during its evaluation.
+    const baselines = resolveBaselines(pre.baselines, options.recipe);
+    const baselineBytes = baselines.length ? baselines.length * params * 4 + loaded.weightBytes : 0;
+    const peakBytes = Math.round(4 * loaded.weightBytes + loaded.fileBytes + hessianBytes + coreBytes + activationBytes + baselineBytes + 150 * 2 ** 20);
 
     // Disk: the simulated model has the source's size; the packed one stores 4-bit codes plus
     // per-row scales for the compressed layers and everything else as is.
@@ -97,13 +104,14 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     }
     const passes = options.calibrationMode === 'oneshot' ? 1 : blocks.reduce((s, b) => s + b.groups.length, 0);
     const calibrateSeconds = passes * options.samples * forwardSeconds * 1.15;
-    const compressSeconds = layers.reduce((s, l) => s + coreSecondsEstimate(l.outFeatures, l.inFeatures, options.recipe), 0);
-    const evaluateSeconds = 2 * (pre.evalWindows ?? 64) * forwardSeconds;
+    const compressSeconds = [options.recipe, ...baselines].reduce((t, recipe) => t + layers.reduce((s, l) => s + coreSecondsEstimate(l.outFeatures, l.inFeatures, recipe), 0), 0);
+    const evaluateSeconds = (2 + baselines.length) * (pre.evalWindows ?? 64) * forwardSeconds;
     const seconds = calibrateSeconds + compressSeconds + evaluateSeconds + 2;
     // OBR_AVAILABLE_MEMORY (bytes) caps what the job may assume is free (shared machines, tests).
     const cap = Number(process.env.OBR_AVAILABLE_MEMORY);
     const availableBytes = Number.isFinite(cap) && cap > 0 ? Math.min(cap, freemem()) : freemem();
     notes.push(`${layers.length} layers in ${blocks.length} blocks, ${passes} calibration pass(es) of ${options.samples} × ${seqlen} tokens`);
+    if (baselines.length) notes.push(`baselines: ${baselines.join(', ')} — each layer also compressed with them on the same Hessians, and each evaluated`);
     return {
       layers: layers.length,
       params,

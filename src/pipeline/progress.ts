@@ -33,18 +33,20 @@ export class ProgressTracker {
 
   /**
    * Emits a progress event. `overall` (0…1) overrides the stage-share estimate of the finished
-   * fraction, for stages that interleave (layer-sequential calibrate ↔ compress).
+   * fraction, for stages that interleave (layer-sequential calibrate ↔ compress). `force` sends
+   * the event even inside the throttle window (the start of a phase inside a stage).
    */
-  report(stage: Stage, done: number, total: number, message?: string, overall?: number): void {
+  report(stage: Stage, done: number, total: number, message?: string, overall?: number, force = false): void {
     if (!this.emit) return;
     const now = performance.now();
     // Throttle chatty batch-level updates to ~5/s; stage boundaries always go out.
-    if (done !== 0 && done !== total && now - this.lastEmit < 200) return;
+    if (!force && done !== 0 && done !== total && now - this.lastEmit < 200) return;
     this.lastEmit = now;
     const f = overall ?? this.fraction(stage, done, total);
     const elapsed = (now - this.started) / 1000;
     const event: ProgressEvent = { stage, done, total };
     if (message) event.message = message;
+    event.fraction = Math.round(Math.min(1, Math.max(0, f)) * 1e4) / 1e4;
     if (f > 0.01 && elapsed > 0.5) event.etaSeconds = Math.max(0, (elapsed * (1 - f)) / f);
     this.emit(event);
   }

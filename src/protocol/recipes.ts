@@ -25,6 +25,21 @@ export function isRecipe(name: string): name is RecipeName {
 }
 
 /**
+ * Parses a comma-separated recipe list ("wanda-rtn,sparsegpt-gptq"), e.g. the baselines of a job.
+ * Keeps the order, drops repeats; throws OptionError naming an unknown recipe and the valid ones.
+ */
+export function parseRecipeList(text: string): RecipeName[] {
+  const names = text.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+  if (names.length === 0) throw new OptionError(`no recipe names in "${text}" (give e.g. wanda-rtn,sparsegpt-gptq)`);
+  const out: RecipeName[] = [];
+  for (const n of names) {
+    if (!isRecipe(n)) throw new OptionError(`unknown recipe "${n}" (choose from ${RECIPES.join(', ')})`);
+    if (!out.includes(n)) out.push(n);
+  }
+  return out;
+}
+
+/**
  * Sparsity pattern. `unstructured` prunes ⌊n·ratio⌋ entries per row (Wanda, pitfall P7);
  * `nm` prunes the N smallest of every M consecutive columns of each row ("2:4" = prune 2 of 4).
  */

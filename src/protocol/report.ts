@@ -65,7 +65,12 @@ export interface CompressionReport {
   executionProvider: { used: string; tried: Array<{ name: string; error?: string }> };
   layers: LayerReport[];
   perplexity: { dense?: PerplexityResult; compressed?: PerplexityResult };
-  /** Other recipes run on the same model and calibration, for comparison in the inspector. */
+  /**
+   * Other recipes run on the same model and calibration, for comparison in the inspector: every
+   * layer also compressed with the baseline recipe on the same captured Hessians (same sparsity,
+   * bits and damping), one loss per layer in `layers` order, and the perplexity of the model with
+   * all layers replaced by the baseline's weights on the same evaluation windows.
+   */
   baselines?: Array<{ recipe: RecipeName; perplexity?: PerplexityResult; layers: Array<{ name: string; loss: LayerLoss }> }>;
   /** Perplexity with only one layer compressed, per layer name. */
   sensitivity?: Array<{ name: string; perplexity: number }>;

@@ -1,11 +1,12 @@
 // Host ↔ worker protocol. One union per direction, discriminated on `type`. Requests carry an
 // `id`; every request is answered by exactly one `result` with {ok} or {err}.
-import type { CompressOptions } from './recipes';
+import type { CompressOptions, RecipeName } from './recipes';
 import type { CompressionReport, LayerReport } from './report';
 import type { BenchRequest, BenchWorkerResult } from './bench';
 import type { LayerDetail, ModelInspection } from './webview';
 
-export type Stage = 'load' | 'rotate' | 'calibrate' | 'compress' | 'write' | 'evaluate' | 'probe';
+/** `baseline`: the job's baseline recipes (report.baselines) — their layers and their perplexity. */
+export type Stage = 'load' | 'rotate' | 'calibrate' | 'compress' | 'baseline' | 'write' | 'evaluate' | 'probe';
 
 export interface ProgressEvent {
   stage: Stage;
@@ -15,6 +16,8 @@ export interface ProgressEvent {
   message?: string;
   /** Estimated seconds until the whole job finishes, when known. */
   etaSeconds?: number;
+  /** Fraction of the whole job finished (0…1), when the pipeline knows it (stages may interleave). */
+  fraction?: number;
 }
 
 export interface ProviderProbe {
@@ -28,7 +31,7 @@ export type HostToWorker =
   | { type: 'probeProviders'; id: number; preference: string[] }
   | { type: 'compress'; id: number; modelPath: string; options: CompressOptions }
   | { type: 'cancel'; id: number }
-  | { type: 'estimate'; id: number; modelPath: string; options: CompressOptions }
+  | { type: 'estimate'; id: number; modelPath: string; options: CompressOptions; job?: JobSettings }
   | { type: 'inspectModel'; id: number; modelPath: string }
   | LayerDetailRequest
   /** `compress` with job settings that don't change the compressed weights (answered with kind `compress`). */
@@ -62,6 +65,11 @@ export interface JobSettings {
   evaluate?: boolean;
   /** Also compute per-layer sensitivity (perplexity with one layer compressed). */
   sensitivity?: boolean;
+  /**
+   * Baseline recipes compressed on the same Hessians as the job's recipe, for comparison
+   * (report.baselines: per-layer loss and perplexity). The job's own recipe is skipped.
+   */
+  baselines?: RecipeName[];
 }
 
 /** Pre-flight estimate shown before a job starts. */

@@ -18,12 +18,13 @@ export function runCompression(modelPath: string, options: CompressOptions, hook
     evalText: job.evaluate === false ? null : undefined,
     evalWindows: job.evalWindows && job.evalWindows > 0 ? job.evalWindows : undefined,
     sensitivity: job.sensitivity,
+    baselines: job.baselines,
   });
 }
 
 /** The pipeline's pre-flight estimate (memory, disk, time on this machine). */
 export async function estimateCompression(modelPath: string, options: CompressOptions, job: JobSettings = {}): Promise<CompressionEstimate | undefined> {
-  return estimatePipeline(modelPath, options, { evalWindows: job.evalWindows });
+  return estimatePipeline(modelPath, options, { evalWindows: job.evalWindows, baselines: job.baselines });
 }
 
 export function findLinearLayers(model: LoadedModel): LinearLayer[] {

@@ -2,7 +2,7 @@
 // It receives HostToWorker messages on the IPC channel, runs the job and posts WorkerToHost
 // messages. A crash or out-of-memory kills only this process; the host reports it.
 import { dirname, isAbsolute, resolve } from 'node:path';
-import type { LayerDetailRequest, CompressionEstimate, HostToWorker, WorkerError, WorkerResult, WorkerToHost } from '../protocol/worker';
+import type { LayerDetailRequest, CompressionEstimate, HostToWorker, JobSettings, WorkerError, WorkerResult, WorkerToHost } from '../protocol/worker';
 import type { CompressOptions } from '../protocol/recipes';
 import { parseSparsity } from '../protocol/recipes';
 import type { ModelInspection } from '../protocol/webview';
@@ -68,7 +68,7 @@ async function handle(message: HostToWorker): Promise<void> {
       running.get(message.id)?.abort();
       return;
     case 'estimate':
-      return reply(message.id, async () => ({ kind: 'estimate', estimate: await estimate(message.modelPath, message.options) }));
+      return reply(message.id, async () => ({ kind: 'estimate', estimate: await estimate(message.modelPath, message.options, message.job) }));
     case 'inspectModel':
       return reply(message.id, async () => ({ kind: 'inspectModel', model: await inspectModel(message.modelPath) }));
     case 'layerDetail':
@@ -101,8 +101,8 @@ async function handle(message: HostToWorker): Promise<void> {
 }
 
 /** The pipeline's own estimate when it has one; otherwise a rough one from the layer shapes. */
-async function estimate(modelPath: string, options: CompressOptions): Promise<CompressionEstimate> {
-  const fromPipeline = await estimateCompression(modelPath, options);
+async function estimate(modelPath: string, options: CompressOptions, job: JobSettings = {}): Promise<CompressionEstimate> {
+  const fromPipeline = await estimateCompression(modelPath, options, job);
   if (fromPipeline) return fromPipeline;
   const model = await loadModel(modelPath);
   try {

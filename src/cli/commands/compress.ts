@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { isAbort } from '../../pipeline/cancel';
 import { runCompression, type PipelineOptions } from '../../pipeline/compress';
 import { estimateCompression, formatBytes, formatSeconds, type Preflight } from '../../pipeline/preflight';
-import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, RECIPES, isRecipe, parseSparsity, type CompressOptions } from '../../protocol/recipes';
+import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, RECIPES, isRecipe, parseRecipeList, parseSparsity, type CompressOptions } from '../../protocol/recipes';
 import type { CompressionReport } from '../../protocol/report';
 import type { ProgressEvent } from '../../protocol/worker';
 import { readText } from '../../runtime/text';
@@ -46,8 +46,10 @@ export const compressCommand: CliCommand = {
     'obr compress MODEL.onnx [--recipe obr-gptq] [--sparsity 0.5|2:4|4:8] [--wbits 4] [--abits 4|16] [--kvbits 4|16]\n' +
     '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
     '       [--ep cuda,cpu] [--mode sequential|oneshot] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
-    '       [--no-eval] [--no-resume] [--batch B] [--threads T] [--json] [--yes]\n\n' +
+    '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--json] [--yes]\n\n' +
     `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
+    '  --baselines: also compress every layer with these recipes on the same Hessians and evaluate them on the\n' +
+    '  same windows, for comparison in the report (no extra output files).\n' +
     '  Writes NAME.<recipe>-w4a4kv4-s50.onnx (simulated), NAME.<recipe>-w4-s50.packed.onnx (MatMulNBits) and\n' +
     '  NAME.<recipe>-w4a4kv4-s50.report.json. An interrupted job resumes from .NAME.obr-partial/ when rerun.\n' +
     '  --yes runs even when the pre-flight estimate says memory will not suffice.',
@@ -76,6 +78,7 @@ export const COMPRESS_FLAGS = {
   ep: { type: 'string' },
   mode: { type: 'string' },
   sensitivity: { type: 'boolean' },
+  baselines: { type: 'string' },
   'eval-text': { type: 'string' },
   'eval-windows': { type: 'string' },
   'no-eval': { type: 'boolean' },
@@ -130,8 +133,18 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
   if (options.calibText !== undefined && !existsSync(options.calibText)) throw new UsageError(`--calib: file not found: ${options.calibText}`);
   const evalText = str('eval-text');
   if (evalText !== undefined && !existsSync(evalText)) throw new UsageError(`--eval-text: file not found: ${evalText}`);
+  let baselines: PipelineOptions['baselines'];
+  const bl = str('baselines');
+  if (bl !== undefined) {
+    try {
+      baselines = parseRecipeList(bl);
+    } catch (e) {
+      throw new UsageError(`--baselines: ${(e as Error).message}`);
+    }
+  }
   const extra: PipelineOptions = {
     evalText: v['no-eval'] ? null : evalText,
+    baselines,
     evalWindows: str('eval-windows') !== undefined ? parsePositiveInt('--eval-windows', str('eval-windows')!) : undefined,
     sensitivity: !!v.sensitivity,
     resume: !v['no-resume'],
@@ -159,7 +172,7 @@ export async function runCompressCli(
   await loadTokenizer(model);
   if (options.calibText) await readText(options.calibText);
   if (extra.evalText) await readText(extra.evalText);
-  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows });
+  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines });
   printPreflight(pre);
   if (!pre.fits && !cli.yes) {
     console.error(
@@ -222,18 +235,25 @@ export function formatResult(r: CompressionReport, note?: string): string {
   if (d && c) {
     lines.push(`perplexity on ${path.basename(d.text)} (${d.windows} windows × ${d.seqlen} tokens)`);
     lines.push(`  ${'dense'.padEnd(28)} ${d.perplexity.toFixed(3).padStart(10)}`);
-    lines.push(`  ${tag.padEnd(28)} ${c.perplexity.toFixed(3).padStart(10)}   (${c.perplexity >= d.perplexity ? '+' : ''}${((c.perplexity / d.perplexity - 1) * 100).toFixed(1)}%)`);
+    const row = (label: string, p: number) => `  ${label.padEnd(28)} ${p.toFixed(3).padStart(10)}   (${p >= d.perplexity ? '+' : ''}${((p / d.perplexity - 1) * 100).toFixed(1)}%)`;
+    lines.push(row(tag, c.perplexity));
+    for (const b of r.baselines ?? []) if (b.perplexity) lines.push(row(`${b.recipe} (baseline)`, b.perplexity.perplexity));
   } else {
     lines.push('perplexity: not evaluated');
   }
   const zeros = r.layers.reduce((s, l) => s + l.sparsity * l.rows * l.cols, 0) / Math.max(1, r.layers.reduce((s, l) => s + l.rows * l.cols, 0));
   lines.push(`layers: ${r.layers.length} compressed, ${(zeros * 100).toFixed(1)}% zeros, ${r.layers[0]?.wbits ?? '?'}-bit weights`);
+  if (r.baselines?.length) {
+    // Σ tr(ΔW H ΔWᵀ) over the layers, each recipe on the same Hessians.
+    const total = (losses: Array<{ loss: { total: number } }>) => losses.reduce((s, l) => s + l.loss.total, 0);
+    lines.push(`layer loss Σ (same Hessians): ${[[r.recipe, total(r.layers)] as const, ...r.baselines.map((b) => [b.recipe, total(b.layers)] as const)].map(([n, v]) => `${n} ${v.toPrecision(4)}`).join(', ')}`);
+  }
   lines.push('outputs:');
   if (r.outputs.simulated) lines.push(`  simulated  ${r.outputs.simulated}`);
   if (r.outputs.packed) lines.push(`  packed     ${r.outputs.packed}`);
   lines.push(`  report     ${r.outputs.report}`);
   const t = r.timings;
-  const parts = ['load', 'rotate', 'calibrate', 'compress', 'write', 'evaluate', 'sensitivity'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k]!.toFixed(1)}`);
+  const parts = ['load', 'rotate', 'calibrate', 'compress', 'baselines', 'write', 'evaluate', 'sensitivity'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k]!.toFixed(1)}`);
   lines.push(`time: ${t.total?.toFixed(1)} s (${parts.join(', ')}); execution provider: ${r.executionProvider.used}`);
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');

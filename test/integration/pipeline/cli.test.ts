@@ -38,6 +38,8 @@ test('obr compress: bad inputs exit 2 with a message that says what to fix', { t
     [['compress', TINY, '--sparsity', '1.5'], /sparsity "1\.5"/],
     [['compress', TINY, '--sparsity', '4:2'], /N:M needs/],
     [['compress', TINY, '--wbits', '12'], /--wbits/],
+    [['compress', TINY, '--baselines', 'wanda-rtn,magic'], /--baselines: unknown recipe "magic" \(choose from obr-gptq, obr-rtn, sparsegpt-gptq, wanda-rtn, gptq, rtn\)/],
+    [['compress', TINY, '--baselines', ' , '], /--baselines: no recipe names/],
     [['compress', TINY, '--calib', path.join(dir, 'nope.txt')], /--calib: file not found/],
     [['compress', path.join(bare, 'model.onnx'), '--out', dir], /tokenizer\.json/],
     [['compress', TINY, '--calib', empty, '--out', dir], /empty/],
@@ -75,4 +77,28 @@ test('obr eval prints the perplexity and the execution provider', { timeout: 120
   assert.ok(result.perplexity > 1 && result.perplexity < 2048);
   assert.equal(result.executionProvider.used, 'cpu');
   assert.match(r.stderr, /execution provider: cpu/);
+});
+
+test('obr compress --baselines: the result table and the report compare the recipes on the same Hessians', { timeout: 180_000 }, () => {
+  const dir = tempDir('obr-cli-base-');
+  const text = path.join(dir, 'eval.txt');
+  writeFileSync(text, require('node:fs').readFileSync(path.join(ROOT, 'media', 'text', 'sotu-test.txt'), 'utf8').slice(0, 20_000));
+  const r = obr('compress', TINY, '--recipe', 'obr-rtn', '--baselines', 'wanda-rtn,rtn', '--abits', '16', '--kvbits', '16', '--samples', '4', '--seqlen', '64',
+    '--eval-text', text, '--eval-windows', '4', '--ep', 'cpu', '--out', dir);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /baselines: wanda-rtn, rtn/, 'the pre-flight names the baselines');
+  assert.match(r.stdout, /^ {2}wanda-rtn \(baseline\) +\d+\.\d{3}/m);
+  assert.match(r.stdout, /^ {2}rtn \(baseline\) +\d+\.\d{3}/m);
+  const sums = /layer loss Σ \(same Hessians\): obr-rtn ([\d.e+]+), wanda-rtn ([\d.e+]+), rtn ([\d.e+]+)/.exec(r.stdout);
+  assert.ok(sums, r.stdout);
+  assert.ok(Number(sums[2]) > Number(sums[1]), `Σ wanda-rtn ${sums[2]} > Σ obr-rtn ${sums[1]}`);
+  const report = JSON.parse(require('node:fs').readFileSync(path.join(dir, 'model.obr-rtn-w4a16kv16-s50.report.json'), 'utf8')) as import('../../../src/protocol/report').CompressionReport;
+  assert.deepEqual(report.baselines?.map((b) => [b.recipe, b.layers.length, Number.isFinite(b.perplexity?.perplexity)]), [['wanda-rtn', 28, true], ['rtn', 28, true]]);
+  // rtn only quantizes: its loss has no pruning part.
+  for (const l of report.baselines![1]!.layers) assert.equal(l.loss.pruning, 0, `${l.name}: rtn prunes nothing`);
+  assert.deepEqual(require('node:fs').readdirSync(dir).filter((f: string) => f.startsWith('model.') || f.startsWith('.')).sort(), [
+    'model.obr-rtn-w4-s50.packed.onnx',
+    'model.obr-rtn-w4a16kv16-s50.onnx',
+    'model.obr-rtn-w4a16kv16-s50.report.json',
+  ]);
 });

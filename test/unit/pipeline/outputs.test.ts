@@ -30,6 +30,9 @@ test('progress: stage shares add up, ETA appears once work is done', () => {
   p.report('compress', 0, 3);
   assert.equal(events[0]!.stage, 'compress');
   assert.equal(events[0]!.done, 0);
+  assert.equal(events[0]!.fraction, 0.25, 'the overall fraction travels with the event');
+  p.report('baseline', 3, 3, 'wanda-rtn: l0', 0.6);
+  assert.equal(events[1]!.fraction, 0.6, 'an explicit overall fraction wins (interleaved stages)');
 });
 
 test('checkpoint: blocks round-trip bit-exactly; another job key starts over', async () => {
@@ -51,6 +54,24 @@ test('checkpoint: blocks round-trip bit-exactly; another job key starts over', a
   assert.deepEqual(Array.from(l!.weight), Array.from(weight));
   assert.deepEqual(Array.from(l!.codes), [1, -2, 0, 0, 7, -8]);
   assert.deepEqual(l!.report, layer.report);
+  assert.equal(l!.baselines, undefined);
+
+  // Baseline weights (float32) and losses ride along with the block.
+  const withBaselines = await Checkpoint.open(path.join(path.dirname(dir), '.b.obr-partial'), 'key-c', true);
+  const loss = { total: 9, pruning: 8, quantization: 7, recovered: 6, outputEnergy: 5 };
+  await withBaselines.saveBlock('0', [{ ...layer, baselines: [
+    { recipe: 'wanda-rtn', loss, weight: Float32Array.from([1, 0, -1, 0.5, 0, 2]) },
+    { recipe: 'rtn', loss: { ...loss, pruning: 0 }, weight: Float32Array.from([0.25, -0.75, 1e-3, 4, 5, -6]) },
+  ] }]);
+  const [b] = await (await Checkpoint.open(withBaselines.dir, 'key-c', true)).loadBlock('0');
+  assert.deepEqual(Array.from(b!.weight), Array.from(weight), 'the main weight is unchanged by the extra data');
+  assert.deepEqual(Array.from(b!.scales), [0.5, 0.25]);
+  assert.deepEqual(Array.from(b!.codes), [1, -2, 0, 0, 7, -8]);
+  assert.deepEqual(b!.baselines!.map((x) => [x.recipe, x.loss.pruning, Array.from(x.weight)]), [
+    ['wanda-rtn', 8, [1, 0, -1, 0.5, 0, 2]],
+    ['rtn', 0, Array.from(Float32Array.from([0.25, -0.75, 1e-3, 4, 5, -6]))],
+  ]);
+  await withBaselines.remove();
   const other = await Checkpoint.open(dir, 'key-b', true);
   assert.equal(other.resumed, false);
   assert.deepEqual(other.finishedBlocks, []);
