@@ -9,6 +9,7 @@ import type { RecipeName, Sparsity } from '../protocol/recipes';
 import type { LayerLoss } from '../protocol/report';
 import { type MatrixBackend, jsBackend } from './backend';
 import { sparseGptInPlace } from './gptq';
+import { rowKernels } from './kernels';
 import { LinAlgError, dampHessian, upperCholeskyOfInverse } from './matrix';
 import { magnitudeScores, pruneMask, sparseGptScores, wandaScores } from './mask';
 import { DEFAULT_PCG } from './obr';
@@ -90,6 +91,8 @@ function validate(problem: LayerProblem, config: LayerConfig): void {
 
 /** tr(D H Dᵀ) for D = A − B (rows×cols), H symmetric; blocked over rows via the backend GEMM. */
 export function layerLossBetween(a: Float64Array, b: Float64Array | null, rows: number, cols: number, h: Float64Array, backend: MatrixBackend = jsBackend): number {
+  // The compiled kernels unless a caller hands in its own backend.
+  if (backend === jsBackend) return rowKernels.quadraticFormSum(a, b, rows, cols, h);
   const batch = 16;
   const d = new Float64Array(batch * cols);
   const y = new Float64Array(batch * cols);

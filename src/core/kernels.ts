@@ -57,6 +57,7 @@ interface WasmKernels {
   compensateRow(h: number, n: number, w: number, mask: number, out: number, k: number, scale: number, maxq: number, scratch: number): number;
   rowScale(w: number, n: number, maxq: number, norm: number, grid: number, steps: number, t1: number, s1: number, t2: number, s2: number, y2max: number): number;
   gptqRows(w: number, rows: number, n: number, u: number, scales: number, maxq: number, mask: number, start: number, bs: number, codes: number, err: number): void;
+  quadraticFormSum(d: number, rows: number, n: number, h: number): number;
 }
 
 /**
@@ -223,6 +224,38 @@ export function createRowKernels(wasmBase64: string | null = null) {
     }
     for (; j < n; j++) s0 += a[offset + j] * x[j];
     return s0 + s1 + s2 + s3;
+  }
+
+  /**
+   * Σ_r (a_r − b_r)ᵀ H (a_r − b_r) over the rows of A, B (rows×n; b = null means zeros), H n×n
+   * symmetric: the layer loss tr(ΔW H ΔWᵀ). In WebAssembly (64-row batches) when H fits.
+   */
+  function quadraticFormSum(a: Float64Array, b: Float64Array | null, rows: number, n: number, h: Float64Array): number {
+    const batch = 64;
+    const base = wasmRegion((n * n + batch * n) * 8);
+    let total = 0;
+    if (base !== null) {
+      const kx = wasmKernels()!;
+      const memory = kx.memory.buffer;
+      new Float64Array(memory, base, n * n).set(h.subarray(0, n * n));
+      const dPtr = base + n * n * 8;
+      const dv = new Float64Array(memory, dPtr, batch * n);
+      for (let r0 = 0; r0 < rows; r0 += batch) {
+        const nb = Math.min(batch, rows - r0);
+        const o = r0 * n;
+        if (b) for (let i = 0; i < nb * n; i++) dv[i] = a[o + i] - b[o + i];
+        else dv.set(a.subarray(o, o + nb * n));
+        total += kx.quadraticFormSum(dPtr, nb, n, base);
+      }
+      return total;
+    }
+    const d = new Float64Array(n);
+    for (let r = 0; r < rows; r++) {
+      const o = r * n;
+      for (let j = 0; j < n; j++) d[j] = b ? a[o + j] - b[o + j] : a[o + j];
+      for (let i = 0; i < n; i++) if (d[i] !== 0) total += d[i] * rowDot(h, i * n, d, n);
+    }
+    return total;
   }
 
   /**
@@ -692,7 +725,7 @@ export function createRowKernels(wasmBase64: string | null = null) {
     }
   }
 
-  return { wasmAvailable: (): boolean => wasmKernels() !== null, invertLower, runTask, scratchMatrix, symmetricRowScalesRange, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
+  return { wasmAvailable: (): boolean => wasmKernels() !== null, invertLower, quadraticFormSum, runTask, scratchMatrix, symmetricRowScalesRange, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
 }
 
 export type RowKernels = ReturnType<typeof createRowKernels>;

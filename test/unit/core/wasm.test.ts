@@ -86,3 +86,25 @@ test('WebAssembly GPTQ rows (masked tail from column k, codes) = JavaScript bit 
     assert.deepEqual(sa, sb);
   }
 });
+
+test('layer loss Σ_r d_rᵀ H d_r: WebAssembly = JavaScript = float64 reference (rel. 1e-12)', () => {
+  const wasm = createRowKernels(KERNELS_WASM_BASE64);
+  const js = createRowKernels(null);
+  const g = seededNormal(21);
+  for (const [rows, n] of [[1, 1], [5, 17], [70, 33], [130, 64]] as const) {
+    const h = spd(n, n + 3);
+    const a = Float64Array.from({ length: rows * n }, () => g());
+    const b = Float64Array.from({ length: rows * n }, () => g());
+    let ref = 0;
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) ref += (a[r * n + i] - b[r * n + i]) * h[i * n + j] * (a[r * n + j] - b[r * n + j]);
+      }
+    }
+    const w = wasm.quadraticFormSum(a, b, rows, n, h);
+    const j = js.quadraticFormSum(a, b, rows, n, h);
+    assert.ok(Math.abs(w - ref) <= 1e-12 * Math.abs(ref), `${rows}×${n}: ${w} vs ${ref}`);
+    assert.ok(Math.abs(j - ref) <= 1e-12 * Math.abs(ref), `${rows}×${n}: ${j} vs ${ref}`);
+    assert.ok(Math.abs(wasm.quadraticFormSum(a, null, rows, n, h) - js.quadraticFormSum(a, null, rows, n, h)) <= 1e-12 * Math.abs(ref));
+  }
+});

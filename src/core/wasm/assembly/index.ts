@@ -362,6 +362,53 @@ export function gptqRows(w: usize, rows: i32, n: i32, u: usize, scales: usize, m
   }
 }
 
+/**
+ * Σ_r d_rᵀ H d_r over `rows` rows of D (row stride n) with H n×n symmetric: for each row i of H,
+ * the dot products H_i·d_r of four rows of D at a time share the loads of H_i (f64x2).
+ */
+export function quadraticFormSum(d: usize, rows: i32, n: i32, h: usize): f64 {
+  const rs = (<usize>n) << 3;
+  let total: f64 = 0;
+  for (let r0 = 0; r0 < rows; r0 += 4) {
+    const nb = min(4, rows - r0);
+    const d0 = d + (<usize>r0) * rs;
+    const d1 = nb > 1 ? d0 + rs : d0;
+    const d2 = nb > 2 ? d0 + 2 * rs : d0;
+    const d3 = nb > 3 ? d0 + 3 * rs : d0;
+    let t0: f64 = 0, t1: f64 = 0, t2: f64 = 0, t3: f64 = 0;
+    for (let i = 0; i < n; i++) {
+      const hi = h + (<usize>i) * rs;
+      const ib = (<usize>i) << 3;
+      let a0 = f64x2.splat(0), a1 = f64x2.splat(0), a2 = f64x2.splat(0), a3 = f64x2.splat(0);
+      let k: usize = 0;
+      for (; k + 16 <= rs; k += 16) {
+        const x = v128.load(hi + k);
+        a0 = f64x2.add(a0, f64x2.mul(x, v128.load(d0 + k)));
+        a1 = f64x2.add(a1, f64x2.mul(x, v128.load(d1 + k)));
+        a2 = f64x2.add(a2, f64x2.mul(x, v128.load(d2 + k)));
+        a3 = f64x2.add(a3, f64x2.mul(x, v128.load(d3 + k)));
+      }
+      let s0 = f64x2.extract_lane(a0, 0) + f64x2.extract_lane(a0, 1);
+      let s1 = f64x2.extract_lane(a1, 0) + f64x2.extract_lane(a1, 1);
+      let s2 = f64x2.extract_lane(a2, 0) + f64x2.extract_lane(a2, 1);
+      let s3 = f64x2.extract_lane(a3, 0) + f64x2.extract_lane(a3, 1);
+      if (k < rs) {
+        const x = load<f64>(hi + k);
+        s0 += x * load<f64>(d0 + k);
+        s1 += x * load<f64>(d1 + k);
+        s2 += x * load<f64>(d2 + k);
+        s3 += x * load<f64>(d3 + k);
+      }
+      t0 += load<f64>(d0 + ib) * s0;
+      if (nb > 1) t1 += load<f64>(d1 + ib) * s1;
+      if (nb > 2) t2 += load<f64>(d2 + ib) * s2;
+      if (nb > 3) t3 += load<f64>(d3 + ib) * s3;
+    }
+    total += t0 + t1 + t2 + t3;
+  }
+  return total;
+}
+
 /** First byte the caller may use (after this module's static data). */
 export function heapBase(): usize {
   return (__heap_base + 15) & ~15;
