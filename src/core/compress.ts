@@ -250,6 +250,8 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
     return finish(problem, config, options, { out, codes, mask, scales, prunes, started, backend });
   } finally {
     await pool?.close();
+    // This thread's kernels may have grown to a large layer's size (H⁻¹ factor, loss terms).
+    rowKernels.trim();
   }
 }
 

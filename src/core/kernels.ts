@@ -108,6 +108,15 @@ export function createRowKernels(wasmBase64: string | null = null) {
   }
 
   /**
+   * Drops the module instance when its memory has grown past `keepBytes`, so a long-lived thread
+   * (the worker process between jobs) does not hold a large layer's buffers; the next call
+   * re-instantiates the module (about a millisecond). WebAssembly memory cannot shrink otherwise.
+   */
+  function trim(keepBytes = 64 * 2 ** 20): void {
+    if (wasm && wasm.memory.buffer.byteLength > keepBytes) wasm = undefined;
+  }
+
+  /**
    * A scratch n-element Float64Array in the kernels' memory (so cholesky runs in WebAssembly on
    * it), or a plain array without them. The view is valid until the next call.
    */
@@ -725,7 +734,7 @@ export function createRowKernels(wasmBase64: string | null = null) {
     }
   }
 
-  return { wasmAvailable: (): boolean => wasmKernels() !== null, invertLower, quadraticFormSum, runTask, scratchMatrix, symmetricRowScalesRange, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
+  return { wasmAvailable: (): boolean => wasmKernels() !== null, trim, invertLower, quadraticFormSum, runTask, scratchMatrix, symmetricRowScalesRange, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
 }
 
 export type RowKernels = ReturnType<typeof createRowKernels>;

@@ -108,3 +108,18 @@ test('layer loss Σ_r d_rᵀ H d_r: WebAssembly = JavaScript = float64 reference
     assert.ok(Math.abs(wasm.quadraticFormSum(a, null, rows, n, h) - js.quadraticFormSum(a, null, rows, n, h)) <= 1e-12 * Math.abs(ref));
   }
 });
+
+test('trim() releases grown kernel memory and the kernels keep working', () => {
+  const k = createRowKernels(KERNELS_WASM_BASE64);
+  const n = 1500; // 18 MB of scratch
+  const big = k.scratchMatrix(n * n);
+  const before = big.buffer.byteLength;
+  assert.ok(before >= n * n * 8);
+  k.trim(1 << 20);
+  const again = k.scratchMatrix(16);
+  assert.ok(again.buffer.byteLength < before, 'a fresh, small memory after trim');
+  const a = k.scratchMatrix(4);
+  a.set([4, 2, 2, 3]);
+  assert.ok(k.cholesky(a, 2));
+  assert.equal(a[0], 2);
+});
