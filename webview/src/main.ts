@@ -5,7 +5,7 @@
 import type { CompressionReport, LayerReport } from '../../src/protocol/report';
 import type { HostToWebview, InspectorSnapshot, InspectorViewState, LayerDetail, ModelInspection } from '../../src/protocol/webview';
 import { badge, button, progressRing, registerComponents, textField } from './components/toolkit';
-import { bytes, num, pct, seconds } from './format';
+import { bytes, num, pct, rel, seconds } from './format';
 import { Rpc, type VsCodeApi } from './rpc';
 import { onThemeChange } from './theme';
 import { ChartSlot, errorChartConfig, perplexityChartConfig, scaleDistributionConfig, sensitivityChartConfig } from './views/charts';
@@ -332,6 +332,10 @@ function renderPerplexity(report: CompressionReport | null): void {
   const c = report.perplexity.compressed;
   if (d) rows.push(['dense perplexity', `${d.perplexity.toFixed(3)} (${d.windows} × ${d.seqlen} tokens)`]);
   if (c) rows.push([`${report.recipe} perplexity`, `${c.perplexity.toFixed(3)} (${d ? `${(((c.perplexity - d.perplexity) / d.perplexity) * 100).toFixed(1)}% vs dense` : ''})`]);
+  for (const b of report.baselines ?? []) {
+    const p = b.perplexity;
+    if (p) rows.push([`${b.recipe} perplexity (baseline)`, `${p.perplexity.toFixed(3)} (${d ? `${(((p.perplexity - d.perplexity) / d.perplexity) * 100).toFixed(1)}% vs dense` : ''})`]);
+  }
   rows.push(['execution provider', `${report.executionProvider.used}${report.executionProvider.tried.filter((t) => t.error).map((t) => ` · ${t.name} unavailable`).join('')}`]);
   rows.push(['calibration', `${report.calibration.samples} × ${report.calibration.seqlen} tokens (${report.calibration.mode})`]);
   for (const [k, v] of Object.entries(report.timings)) rows.push([`time: ${k}`, seconds(v)]);
@@ -339,10 +343,53 @@ function renderPerplexity(report: CompressionReport | null): void {
   const tbl = el('table', { class: 'kv', id: 'timings' }, ...rows.map(([k, v]) => el('tr', {}, el('th', {}, k), el('td', {}, v))));
   const chartHost = el('div', { class: 'panel' });
   body.replaceChildren(el('div', { class: 'two-col' }, chartHost, el('div', { class: 'panel' }, tbl)));
+  if (report.baselines?.length) body.append(recipeComparison(report));
   charts.get('ppl-chart')?.destroy();
   charts.delete('ppl-chart');
   if (config) slot('ppl-chart', chartHost, 60 + 28 * (config.data.labels?.length ?? 1)).show(config);
   else chartHost.append(el('p', { class: 'muted' }, 'This report has no perplexities.'));
+}
+
+/**
+ * The job's recipe and its baselines side by side: perplexity, and the layer loss summed over the
+ * layers relative to the summed dense output energy (all on the same Hessians).
+ */
+function recipeComparison(report: CompressionReport): HTMLElement {
+  const d = report.perplexity.dense?.perplexity;
+  const sumOf = (losses: Array<{ loss: { total: number; outputEnergy: number } }>) => {
+    let total = 0;
+    let energy = 0;
+    for (const l of losses) {
+      total += l.loss.total;
+      energy += l.loss.outputEnergy;
+    }
+    return { total, relative: energy > 0 ? total / energy : undefined };
+  };
+  const entries = [
+    { recipe: report.recipe, role: 'this job', ppl: report.perplexity.compressed?.perplexity, loss: sumOf(report.layers), layers: report.layers.length },
+    ...(report.baselines ?? []).map((b) => ({ recipe: b.recipe, role: 'baseline', ppl: b.perplexity?.perplexity, loss: sumOf(b.layers), layers: b.layers.length })),
+  ];
+  const cell = (text: string) => el('td', {}, text);
+  const head = el('tr', {}, ...['recipe', '', 'perplexity', 'vs dense', 'Σ layer loss', 'relative', 'layers'].map((h) => el('th', {}, h)));
+  const rows = entries.map((e) =>
+    el(
+      'tr',
+      { 'data-recipe': e.recipe },
+      cell(e.recipe),
+      cell(e.role),
+      cell(num(e.ppl)),
+      cell(e.ppl !== undefined && d ? `${e.ppl >= d ? '+' : ''}${(((e.ppl - d) / d) * 100).toFixed(1)}%` : '–'),
+      cell(num(e.loss.total)),
+      cell(rel(e.loss.relative)),
+      cell(String(e.layers)),
+    ),
+  );
+  return el(
+    'div',
+    { class: 'panel' },
+    el('h3', {}, 'Recipes on the same calibration (Hessians and windows)'),
+    el('table', { class: 'compare', id: 'recipes' }, head, ...rows),
+  );
 }
 
 function renderSensitivity(s: Extract<InspectorSnapshot, { kind: 'report' }>): void {

@@ -43,6 +43,11 @@ export class ChartSlot {
   }
 
   show(config: ChartConfiguration): void {
+    // What the canvas shows, in words (screen readers; tests read it too): series and categories.
+    const series = (config.data.datasets ?? []).map((d) => d.label ?? '').filter(Boolean);
+    const labels = (config.data.labels ?? []).map(String);
+    this.canvas.setAttribute('role', 'img');
+    this.canvas.setAttribute('aria-label', `${series.length ? `series: ${series.join('; ')}` : 'chart'}${labels.length ? ` — ${labels.length} categories: ${labels.slice(0, 40).join(', ')}${labels.length > 40 ? ', …' : ''}` : ''}`);
     if (this.chart && (this.chart.config as { type?: string }).type === (config as { type?: string }).type) {
       this.chart.data = config.data;
       this.chart.options = config.options ?? {};
