@@ -4,11 +4,14 @@
 // only onnxruntime-node's linux-x64 binding + JS and onnxruntime-common (everything else is
 // bundled into dist/). The script then checks that the .vsix holds what the worker needs.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 
 const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
 const target = process.env.OBR_VSIX_TARGET ?? 'linux-x64';
-const out = `${pkg.name}-${target}-${pkg.version}.vsix`;
+// OBR_VSIX_OUT=path/to/file.vsix writes it elsewhere (the e2e run packages into .cache/e2e/).
+const out = process.env.OBR_VSIX_OUT ? resolve(process.env.OBR_VSIX_OUT) : `${pkg.name}-${target}-${pkg.version}.vsix`;
+mkdirSync(dirname(resolve(out)), { recursive: true });
 
 function run(cmd, args) {
   const r = spawnSync(cmd, args, { stdio: 'inherit' });
@@ -43,9 +46,9 @@ const required = [
   'extension/node_modules/onnxruntime-common/dist/cjs/index.js',
 ];
 const missing = required.filter((f) => !listing.includes(f));
-const stray = listing.filter((f) => /node_modules\/(?!onnxruntime-(node|common)\/)/.test(f) || /napi-v6\/(darwin|win32|linux\/arm64)/.test(f));
-const mb = (statSync(out).size / 1024 ** 2).toFixed(1);
-console.log(`${out}: ${mb} MB, ${listing.length} files`);
+const stray = listing.filter((f) => /node_modules\/(?!onnxruntime-(node|common)\/)/.test(f) || /napi-v6\/(darwin|win32|linux\/arm64)/.test(f) || /^extension\/media\/models\//.test(f) || /\.(map|d\.ts)$/.test(f));
+const size = statSync(out).size;
+console.log(`${out}: ${(size / 1024 ** 2).toFixed(1)} MB (${size} bytes), ${listing.length} files`);
 if (missing.length || stray.length) {
   console.error(`missing: ${missing.join(', ') || 'none'}\nunexpected: ${stray.slice(0, 20).join(', ') || 'none'}`);
   process.exit(1);
