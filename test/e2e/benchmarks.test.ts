@@ -7,37 +7,11 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { Frame, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type { BenchResult } from '../../src/protocol/bench';
-import { prerequisites, start, until, type Session } from './harness';
+import { inkedPixels, pickExact, prerequisites, start, until, type Session } from './harness';
 
 const missing = prerequisites();
-
-/** Counts non-transparent pixels of a canvas (0 = blank). */
-async function inkedPixels(frame: Frame, id: string): Promise<number> {
-  return frame.evaluate(`(() => {
-    const c = document.getElementById(${JSON.stringify(id)});
-    if (!c || !c.width || !c.height) return 0;
-    const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let n = 0;
-    for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) n++;
-    return n;
-  })()`);
-}
-
-/** Types into the QuickPick, moves to the entry matching `label` and accepts it. */
-async function pickExact(page: Page, text: string, label: RegExp): Promise<void> {
-  const input = page.locator('.quick-input-widget .quick-input-box input');
-  await input.waitFor({ state: 'visible', timeout: 60_000 });
-  await input.fill(text);
-  await until(`${label} focused in the QuickPick`, 60_000, async () => {
-    const focused = await page.locator('.quick-input-list .monaco-list-row.focused .label-name').first().innerText({ timeout: 1_000 }).catch(() => '');
-    if (label.test(focused.trim())) return true;
-    await input.press('ArrowDown');
-    return undefined;
-  }, 400);
-  await input.press('Enter');
-}
 
 /**
  * Runs a command from the palette (F1). The palette lists the commands known when it opens, and

@@ -6,55 +6,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { Frame, Page } from 'playwright-core';
 import type { CompressionReport } from '../../src/protocol/report';
-import { explorerAction, inspectorFrame, listFiles, prerequisites, quickPick, start, until, type Session } from './harness';
+import { explorerAction, inkedPixels, inspectorFrame, layerRows, listFiles, notification, pickExact, prerequisites, start, startCompress, until, type Session } from './harness';
 
 const missing = prerequisites();
-
-/** Counts non-background pixels of a canvas in the inspector (0 = blank). */
-async function inkedPixels(frame: Frame, id: string): Promise<number> {
-  return frame.evaluate(`(() => {
-    const c = document.getElementById(${JSON.stringify(id)});
-    if (!c || !c.width || !c.height) return 0;
-    const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let n = 0;
-    for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) n++;
-    return n;
-  })()`);
-}
-
-async function notification(page: Page, text: RegExp, ms: number): Promise<string> {
-  return until(`a notification matching ${text}`, ms, async () => {
-    const toasts = await page.locator('.notifications-toasts .notification-toast, .notification-list-item-message').allInnerTexts();
-    return toasts.find((t) => text.test(t));
-  }, 500);
-}
-
-/** Types into the QuickPick, then moves to the entry matching `label` (lists load asynchronously) and accepts it. */
-async function pickExact(page: Page, text: string, label: RegExp): Promise<void> {
-  const input = page.locator('.quick-input-widget .quick-input-box input');
-  await input.waitFor({ state: 'visible', timeout: 30_000 });
-  await input.fill(text);
-  await until(`${label} focused in the QuickPick`, 30_000, async () => {
-    const focused = await page.locator('.quick-input-list .monaco-list-row.focused .label-name').first().innerText({ timeout: 1_000 }).catch(() => '');
-    if (label.test(focused.trim())) return true;
-    await input.press('ArrowDown');
-    return undefined;
-  }, 400);
-  await input.press('Enter');
-}
-
-async function startCompress(page: Page, recipe: string): Promise<void> {
-  await explorerAction(page, 'model.onnx', 'Compress Model…');
-  await quickPick(page, recipe);
-  await quickPick(page, 'Bundled');
-  // Pre-flight estimate: a modal dialog with a Compress button.
-  const dialog = page.locator('.monaco-dialog-box');
-  await dialog.waitFor({ timeout: 60_000 });
-  assert.match(await dialog.innerText(), /linear layers/);
-  await dialog.locator('.monaco-button', { hasText: /^Compress$/ }).click();
-}
 
 test('compress the tiny model from the explorer, inspect it, then cancel a second job', { skip: missing, timeout: 25 * 60_000 }, async () => {
   let s: Session | undefined;
@@ -90,10 +45,7 @@ test('compress the tiny model from the explorer, inspect it, then cancel a secon
     assert.ok(report.layers.length > 0);
 
     // Every layer in the table, with numbers in its loss columns.
-    const rows = await until('all layers in the table', 60_000, async () => {
-      const r = await inspector.evaluate(`Array.from(document.querySelectorAll('vscode-data-grid-row[data-layer]')).map((row) => Array.from(row.querySelectorAll('vscode-data-grid-cell')).map((c) => c.textContent))`) as string[][];
-      return r.length === report.layers.length ? r : undefined;
-    });
+    const rows = await layerRows(inspector, report.layers.length);
     for (const cells of rows) {
       assert.equal(cells.length, 12, JSON.stringify(cells));
       for (const i of [5, 7, 8, 9, 10]) assert.match(cells[i]!, /\d/, `numeric cell ${i} in ${JSON.stringify(cells)}`);
