@@ -25,6 +25,17 @@ function dot(p: usize, q: usize, len: i32): f64 {
   return s;
 }
 
+/** y[0..len) −= e·x[0..len) (f64x2 plus a scalar tail). */
+@inline
+function axpyNeg(y: usize, x: usize, e: f64, len: i32): void {
+  if (len <= 0) return;
+  const v = f64x2.splat(e);
+  const bytes = (<usize>len) << 3;
+  let t: usize = 0;
+  for (; t + 16 <= bytes; t += 16) v128.store(y + t, f64x2.sub(v128.load(y + t), f64x2.mul(v128.load(x + t), v)));
+  if (t < bytes) store<f64>(y + t, load<f64>(y + t) - load<f64>(x + t) * e);
+}
+
 /**
  * In-place lower Cholesky factorization A = L Lᵀ of the leading n×n block of the matrix at `a`
  * (row stride `lda` elements; only the lower triangle is read). On success the lower triangle
@@ -139,30 +150,40 @@ export function solveLowerTransposed(l: usize, n: i32, lda: i32, y: usize): void
  * X = L⁻¹ for the lower n×n factor at `l` (row stride n) into `x` (n×n, row stride n; its
  * strict upper triangle is zeroed). Row i of L X = I gives X[i, :] = (e_i − Σ_{k<i} L[i, k]·X[k, :]) / L[i, i],
  * and X[k, :] is zero beyond column k, so each term is a contiguous axpy of length k + 1.
+ * Rows are done 8 at a time: the terms from finished rows k < i0 are added in column chunks of
+ * 256, so each chunk of X[k, :] is read from memory once for the 8 rows (the one-row version
+ * streams the whole triangle of X per row and is memory-bound); then the 8 rows finish in order.
  */
 export function invertLower(l: usize, n: i32, x: usize): void {
   const rs = (<usize>n) << 3;
   memory.fill(x, 0, (<usize>n) * rs);
-  for (let i = 0; i < n; i++) {
-    const xi = x + (<usize>i) * rs;
-    const li = l + (<usize>i) * rs;
-    for (let k = 0; k < i; k++) {
-      const c = -load<f64>(li + ((<usize>k) << 3));
-      if (c == 0) continue;
-      const xk = x + (<usize>k) * rs;
-      const v = f64x2.splat(c);
-      const bytes = (<usize>(k + 1)) << 3;
-      let t: usize = 0;
-      for (; t + 16 <= bytes; t += 16) v128.store(xi + t, f64x2.add(v128.load(xi + t), f64x2.mul(v128.load(xk + t), v)));
-      if (t < bytes) store<f64>(xi + t, load<f64>(xi + t) + load<f64>(xk + t) * c);
+  for (let i0 = 0; i0 < n; i0 += 8) {
+    const i1 = min(n, i0 + 8);
+    for (let t0 = 0; t0 < i0; t0 += 256) {
+      for (let k = t0; k < i0; k++) {
+        const t1 = min(k + 1, t0 + 256);
+        const xk = x + (<usize>k) * rs + ((<usize>t0) << 3);
+        for (let r = i0; r < i1; r++) {
+          const c = load<f64>(l + (<usize>r) * rs + ((<usize>k) << 3));
+          if (c != 0) axpyNeg(x + (<usize>r) * rs + ((<usize>t0) << 3), xk, c, t1 - t0);
+        }
+      }
     }
-    const ib = (<usize>i) << 3;
-    const d = 1 / load<f64>(li + ib);
-    const v = f64x2.splat(d);
-    let t: usize = 0;
-    for (; t + 16 <= ib; t += 16) v128.store(xi + t, f64x2.mul(v128.load(xi + t), v));
-    if (t < ib) store<f64>(xi + t, load<f64>(xi + t) * d);
-    store<f64>(xi + ib, d);
+    for (let i = i0; i < i1; i++) {
+      const xi = x + (<usize>i) * rs;
+      const li = l + (<usize>i) * rs;
+      for (let k = i0; k < i; k++) {
+        const c = load<f64>(li + ((<usize>k) << 3));
+        if (c != 0) axpyNeg(xi, x + (<usize>k) * rs, c, k + 1);
+      }
+      const ib = (<usize>i) << 3;
+      const d = 1 / load<f64>(li + ib);
+      const v = f64x2.splat(d);
+      let t: usize = 0;
+      for (; t + 16 <= ib; t += 16) v128.store(xi + t, f64x2.mul(v128.load(xi + t), v));
+      if (t < ib) store<f64>(xi + t, load<f64>(xi + t) * d);
+      store<f64>(xi + ib, d);
+    }
   }
 }
 
@@ -301,17 +322,6 @@ export function rowScale(w: usize, n: i32, maxq: f64, norm: f64, grid: f64, step
     }
   }
   return bestScale;
-}
-
-/** y[0..len) −= e·x[0..len) (f64x2 plus a scalar tail). */
-@inline
-function axpyNeg(y: usize, x: usize, e: f64, len: i32): void {
-  if (len <= 0) return;
-  const v = f64x2.splat(e);
-  const bytes = (<usize>len) << 3;
-  let t: usize = 0;
-  for (; t + 16 <= bytes; t += 16) v128.store(y + t, f64x2.sub(v128.load(y + t), f64x2.mul(v128.load(x + t), v)));
-  if (t < bytes) store<f64>(y + t, load<f64>(y + t) - load<f64>(x + t) * e);
 }
 
 /**
