@@ -214,13 +214,15 @@ export async function start(settings: Record<string, unknown>, options: StartOpt
       } catch {
         /* already gone */
       }
-      const exited = await Promise.race([new Promise((r) => server.once('exit', () => r(true))), new Promise((r) => setTimeout(() => r(false), 5000))]);
-      if (!exited) {
-        try {
-          process.kill(-server.pid, 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
+      await Promise.race([new Promise((r) => server.once('exit', () => r(true))), new Promise((r) => setTimeout(() => r(false), 5000))]);
+    }
+    // Whatever is left of the group (an extension host still starting up survives the server's
+    // SIGTERM and is re-parented to init) is killed too.
+    if (server.pid) {
+      try {
+        process.kill(-server.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
       }
     }
     log.end();
