@@ -30,6 +30,12 @@ export interface CompensationProblem {
   bits: number;
   /** Column split k = ⌊α·n⌋; k = 0 disables the quantization transfer. */
   splitCol: number;
+  /**
+   * 'auto' (default): a float32 factorization refined to float64 accuracy for rows keeping at
+   * least MIXED_MIN_KEPT columns (twice the SIMD throughput), float64 otherwise; 'float64' or
+   * 'mixed' force one. Mixed rows whose refinement does not converge fall back to float64.
+   */
+  precision?: 'auto' | 'float64' | 'mixed';
 }
 
 export interface PcgSettings {
@@ -64,6 +70,8 @@ interface WasmKernels {
   cholesky(a: number, n: number, lda: number): number;
   invertLower(l: number, n: number, x: number): void;
   compensateRow(h: number, n: number, w: number, mask: number, out: number, k: number, scale: number, maxq: number, scratch: number): number;
+  compensateRowMixed(h: number, n: number, w: number, mask: number, out: number, k: number, scale: number, maxq: number, scratch: number): number;
+  cholesky32(a: number, n: number, lda: number): number;
   rowScale(w: number, n: number, maxq: number, norm: number, grid: number, steps: number, t1: number, s1: number, t2: number, s2: number, y2max: number): number;
   gptqRows(w: number, rows: number, n: number, u: number, scales: number, maxq: number, mask: number, start: number, bs: number, codes: number, err: number): void;
   quadraticFormSum(d: number, rows: number, n: number, h: number): number;
@@ -276,6 +284,11 @@ export function createRowKernels(wasmBase64: string | null = null) {
     return total;
   }
 
+  /** Rows keeping at least this many columns use the mixed-precision row kernel under 'auto'. */
+  const MIXED_MIN_KEPT = 256;
+  /** Rows this thread solved in mixed precision, and mixed attempts that fell back to float64. */
+  const mixedStats = { mixed: 0, fallback: 0 };
+
   /**
    * compensateRowsDirect entirely in WebAssembly: H is copied into the kernels' memory once per
    * call, then each row is one compensateRow (gather, factor, both solves; see ./wasm/assembly).
@@ -290,9 +303,11 @@ export function createRowKernels(wasmBase64: string | null = null) {
       if (kept > maxKept) maxKept = kept;
     }
     const pad = (b: number): number => Math.ceil(b / 16) * 16;
+    const mode = p.precision ?? 'auto';
+    const mixed = mode === 'mixed' || (mode === 'auto' && maxKept >= MIXED_MIN_KEPT);
     const hBytes = n * n * 8;
     const rowBytes = n * 8;
-    const scratchBytes = pad(4 * n) + 4 * rowBytes + maxKept * maxKept * 8;
+    const scratchBytes = pad(4 * n) + 6 * rowBytes + maxKept * maxKept * (mixed ? 12 : 8);
     const base = wasmRegion(hBytes + 2 * rowBytes + pad(n) + scratchBytes);
     if (base === null) return false;
     const kx = wasmKernels()!;
@@ -308,6 +323,14 @@ export function createRowKernels(wasmBase64: string | null = null) {
       const o = r * n;
       wv.set(w.subarray(o, o + n));
       mv.set(mask.subarray(o, o + n));
+      if (mixed) {
+        if (kx.compensateRowMixed(hPtr, n, wPtr, maskPtr, outPtr, k, scales[r], maxq, scratch) === 1) {
+          mixedStats.mixed++;
+          out.set(ov, o);
+          continue;
+        }
+        mixedStats.fallback++;
+      }
       if (kx.compensateRow(hPtr, n, wPtr, maskPtr, outPtr, k, scales[r], maxq, scratch) !== 1) {
         throw linAlgError(`OBR: retained Hessian block of row ${r} is not positive definite; raise --damp`);
       }
@@ -743,7 +766,7 @@ export function createRowKernels(wasmBase64: string | null = null) {
     }
   }
 
-  return { wasmAvailable: (): boolean => wasmKernels() !== null, trim, invertLower, quadraticFormSum, runTask, scratchMatrix, symmetricRowScalesRange, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
+  return { wasmAvailable: (): boolean => wasmKernels() !== null, mixedStats: () => ({ ...mixedStats }), trim, invertLower, quadraticFormSum, runTask, scratchMatrix, symmetricRowScalesRange, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
 }
 
 export type RowKernels = ReturnType<typeof createRowKernels>;

@@ -4,7 +4,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createRowKernels } from '../../../src/core/kernels';
 import { KERNELS_WASM_BASE64 } from '../../../src/core/wasm/kernelsWasm';
-import { seededNormal } from '../../../src/core/random';
+import { seededNormal, syntheticLayer } from '../../../src/core/random';
+import { dampHessian } from '../../../src/core/matrix';
+import { pruneMask, wandaScores } from '../../../src/core/mask';
+import { symmetricRowScales } from '../../../src/core/quantize';
 
 test('src/core/wasm/kernelsWasm.ts is up to date with src/core/wasm/assembly (node scripts/wasm.mjs)', async () => {
   const { compileKernels } = await import('../../../scripts/wasm.mjs');
@@ -122,4 +125,38 @@ test('trim() releases grown kernel memory and the kernels keep working', () => {
   a.set([4, 2, 2, 3]);
   assert.ok(k.cholesky(a, 2));
   assert.equal(a[0], 2);
+});
+
+test('mixed precision rows (float32 factor + float64 refinement) = float64 rows (rel. 1e-11); ill-conditioned rows fall back', () => {
+  const k = createRowKernels(KERNELS_WASM_BASE64);
+  const cases = [
+    { cols: 600, sparsity: { kind: 'unstructured', ratio: 0.5 } as const, damp: 0.01, tokens: 1200 },
+    { cols: 520, sparsity: { kind: 'nm', n: 2, m: 4 } as const, damp: 0.01, tokens: 1040 },
+    // Rank-deficient X (tokens < cols) with almost no damping: κ(H_RR) far beyond float32.
+    { cols: 600, sparsity: { kind: 'unstructured', ratio: 0.5 } as const, damp: 1e-10, tokens: 200 },
+  ];
+  for (const c of cases) {
+    const rows = 4;
+    const L = syntheticLayer(rows, c.cols, 7, { tokens: c.tokens });
+    const hd = dampHessian(L.hessian, c.cols, c.damp);
+    const scales = symmetricRowScales(L.weight, rows, c.cols, 4);
+    const mask = pruneMask(wandaScores(L.weight, rows, c.cols, L.channelEnergy), rows, c.cols, c.sparsity);
+    const p = { weight: L.weight, rows, cols: c.cols, hessian: hd, mask, scales, bits: 4, splitCol: c.cols / 2 };
+    const ref = new Float64Array(rows * c.cols);
+    const got = new Float64Array(rows * c.cols);
+    k.compensateRowsDirect({ ...p, precision: 'float64' }, ref);
+    const before = k.mixedStats();
+    k.compensateRowsDirect({ ...p, precision: 'auto' }, got);
+    const after = k.mixedStats();
+    const scale = Math.max(...ref.map(Math.abs));
+    let d = 0;
+    for (let i = 0; i < ref.length; i++) d = Math.max(d, Math.abs(ref[i] - got[i]));
+    if (c.damp >= 0.01) {
+      assert.equal(after.mixed - before.mixed, rows, 'these rows take the mixed kernel');
+      assert.ok(d <= 1e-11 * scale, `cols ${c.cols}: ${d / scale}`);
+    } else {
+      assert.ok(after.fallback - before.fallback > 0, 'an ill-conditioned row falls back to float64');
+      assert.ok(d <= 1e-6 * scale, `fallback rows agree with float64: ${d / scale}`);
+    }
+  }
 });
