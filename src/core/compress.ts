@@ -156,6 +156,9 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
     let out: Float64Array;
     let upper: Float64Array | null = null;
     const getUpper = (): Float64Array => (upper ??= pool ? shared.copy(upperCholeskyOfInverse(hd, cols)) : upperCholeskyOfInverse(hd, cols));
+    // OBR_GPTQ's tail reads U[k:, k:] only: factor just that block (≈ 1/8 of the work at α = ½).
+    let tailUpper: Float64Array | null = null;
+    const getTailUpper = (k: number): Float64Array => (tailUpper ??= upper ?? (pool ? shared.copy(upperCholeskyOfInverse(hd, cols, k)) : upperCholeskyOfInverse(hd, cols, k)));
 
     const maskFor = (): Uint8Array => {
       const m = pool ? shared.u8(rows * cols) : new Uint8Array(rows * cols);
@@ -219,7 +222,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
             ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
             : runRows(pool, { kind: 'compensate', problem: cproblem, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
         // While the workers compensate, this thread factors H⁻¹ for the GPTQ tail.
-        if (pool && config.method === 'obr-gptq' && k < cols) getUpper();
+        if (pool && config.method === 'obr-gptq' && k < cols) getTailUpper(k);
         await compensation;
         if (config.method === 'obr-rtn') {
           out = quantizeRows(wc, rows, cols, scales, bits, codes);
@@ -237,7 +240,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
             }
           }
           if (k < cols) {
-            await runRows(pool, { kind: 'gptq', weight: out, cols, u: getUpper(), scales, maxq, mask, start: k, blockSize: bs, codes }, rows, signal);
+            await runRows(pool, { kind: 'gptq', weight: out, cols, u: getTailUpper(k), scales, maxq, mask, start: k, blockSize: bs, codes }, rows, signal);
           }
         }
         break;

@@ -76,23 +76,29 @@ export function inverseSpd(a: Float64Array, n: number): Float64Array {
  * P K P upper, so A⁻¹ = (P K P)⁻ᵀ (P K P)⁻¹ and U = (P K P)⁻¹ is upper triangular with
  * A⁻¹ = Uᵀ U. Uniqueness of the Cholesky factor (positive diagonal) makes it equal to
  * torch.linalg.cholesky(A⁻¹, upper=True), which GPTQ computes as chol → cholesky_inverse → upper chol.
+ *
+ * With `from` > 0 only the trailing block U[from:, from:] is computed (the rest of the n×n
+ * result is 0): it equals the upper factor of (A[from:, from:])⁻¹, because A = U⁻¹U⁻ᵀ with U⁻¹
+ * upper gives A[from:, from:] = C Cᵀ for C = (U[from:, from:])⁻¹. A GPTQ pass that starts at
+ * column `from` (OBR's tail, §2.5) reads nothing else, and this costs ((n − from)/n)³ of the whole.
  */
-export function upperCholeskyOfInverse(a: Float64Array, n: number): Float64Array {
-  // Factor in the SIMD kernel's scratch memory (see kernels.ts); K⁻¹ is copied out below.
-  const r = rowKernels.scratchMatrix(n * n);
-  for (let i = 0; i < n; i++) {
+export function upperCholeskyOfInverse(a: Float64Array, n: number, from = 0): Float64Array {
+  const m = n - from;
+  // Factor P·A[from:, from:]·P in the kernels' scratch memory (see kernels.ts).
+  const r = rowKernels.scratchMatrix(m * m);
+  for (let i = 0; i < m; i++) {
     const si = (n - 1 - i) * n;
-    const ri = i * n;
-    for (let j = 0; j < n; j++) r[ri + j] = a[si + (n - 1 - j)];
+    const ri = i * m;
+    for (let j = 0; j < m; j++) r[ri + j] = a[si + (n - 1 - j)];
   }
-  if (!cholesky(r, n)) throw new LinAlgError(`matrix (${n}×${n}) is not positive definite`);
-  const kinv = invertLower(r, n); // K⁻¹ lower
-  // U = P K⁻¹ P: U[i, j] = K⁻¹[n−1−i, n−1−j] (upper since K⁻¹ lower).
+  if (!cholesky(r, m)) throw new LinAlgError(`matrix (${m}×${m}) is not positive definite`);
+  const kinv = invertLower(r, m); // K⁻¹ lower
+  // U[from + i, from + j] = K⁻¹[m−1−i, m−1−j] (upper since K⁻¹ is lower).
   const u = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    const si = (n - 1 - i) * n;
-    const ri = i * n;
-    for (let j = i; j < n; j++) u[ri + j] = kinv[si + (n - 1 - j)];
+  for (let i = 0; i < m; i++) {
+    const si = (m - 1 - i) * m;
+    const ri = (from + i) * n + from;
+    for (let j = i; j < m; j++) u[ri + j] = kinv[si + (m - 1 - j)];
   }
   return u;
 }

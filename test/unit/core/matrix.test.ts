@@ -89,3 +89,18 @@ test('gemm, syrk and traceQuadratic against plain loops', () => {
   for (let r = 0; r < 3; r++) for (let i = 0; i < 20; i++) for (let j = 0; j < 20; j++) ref += d[r * 20 + i] * h[i * 20 + j] * d[r * 20 + j];
   assert.ok(Math.abs(traceQuadratic(d, 3, 20, h) - ref) <= 1e-10 * Math.abs(ref));
 });
+
+test('upperCholeskyOfInverse(A, n, from): the trailing block equals the full factor\'s (GPTQ from column k reads only that)', () => {
+  const n = 37;
+  const a = spd(n, 77);
+  const full = upperCholeskyOfInverse(a, n);
+  for (const from of [0, 1, 18, 36]) {
+    const tail = upperCholeskyOfInverse(a, n, from);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        const want = i >= from && j >= from ? full[i * n + j] : 0;
+        assert.ok(Math.abs(tail[i * n + j] - want) <= 1e-11 * Math.abs(full[i * n + i]), `from ${from} [${i},${j}]`);
+      }
+    }
+  }
+});
