@@ -111,13 +111,14 @@ async function main(): Promise<void> {
   let earlier: Row[] = [];
   if (existsSync(file)) {
     try {
-      earlier = (JSON.parse(readFileSync(file, 'utf8')) as { results: Row[] }).results.filter((r) => !args.sizes.includes(r.cols) || r.solver !== solverTag);
+      earlier = (JSON.parse(readFileSync(file, 'utf8')) as { results: Row[] }).results.filter((r) => !(args.sizes.includes(r.cols) && args.methods.includes(r.method) && r.solver === solverTag));
     } catch {
       earlier = [];
     }
   }
   const write = (): void => {
-    const merged = [...earlier, ...results].sort((a, b) => a.cols - b.cols || a.rows - b.rows || (a.solver ?? '').localeCompare(b.solver ?? ''));
+    const order = (r: Row): number => RECIPES.indexOf(r.method) + (r.solver ? 0.5 : 0);
+    const merged = [...earlier, ...results].sort((a, b) => a.cols - b.cols || a.rows - b.rows || order(a) - order(b));
     mkdirSync(root, { recursive: true });
     writeFileSync(file, JSON.stringify({ meta, results: merged }, null, 2) + '\n');
     writeFileSync(join('docs', 'bench-core.md'), markdown(meta, merged));
@@ -209,10 +210,12 @@ function markdown(meta: Record<string, unknown>, results: Row[]): string {
     '## How our implementation differs from the reference loop',
     '',
     '- One Cholesky per row instead of two: the retained set is ordered [R2, E2] before factorizing, so the leading block of the factor is chol(A_R2R2) and the E2 → R2 transfer reuses it (§2.7).',
-    '- Every per-row kernel runs in WebAssembly SIMD compiled from AssemblyScript (src/core/wasm/assembly/index.ts, built by `npm run build:wasm` into src/core/wasm/kernelsWasm.ts): the whole row compensation in one call (gather of H[R, R], a 16-row-blocked left-looking Cholesky with 4×2 tiles of f64x2 accumulators, both triangular solves), the MSE scale search (powers from tables), the GPTQ recursion (bit-identical to the JavaScript loop) and the triangular inverse behind U = chol(H⁻¹). Everything stays in float64; torch runs in float32.',
+    '- Every per-row kernel runs in WebAssembly SIMD compiled from AssemblyScript (src/core/wasm/assembly/index.ts, built by `npm run build:wasm` into src/core/wasm/kernelsWasm.ts, compiled optimized up front): the whole row compensation in one call (gather of H[R, R], a 16-row-blocked left-looking Cholesky with 4×2 register tiles, both triangular solves), the MSE scale search (powers from tables), the GPTQ recursion (bit-identical to the JavaScript loop) and the triangular inverse behind U.',
+    '- Mixed precision where it is exact enough: rows keeping ≥ 256 columns are factored in float32 (f32x4 tiles, 1.6–1.8× the float64 throughput) and both solves are refined in float64 against the float64 H[R, R] until the correction is below 1e-12 of the answer, so the compensated weights agree with the float64 kernel to ~1e-14 (tested); a row whose refinement does not converge is redone in float64. Torch runs everything in float32.',
+    '- OBR_GPTQ\'s GPTQ tail starts at column k = αn and reads only U[k:, k:], which equals the upper Cholesky factor of (H[k:, k:])⁻¹, so only that block is factored and inverted (1/8 of the work at α = ½).',
     '- Right-hand sides are dense row dot products of H (no gathers); the GPTQ tail updates 16 rows per loaded row of U.',
     '- Rows are independent, so scale search, compensation and the GPTQ tail run on worker threads (SharedArrayBuffer, eval workers); the main thread factors H⁻¹ for the tail meanwhile.',
-    '- Rows marked `[pcg-batched, ort]` (`--solver pcg-batched --backend ort`, opt-in, not the default): every row\'s pruning system H_RR x = H_RE w_E, then the E2 → R2 transfer, solved at once by Jacobi-preconditioned CG whose products are masked float32 GEMMs on onnxruntime\'s MatMul (src/core/pcgBatched.ts, src/runtime/ortBackend.ts); a row stops when the loss still to gain (sum of its last 4 CG decrements) is ≤ 2e-4 of its loss. It needs 60–90 iterations per stage here; it is faster than the exact solver at 1024 columns but not at 512, and its final loss after rounding/GPTQ scatters by up to +4% at 512 columns (rounding flips: Q(x) differs from Q(x*) wherever the CG error crosses a rounding boundary), so it is not the default. Measured with other benchmarks running: at 1024 columns both rows run the same 512 rows of W, so 8.4 s against 5.1 s is load noise (a quieter breakdown: 3.7 s for 90 pruning iterations, 1.4 s for 78 transfer iterations, about 1 s for the rest).',
+    '- Rows marked `[pcg-batched, ort]` (`--solver pcg-batched --backend ort`, opt-in, not the default): every row\'s pruning system H_RR x = H_RE w_E, then the E2 → R2 transfer, solved at once by Jacobi-preconditioned CG whose products are masked float32 GEMMs on onnxruntime\'s MatMul (src/core/pcgBatched.ts, src/runtime/ortBackend.ts); a row stops when the loss still to gain (sum of its last 4 CG decrements) is ≤ 2e-4 of its loss. It needs 60–90 iterations per stage on these layers, so it is now slower than the exact WebAssembly kernels at every size measured, and its final loss after rounding/GPTQ scatters by up to +4% at 512 columns (rounding flips: Q(x) differs from Q(x*) wherever the CG error crosses a rounding boundary). It stays as an opt-in experiment: its work is plain batched GEMMs that a faster MatMul backend could take over (the onnxruntime backend here runs on the CPU provider).',
     '- Preconditioned CG (`solver: \'pcg\'`) is implemented and tested but slower here (Jacobi-PCG needs 100+ iterations on these ill-conditioned blocks), so the default is the exact float64 solver.',
     '',
     'Machine load: the last column gives the load average when a row was measured; ours and torch\'s are measured back to back on the same 2 cores, not at the same moment, so rows measured under load are noisy.',

@@ -128,7 +128,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
 
   const threads = Math.max(1, Math.floor(options.threads ?? defaultThreads()));
   const parallel = threads > 1 && rows > 1 && (options.threads !== undefined || rowWorkFlops(config.method, rows, cols) >= PARALLEL_MIN_FLOPS);
-  const pool = parallel ? new RowPool(threads) : null;
+  const pool = parallel ? RowPool.acquire(threads) : null;
   // Arrays a worker reads or writes live in SharedArrayBuffers when a pool is used.
   const f64 = (n: number): Float64Array => (pool ? shared.f64(n) : new Float64Array(n));
   const copy = (a: Float64Array): Float64Array => (pool ? shared.copy(a) : a.slice());
@@ -252,7 +252,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
     }
     return finish(problem, config, options, { out, codes, mask, scales, prunes, started, backend });
   } finally {
-    await pool?.close();
+    await pool?.release();
     // This thread's kernels may have grown to a large layer's size (H⁻¹ factor, loss terms).
     rowKernels.trim();
   }

@@ -35,6 +35,7 @@ var __name = (f) => f;
 const { parentPort } = require('node:worker_threads');
 const kernels = (${createRowKernels.toString()})(${JSON.stringify(KERNELS_WASM_BASE64)});
 parentPort.on('message', (msg) => {
+  if (msg.trim) return kernels.trim();
   try {
     kernels.runTask(msg.task, msg.row0, msg.row1);
     parentPort.postMessage({ type: 'done' });
@@ -58,13 +59,50 @@ export const shared = {
   },
 };
 
+/** Idle pools kept for the next layer (starting two workers and compiling the kernels costs 50–100 ms). */
+const idlePools: RowPool[] = [];
+/** An idle pool is closed after this long unused. */
+const POOL_IDLE_MS = 30_000;
+
 /** A set of worker threads for row-parallel tasks; `null` pool = run on the calling thread. */
 export class RowPool {
   private readonly workers: Worker[] = [];
+  /** Set when a run ended on an error or abort: workers may still be busy, so never reuse. */
+  private broken = false;
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly threads: number) {
     const source = workerSource();
     for (let t = 0; t < threads; t++) this.workers.push(new Worker(source, { eval: true }));
+  }
+
+  /** A pool of `threads` workers: an idle one from an earlier layer, or a new one. */
+  static acquire(threads: number): RowPool {
+    const i = idlePools.findIndex((p) => p.threads === threads);
+    if (i < 0) return new RowPool(threads);
+    const pool = idlePools.splice(i, 1)[0]!;
+    clearTimeout(pool.idleTimer);
+    for (const w of pool.workers) w.ref();
+    return pool;
+  }
+
+  /**
+   * Hands the pool back after a layer: a healthy pool releases its workers' large buffers and
+   * waits (without keeping the process alive) for the next layer; a broken one is closed.
+   */
+  async release(): Promise<void> {
+    if (this.broken) return this.close();
+    for (const w of this.workers) {
+      w.postMessage({ trim: true });
+      w.unref();
+    }
+    this.idleTimer = setTimeout(() => {
+      const i = idlePools.indexOf(this);
+      if (i >= 0) idlePools.splice(i, 1);
+      void this.close();
+    }, POOL_IDLE_MS);
+    this.idleTimer.unref();
+    idlePools.push(this);
   }
 
   /** Runs `task` over rows [0, rows) in chunks; rejects on the first worker error or on abort. */
@@ -80,6 +118,7 @@ export class RowPool {
         settled = true;
         for (const off of listeners) off();
         signal?.removeEventListener('abort', onAbort);
+        if (e) this.broken = true;
         if (e) reject(e);
         else resolve();
       };
@@ -150,7 +189,7 @@ export async function compensateRows(p: CompensationProblem, options: Compensate
     await runRows(null, { kind: 'compensate', problem: p, out, solver, pcg: DEFAULT_PCG }, p.rows, options.signal);
     return out;
   }
-  const pool = new RowPool(threads);
+  const pool = RowPool.acquire(threads);
   try {
     const sp: CompensationProblem = { ...p, weight: shared.copy(p.weight), hessian: shared.copy(p.hessian), scales: shared.copy(p.scales), mask: shared.u8(p.mask.length) };
     sp.mask.set(p.mask);
@@ -158,6 +197,6 @@ export async function compensateRows(p: CompensationProblem, options: Compensate
     await pool.run({ kind: 'compensate', problem: sp, out, solver, pcg: DEFAULT_PCG }, p.rows, options.signal);
     return out;
   } finally {
-    await pool.close();
+    await pool.release();
   }
 }

@@ -182,3 +182,23 @@ test('bad problems are InputErrors', async () => {
   ];
   for (const [prob, c] of bad) await assert.rejects(compressLayer(prob, c), (e: unknown) => (e as Error).name === 'InputError');
 });
+
+test('worker pools are reused across layers; a layer aborted mid-run does not poison the next one', async () => {
+  const rows = 96;
+  const cols = 128;
+  const L = syntheticLayer(rows, cols, 91, { tokens: 400 });
+  const problem = { weight: L.weight, hessian: L.hessian, rows, cols, channelEnergy: L.channelEnergy };
+  const config: LayerConfig = { method: 'obr-gptq', sparsity: { kind: 'unstructured', ratio: 0.5 }, wbits: 4, alpha: 0.5, damp: 0.01 };
+  const first = await compressLayer(problem, config, { threads: 2, skipLoss: true });
+  const again = await compressLayer(problem, config, { threads: 2, skipLoss: true });
+  assert.deepEqual(again.weight, first.weight, 'a reused pool gives the same answer');
+  // Abort while the workers are busy, then run again on (necessarily) a fresh pool.
+  const ac = new AbortController();
+  const pending = compressLayer(problem, config, { threads: 2, skipLoss: true, signal: ac.signal });
+  setImmediate(() => ac.abort(new Error('stop')));
+  await assert.rejects(pending);
+  const after = await compressLayer(problem, config, { threads: 2, skipLoss: true });
+  assert.deepEqual(after.weight, first.weight);
+  const serial = await compressLayer(problem, config, { threads: 1, skipLoss: true });
+  assert.deepEqual(serial.weight, first.weight, 'threads do not change the result');
+});
