@@ -69,8 +69,7 @@ interface WasmKernels {
   heapBase(): number;
   cholesky(a: number, n: number, lda: number): number;
   invertLower(l: number, n: number, x: number): void;
-  compensateRow(h: number, n: number, w: number, mask: number, out: number, k: number, scale: number, maxq: number, scratch: number): number;
-  compensateRowMixed(h: number, n: number, w: number, mask: number, out: number, k: number, scale: number, maxq: number, scratch: number): number;
+  compensateRow(h: number, n: number, w: number, mask: number, out: number, k: number, scale: number, maxq: number, scratch: number, mixed: number): number;
   cholesky32(a: number, n: number, lda: number): number;
   rowScale(w: number, n: number, maxq: number, norm: number, grid: number, steps: number, t1: number, s1: number, t2: number, s2: number, y2max: number): number;
   gptqRows(w: number, rows: number, n: number, u: number, scales: number, maxq: number, mask: number, start: number, bs: number, codes: number, err: number): void;
@@ -324,19 +323,33 @@ export function createRowKernels(wasmBase64: string | null = null) {
       wv.set(w.subarray(o, o + n));
       mv.set(mask.subarray(o, o + n));
       if (mixed) {
-        if (kx.compensateRowMixed(hPtr, n, wPtr, maskPtr, outPtr, k, scales[r], maxq, scratch) === 1) {
+        if (kx.compensateRow(hPtr, n, wPtr, maskPtr, outPtr, k, scales[r], maxq, scratch, 1) === 1) {
           mixedStats.mixed++;
           out.set(ov, o);
           continue;
         }
         mixedStats.fallback++;
       }
-      if (kx.compensateRow(hPtr, n, wPtr, maskPtr, outPtr, k, scales[r], maxq, scratch) !== 1) {
+      if (kx.compensateRow(hPtr, n, wPtr, maskPtr, outPtr, k, scales[r], maxq, scratch, 0) !== 1) {
         throw linAlgError(`OBR: retained Hessian block of row ${r} is not positive definite; raise --damp`);
       }
       out.set(ov, o);
     }
     return true;
+  }
+
+  /**
+   * The index sets of one row (mask row at offset o): perm = [R2 (kept, ≥ k), E2 (kept, < k)],
+   * each ascending, with |R2| = nr2 and |R| = nr; evicted = E (ne entries).
+   */
+  function rowSets(mask: Uint8Array, o: number, n: number, k: number, perm: Int32Array, evicted: Int32Array): { nr2: number; nr: number; ne: number } {
+    let nr2 = 0;
+    let ne = 0;
+    for (let j = k; j < n; j++) if (mask[o + j]) perm[nr2++] = j;
+    let nr = nr2;
+    for (let j = 0; j < Math.min(k, n); j++) if (mask[o + j]) perm[nr++] = j;
+    for (let j = 0; j < n; j++) if (!mask[o + j]) evicted[ne++] = j;
+    return { nr2, nr, ne };
   }
 
   /**
@@ -356,13 +369,7 @@ export function createRowKernels(wasmBase64: string | null = null) {
     for (let r = row0; r < row1; r++) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
       const o = r * n;
-      // perm = [R2 (kept, ≥ k), E2 (kept, < k)], each ascending; evicted = E.
-      let nr2 = 0;
-      let ne = 0;
-      for (let j = k; j < n; j++) if (mask[o + j]) perm[nr2++] = j;
-      let nr = nr2;
-      for (let j = 0; j < Math.min(k, n); j++) if (mask[o + j]) perm[nr++] = j;
-      for (let j = 0; j < n; j++) if (!mask[o + j]) evicted[ne++] = j;
+      const { nr2, nr, ne } = rowSets(mask, o, n, k, perm, evicted);
       for (let j = 0; j < n; j++) out[o + j] = 0;
       if (nr === 0) continue;
       if (a.length < n * n) a = new Float64Array(n * n);
@@ -498,12 +505,7 @@ export function createRowKernels(wasmBase64: string | null = null) {
     for (let r = row0; r < row1; r++) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
       const o = r * n;
-      let nr2 = 0;
-      let ne = 0;
-      for (let j = k; j < n; j++) if (mask[o + j]) perm[nr2++] = j;
-      let nr = nr2;
-      for (let j = 0; j < Math.min(k, n); j++) if (mask[o + j]) perm[nr++] = j;
-      for (let j = 0; j < n; j++) if (!mask[o + j]) evicted[ne++] = j;
+      const { nr2, nr, ne } = rowSets(mask, o, n, k, perm, evicted);
       for (let j = 0; j < n; j++) out[o + j] = 0;
       if (nr === 0) continue;
       for (let i = 0; i < nr; i++) {

@@ -194,85 +194,6 @@ function gridValue(v: f64, s: f64, maxq: f64): f64 {
   return (q + 0.0) * s;
 }
 
-/**
- * The OBR compensation of one row (§2.3–2.4 of docs/obr-algorithm.md), in float64:
- * R = kept columns ordered [R2 (≥ k), E2 (< k)], each ascending; A = H[R, R] factored once;
- * d1 = A⁻¹ H[R, E] w_E (pruning); w̄ = w_R + d1; ê = w̄_E2 − Q(w̄_E2); the leading block of the
- * factor is chol(A_R2R2), so d2 = A_R2R2⁻¹ A_R2E2 ê reuses it; out_R = w̄ (+ d2 on R2), out_E = 0.
- * h: n×n damped Hessian; w, out: n doubles; mask: n bytes (1 = kept); scale/maxq: the row's
- * grid; scratch: 16-byte aligned, 4n bytes + 4n doubles + n² doubles. Returns 0 when A is not
- * positive definite, 1 otherwise.
- */
-export function compensateRow(h: usize, n: i32, w: usize, mask: usize, out: usize, k: i32, scale: f64, maxq: f64, scratch: usize): i32 {
-  const nn = <usize>n;
-  const perm = scratch;
-  const dense = perm + ((nn * 4 + 15) & ~15);
-  const rhs = dense + nn * 8;
-  const b = rhs + nn * 8;
-  const ehat = b + nn * 8;
-  const a = ehat + nn * 8;
-  const rowBytes = nn << 3;
-  let nr2 = 0;
-  for (let j = k; j < n; j++) {
-    if (load<u8>(mask + <usize>j)) {
-      store<i32>(perm + ((<usize>nr2) << 2), j);
-      nr2++;
-    }
-  }
-  let nr = nr2;
-  const kk = min(k, n);
-  for (let j = 0; j < kk; j++) {
-    if (load<u8>(mask + <usize>j)) {
-      store<i32>(perm + ((<usize>nr) << 2), j);
-      nr++;
-    }
-  }
-  const ne = n - nr;
-  memory.fill(out, 0, rowBytes);
-  if (nr == 0) return 1;
-  // A = H[perm, perm], lower triangle, row stride nr.
-  const ars = (<usize>nr) << 3;
-  for (let i = 0; i < nr; i++) {
-    const hi = h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes;
-    const ai = a + (<usize>i) * ars;
-    for (let j = 0; j <= i; j++) store<f64>(ai + ((<usize>j) << 3), load<f64>(hi + ((<usize>load<i32>(perm + ((<usize>j) << 2))) << 3)));
-  }
-  if (!cholesky(a, nr, nr)) return 0;
-  // Pruning: rhs = H[perm, E] w_E = (H·(w ⊙ (1 − m)))[perm], contiguous row dot products.
-  if (ne > 0) {
-    for (let j = 0; j < n; j++) {
-      const jb = (<usize>j) << 3;
-      store<f64>(dense + jb, load<u8>(mask + <usize>j) ? 0 : load<f64>(w + jb));
-    }
-    for (let i = 0; i < nr; i++) store<f64>(rhs + ((<usize>i) << 3), dot(h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes, dense, n));
-    solveLower(a, nr, nr, rhs);
-    solveLowerTransposed(a, nr, nr, rhs);
-  } else {
-    memory.fill(rhs, 0, (<usize>nr) << 3);
-  }
-  for (let i = 0; i < nr; i++) {
-    const ib = (<usize>i) << 3;
-    store<f64>(rhs + ib, load<f64>(rhs + ib) + load<f64>(w + ((<usize>load<i32>(perm + ((<usize>i) << 2))) << 3)));
-  }
-  // Quantization transfer E2 → R2 (positions [nr2, nr) → [0, nr2)).
-  const ne2 = nr - nr2;
-  if (ne2 > 0 && nr2 > 0) {
-    memory.fill(dense, 0, rowBytes);
-    for (let t = nr2; t < nr; t++) {
-      const v = load<f64>(rhs + ((<usize>t) << 3));
-      store<f64>(dense + ((<usize>load<i32>(perm + ((<usize>t) << 2))) << 3), v - gridValue(v, scale, maxq));
-    }
-    for (let i = 0; i < nr2; i++) store<f64>(b + ((<usize>i) << 3), dot(h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes, dense, n));
-    solveLower(a, nr2, nr, b);
-    solveLowerTransposed(a, nr2, nr, b);
-    for (let i = 0; i < nr2; i++) {
-      const ib = (<usize>i) << 3;
-      store<f64>(rhs + ib, load<f64>(rhs + ib) + load<f64>(b + ib));
-    }
-  }
-  for (let i = 0; i < nr; i++) store<f64>(out + ((<usize>load<i32>(perm + ((<usize>i) << 2))) << 3), load<f64>(rhs + ((<usize>i) << 3)));
-  return 1;
-}
 
 /**
  * The MSE clip search of one row (§1.7 step 2): the scale p·xmax/maxq, p = 1 − i/grid, i < steps,
@@ -613,12 +534,19 @@ function solveRefined(l: usize, a: usize, m: i32, lda: i32, b: usize, x: usize, 
 }
 
 /**
- * compensateRow with a float32 factorization and float64 iterative refinement of both solves;
- * the answers agree with the float64 kernel to about 1e-14 (relative, measured up to 2048 columns). Returns 0 when the float32
- * factor fails or refinement does not converge (the caller then runs compensateRow).
- * scratch: 16-byte aligned, 4n bytes + 6n doubles + n² doubles + n² floats.
+ * The OBR compensation of one row (§2.3–2.4 of docs/obr-algorithm.md):
+ * R = kept columns ordered [R2 (≥ k), E2 (< k)], each ascending; A = H[R, R] factored once;
+ * d1 = A⁻¹ H[R, E] w_E (pruning); w̄ = w_R + d1; ê = w̄_E2 − Q(w̄_E2); the leading block of the
+ * factor is chol(A_R2R2), so d2 = A_R2R2⁻¹ A_R2E2 ê reuses it; out_R = w̄ (+ d2 on R2), out_E = 0.
+ * mixed = 0: everything in float64. mixed = 1: the factorization in float32 (cholesky32) and both
+ * solves refined to float64 accuracy against the float64 A (solveRefined); the answers agree with
+ * the float64 path to about 1e-14 (relative, measured up to 2048 columns).
+ * h: n×n damped Hessian; w, out: n doubles; mask: n bytes (1 = kept); scale/maxq: the row's
+ * grid; scratch: 16-byte aligned, 4n bytes + 5n doubles + |R|² doubles (+ |R|² floats if mixed).
+ * Returns 0 when A (or, mixed, its float32 factor or the refinement) fails, 1 otherwise; the
+ * caller retries a failed mixed row in float64.
  */
-export function compensateRowMixed(h: usize, n: i32, w: usize, mask: usize, out: usize, k: i32, scale: f64, maxq: f64, scratch: usize): i32 {
+export function compensateRow(h: usize, n: i32, w: usize, mask: usize, out: usize, k: i32, scale: f64, maxq: f64, scratch: usize, mixed: i32): i32 {
   const nn = <usize>n;
   const perm = scratch;
   const dense = perm + ((nn * 4 + 15) & ~15);
@@ -646,27 +574,28 @@ export function compensateRowMixed(h: usize, n: i32, w: usize, mask: usize, out:
   const ne = n - nr;
   memory.fill(out, 0, rowBytes);
   if (nr == 0) return 1;
+  // A = H[perm, perm], lower triangle, row stride nr (and its float32 copy when mixed).
   const ars = (<usize>nr) << 3;
   const a32 = a + (<usize>nr) * ars;
   const a32rs = (<usize>nr) << 2;
   for (let i = 0; i < nr; i++) {
     const hi = h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes;
     const ai = a + (<usize>i) * ars;
-    const ci = a32 + (<usize>i) * a32rs;
-    for (let j = 0; j <= i; j++) {
-      const v = load<f64>(hi + ((<usize>load<i32>(perm + ((<usize>j) << 2))) << 3));
-      store<f64>(ai + ((<usize>j) << 3), v);
-      store<f32>(ci + ((<usize>j) << 2), <f32>v);
+    for (let j = 0; j <= i; j++) store<f64>(ai + ((<usize>j) << 3), load<f64>(hi + ((<usize>load<i32>(perm + ((<usize>j) << 2))) << 3)));
+    if (mixed) {
+      const ci = a32 + (<usize>i) * a32rs;
+      for (let j = 0; j <= i; j++) store<f32>(ci + ((<usize>j) << 2), <f32>load<f64>(ai + ((<usize>j) << 3)));
     }
   }
-  if (!cholesky32(a32, nr, nr)) return 0;
+  if (mixed ? !cholesky32(a32, nr, nr) : !cholesky(a, nr, nr)) return 0;
+  // Pruning: rhs = H[perm, E] w_E = (H·(w ⊙ (1 − m)))[perm], contiguous row dot products.
   if (ne > 0) {
     for (let j = 0; j < n; j++) {
       const jb = (<usize>j) << 3;
       store<f64>(dense + jb, load<u8>(mask + <usize>j) ? 0 : load<f64>(w + jb));
     }
     for (let i = 0; i < nr; i++) store<f64>(rhs + ((<usize>i) << 3), dot(h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes, dense, n));
-    if (!solveRefined(a32, a, nr, nr, rhs, xs, rs)) return 0;
+    if (!solveWithFactor(mixed, a, a32, nr, nr, rhs, xs, rs)) return 0;
   } else {
     memory.fill(rhs, 0, (<usize>nr) << 3);
   }
@@ -674,6 +603,7 @@ export function compensateRowMixed(h: usize, n: i32, w: usize, mask: usize, out:
     const ib = (<usize>i) << 3;
     store<f64>(rhs + ib, load<f64>(rhs + ib) + load<f64>(w + ((<usize>load<i32>(perm + ((<usize>i) << 2))) << 3)));
   }
+  // Quantization transfer E2 → R2 (positions [nr2, nr) → [0, nr2)).
   const ne2 = nr - nr2;
   if (ne2 > 0 && nr2 > 0) {
     memory.fill(dense, 0, rowBytes);
@@ -682,13 +612,21 @@ export function compensateRowMixed(h: usize, n: i32, w: usize, mask: usize, out:
       store<f64>(dense + ((<usize>load<i32>(perm + ((<usize>t) << 2))) << 3), v - gridValue(v, scale, maxq));
     }
     for (let i = 0; i < nr2; i++) store<f64>(b + ((<usize>i) << 3), dot(h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes, dense, n));
-    if (!solveRefined(a32, a, nr2, nr, b, xs, rs)) return 0;
+    if (!solveWithFactor(mixed, a, a32, nr2, nr, b, xs, rs)) return 0;
     for (let i = 0; i < nr2; i++) {
       const ib = (<usize>i) << 3;
       store<f64>(rhs + ib, load<f64>(rhs + ib) + load<f64>(b + ib));
     }
   }
   for (let i = 0; i < nr; i++) store<f64>(out + ((<usize>load<i32>(perm + ((<usize>i) << 2))) << 3), load<f64>(rhs + ((<usize>i) << 3)));
+  return 1;
+}
+
+/** v ← A⁻¹ v for the leading m×m block: float64 factor in `a`, or (mixed) float32 factor in `a32` refined against the float64 A. */
+function solveWithFactor(mixed: i32, a: usize, a32: usize, m: i32, lda: i32, v: usize, x: usize, r: usize): i32 {
+  if (mixed) return solveRefined(a32, a, m, lda, v, x, r);
+  solveLower(a, m, lda, v);
+  solveLowerTransposed(a, m, lda, v);
   return 1;
 }
 
