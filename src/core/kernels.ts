@@ -357,14 +357,33 @@ export function createRowKernels(wasmBase64: string | null = null) {
    * `signal` is checked between rows.
    */
   function compensateRowsDirect(p: CompensationProblem, out: Float64Array, row0 = 0, row1 = p.rows, signal?: AbortSignal): void {
+    if (row1 > row0 && compensateRowsWasm(p, out, row0, row1, signal)) return;
+    compensateRowsWith(p, out, row0, row1, signal, (a, nr, r) => {
+      // In place: the lower triangle becomes L; its leading nr2×nr2 block is chol(A_R2R2).
+      const l = a.subarray(0, nr * nr);
+      if (!cholesky(l, nr)) throw linAlgError(`OBR: retained Hessian block of row ${r} is not positive definite; raise --damp`);
+      return (m, vec) => {
+        solveLowerInPlace(l, m, vec, nr);
+        solveLowerTransposedInPlace(l, m, vec, nr);
+      };
+    });
+  }
+
+  /** Solves A_mm x = vec in place for the leading m×m block of a row's A = H[R, R]. */
+  type RowSolver = (m: number, vec: Float64Array) => void;
+
+  /**
+   * The OBR row compensation in JavaScript (§2.3–2.4), rows [row0, row1) of W_c = W⊙M + Δ into
+   * `out`, with the solver that `solverFor` builds from each row's A = H[perm, perm] (nr×nr,
+   * stride nr, both triangles; the solver may overwrite it). `signal` is checked between rows.
+   */
+  function compensateRowsWith(p: CompensationProblem, out: Float64Array, row0: number, row1: number, signal: AbortSignal | undefined, solverFor: (a: Float64Array, nr: number, r: number) => RowSolver): void {
     const { weight: w, cols: n, hessian: h, mask, scales, splitCol: k } = p;
     const maxq = 2 ** (p.bits - 1) - 1;
-    if (row1 > row0 && compensateRowsWasm(p, out, row0, row1, signal)) return;
     const perm = new Int32Array(n);
     const evicted = new Int32Array(n);
     let a = scratchMatrix(n * n);
     const rhs = new Float64Array(n);
-    const ehat = new Float64Array(n);
     const dense = new Float64Array(n);
     for (let r = row0; r < row1; r++) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
@@ -373,47 +392,40 @@ export function createRowKernels(wasmBase64: string | null = null) {
       for (let j = 0; j < n; j++) out[o + j] = 0;
       if (nr === 0) continue;
       if (a.length < n * n) a = new Float64Array(n * n);
-      // A = H[perm, perm] (nr×nr, stride nr).
       for (let i = 0; i < nr; i++) {
         const hi = perm[i] * n;
         const ai = i * nr;
-        for (let j = 0; j <= i; j++) a[ai + j] = h[hi + perm[j]];
+        for (let j = 0; j < nr; j++) a[ai + j] = h[hi + perm[j]];
       }
-      if (!cholesky(a.subarray(0, nr * nr), nr)) {
-        throw linAlgError(`OBR: retained Hessian block of row ${r} is not positive definite; raise --damp`);
-      }
-      const l = a.subarray(0, nr * nr);
+      const solve = solverFor(a, nr, r);
       // Pruning compensation: rhs = H[perm, E] w_E = (H·(w⊙(1−m)))[perm] as contiguous dot
       // products over whole rows of H (no gathers), d1 = A⁻¹ rhs.
       if (ne > 0) {
         for (let j = 0; j < n; j++) dense[j] = mask[o + j] ? 0 : w[o + j];
         for (let i = 0; i < nr; i++) rhs[i] = rowDot(h, perm[i] * n, dense, n);
-      }
-      if (ne > 0) choleskySolveInPlace(l, nr, rhs);
-      else rhs.fill(0, 0, nr);
+        solve(nr, rhs);
+      } else rhs.fill(0, 0, nr);
       // w̄ = w_R + d1, written in perm order into rhs.
       for (let i = 0; i < nr; i++) rhs[i] += w[o + perm[i]];
       // Quantization transfer E2 → R2 (positions [nr2, nr) → [0, nr2)).
       const ne2 = nr - nr2;
       if (ne2 > 0 && nr2 > 0) {
         const s = scales[r];
+        // b = A_R2E2 ê_E2 = (H·ê scattered to the E2 columns)[R2], again as row dot products.
+        dense.fill(0);
         for (let t = 0; t < ne2; t++) {
           const v = rhs[nr2 + t];
-          ehat[t] = v - symmetricCode(v, s, maxq) * s;
+          dense[perm[nr2 + t]] = v - symmetricCode(v, s, maxq) * s;
         }
-        // b = A_R2E2 ê_E2 = (H·ê scattered to the E2 columns)[R2], again as row dot products.
         const b = new Float64Array(nr2);
-        dense.fill(0);
-        for (let t = 0; t < ne2; t++) dense[perm[nr2 + t]] = ehat[t];
         for (let i = 0; i < nr2; i++) b[i] = rowDot(h, perm[i] * n, dense, n);
-        // Leading nr2×nr2 block of L (row stride nr) is chol(A_R2R2).
-        solveLowerInPlace(l, nr2, b, nr);
-        solveLowerTransposedInPlace(l, nr2, b, nr);
+        solve(nr2, b);
         for (let i = 0; i < nr2; i++) rhs[i] += b[i];
       }
       for (let i = 0; i < nr; i++) out[o + perm[i]] = rhs[i];
     }
   }
+
 
   /**
    * Jacobi-preconditioned conjugate gradients on the leading m×m block of `a` (row stride ld):
@@ -448,17 +460,7 @@ export function createRowKernels(wasmBase64: string | null = null) {
       // q = A p (symmetric, full storage; contiguous rows).
       let pq = 0;
       for (let i = 0; i < m; i++) {
-        const ri = i * ld;
-        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        let j = 0;
-        for (; j + 3 < m; j += 4) {
-          s0 += a[ri + j] * p[j];
-          s1 += a[ri + j + 1] * p[j + 1];
-          s2 += a[ri + j + 2] * p[j + 2];
-          s3 += a[ri + j + 3] * p[j + 3];
-        }
-        for (; j < m; j++) s0 += a[ri + j] * p[j];
-        const s = s0 + s1 + s2 + s3;
+        const s = rowDot(a, i * ld, p, m);
         q[i] = s;
         pq += p[i] * s;
       }
@@ -492,72 +494,24 @@ export function createRowKernels(wasmBase64: string | null = null) {
    * uses its leading |R2|×|R2| block. Returns the total CG iterations (for diagnostics).
    */
   function compensateRowsPcg(p: CompensationProblem, out: Float64Array, row0 = 0, row1 = p.rows, signal?: AbortSignal, settings: PcgSettings = { tol: 1e-7, maxIter: 400 }): number {
-    const { weight: w, cols: n, hessian: h, mask, scales, splitCol: k } = p;
-    const maxq = 2 ** (p.bits - 1) - 1;
-    const perm = new Int32Array(n);
-    const evicted = new Int32Array(n);
-    const a = new Float64Array(n * n);
-    const rhs = new Float64Array(n);
-    const ehat = new Float64Array(n);
-    const b = new Float64Array(n);
-    const work = new Float64Array(6 * n);
+    const work = new Float64Array(6 * p.cols);
     let iterations = 0;
-    for (let r = row0; r < row1; r++) {
-      if (signal?.aborted) throw signal.reason ?? new Error('aborted');
-      const o = r * n;
-      const { nr2, nr, ne } = rowSets(mask, o, n, k, perm, evicted);
-      for (let j = 0; j < n; j++) out[o + j] = 0;
-      if (nr === 0) continue;
-      for (let i = 0; i < nr; i++) {
-        const hi = perm[i] * n;
-        const ai = i * nr;
-        for (let j = 0; j < nr; j++) a[ai + j] = h[hi + perm[j]];
+    compensateRowsWith(p, out, row0, row1, signal, (a, nr, r) => (m, vec) => {
+      const it = pcgSolveInPlace(a, m, nr, vec, work, settings);
+      if (it >= 0) {
+        iterations += it;
+        return;
       }
-      for (let i = 0; i < nr; i++) {
-        const hi = perm[i] * n;
-        let s = 0;
-        for (let t = 0; t < ne; t++) {
-          const e = evicted[t];
-          s += h[hi + e] * w[o + e];
-        }
-        rhs[i] = s;
-      }
-      const solve = (m: number, vec: Float64Array): void => {
-        const it = pcgSolveInPlace(a, m, nr, vec, work, settings);
-        if (it >= 0) {
-          iterations += it;
-          return;
-        }
-        // Did not converge: exact fallback on a copy of the leading block.
-        const l = new Float64Array(m * m);
-        for (let i = 0; i < m; i++) for (let j = 0; j <= i; j++) l[i * m + j] = a[i * nr + j];
-        if (!cholesky(l, m)) throw linAlgError(`OBR: retained Hessian block of row ${r} is not positive definite; raise --damp`);
-        choleskySolveInPlace(l, m, vec);
-        iterations += settings.maxIter;
-      };
-      if (ne > 0) solve(nr, rhs);
-      else rhs.fill(0, 0, nr);
-      for (let i = 0; i < nr; i++) rhs[i] += w[o + perm[i]];
-      const ne2 = nr - nr2;
-      if (ne2 > 0 && nr2 > 0) {
-        const s = scales[r];
-        for (let t = 0; t < ne2; t++) {
-          const v = rhs[nr2 + t];
-          ehat[t] = v - symmetricCode(v, s, maxq) * s;
-        }
-        for (let i = 0; i < nr2; i++) {
-          const ai = i * nr + nr2;
-          let acc = 0;
-          for (let t = 0; t < ne2; t++) acc += a[ai + t] * ehat[t];
-          b[i] = acc;
-        }
-        solve(nr2, b);
-        for (let i = 0; i < nr2; i++) rhs[i] += b[i];
-      }
-      for (let i = 0; i < nr; i++) out[o + perm[i]] = rhs[i];
-    }
+      // Did not converge: exact fallback on a copy of the leading block.
+      const l = new Float64Array(m * m);
+      for (let i = 0; i < m; i++) for (let j = 0; j <= i; j++) l[i * m + j] = a[i * nr + j];
+      if (!cholesky(l, m)) throw linAlgError(`OBR: retained Hessian block of row ${r} is not positive definite; raise --damp`);
+      choleskySolveInPlace(l, m, vec);
+      iterations += settings.maxIter;
+    });
     return iterations;
   }
+
 
   const TABLE_STEPS2 = 2 * 8192; // table points per unit of t, t ∈ [0, ½]
   const powerTables = new Map<number, Float64Array>();
