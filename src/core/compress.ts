@@ -89,22 +89,9 @@ function validate(problem: LayerProblem, config: LayerConfig): void {
   if (!(config.damp >= 0 && Number.isFinite(config.damp))) throw new InputError(`damp must be ≥ 0, got ${config.damp}`);
 }
 
-/** tr(D H Dᵀ) for D = A − B (rows×cols), H symmetric; blocked over rows via the backend GEMM. */
-export function layerLossBetween(a: Float64Array, b: Float64Array | null, rows: number, cols: number, h: Float64Array, backend: MatrixBackend = jsBackend): number {
-  // The compiled kernels unless a caller hands in its own backend.
-  if (backend === jsBackend) return rowKernels.quadraticFormSum(a, b, rows, cols, h);
-  const batch = 16;
-  const d = new Float64Array(batch * cols);
-  const y = new Float64Array(batch * cols);
-  let total = 0;
-  for (let r0 = 0; r0 < rows; r0 += batch) {
-    const nb = Math.min(batch, rows - r0);
-    for (let i = 0; i < nb * cols; i++) d[i] = b ? a[r0 * cols + i] - b[r0 * cols + i] : a[r0 * cols + i];
-    y.fill(0);
-    backend.gemmAccumulate(d.subarray(0, nb * cols), h, y.subarray(0, nb * cols), nb, cols, cols);
-    for (let i = 0; i < nb * cols; i++) total += d[i] * y[i];
-  }
-  return total;
+/** tr(D H Dᵀ) for D = A − B (rows×cols; B = null means zeros), H symmetric (the kernels' quadratic form). */
+export function layerLossBetween(a: Float64Array, b: Float64Array | null, rows: number, cols: number, h: Float64Array): number {
+  return rowKernels.quadraticFormSum(a, b, rows, cols, h);
 }
 
 /** Rough flops of a method's row work, to decide whether worker threads pay off. */
@@ -250,7 +237,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         throw new InputError(`unknown method ${String(never)}`);
       }
     }
-    return finish(problem, config, options, { out, codes, mask, scales, prunes, started, backend });
+    return finish(problem, config, options, { out, codes, mask, scales, prunes, started });
   } finally {
     await pool?.release();
     // This thread's kernels may have grown to a large layer's size (H⁻¹ factor, loss terms).
@@ -262,10 +249,10 @@ function finish(
   problem: LayerProblem,
   config: LayerConfig,
   options: CompressOptionsCore,
-  r: { out: Float64Array; codes: Int8Array; mask: Uint8Array; scales: Float64Array; prunes: boolean; started: number; backend: MatrixBackend },
+  r: { out: Float64Array; codes: Int8Array; mask: Uint8Array; scales: Float64Array; prunes: boolean; started: number },
 ): LayerResult {
   const { rows, cols } = problem;
-  const { prunes, started, backend } = r;
+  const { prunes, started } = r;
   // Results leave as ordinary arrays, not views on the workers' SharedArrayBuffers.
   const own = <T extends Float64Array | Int8Array | Uint8Array>(a: T): T => (a.buffer instanceof SharedArrayBuffer ? (a.slice() as T) : a);
   const out = own(r.out);
@@ -297,16 +284,16 @@ function finish(
   } else {
     const h = problem.hessian;
     const W = problem.weight;
-    const total = layerLossBetween(out, W, rows, cols, h, backend);
+    const total = layerLossBetween(out, W, rows, cols, h);
     let pruning = 0;
     if (prunes) {
       const pr = new Float64Array(rows * cols);
       for (let i = 0; i < pr.length; i++) if (!mask[i]) pr[i] = W[i];
-      pruning = layerLossBetween(pr, null, rows, cols, h, backend);
+      pruning = layerLossBetween(pr, null, rows, cols, h);
     }
     const rtn = quantizeRows(W, rows, cols, scales, bits);
-    const quantization = layerLossBetween(rtn, W, rows, cols, h, backend);
-    const outputEnergy = layerLossBetween(W, null, rows, cols, h, backend);
+    const quantization = layerLossBetween(rtn, W, rows, cols, h);
+    const outputEnergy = layerLossBetween(W, null, rows, cols, h);
     loss = { total, pruning, quantization, recovered: pruning + quantization - total, outputEnergy };
   }
   return {

@@ -154,23 +154,9 @@ export function syrk(a: Float64Array, m: number, k: number): Float64Array {
   return c;
 }
 
-/** Σ_r d_rᵀ H d_r = tr(D H Dᵀ) for D (rows×n), H n×n symmetric. Uses the upper triangle only. */
+/** Σ_r d_rᵀ H d_r = tr(D H Dᵀ) for D (rows×n), H n×n symmetric (the kernels' quadratic form). */
 export function traceQuadratic(d: Float64Array, rows: number, n: number, h: Float64Array): number {
-  let total = 0;
-  for (let r = 0; r < rows; r++) {
-    const rd = r * n;
-    let s = 0;
-    for (let i = 0; i < n; i++) {
-      const di = d[rd + i];
-      if (di === 0) continue;
-      const rh = i * n;
-      let t = 0.5 * h[rh + i] * di;
-      for (let j = i + 1; j < n; j++) t += h[rh + j] * d[rd + j];
-      s += di * t;
-    }
-    total += 2 * s;
-  }
-  return total;
+  return rowKernels.quadraticFormSum(d, null, rows, n, h);
 }
 
 /** Relative damping: returns H + λ·mean(diag H)·I (new array). */

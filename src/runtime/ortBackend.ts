@@ -2,7 +2,7 @@
 // SGEMM), for the batched PCG compensation (src/core/pcgBatched.ts). src/core never imports
 // onnxruntime; this backend is injected through compressLayer(..., { backend }).
 import * as ort from 'onnxruntime-node';
-import { type MatrixBackend, jsBackend } from '../core/backend';
+import type { MatrixBackend } from '../core/backend';
 import { DataType, encodeModel, onnx } from '../onnx/proto';
 
 function matmulModel(): Uint8Array {
@@ -59,7 +59,6 @@ export async function createOrtBackend(options: OrtBackendOptions = {}): Promise
   };
   return {
     name: 'ort',
-    gemmAccumulate: jsBackend.gemmAccumulate,
     matmulF32,
     release: () => session.release(),
   };
