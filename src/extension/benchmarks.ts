@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import {
+  BENCH_HISTORY_FILE,
   BENCH_SUITE_DESCRIPTIONS,
   BENCH_SUITES,
   DEFAULT_BENCH_SPEC,
@@ -71,7 +72,7 @@ function settingsSpec(modelUri: vscode.Uri): Partial<BenchSpec> {
 
 /** Reads history.jsonl of a results folder (the host reads files only, never runs onnxruntime). */
 export function readBenchHistory(dir: string): BenchHistoryEntry[] {
-  const p = path.join(dir, 'history.jsonl');
+  const p = path.join(dir, BENCH_HISTORY_FILE);
   if (!existsSync(p)) return [];
   const out: BenchHistoryEntry[] = [];
   for (const line of readFileSync(p, 'utf8').split('\n')) {

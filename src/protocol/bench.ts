@@ -294,6 +294,9 @@ export interface BenchResult {
   outputs: { dir: string; json: string; markdown: string; history: string };
 }
 
+/** The history file in a benchmark results folder: one BenchHistoryEntry per line. */
+export const BENCH_HISTORY_FILE = 'history.jsonl';
+
 /** One line of history.jsonl: the headline numbers of a run, for the history chart. */
 export interface BenchHistoryEntry {
   createdAt: string;

@@ -18,7 +18,7 @@ import type {
   RuntimeResult,
   SpeedResult,
 } from '../../protocol/bench';
-import { BENCH_SCHEMA_VERSION } from '../../protocol/bench';
+import { BENCH_HISTORY_FILE, BENCH_SCHEMA_VERSION } from '../../protocol/bench';
 import { formatSparsity, type RecipeName } from '../../protocol/recipes';
 import type { ProgressEvent } from '../../protocol/worker';
 import { findLinearLayers } from '../../onnx/linear';
@@ -46,7 +46,6 @@ export interface BenchHooks {
   log?(level: 'info' | 'warn' | 'error', message: string): void;
 }
 
-export const HISTORY_FILE = 'history.jsonl';
 
 /** Results folder of a spec: spec.outDir, else `benchmarks/` beside the model. */
 export function benchOutDir(spec: Pick<BenchSpec, 'modelPath' | 'outDir'>): string {
@@ -119,7 +118,7 @@ export async function runBenchmarks(specIn: Partial<BenchSpec> & { modelPath: st
       dir: outDir,
       json: path.join(outDir, `bench-${stamp(createdAt)}.json`),
       markdown: path.join(outDir, `bench-${stamp(createdAt)}.md`),
-      history: path.join(outDir, HISTORY_FILE),
+      history: path.join(outDir, BENCH_HISTORY_FILE),
     },
   };
   if (spec.note) notes.push(spec.note);
@@ -352,20 +351,4 @@ export function historyEntry(r: BenchResult): BenchHistoryEntry {
     coreGflops: r.core ? coreGflops : undefined,
     json: r.outputs.json,
   };
-}
-
-/** Reads history.jsonl (skipping lines that don't parse). */
-export async function readHistory(dir: string): Promise<BenchHistoryEntry[]> {
-  const p = path.join(dir, HISTORY_FILE);
-  if (!existsSync(p)) return [];
-  const out: BenchHistoryEntry[] = [];
-  for (const line of readFileSync(p, 'utf8').split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      out.push(JSON.parse(line) as BenchHistoryEntry);
-    } catch {
-      // a line cut by a crash: skip it
-    }
-  }
-  return out;
 }
