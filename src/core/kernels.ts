@@ -132,6 +132,9 @@ export function createRowKernels(wasmBase64: string | null = null) {
     if (wasm && wasm.memory.buffer.byteLength > keepBytes) wasm = undefined;
   }
 
+  /** Byte counts rounded up to whole v128 lanes, so regions laid out one after another stay aligned. */
+  const pad = (bytes: number): number => Math.ceil(bytes / 16) * 16;
+
   /**
    * A scratch n-element Float64Array in the kernels' memory (so cholesky runs in WebAssembly on
    * it), or a plain array without them. The view is valid until the next call.
@@ -301,7 +304,6 @@ export function createRowKernels(wasmBase64: string | null = null) {
       for (let j = r * n, e = j + n; j < e; j++) kept += mask[j] ? 1 : 0;
       if (kept > maxKept) maxKept = kept;
     }
-    const pad = (b: number): number => Math.ceil(b / 16) * 16;
     const mode = p.precision ?? 'auto';
     const mixed = mode === 'mixed' || (mode === 'auto' && maxKept >= MIXED_MIN_KEPT);
     const hBytes = n * n * 8;
@@ -545,7 +547,6 @@ export function createRowKernels(wasmBase64: string | null = null) {
   function rowScalesWasm(w: Float64Array, cols: number, maxq: number, norm: number, grid: number, steps: number, scales: Float64Array, row0: number, row1: number): boolean {
     const t1 = powerTable(norm);
     const t2 = clipTable(norm);
-    const pad = (b: number): number => Math.ceil(b / 16) * 16;
     const base = wasmRegion(pad(t1.length * 8) + pad(t2.length * 8) + cols * 8);
     if (base === null) return false;
     const kx = wasmKernels()!;
@@ -625,7 +626,6 @@ export function createRowKernels(wasmBase64: string | null = null) {
   /** gptqRows in WebAssembly (rows copied in and out, U once per call); false when it cannot run. */
   function gptqRowsWasm(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number): boolean {
     const rows = row1 - row0;
-    const pad = (b: number): number => Math.ceil(b / 16) * 16;
     const uBytes = cols * cols * 8;
     const wBytes = rows * cols * 8;
     const base = wasmRegion(uBytes + wBytes + pad(rows * 8) + pad(16 * bs * 8) + 2 * pad(rows * cols));

@@ -4,25 +4,37 @@
 // byte pointers into the module's own memory that the caller (src/core/kernels.ts) lays out.
 // Plain functions over memory: no allocation, no runtime (`--runtime stub`).
 
-/** Σ_k p[k]·q[k], k < len, f64x2 lanes plus a scalar tail. */
+/** Σ_k p[k]·q[k], k < len, over rows of T (f64 or f32): two v128 accumulators plus a scalar tail. */
 @inline
-function dot(p: usize, q: usize, len: i32): f64 {
-  let s0 = f64x2.splat(0);
-  let s1 = f64x2.splat(0);
-  const bytes = (<usize>len) << 3;
+function dotT<T>(p: usize, q: usize, len: i32): T {
+  let s0 = v128.splat<T>(<T>0);
+  let s1 = v128.splat<T>(<T>0);
+  const bytes = (<usize>len) * sizeof<T>();
   let k: usize = 0;
   for (; k + 32 <= bytes; k += 32) {
-    s0 = f64x2.add(s0, f64x2.mul(v128.load(p + k), v128.load(q + k)));
-    s1 = f64x2.add(s1, f64x2.mul(v128.load(p + k, 16), v128.load(q + k, 16)));
+    s0 = v128.add<T>(s0, v128.mul<T>(v128.load(p + k), v128.load(q + k)));
+    s1 = v128.add<T>(s1, v128.mul<T>(v128.load(p + k, 16), v128.load(q + k, 16)));
   }
   if (k + 16 <= bytes) {
-    s0 = f64x2.add(s0, f64x2.mul(v128.load(p + k), v128.load(q + k)));
+    s0 = v128.add<T>(s0, v128.mul<T>(v128.load(p + k), v128.load(q + k)));
     k += 16;
   }
-  s0 = f64x2.add(s0, s1);
-  let s = f64x2.extract_lane(s0, 0) + f64x2.extract_lane(s0, 1);
-  if (k < bytes) s += load<f64>(p + k) * load<f64>(q + k);
+  let s = laneSum<T>(v128.add<T>(s0, s1));
+  for (; k < bytes; k += sizeof<T>()) s += load<T>(p + k) * load<T>(q + k);
   return s;
+}
+
+/** The sum of a v128's lanes of T, in lane order. */
+@inline
+function laneSum<T>(v: v128): T {
+  if (sizeof<T>() == 8) return v128.extract_lane<T>(v, 0) + v128.extract_lane<T>(v, 1);
+  return v128.extract_lane<T>(v, 0) + v128.extract_lane<T>(v, 1) + v128.extract_lane<T>(v, 2) + v128.extract_lane<T>(v, 3);
+}
+
+/** Σ_k p[k]·q[k] over float64 rows. */
+@inline
+function dot(p: usize, q: usize, len: i32): f64 {
+  return dotT<f64>(p, q, len);
 }
 
 /** y[0..len) −= e·x[0..len) (f64x2 plus a scalar tail). */
@@ -37,68 +49,81 @@ function axpyNeg(y: usize, x: usize, e: f64, len: i32): void {
 }
 
 /**
- * In-place lower Cholesky factorization A = L Lᵀ of the leading n×n block of the matrix at `a`
- * (row stride `lda` elements; only the lower triangle is read). On success the lower triangle
- * holds L and the strict upper triangle of the block is zeroed; returns 0 when a pivot is not
- * positive (or not finite), 1 otherwise.
+ * In-place lower Cholesky factorization A = L Lᵀ of the leading n×n block of the matrix of T
+ * (f64 or f32) at `a` (row stride `lda` elements; only the lower triangle is read). On success the
+ * lower triangle holds L and the strict upper triangle of the block is zeroed; returns 0 when a
+ * pivot is not positive (or not finite), 1 otherwise.
  * Left-looking by blocks of 16 rows (Cholesky–Banachiewicz): rows i of a block need
  * L[i, j] = (A[i, j] − L[i, :j]·L[j, :j]) / L[j, j] for every earlier row j; each pair of earlier
  * rows j, j+1 is loaded once per block and meets the block's rows four at a time in a 4×2 tile of
- * f64x2 accumulators (8 multiply-adds per 6 loads); then the 16×16 diagonal block is finished.
+ * v128 accumulators (8 vector multiply-adds per 6 loads: f64x2, or f32x4 with twice the
+ * multiply-adds per load); then the 16×16 diagonal block is finished row by row.
  */
-export function cholesky(a: usize, n: i32, lda: i32): i32 {
-  const rs = (<usize>lda) << 3;
+@inline
+function choleskyT<T>(a: usize, n: i32, lda: i32): i32 {
+  const sz = sizeof<T>();
+  const rs = (<usize>lda) * sz;
   for (let i0 = 0; i0 < n; i0 += 16) {
     const i1 = min(n, i0 + 16);
     // j runs over pairs below i0 (i0 is a multiple of 16, so every pair is complete).
     for (let j = 0; j < i0; j += 2) {
       const rj = a + (<usize>j) * rs;
       const rj1 = rj + rs;
-      const jb = (<usize>j) << 3;
-      const djj = load<f64>(rj + jb);
-      const dj1 = load<f64>(rj1 + jb + 8);
-      const lj1j = load<f64>(rj1 + jb);
+      const jb = (<usize>j) * sz;
+      const jv = jb & ~15; // whole v128s; j is even, so f64 rows have no rest and f32 rows 0 or 2
+      const djj = load<T>(rj + jb);
+      const dj1 = load<T>(rj1 + jb + sz);
+      const lj1j = load<T>(rj1 + jb);
       for (let s = i0; s < i1; s += 4) {
         const nb = min(4, i1 - s);
         const r0 = a + (<usize>s) * rs;
         const r1 = nb > 1 ? r0 + rs : r0;
         const r2 = nb > 2 ? r0 + 2 * rs : r0;
         const r3 = nb > 3 ? r0 + 3 * rs : r0;
-        let a00 = f64x2.splat(0), a01 = f64x2.splat(0), a10 = f64x2.splat(0), a11 = f64x2.splat(0);
-        let a20 = f64x2.splat(0), a21 = f64x2.splat(0), a30 = f64x2.splat(0), a31 = f64x2.splat(0);
-        for (let k: usize = 0; k < jb; k += 16) {
+        let a00 = v128.splat<T>(<T>0), a01 = v128.splat<T>(<T>0), a10 = v128.splat<T>(<T>0), a11 = v128.splat<T>(<T>0);
+        let a20 = v128.splat<T>(<T>0), a21 = v128.splat<T>(<T>0), a30 = v128.splat<T>(<T>0), a31 = v128.splat<T>(<T>0);
+        for (let k: usize = 0; k < jv; k += 16) {
           const y0 = v128.load(rj + k);
           const y1 = v128.load(rj1 + k);
           let x = v128.load(r0 + k);
-          a00 = f64x2.add(a00, f64x2.mul(x, y0));
-          a01 = f64x2.add(a01, f64x2.mul(x, y1));
+          a00 = v128.add<T>(a00, v128.mul<T>(x, y0));
+          a01 = v128.add<T>(a01, v128.mul<T>(x, y1));
           x = v128.load(r1 + k);
-          a10 = f64x2.add(a10, f64x2.mul(x, y0));
-          a11 = f64x2.add(a11, f64x2.mul(x, y1));
+          a10 = v128.add<T>(a10, v128.mul<T>(x, y0));
+          a11 = v128.add<T>(a11, v128.mul<T>(x, y1));
           x = v128.load(r2 + k);
-          a20 = f64x2.add(a20, f64x2.mul(x, y0));
-          a21 = f64x2.add(a21, f64x2.mul(x, y1));
+          a20 = v128.add<T>(a20, v128.mul<T>(x, y0));
+          a21 = v128.add<T>(a21, v128.mul<T>(x, y1));
           x = v128.load(r3 + k);
-          a30 = f64x2.add(a30, f64x2.mul(x, y0));
-          a31 = f64x2.add(a31, f64x2.mul(x, y1));
+          a30 = v128.add<T>(a30, v128.mul<T>(x, y0));
+          a31 = v128.add<T>(a31, v128.mul<T>(x, y1));
         }
-        let l = (load<f64>(r0 + jb) - (f64x2.extract_lane(a00, 0) + f64x2.extract_lane(a00, 1))) / djj;
-        store<f64>(r0 + jb, l);
-        store<f64>(r0 + jb + 8, (load<f64>(r0 + jb + 8) - (f64x2.extract_lane(a01, 0) + f64x2.extract_lane(a01, 1)) - l * lj1j) / dj1);
+        let s00 = laneSum<T>(a00), s01 = laneSum<T>(a01), s10 = laneSum<T>(a10), s11 = laneSum<T>(a11);
+        let s20 = laneSum<T>(a20), s21 = laneSum<T>(a21), s30 = laneSum<T>(a30), s31 = laneSum<T>(a31);
+        for (let k: usize = jv; k < jb; k += sz) {
+          const y0 = load<T>(rj + k), y1 = load<T>(rj1 + k);
+          let x = load<T>(r0 + k); s00 += x * y0; s01 += x * y1;
+          x = load<T>(r1 + k); s10 += x * y0; s11 += x * y1;
+          x = load<T>(r2 + k); s20 += x * y0; s21 += x * y1;
+          x = load<T>(r3 + k); s30 += x * y0; s31 += x * y1;
+        }
+        let l = (load<T>(r0 + jb) - s00) / djj;
+        store<T>(r0 + jb, l);
+        store<T>(r0 + jb + sz, (load<T>(r0 + jb + sz) - s01 - l * lj1j) / dj1);
         if (nb > 1) {
-          l = (load<f64>(r1 + jb) - (f64x2.extract_lane(a10, 0) + f64x2.extract_lane(a10, 1))) / djj;
-          store<f64>(r1 + jb, l);
-          store<f64>(r1 + jb + 8, (load<f64>(r1 + jb + 8) - (f64x2.extract_lane(a11, 0) + f64x2.extract_lane(a11, 1)) - l * lj1j) / dj1);
+          l = (load<T>(r1 + jb) - s10) / djj;
+          store<T>(r1 + jb, l);
+          store<T>(r1 + jb + sz, (load<T>(r1 + jb + sz) - s11 - l * lj1j) / dj1);
         }
         if (nb > 2) {
-          l = (load<f64>(r2 + jb) - (f64x2.extract_lane(a20, 0) + f64x2.extract_lane(a20, 1))) / djj;
-          store<f64>(r2 + jb, l);
-          store<f64>(r2 + jb + 8, (load<f64>(r2 + jb + 8) - (f64x2.extract_lane(a21, 0) + f64x2.extract_lane(a21, 1)) - l * lj1j) / dj1);
+          l = (load<T>(r2 + jb) - s20) / djj;
+          store<T>(r2 + jb, l);
+          store<T>(r2 + jb + sz, (load<T>(r2 + jb + sz) - s21 - l * lj1j) / dj1);
         }
         if (nb > 3) {
-          l = (load<f64>(r3 + jb) - (f64x2.extract_lane(a30, 0) + f64x2.extract_lane(a30, 1))) / djj;
-          store<f64>(r3 + jb, l);
-          store<f64>(r3 + jb + 8, (load<f64>(r3 + jb + 8) - (f64x2.extract_lane(a31, 0) + f64x2.extract_lane(a31, 1)) - l * lj1j) / dj1);
+          l = (load<T>(r3 + jb) - s30) / djj;
+          store<T>(r3 + jb, l);
+          store<T>(r3 + jb + sz, (load<T>(r3 + jb + sz) - s31 - l * lj1j) / dj1);
         }
       }
     }
@@ -107,18 +132,28 @@ export function cholesky(a: usize, n: i32, lda: i32): i32 {
       const ri = a + (<usize>ii) * rs;
       for (let j = i0; j <= ii; j++) {
         const rj = a + (<usize>j) * rs;
-        const s = load<f64>(ri + ((<usize>j) << 3)) - dot(ri, rj, j);
+        const s = load<T>(ri + (<usize>j) * sz) - dotT<T>(ri, rj, j);
         if (j == ii) {
-          if (!(s > 0) || !isFinite(s)) return 0;
-          store<f64>(ri + ((<usize>ii) << 3), Math.sqrt(s));
+          if (!(s > 0) || !isFinite<T>(s)) return 0;
+          store<T>(ri + (<usize>ii) * sz, sqrt<T>(s));
         } else {
-          store<f64>(ri + ((<usize>j) << 3), s / load<f64>(rj + ((<usize>j) << 3)));
+          store<T>(ri + (<usize>j) * sz, s / load<T>(rj + (<usize>j) * sz));
         }
       }
-      for (let j = ii + 1; j < n; j++) store<f64>(ri + ((<usize>j) << 3), 0);
+      for (let j = ii + 1; j < n; j++) store<T>(ri + (<usize>j) * sz, <T>0);
     }
   }
   return 1;
+}
+
+/** choleskyT on float64 storage. */
+export function cholesky(a: usize, n: i32, lda: i32): i32 {
+  return choleskyT<f64>(a, n, lda);
+}
+
+/** choleskyT on float32 storage (the mixed-precision row kernel's factor). */
+export function cholesky32(a: usize, n: i32, lda: i32): i32 {
+  return choleskyT<f32>(a, n, lda);
 }
 
 /** L y = b in place (b: n doubles), L the leading n×n lower block at `l` with row stride lda. */
@@ -341,111 +376,6 @@ export function quadraticFormSum(d: usize, rows: i32, n: i32, h: usize): f64 {
 }
 
 // ---- Mixed precision: float32 factor, float64 answers ------------------------------------
-
-/** Σ_k p[k]·q[k] over float32 rows, f32x4 lanes plus a scalar tail (float32 sums). */
-@inline
-function dot32(p: usize, q: usize, len: i32): f32 {
-  let s0 = f32x4.splat(0);
-  const bytes = (<usize>len) << 2;
-  let k: usize = 0;
-  for (; k + 16 <= bytes; k += 16) s0 = f32x4.add(s0, f32x4.mul(v128.load(p + k), v128.load(q + k)));
-  let s = f32x4.extract_lane(s0, 0) + f32x4.extract_lane(s0, 1) + f32x4.extract_lane(s0, 2) + f32x4.extract_lane(s0, 3);
-  for (; k < bytes; k += 4) s += load<f32>(p + k) * load<f32>(q + k);
-  return s;
-}
-
-/**
- * cholesky on float32 storage (row stride lda floats): the same 16-row left-looking blocks with
- * 4×2 tiles, now of f32x4 accumulators (twice the multiply-adds per load of the f64x2 version).
- * Returns 0 when a pivot is not positive.
- */
-export function cholesky32(a: usize, n: i32, lda: i32): i32 {
-  const rs = (<usize>lda) << 2;
-  for (let i0 = 0; i0 < n; i0 += 16) {
-    const i1 = min(n, i0 + 16);
-    for (let j = 0; j < i0; j += 2) {
-      const rj = a + (<usize>j) * rs;
-      const rj1 = rj + rs;
-      const jb = (<usize>j) << 2;
-      const j4 = jb & ~15; // whole f32x4 lanes; j is even, so 0 or 2 floats remain
-      const djj = load<f32>(rj + jb);
-      const dj1 = load<f32>(rj1 + jb + 4);
-      const lj1j = load<f32>(rj1 + jb);
-      for (let s = i0; s < i1; s += 4) {
-        const nb = min(4, i1 - s);
-        const r0 = a + (<usize>s) * rs;
-        const r1 = nb > 1 ? r0 + rs : r0;
-        const r2 = nb > 2 ? r0 + 2 * rs : r0;
-        const r3 = nb > 3 ? r0 + 3 * rs : r0;
-        let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
-        let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
-        for (let k: usize = 0; k < j4; k += 16) {
-          const y0 = v128.load(rj + k);
-          const y1 = v128.load(rj1 + k);
-          let x = v128.load(r0 + k);
-          a00 = f32x4.add(a00, f32x4.mul(x, y0));
-          a01 = f32x4.add(a01, f32x4.mul(x, y1));
-          x = v128.load(r1 + k);
-          a10 = f32x4.add(a10, f32x4.mul(x, y0));
-          a11 = f32x4.add(a11, f32x4.mul(x, y1));
-          x = v128.load(r2 + k);
-          a20 = f32x4.add(a20, f32x4.mul(x, y0));
-          a21 = f32x4.add(a21, f32x4.mul(x, y1));
-          x = v128.load(r3 + k);
-          a30 = f32x4.add(a30, f32x4.mul(x, y0));
-          a31 = f32x4.add(a31, f32x4.mul(x, y1));
-        }
-        let s00 = hsum(a00), s01 = hsum(a01), s10 = hsum(a10), s11 = hsum(a11);
-        let s20 = hsum(a20), s21 = hsum(a21), s30 = hsum(a30), s31 = hsum(a31);
-        for (let k: usize = j4; k < jb; k += 4) {
-          const y0 = load<f32>(rj + k), y1 = load<f32>(rj1 + k);
-          let x = load<f32>(r0 + k); s00 += x * y0; s01 += x * y1;
-          x = load<f32>(r1 + k); s10 += x * y0; s11 += x * y1;
-          x = load<f32>(r2 + k); s20 += x * y0; s21 += x * y1;
-          x = load<f32>(r3 + k); s30 += x * y0; s31 += x * y1;
-        }
-        let l = (load<f32>(r0 + jb) - s00) / djj;
-        store<f32>(r0 + jb, l);
-        store<f32>(r0 + jb + 4, (load<f32>(r0 + jb + 4) - s01 - l * lj1j) / dj1);
-        if (nb > 1) {
-          l = (load<f32>(r1 + jb) - s10) / djj;
-          store<f32>(r1 + jb, l);
-          store<f32>(r1 + jb + 4, (load<f32>(r1 + jb + 4) - s11 - l * lj1j) / dj1);
-        }
-        if (nb > 2) {
-          l = (load<f32>(r2 + jb) - s20) / djj;
-          store<f32>(r2 + jb, l);
-          store<f32>(r2 + jb + 4, (load<f32>(r2 + jb + 4) - s21 - l * lj1j) / dj1);
-        }
-        if (nb > 3) {
-          l = (load<f32>(r3 + jb) - s30) / djj;
-          store<f32>(r3 + jb, l);
-          store<f32>(r3 + jb + 4, (load<f32>(r3 + jb + 4) - s31 - l * lj1j) / dj1);
-        }
-      }
-    }
-    for (let ii = i0; ii < i1; ii++) {
-      const ri = a + (<usize>ii) * rs;
-      for (let j = i0; j <= ii; j++) {
-        const rj = a + (<usize>j) * rs;
-        const s = load<f32>(ri + ((<usize>j) << 2)) - dot32(ri, rj, j);
-        if (j == ii) {
-          if (!(s > 0) || !isFinite(s)) return 0;
-          store<f32>(ri + ((<usize>ii) << 2), Mathf.sqrt(s));
-        } else {
-          store<f32>(ri + ((<usize>j) << 2), s / load<f32>(rj + ((<usize>j) << 2)));
-        }
-      }
-      for (let j = ii + 1; j < n; j++) store<f32>(ri + ((<usize>j) << 2), 0);
-    }
-  }
-  return 1;
-}
-
-@inline
-function hsum(v: v128): f32 {
-  return f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) + f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3);
-}
 
 /** Σ_k l[k]·x[k] with l float32 and x float64, in float64 (pairs of floats promoted to f64x2). */
 @inline
