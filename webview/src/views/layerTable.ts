@@ -17,12 +17,17 @@ export interface TableHandlers {
   onChange(state: TableState): void;
 }
 
-const REPORT_COLUMNS: GridColumn[] = [
+/** The columns naming a layer, shared by the report and the model tables. */
+const LAYER_COLUMNS: GridColumn[] = [
   { key: 'index', title: '#', width: '56px', align: 'end' },
   { key: 'block', title: 'Block', width: '68px', align: 'end' },
   { key: 'name', title: 'Layer', width: 'minmax(160px, 3fr)' },
   { key: 'role', title: 'Role', width: '64px' },
   { key: 'shape', title: 'Shape', width: '96px', align: 'end' },
+];
+
+const REPORT_COLUMNS: GridColumn[] = [
+  ...LAYER_COLUMNS,
   { key: 'sparsity', title: 'Sparsity', width: '92px', align: 'end' },
   { key: 'wbits', title: 'Bits', width: '60px', align: 'end' },
   { key: 'pruning', title: 'Pruning/E', width: '100px', align: 'end' },
@@ -33,11 +38,7 @@ const REPORT_COLUMNS: GridColumn[] = [
 ];
 
 const MODEL_COLUMNS: GridColumn[] = [
-  { key: 'index', title: '#', width: '56px', align: 'end' },
-  { key: 'block', title: 'Block', width: '68px', align: 'end' },
-  { key: 'name', title: 'Layer', width: 'minmax(160px, 3fr)' },
-  { key: 'role', title: 'Role', width: '64px' },
-  { key: 'shape', title: 'Shape', width: '96px', align: 'end' },
+  ...LAYER_COLUMNS,
   { key: 'dtype', title: 'Type', width: '72px' },
   { key: 'mean', title: 'Mean', width: '84px', align: 'end' },
   { key: 'std', title: 'Std', width: '84px', align: 'end' },
