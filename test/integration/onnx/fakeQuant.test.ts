@@ -12,6 +12,7 @@ import { parseModel } from '../../../src/onnx/load';
 import { DataType, encodeModel, type ModelProto } from '../../../src/onnx/proto';
 import { rotateModel } from '../../../src/onnx/rotate';
 import { loadTokenizer } from '../../../src/runtime/tokenizer';
+import { relError } from '../../unit/onnx/miniLlama';
 
 const dir = join(__dirname, '../../fixtures/models/tiny');
 const skip = existsSync(join(dir, 'model.onnx')) ? false : 'tiny fixture model not built';
@@ -33,16 +34,6 @@ function feeds(ids: ArrayLike<number>): Record<string, ort.Tensor> {
 function withOutputs(model: ModelProto, names: string[]): ModelProto {
   const graph = model.graph!;
   return { ...model, graph: { ...graph, output: [...(graph.output ?? []), ...names.map((name) => ({ name, type: { tensorType: { elemType: DataType.FLOAT } } }))] } };
-}
-
-function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += a[i] ** 2;
-  }
-  return Math.sqrt(num / den);
 }
 
 /** Distance in float32 ulps (0 = bit-identical). */

@@ -12,6 +12,7 @@ import { isExternal } from '../../../src/onnx/tensor';
 import { DataType, encodeModel, type ModelProto } from '../../../src/onnx/proto';
 import { rotateModel, rotationOf } from '../../../src/onnx/rotate';
 import { loadTokenizer } from '../../../src/runtime/tokenizer';
+import { relError } from '../../unit/onnx/miniLlama';
 
 const dir = join(__dirname, '../../fixtures/models/tiny');
 const skip = existsSync(join(dir, 'model.onnx')) ? false : 'tiny fixture model not built';
@@ -29,17 +30,6 @@ function feeds(ids: ArrayLike<number>, start = 0, total = start + ids.length): R
     attention_mask: new ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total]),
     position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: s }, (_, i) => BigInt(start + i)), [1, s]),
   };
-}
-
-/** ‖a − b‖₂ / ‖a‖₂ (float64 accumulation). */
-function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += a[i] ** 2;
-  }
-  return Math.sqrt(num / den);
 }
 
 /** The same model with extra graph outputs (type float, shape left to inference). */

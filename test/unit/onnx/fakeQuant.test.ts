@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { addFakeQuant, fakeQuantGroupF32, roundHalfEven } from '../../../src/onnx/fakeQuant';
 import { ModelWriteInputError } from '../../../src/onnx/errors';
 import { rotateModel } from '../../../src/onnx/rotate';
-import { miniLlama, relError, runLogits } from './rotateMiniLlama.test';
+import { miniLlama, relError, runLogits } from './miniLlama';
 
 const ids = [3, 17, 5, 29, 11, 2, 23, 8, 31, 14, 0, 19];
 const gqa = { vocab: 32, heads: 4, kvHeads: 2, headDim: 4, intermediate: 24, layers: 2, seq: 12 };

@@ -6,7 +6,7 @@ import { orthogonalMatrix, seededUniform } from '../../../src/core/hadamard';
 import { encodeModel } from '../../../src/onnx/proto';
 import { mixCols, mixRows, rotateCols, rotateModel, rotateRowsT } from '../../../src/onnx/rotate';
 import { GraphPatternFormatError } from '../../../src/onnx/rotateGraph';
-import { miniLlama, relError, runLogits } from './rotateMiniLlama.test';
+import { miniLlama, relError, runLogits } from './miniLlama';
 
 const ids = [3, 17, 5, 29, 11, 2, 23, 8, 31, 14, 0, 19];
 
