@@ -13,7 +13,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { copyFile, mkdir, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { compressLayer } from '../core/compress';
+import type { MatrixBackend } from '../core/backend';
+import { compressLayer, type CompressOptionsCore } from '../core/compress';
 import { loadModel, type LoadedModel } from '../onnx/load';
 import { groupLayersByInput } from '../onnx/linear';
 import { rotateModel } from '../onnx/rotate';
@@ -33,6 +34,7 @@ import {
 } from '../protocol/recipes';
 import { REPORT_SCHEMA_VERSION, type CompressionReport, type LayerReport, type PerplexityResult } from '../protocol/report';
 import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../runtime/text';
+import { createOrtBackend, type OrtMatrixBackend } from '../runtime/ortBackend';
 import { loadTokenizer } from '../runtime/tokenizer';
 import type { PipelineHooks } from './api';
 import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
@@ -101,6 +103,7 @@ export function validateOptions(o: CompressOptions): void {
   if (s.kind === 'unstructured' && !(s.ratio > 0 && s.ratio < 1)) throw new OptionError(`sparsity must be in [0, 1) (got ${s.ratio})`);
   if (s.kind === 'nm' && !(Number.isInteger(s.n) && Number.isInteger(s.m) && s.n >= 1 && s.n < s.m)) throw new OptionError(`N:M sparsity needs 1 ≤ N < M (got ${s.n}:${s.m})`);
   if (o.calibrationMode !== 'sequential' && o.calibrationMode !== 'oneshot') throw new OptionError(`calibration mode must be sequential or oneshot (got ${String(o.calibrationMode)})`);
+  if (o.solver !== undefined && o.solver !== 'batched' && o.solver !== 'exact') throw new OptionError(`solver must be batched or exact (got ${String(o.solver)})`);
 }
 
 /**
@@ -146,6 +149,7 @@ function numericOptions(o: CompressOptions, seqlen: number): Record<string, unkn
     seqlen,
     seed: o.seed,
     calibrationMode: o.calibrationMode,
+    solver: o.solver ?? 'batched',
   };
 }
 
@@ -243,11 +247,14 @@ export async function runCompression(
   const checkpoint = await Checkpoint.open(paths.partialDir, jobKey, extra.resume ?? true);
   const resumedBlocks = [...checkpoint.finishedBlocks];
   if (checkpoint.resumed) log('info', `resuming: ${checkpoint.finishedBlocks.length} finished block(s) found in ${paths.partialDir}`);
+  // The batched OBR solver's product engine (opened at the first OBR layer; see solverOptions).
+  let matrixBackend: OrtMatrixBackend | undefined;
   try {
     const report = await compressInWorkingFolder();
     await checkpoint.remove();
     return report;
   } catch (e) {
+    await matrixBackend?.release().catch(() => undefined);
     await removeTree(paths.stagingDir);
     if (isAbort(e)) {
       if (!extra.keepCheckpointOnCancel && !checkpoint.preExisting) await checkpoint.remove();
@@ -321,6 +328,24 @@ export async function runCompression(
       for (const l of group) if (!seen.has(l.inputName)) seen.set(l.inputName, { input: l.inputName, features: l.inFeatures });
       return [...seen.values()];
     };
+    // The batched OBR solver's products run on onnxruntime with the job's providers; one
+    // backend per job, opened at the first OBR layer, released with the job.
+    const solverOptions = async (recipe: string, label: string): Promise<CompressOptionsCore> => {
+      if (!recipe.startsWith('obr-')) return { signal, threads: extra.threads };
+      if ((options.solver ?? 'batched') === 'exact') return { signal, threads: extra.threads, solver: 'exact' };
+      if (!matrixBackend) {
+        matrixBackend = await createOrtBackend({ executionProviders: eps, threads: extra.threads });
+        const failed = matrixBackend.provider.tried.filter((x) => x.error);
+        log('info', `batched OBR solver: products on ${matrixBackend.provider.used}${failed.length ? ` (fell back from ${failed.map((x) => `${x.name}: ${x.error}`).join('; ')})` : ''}`);
+      }
+      return {
+        signal,
+        threads: extra.threads,
+        solver: 'batched',
+        backend: matrixBackend as MatrixBackend,
+        onSolverIteration: (p) => ctx.progress.report('compress', layersDone, layers.length, `${label}: solver step ${p.step}, iteration ${p.iteration}`, overall()),
+      };
+    };
     const compressOne = async (layer: LinearLayer, st: CapturedStats): Promise<LayerState> => {
       throwIfAborted(signal);
       const t0 = performance.now();
@@ -328,7 +353,7 @@ export async function runCompression(
       const r = await compressLayer(
         { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
         { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
-        { signal, threads: extra.threads },
+        await solverOptions(options.recipe, layer.name),
       );
       compressSeconds += (performance.now() - t0) / 1000;
       unitsDone++;
@@ -356,7 +381,7 @@ export async function runCompression(
         const b = await compressLayer(
           { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
           { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
-          { signal, threads: extra.threads },
+          await solverOptions(recipe, `${recipe}: ${layer.name}`),
         );
         baselineLayers.push({ recipe, loss: b.stats.loss, weight: Float32Array.from(b.weight) });
         baselineSeconds += (performance.now() - t1) / 1000;
@@ -417,6 +442,8 @@ export async function runCompression(
       throwIfAborted(signal);
       await checkpoint.saveBlock(block.id, blockStates);
     }
+    await matrixBackend?.release();
+    matrixBackend = undefined;
     timings.calibrate = calibSeconds;
     timings.compress = compressSeconds;
     if (baselines.length) timings.baselines = baselineSeconds;

@@ -45,13 +45,15 @@ export const compressCommand: CliCommand = {
   usage:
     'obr compress MODEL.onnx [--recipe obr-gptq] [--sparsity 0.5|2:4|4:8] [--wbits 4] [--abits 4|16] [--kvbits 4|16]\n' +
     '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
-    '       [--ep cuda,cpu] [--mode sequential|oneshot] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
+    '       [--ep cuda,cpu] [--mode sequential|oneshot] [--solver batched|exact] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
     '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--json] [--yes]\n\n' +
     `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
     '  --baselines: also compress every layer with these recipes on the same Hessians and evaluate them on the\n' +
     '  same windows, for comparison in the report (no extra output files).\n' +
     '  Writes NAME.<recipe>-w4a4kv4-s50.onnx (simulated), NAME.<recipe>-w4-s50.packed.onnx (MatMulNBits) and\n' +
     '  NAME.<recipe>-w4a4kv4-s50.report.json. An interrupted job resumes from .NAME.obr-partial/ when rerun.\n' +
+    '  --solver: OBR compensation solver; batched (default: ADMM over all rows, products on onnxruntime with the\n' +
+    '  --ep providers) or exact (one Cholesky per row, float64; the reference).\n' +
     '  --yes runs even when the pre-flight estimate says memory will not suffice.',
   async run(argv) {
     const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: COMPRESS_FLAGS });
@@ -77,6 +79,7 @@ export const COMPRESS_FLAGS = {
   out: { type: 'string' },
   ep: { type: 'string' },
   mode: { type: 'string' },
+  solver: { type: 'string' },
   sensitivity: { type: 'boolean' },
   baselines: { type: 'string' },
   'eval-text': { type: 'string' },
@@ -113,8 +116,11 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
   };
   const mode = str('mode') ?? base.calibrationMode;
   if (mode !== 'sequential' && mode !== 'oneshot') throw new UsageError(`--mode: expected sequential or oneshot, got "${mode}"`);
+  const solver = str('solver') ?? base.solver ?? 'batched';
+  if (solver !== 'batched' && solver !== 'exact') throw new UsageError(`--solver: expected batched or exact, got "${solver}"`);
   const options: CompressOptions = {
     ...base,
+    solver,
     recipe,
     sparsity,
     wbits: str('wbits') !== undefined ? parseIntIn('--wbits', str('wbits')!, 2, 8) : base.wbits,
