@@ -1,6 +1,7 @@
 // `obr`: the headless CLI over the same pipeline the extension's worker runs.
 import { type CliCommand, UsageError } from './command';
 import { commands } from './commands';
+import { flagProblem } from './flags';
 
 const VERSION = '0.1.0';
 
@@ -40,6 +41,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(rest);
   } catch (e) {
+    const flag = flagProblem(e, command.usage);
+    if (flag) {
+      console.error(`obr ${name}: ${flag}\n\nUsage: ${command.usage}`);
+      return 2;
+    }
     if (e instanceof UsageError || isUserFacing(e)) {
       console.error(`obr ${name}: ${(e as Error).message}`);
       return 2;
