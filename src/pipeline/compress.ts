@@ -33,6 +33,7 @@ import {
 } from '../protocol/recipes';
 import { REPORT_SCHEMA_VERSION, type CompressionReport, type LayerReport, type PerplexityResult } from '../protocol/report';
 import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../runtime/text';
+import { describeProviders } from '../runtime/providers';
 import { loadTokenizer } from '../runtime/tokenizer';
 import type { PipelineHooks } from './api';
 import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
@@ -84,7 +85,7 @@ interface JobContext {
   hooks: PipelineHooks;
   progress: ProgressTracker;
   warnings: string[];
-  log(level: 'info' | 'warn' | 'error', message: string): void;
+  log(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
 }
 
 export function validateOptions(o: CompressOptions): void {
@@ -191,7 +192,7 @@ export async function runCompression(
   const started = performance.now();
   const timings: Record<string, number> = {};
   const warnings: string[] = [];
-  const log = (level: 'info' | 'warn' | 'error', message: string) => hooks.log?.(level, message);
+  const log = (level: 'debug' | 'info' | 'warn' | 'error', message: string) => hooks.log?.(level, message);
   const ctx: JobContext = { options, extra, hooks, progress: new ProgressTracker(hooks.onProgress), warnings, log };
   const signal = hooks.signal;
   const source = path.resolve(modelPath);
@@ -286,8 +287,8 @@ export async function runCompression(
     const noteEp = (ep: CompressionReport['executionProvider']) => {
       if (executionProvider) return;
       executionProvider = ep;
-      const failed = ep.tried.filter((x) => x.error);
-      log('info', `execution provider: ${ep.used}${failed.length ? ` (fell back from ${failed.map((x) => `${x.name}: ${x.error}`).join('; ')})` : ''}`);
+      log('info', describeProviders(ep));
+      for (const x of ep.tried) if (x.detail) log('debug', `${x.name}: ${x.detail}`);
     };
 
     // ---- calibrate ⇄ compress

@@ -4,7 +4,8 @@
 // optionally past_key_values.* (fed empty). Outputs used: `token_nll` [batch, seq − 1] when the
 // model carries the NLL head (src/onnx), otherwise `logits` [batch, seq, vocab] reduced here.
 import * as ort from 'onnxruntime-node';
-import { createSessionWithFallback } from './providers';
+import { runtimeFailedError, runtimeRejectedError } from '../onnx/runtimeError';
+import { createSessionWithFallback, ProviderError } from './providers';
 
 export type LmErrorCode = 'unsupported-inputs' | 'no-logits' | 'vocab-mismatch' | 'non-finite';
 
@@ -25,6 +26,8 @@ export interface LmSessionOptions {
   threads?: number;
   /** A derived graph (e.g. Hessian capture) without logits: skip the causal-LM output check. */
   outputsOnly?: boolean;
+  /** How errors name the model ("the rotated model"); defaults to its path. */
+  label?: string;
 }
 
 export interface WindowNll {
@@ -37,14 +40,31 @@ export interface WindowNll {
 export class CausalLm {
   private constructor(
     readonly session: ort.InferenceSession,
-    readonly executionProvider: { used: string; tried: Array<{ name: string; error?: string }> },
+    readonly executionProvider: { used: string; tried: Array<{ name: string; error?: string; detail?: string }> },
+    private readonly label: string,
   ) {}
+
+  /** session.run with onnxruntime's failures translated (runtimeFailedError). */
+  private async run(feeds: Record<string, ort.Tensor>, outputs: readonly string[]): Promise<ort.InferenceSession.OnnxValueMapType> {
+    try {
+      return await this.session.run(feeds, [...outputs]);
+    } catch (e) {
+      throw runtimeFailedError(e, this.label);
+    }
+  }
 
   static async open(model: string | Uint8Array, options: LmSessionOptions): Promise<CausalLm> {
     const sessionOptions: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3 };
     if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
-    const choice = await createSessionWithFallback(model, options.executionProviders, sessionOptions);
-    const lm = new CausalLm(choice.session, { used: choice.used, tried: choice.tried });
+    const label = options.label ?? (typeof model === 'string' ? model : 'the model');
+    let choice;
+    try {
+      choice = await createSessionWithFallback(model, options.executionProviders, sessionOptions);
+    } catch (e) {
+      // Every provider (CPU included) rejected the graph: say why in words, raw text to the log.
+      throw e instanceof ProviderError ? runtimeRejectedError(e.cause ?? e, label) : e;
+    }
+    const lm = new CausalLm(choice.session, { used: choice.used, tried: choice.tried }, label);
     try {
       lm.check(options.outputsOnly ?? false);
     } catch (e) {
@@ -114,7 +134,7 @@ export class CausalLm {
   async windowNll(ids: Int32Array, batch: number, seqlen: number, extraOutputs: readonly string[] = []): Promise<WindowNll> {
     const feeds = this.feeds(ids, batch, seqlen);
     const head = this.hasNllHead ? 'token_nll' : 'logits';
-    const out = await this.session.run(feeds, [head, ...extraOutputs]);
+    const out = await this.run(feeds, [head, ...extraOutputs]);
     const sums = new Float64Array(batch);
     const t = out[head]!;
     if (head === 'token_nll') {
@@ -153,7 +173,7 @@ export class CausalLm {
 
   /** Runs `batch` windows and returns only the named outputs (no NLL). */
   async runOutputs(ids: Int32Array, batch: number, seqlen: number, outputs: readonly string[]): Promise<Record<string, ort.Tensor>> {
-    const out = await this.session.run(this.feeds(ids, batch, seqlen), [...outputs]);
+    const out = await this.run(this.feeds(ids, batch, seqlen), outputs);
     const res: Record<string, ort.Tensor> = {};
     for (const n of outputs) res[n] = out[n]!;
     return res;

@@ -283,6 +283,7 @@ class StderrProgress {
   }
 
   log(level: string, message: string): void {
+    if (level === 'debug' && !process.env.OBR_DEBUG) return;
     this.end();
     process.stderr.write(`${level === 'info' ? '' : `${level}: `}${message}\n`);
   }
