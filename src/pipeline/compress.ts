@@ -16,6 +16,7 @@ import path from 'node:path';
 import { compressLayer } from '../core/compress';
 import { loadModel, type LoadedModel } from '../onnx/load';
 import { groupLayersByInput } from '../onnx/linear';
+import { refuseQuantized } from '../onnx/quantized';
 import { rotateModel } from '../onnx/rotate';
 import { writeModel } from '../onnx/write';
 import type { ModelProto } from '../onnx/proto';
@@ -206,6 +207,12 @@ export async function runCompression(
   let t = performance.now();
   ctx.progress.report('load', 0, 3, 'reading the model');
   const loaded = await loadModel(source);
+  try {
+    refuseQuantized(loaded.model);
+  } catch (e) {
+    await loaded.close();
+    throw e;
+  }
   const tokenizer = await loadTokenizer(source);
   const calibFile = options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT);
   const calibText = await readText(calibFile);
