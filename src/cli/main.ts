@@ -49,7 +49,7 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof UsageError || isUserFacing(e)) {
       console.error(`obr ${name}: ${(e as Error).message}`);
       // Translated onnxruntime failures keep onnxruntime's own text in the stack (the log).
-      if (process.env.OBR_DEBUG) console.error((e as Error).stack);
+      if (process.env.OBR_DEBUG) console.error((e as Error).stack, (e as Error).cause instanceof Error ? `\ncaused by ${((e as Error).cause as Error).stack}` : '');
       return 2;
     }
     console.error(`obr ${name}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

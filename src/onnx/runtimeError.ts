@@ -67,8 +67,15 @@ export function runtimeFailedError(error: unknown, modelLabel = 'the model'): Mo
     what = 'ran out of memory';
     hint = 'use a smaller --batch or a shorter --seqlen, or close other programs';
   } else if (/Got invalid dimensions for input|Invalid rank for input/i.test(message)) {
-    what = "was fed inputs of a shape it doesn't accept (it may be exported for a fixed sequence length)";
-    hint = 'pass --seqlen with the length the model was exported for, or re-export it with dynamic axes';
+    const fixed = /input: (\S+) for the following indices\s*index: (\d+) Got: (\d+) Expected: (\d+)/.exec(message);
+    if (fixed && (fixed[2] === '0' || fixed[2] === '1')) {
+      const [, input, axis, got, expected] = fixed;
+      what = `was fed ${input} with ${axis === '0' ? 'a batch' : 'a sequence length'} of ${got}, but the model is exported for exactly ${expected}`;
+      hint = `pass ${axis === '0' ? '--batch' : '--seqlen'} ${expected}, or re-export the model with dynamic axes`;
+    } else {
+      what = "was fed inputs of a shape it doesn't accept (it may be exported for a fixed batch or sequence length)";
+      hint = 'pass --seqlen (and --batch) matching the exported shapes, or re-export the model with dynamic axes';
+    }
   } else if (/indices element out of data bounds|out of range|idx=/i.test(message) && /Gather/i.test(message)) {
     what = 'was fed a token id outside its vocabulary';
     hint = 'use the tokenizer.json that belongs to this model';

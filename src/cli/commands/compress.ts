@@ -172,7 +172,7 @@ export async function runCompressCli(
   await loadTokenizer(model);
   if (options.calibText) await readText(options.calibText);
   if (extra.evalText) await readText(extra.evalText);
-  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines });
+  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, batch: extra.batch });
   printPreflight(pre);
   if (!pre.fits && !cli.yes) {
     console.error(

@@ -189,7 +189,11 @@ test('a node that fails while running: which node, what went wrong and what to d
   assert.match((caught as Error).stack!, /onnxruntime: Non-zero status code returned while running MatMul node/);
   // Out of memory and fixed-length inputs read as such.
   assert.match(runtimeFailedError(new Error('Failed to allocate memory for requested buffer of size 123')).message, /ran out of memory in the model; use a smaller --batch/);
-  assert.match(runtimeFailedError(new Error('Got invalid dimensions for input: input_ids for the following indices index: 1 Got: 64 Expected: 128')).message, /--seqlen/);
+  assert.match(
+    runtimeFailedError(new Error('Got invalid dimensions for input: input_ids for the following indices\n index: 1 Got: 64 Expected: 128\n Please fix either the inputs/outputs or the model.')).message,
+    /fed input_ids with a sequence length of 64, but the model is exported for exactly 128 in the model; pass --seqlen 128/,
+  );
+  assert.match(runtimeFailedError(new Error('Got invalid dimensions for input: input_ids for the following indices\n index: 0 Got: 16 Expected: 1\n')).message, /a batch of 16.*pass --batch 1/);
 });
 
 test('unknown initializer name', async () => {
