@@ -18,7 +18,7 @@
 // function (the mean is part of the signal RMSNorm sees); we keep the function exact instead.
 import { hadamardMatrix, hadamardPlan, kronecker, orthogonalMatrix, type Rotation } from '../core/hadamard';
 import { ModelWriteInputError } from './errors';
-import { indexGraph, setMetadata, type GraphIndex } from './graph';
+import { indexGraph, pruneUnused, setMetadata, type GraphIndex } from './graph';
 import { DataType, type ModelProto, type NodeProto } from './proto';
 import {
   activationType,
@@ -95,7 +95,15 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   const valueHead = orthogonalMatrix(headDim, { seed: options.seed + 1, randomized: false });
   const head = onlineHead ? orthogonalMatrix(numHeads, { seed: options.seed + 2, randomized: false }) : null;
   const down = onlineDownHadamard(intermediate, options.seed + 3, maxDense);
-  for (const r of [residual, valueHead, head, down.rotation]) if (r?.warning) warnings.push(r.warning);
+  // Where a size has no Hadamard the matrix is a seeded random orthogonal one: still exact, so the
+  // rotated model computes the same function; the report says which rotation it was.
+  const noHadamard = (r: Rotation | null, what: string) => {
+    if (r?.warning) warnings.push(`${what}: no Hadamard matrix of order ${r.n} exists here, so it is a seeded random orthogonal ${r.n}×${r.n} matrix (exact; spreads outliers a little less evenly)`);
+  };
+  noHadamard(residual, `hidden size ${hidden} (residual rotation)`);
+  noHadamard(valueHead, `head_dim ${headDim} (value/output rotation)`);
+  noHadamard(head, `${numHeads} attention heads (online cross-head rotation before o_proj)`);
+  noHadamard(down.rotation, `FF width ${intermediate} (online rotation before down_proj)`);
 
   const embeddings = findEmbeddings(idx, hidden, dec);
   if (embeddings.length === 0) throw new GraphPatternFormatError('found no embedding Gather over a [vocab, hidden] initializer; can\'t rotate the residual stream');
@@ -106,11 +114,12 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
 
   // (a) fold the norms, (b) rotate readers by Qᵀ on the input side.
   let normsFolded = 0;
+  const sharedNormWeights = new Set<string>();
   const foldInto = (readers: LinearLayer[]) => {
     if (readers.some((l) => l.inputName !== readers[0].inputName)) {
       throw new GraphPatternFormatError(`${readers.map((l) => `"${l.name}"`).join(', ')} read different tensors; LLaMA's q/k/v (and gate/up) share one normalized input`);
     }
-    const gamma = foldNorm(ed, idx, readers[0].inputName, readers, hidden);
+    const gamma = foldNorm(ed, idx, readers[0].inputName, readers, hidden, sharedNormWeights);
     normsFolded++;
     for (const l of readers) {
       const w = weight(l);
@@ -189,6 +198,8 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
     embeddingMeanCentred: false,
   };
   const out = ed.finish();
+  // A shared norm weight every reader now bypasses is dead weight in the rotated graph.
+  if (sharedNormWeights.size > 0) pruneUnused(out);
   setMetadata(out, ROTATION_METADATA_KEY, JSON.stringify(rotation));
   return { model: out, warnings, rotation };
 }
@@ -278,7 +289,7 @@ function insertKroneckerMatMul(ed: GraphEditor, x: string, a: number, b: number,
  * Finds the RMSNorm whose output is `tensor` (…Div(x, Sqrt(ReduceMean(x²) + ε))·γ), checks that only
  * the given layers read it, sets γ to ones and returns the old γ (float64).
  */
-function foldNorm(ed: GraphEditor, idx: GraphIndex, tensor: string, readers: LinearLayer[], hidden: number): Float64Array {
+function foldNorm(ed: GraphEditor, idx: GraphIndex, tensor: string, readers: LinearLayer[], hidden: number, sharedWeights: Set<string>): Float64Array {
   let t = tensor;
   let mul = idx.producer.get(t);
   while (mul && mul.opType === 'Cast') mul = idx.producer.get((t = mul.input?.[0] ?? ''));
@@ -297,7 +308,9 @@ function foldNorm(ed: GraphEditor, idx: GraphIndex, tensor: string, readers: Lin
   const gammaName = src.initializer.name ?? '';
   const gamma = readFloat64(src.initializer);
   if (gamma.length !== hidden) return fail(`its weight has ${gamma.length} entries, not ${hidden}`);
-  if ((idx.consumers.get(gammaName)?.length ?? 0) !== 1) return fail(`its weight "${gammaName}" is shared`);
+  // Exporters store identical norm weights once (e.g. an untrained model's all-ones gains): a
+  // shared γ is read here and the Mul gets its own all-ones copy; the others fold their own reads.
+  const shared = (idx.consumers.get(gammaName)?.length ?? 0) !== 1 || idx.outputNames.has(gammaName);
   const allowed = new Set(readers.map((l) => l.inputName));
   const users = (idx.consumers.get(t) ?? []).filter((n) => n.opType !== 'Shape');
   const readerNodes = new Set(readers.map((l) => (idx.graph.node ?? [])[l.order ?? -1]));
@@ -306,7 +319,11 @@ function foldNorm(ed: GraphEditor, idx: GraphIndex, tensor: string, readers: Lin
     if (u.opType === 'Cast' && allowed.has(u.output?.[0] ?? '')) continue;
     fail(`"${u.name}" (${u.opType}) also reads it`);
   }
-  ed.replaceInitializer(withValues(src.initializer, new Float64Array(hidden).fill(1)));
+  if (shared) {
+    const ones = ed.addInitializer(`${gammaName}.folded`, tensorDims(src.initializer), new Float64Array(hidden).fill(1), src.seenType);
+    ed.rewireInput(mul, weightSlot, ones);
+    sharedWeights.add(gammaName);
+  } else ed.replaceInitializer(withValues(src.initializer, new Float64Array(hidden).fill(1)));
   return gamma;
 }
 
