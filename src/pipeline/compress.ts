@@ -44,6 +44,7 @@ import { Checkpoint, atomicWrite, type BaselineLayer, type LayerState } from './
 import { contextLength, defaultBatch, openForPerplexity, perplexityOf } from './evaluate';
 import { commitStaged, effectiveSparsity, outputPaths, removeTree, staged, type OutputPaths } from './outputs';
 import { ProgressTracker } from './progress';
+import { checkRotation } from './rotationCheck';
 import { DEFAULT_SENSITIVITY_WINDOWS, layerSensitivity } from './sensitivity';
 import { packedModel, withFakeQuant } from './transforms';
 import { COMPRESSED_ROLES, WorkingModel } from './working';
@@ -282,6 +283,10 @@ export async function runCompression(
       const r = rotateModel(working.proto, { seed: options.seed });
       working.replaceProto(r.model);
       warnings.push(...r.warnings);
+      // The rotated model must still be the dense model (float tolerance) — checked before calibration.
+      ctx.progress.report('rotate', 0, 1, 'checking the rotated model against the dense one');
+      const check = await checkRotation(sourceProto, working.proto, calib, (m) => working.bytes(m), { executionProviders: options.executionProviders, abits: options.abits, kvbits: options.kvbits, halfPrecision: working.layers.some((l) => l.dtype !== 'float32') });
+      log('info', `rotation check: the rotated model's logits match the dense model's to ${check.relativeError.toPrecision(2)} (relative, ${check.windows} calibration windows; tolerance ${check.tolerance})`);
       timings.rotate = (performance.now() - t) / 1000;
       ctx.progress.report('rotate', 1, 1);
     }

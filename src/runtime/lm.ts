@@ -20,6 +20,29 @@ export class LmFormatError extends Error {
   }
 }
 
+/** A float tensor's values as float32 (float16 logits of fp16 exports arrive as raw Uint16Array bits). */
+export function floatData(t: ort.Tensor): Float32Array {
+  if (t.type === 'float32') return t.data as Float32Array;
+  if (t.type === 'float16') {
+    const bits = t.data as Uint16Array;
+    const out = new Float32Array(bits.length);
+    for (let i = 0; i < bits.length; i++) out[i] = halfToFloat(bits[i]!);
+    return out;
+  }
+  if (t.type === 'float64') return Float32Array.from(t.data as Float64Array);
+  throw new LmFormatError('no-logits', `the model's output "${t.type}" tensor is not a float tensor`);
+}
+
+/** IEEE 754 binary16 bits → number. */
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
 export interface LmSessionOptions {
   executionProviders: readonly string[];
   /** intra-op threads; undefined lets onnxruntime choose. */
@@ -138,7 +161,7 @@ export class CausalLm {
     const sums = new Float64Array(batch);
     const t = out[head]!;
     if (head === 'token_nll') {
-      const nll = t.data as Float32Array;
+      const nll = floatData(t);
       const per = seqlen - 1;
       for (let b = 0; b < batch; b++) {
         let s = 0;
@@ -146,7 +169,7 @@ export class CausalLm {
         sums[b] = s;
       }
     } else {
-      const logits = t.data as Float32Array;
+      const logits = floatData(t);
       const vocab = t.dims[2]!;
       for (let b = 0; b < batch; b++) {
         let s = 0;
