@@ -31,13 +31,17 @@ import {
   type Decoder,
 } from './rotateGraph';
 import { tensorDims } from './tensor';
-import type { LinearLayer } from './types';
+import type { AttentionGeometry, LinearLayer } from './types';
 
 export interface RotateOptions {
   /** Seed of the random ±1 signs of the residual Hadamard (QuaRot uses a fixed seed, 0). */
   seed: number;
   /** Attention head size, when the graph doesn't show it (Reshape after q_proj). */
   headDim?: number;
+  /** Geometry from the user (CLI flags): used before what the graph shows. */
+  geometry?: AttentionGeometry;
+  /** Geometry from config.json / genai_config.json: used when the graph shows none. */
+  configGeometry?: AttentionGeometry;
   /** Insert the online cross-head Hadamard before o_proj (QuaRot does; default true). */
   onlineHeadHadamard?: boolean;
   /** Largest online Hadamard stored as one dense [n, n] MatMul; larger ones are Kronecker-factored (default 2048). */
@@ -84,7 +88,7 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   if (!model.graph) throw new GraphPatternFormatError('the model has no graph');
   if (rotationOf(model)) throw new ModelWriteInputError('bad-option', 'the model is already rotated (metadata "obr.rotation"); rotate the original model instead');
   const idx = indexGraph(model.graph);
-  const dec = findDecoder(model, idx, options.headDim);
+  const dec = findDecoder(model, idx, options.geometry ?? options.headDim, options.configGeometry);
   if (!dec.lmHead) throw new GraphPatternFormatError('found no lm_head projection; the residual rotation must be undone by the output projection, so a decoder without one can\'t be rotated');
   const warnings: string[] = [];
   const { hidden, intermediate, headDim, numHeads, numKvHeads } = dec;
@@ -296,15 +300,28 @@ function foldNorm(ed: GraphEditor, idx: GraphIndex, tensor: string, readers: Lin
   const fail = (why: string): never => {
     throw new GraphPatternFormatError(`the input of ${readers.map((l) => `"${l.name}"`).join(', ')} is not an RMSNorm output (${why}); only LLaMA-style RMSNorm decoders can be rotated`);
   };
-  if (!mul || mul.opType !== 'Mul') return fail(`it comes from ${mul?.opType ?? 'a graph input'}`);
-  const [i0, i1] = mul.input ?? [];
-  const w0 = constantSource(idx, i0 ?? '');
-  const w1 = constantSource(idx, i1 ?? '');
-  const weightSlot = w1 ? 1 : w0 ? 0 : -1;
-  if (weightSlot < 0 || (w0 && w1)) return fail('no single constant norm weight');
-  const src = (weightSlot === 1 ? w1 : w0)!;
-  const normalized = (mul.input ?? [])[1 - weightSlot] ?? '';
-  if (!isRmsNormalized(idx, normalized)) return fail('no x / sqrt(mean(x²) + ε) before the weight');
+  // onnxruntime's fused RMSNorm ops (onnxruntime-genai builder, transformers optimizer): γ is input
+  // 1 of SimplifiedLayerNormalization and input 2 of SkipSimplifiedLayerNormalization, whose
+  // output 0 is the normalized sum (output 3, the sum itself, stays on the residual stream).
+  const fusedSlot = mul?.opType === 'SimplifiedLayerNormalization' || mul?.opType === 'RMSNormalization' ? 1 : mul?.opType === 'SkipSimplifiedLayerNormalization' ? 2 : -1;
+  if (mul && fusedSlot > 0 && mul.output?.[0] !== t) return fail(`it is output "${t}" of ${mul.opType}, not its normalized output`);
+  if (!mul || (mul.opType !== 'Mul' && fusedSlot < 0)) return fail(`it comes from ${mul?.opType ?? 'a graph input'}`);
+  let weightSlot: number;
+  let src: ReturnType<typeof constantSource>;
+  if (fusedSlot > 0) {
+    weightSlot = fusedSlot;
+    src = constantSource(idx, mul.input?.[fusedSlot] ?? '');
+    if (!src) return fail(`the weight of ${mul.opType} is not a constant`);
+  } else {
+    const [i0, i1] = mul.input ?? [];
+    const w0 = constantSource(idx, i0 ?? '');
+    const w1 = constantSource(idx, i1 ?? '');
+    weightSlot = w1 ? 1 : w0 ? 0 : -1;
+    if (weightSlot < 0 || (w0 && w1)) return fail('no single constant norm weight');
+    src = (weightSlot === 1 ? w1 : w0)!;
+    const normalized = (mul.input ?? [])[1 - weightSlot] ?? '';
+    if (!isRmsNormalized(idx, normalized)) return fail('no x / sqrt(mean(x²) + ε) before the weight');
+  }
   const gammaName = src.initializer.name ?? '';
   const gamma = readFloat64(src.initializer);
   if (gamma.length !== hidden) return fail(`its weight has ${gamma.length} entries, not ${hidden}`);

@@ -21,7 +21,7 @@ import { rotateModel } from '../onnx/rotate';
 import { writeModel } from '../onnx/write';
 import type { ModelProto } from '../onnx/proto';
 import { replaceLayerWeights } from '../onnx/weights';
-import type { LinearLayer } from '../onnx/types';
+import type { AttentionGeometry, LinearLayer } from '../onnx/types';
 import {
   formatSparsity,
   isRecipe,
@@ -45,6 +45,7 @@ import { contextLength, defaultBatch, openForPerplexity, perplexityOf } from './
 import { commitStaged, effectiveSparsity, outputPaths, removeTree, staged, type OutputPaths } from './outputs';
 import { ProgressTracker } from './progress';
 import { checkRotation } from './rotationCheck';
+import { configGeometry } from './geometry';
 import { DEFAULT_SENSITIVITY_WINDOWS, layerSensitivity } from './sensitivity';
 import { packedModel, withFakeQuant } from './transforms';
 import { COMPRESSED_ROLES, WorkingModel } from './working';
@@ -75,6 +76,8 @@ export interface PipelineOptions {
    * windows. They don't change the outputs. The job's own recipe and repeats are skipped.
    */
   baselines?: readonly string[];
+  /** Attention geometry from the user (--heads/--kv-heads/--head-dim): used before the graph's. */
+  geometry?: AttentionGeometry;
   /** Compress only these decoder blocks (quick looks and tests); the others stay dense. */
   onlyBlocks?: readonly number[];
   /** Called just before each decoder block is compressed (tests use it to interrupt a job). */
@@ -280,7 +283,7 @@ export async function runCompression(
     if (rotate) {
       t = performance.now();
       ctx.progress.report('rotate', 0, 1, 'rotating the residual stream (QuaRot)');
-      const r = rotateModel(working.proto, { seed: options.seed });
+      const r = rotateModel(working.proto, { seed: options.seed, geometry: extra.geometry, configGeometry: configGeometry(source) });
       working.replaceProto(r.model);
       warnings.push(...r.warnings);
       // The rotated model must still be the dense model (float tolerance) — checked before calibration.
