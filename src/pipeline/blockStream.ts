@@ -14,7 +14,7 @@ import type { LinearLayer } from '../onnx/types';
 import { createSessionWithFallback } from '../runtime/providers';
 import { windowFeeds } from '../runtime/lm';
 import type { TokenWindows } from '../runtime/text';
-import { ActivationCache, type CalibrationBatch } from './activations';
+import { ActivationCache, type CalibrationBatch, type SpillOptions } from './activations';
 import { throwIfAborted } from './cancel';
 import { StatsAccumulator, type CaptureRequest, type CapturedStats } from './capture';
 
@@ -30,6 +30,8 @@ export interface BlockStreamOptions {
   /** Called once per region forward (tests count them: linear in depth). */
   onForward?(region: GraphRegion, kind: ForwardKind): void;
   onExecutionProvider?(ep: ExecutionProviderChoice): void;
+  /** Memory budget of the activation cache and where it spills beyond it. */
+  spill?: SpillOptions;
 }
 
 export class BlockStream {
@@ -46,7 +48,7 @@ export class BlockStream {
   ) {
     const batches: CalibrationBatch[] = [];
     for (let i = 0; i < windows.count; i += options.batch) batches.push({ start: i, count: Math.min(options.batch, windows.count - i) });
-    this.cache = new ActivationCache(batches, split.idsDependent);
+    this.cache = new ActivationCache(batches, split.idsDependent, options.spill);
   }
 
   /** Plans the split of `model`; an error string when the graph can't be cut into blocks. */
@@ -92,9 +94,14 @@ export class BlockStream {
     await this.forward(this.current, model, 'advance', undefined, onBatch);
   }
 
-  /** Bytes of cached activations. */
-  cachedBytes(): number {
+  /** Bytes of cached activations in memory and spilled to disk now. */
+  cachedBytes(): { memory: number; disk: number } {
     return this.cache.bytes();
+  }
+
+  /** Bytes written to spill files so far. */
+  get spilledBytes(): number {
+    return this.cache.spilledTotal;
   }
 
   dispose(): void {
@@ -110,7 +117,7 @@ export class BlockStream {
   ): Promise<void> {
     throwIfAborted(this.options.signal);
     const advancing = kind !== 'capture';
-    const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.get(0, r).type)]));
+    const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.typeOf(r))]));
     let sub = regionModel(model, region, types, advancing ? region.writes : []);
     let outputs = advancing ? [...region.writes] : [];
     let hessian: ReturnType<typeof addHessianCapture> | undefined;
@@ -134,9 +141,9 @@ export class BlockStream {
         const { start, count } = this.cache.batches[b]!;
         const ids = windows.ids.subarray(start * windows.seqlen, (start + count) * windows.seqlen);
         const feeds: Record<string, ort.Tensor> = windowFeeds(session, graphInputs, ids, count, windows.seqlen);
-        for (const r of region.reads) if (session.inputNames.includes(r)) feeds[r] = this.cache.get(b, r);
+        for (const r of region.reads) if (session.inputNames.includes(r)) feeds[r] = await this.cache.get(b, r);
         const out = await session.run(feeds, outputs);
-        if (advancing) for (const w of region.writes) this.cache.put(b, w, out[w]!);
+        if (advancing) for (const w of region.writes) await this.cache.put(b, w, out[w]!);
         if (capture && hessian) capture.acc.add(hessian, out);
         onBatch?.(start + count, windows.count);
       }
@@ -149,7 +156,7 @@ export class BlockStream {
       const at = this.split.regions.indexOf(region);
       const live = new Set<string>();
       for (const r of this.split.regions.slice(at + 1)) for (const x of r.reads) live.add(x);
-      this.cache.retain(live);
+      await this.cache.retain(live);
       this.next = at + 1;
     }
   }

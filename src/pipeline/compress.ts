@@ -6,7 +6,8 @@
 //
 // Files: everything is produced inside the hidden working folder `.NAME.obr-partial/` (resume
 // checkpoint of finished blocks + staged outputs) and renamed into place at the very end, so a
-// cancelled job leaves the output folder as it was and a crashed one can be resumed.
+// cancelled job leaves the output folder as it was and a crashed one can be resumed. A pid lock
+// file beside it (`.NAME.obr-partial.lock`) keeps a second job off the same folder.
 import { existsSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -17,6 +18,7 @@ import type { CompressionReport } from '../protocol/report';
 import type { PipelineHooks } from './api';
 import { AbortError, isAbort, throwIfAborted } from './cancel';
 import { Checkpoint } from './checkpoint';
+import { checkOutputFolder, JobLock } from './lock';
 import type { Job, PipelineOptions } from './job';
 import { outputPaths, removeTree, type OutputPaths } from './outputs';
 import { ProgressTracker } from './progress';
@@ -94,18 +96,42 @@ export async function runCompression(
     started: performance.now(),
   };
 
+  // The output folder and the lock on its working folder come first: a second job on the same
+  // model and folder is refused before it does any work.
+  await checkOutputFolder(paths.dir);
+  const outDirExisted = existsSync(paths.dir);
+  try {
+    await mkdir(paths.dir, { recursive: true });
+  } catch (e) {
+    throw new OptionError(`can't create the output folder ${paths.dir}: ${(e as Error).message}`);
+  }
+  let lock: JobLock;
+  try {
+    lock = await JobLock.acquire(paths.partialDir);
+  } catch (e) {
+    if (!outDirExisted) await rmdir(paths.dir).catch(() => undefined);
+    throw e;
+  }
+  try {
+    return await runLocked(job);
+  } finally {
+    await lock.release();
+    // A folder this job created and left empty (cancelled, or failed before any block) goes too.
+    if (!outDirExisted) await rmdir(paths.dir).catch(() => undefined);
+  }
+}
+
+async function runLocked(job: Job): Promise<CompressionReport> {
+  const { paths, extra } = job;
   const input = await loadStage(job);
+  let checkpoint: Checkpoint;
   try {
     throwIfAborted(job.signal);
+    checkpoint = await Checkpoint.open(paths.partialDir, input.jobKey, extra.resume ?? true);
   } catch (e) {
     await input.loaded.close();
     throw e;
   }
-
-  // The working folder; remember what existed so a cancel can restore the folder exactly.
-  const outDirExisted = existsSync(paths.dir);
-  await mkdir(paths.dir, { recursive: true });
-  const checkpoint = await Checkpoint.open(paths.partialDir, input.jobKey, extra.resume ?? true);
   const resumedBlocks = [...checkpoint.finishedBlocks];
   if (checkpoint.resumed) job.log('info', `resuming: ${checkpoint.finishedBlocks.length} finished block(s) found in ${paths.partialDir}`);
   try {
@@ -118,18 +144,13 @@ export async function runCompression(
     return report;
   } catch (e) {
     await removeTree(paths.stagingDir);
+    await input.loaded.close();
     if (isAbort(e)) {
       if (!extra.keepCheckpointOnCancel && !checkpoint.preExisting) await checkpoint.remove();
-      if (!outDirExisted) await rmdir(paths.dir).catch(() => undefined);
-      await input.loaded.close();
       throw e instanceof AbortError ? e : new AbortError();
     }
     // A failure before any block finished leaves nothing worth resuming: leave the folder clean.
-    if (checkpoint.finishedBlocks.length === 0 && !checkpoint.preExisting) {
-      await checkpoint.remove();
-      if (!outDirExisted) await rmdir(paths.dir).catch(() => undefined);
-    }
-    await input.loaded.close();
+    if (checkpoint.finishedBlocks.length === 0 && !checkpoint.preExisting) await checkpoint.remove();
     throw e;
   }
 }

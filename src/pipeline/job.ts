@@ -12,6 +12,9 @@ import type { ProgressTracker } from './progress';
 
 export const TOOL_VERSION = '0.1.0';
 
+/** Default memory budget of the block-streaming activation cache (MiB). */
+export const DEFAULT_ACTIVATION_CACHE_MIB = 2048;
+
 /** Job settings that are not part of the recipe (and don't change the compressed weights). */
 export interface PipelineOptions {
   /** Evaluation text; undefined = the bundled test split; null = skip perplexity. */
@@ -44,6 +47,11 @@ export interface PipelineOptions {
    * every capture of block b (the fallback for graphs that can't be cut into blocks).
    */
   calibrationForwards?: 'stream' | 'whole-model';
+  /**
+   * Memory for cached block activations (MiB; default DEFAULT_ACTIVATION_CACHE_MIB): beyond it the
+   * hidden states spill to a file in the working folder, removed at the end and on cancel.
+   */
+  activationCacheMiB?: number;
   /** Called just before each decoder block is compressed (tests use it to interrupt a job). */
   onBlockStart?(block: string, index: number, total: number): void;
   /** Called after each calibration forward (streamed: one block region; whole-model: blocks 0…b). */

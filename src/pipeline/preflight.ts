@@ -8,7 +8,7 @@ import type { CompressOptions } from '../protocol/recipes';
 import { resolveBaselines } from './compress';
 import type { CompressionEstimate } from '../protocol/worker';
 import { CausalLm } from '../runtime/lm';
-import { contextLength, defaultBatch } from './evaluate';
+import { checkSeqlen, contextLength, defaultBatch } from './evaluate';
 import { COMPRESSED_ROLES } from './working';
 import { planBlocks } from './compress';
 
@@ -50,6 +50,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     const layers = all.filter((l) => l.block !== null && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
     const params = layers.reduce((s, l) => s + l.inFeatures * l.outFeatures, 0);
     const seqlen = options.seqlen ?? contextLength(modelPath);
+    checkSeqlen(loaded.model, modelPath, seqlen);
     const batch = pre.batch ?? defaultBatch(seqlen);
     const vocab = all.find((l) => l.role === 'lm_head')?.outFeatures ?? 32000;
     const hidden = layers.find((l) => l.role === 'q')?.inFeatures ?? layers[0]?.inFeatures ?? 0;

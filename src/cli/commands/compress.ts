@@ -4,6 +4,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isAbort } from '../../pipeline/cancel';
+import { checkOutputFolder, JobLock } from '../../pipeline/lock';
+import { outputPaths } from '../../pipeline/outputs';
 import { runCompression, type PipelineOptions } from '../../pipeline/compress';
 import { estimateCompression, formatBytes, formatSeconds, type Preflight } from '../../pipeline/preflight';
 import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, RECIPES, isRecipe, parseRecipeList, parseSparsity, type CompressOptions } from '../../protocol/recipes';
@@ -168,6 +170,10 @@ export async function runCompressCli(
   cli: { yes: boolean; json: boolean; note?: string },
 ): Promise<number> {
   if (!existsSync(model)) throw new UsageError(`model not found: ${model}`);
+  // An unusable --out, or another job on the same folder, is refused before the pre-flight probe.
+  const paths = outputPaths(model, options);
+  await checkOutputFolder(paths.dir);
+  await JobLock.check(paths.partialDir);
   // Bad tokenizer / text inputs fail fast, before the probe.
   await loadTokenizer(model);
   if (options.calibText) await readText(options.calibText);

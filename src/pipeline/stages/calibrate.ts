@@ -7,6 +7,7 @@
 // per block one forward per group capture and one more that produces the next block's inputs
 // (groups + 1 block forwards; one-shot: 1). Graphs that can't be cut into blocks fall back to
 // whole-model forwards, which re-run blocks 0…b from the token ids for every capture of block b.
+import path from 'node:path';
 import { groupLayersByInput } from '../../onnx/linear';
 import type { ModelProto } from '../../onnx/proto';
 import type { LinearLayer } from '../../onnx/types';
@@ -15,7 +16,7 @@ import { BlockStream } from '../blockStream';
 import { captureStats, type CaptureRequest, type CapturedStats } from '../capture';
 import type { Checkpoint, LayerState } from '../checkpoint';
 import { defaultBatch } from '../evaluate';
-import { noteExecutionProvider, type Job } from '../job';
+import { DEFAULT_ACTIVATION_CACHE_MIB, noteExecutionProvider, type Job } from '../job';
 import { compressOneLayer, LayerProgress } from './layers';
 import type { LoadedJob } from './load';
 import type { RotatedJob } from './rotate';
@@ -84,23 +85,34 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
       signal,
       onExecutionProvider: (ep) => noteExecutionProvider(job, ep),
       onForward: (region, kind) => extra.onForward?.(region.block === null ? null : String(region.block), kind),
+      spill: { budgetBytes: (extra.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB) * 2 ** 20, spillDir: path.join(job.paths.partialDir, 'activations') },
     });
     if ('err' in s) job.log('info', `calibration runs whole-model forwards: the graph can't be cut into blocks (${s.err})`);
     else stream = s.ok;
   }
   let forwardCount = 0;
 
+  // Progress units: calibration forwards + layers × (1 + baselines). Streamed, every block region
+  // runs once (restored or dense blocks), or groups + 1 times (one-shot: once) when compressed.
   const groupsTotal = blocks.reduce((s, b) => s + b.groups.length, 0);
-  const passes = oneshot ? (stream ? blocks.length : 1) : groupsTotal;
+  const toCompress = new Map(blocks.filter((b) => !checkpoint.has(b.id)).map((b) => [b.id, b]));
+  const passes = stream
+    ? 1 + stream.blockRegions.reduce((s, r) => s + (toCompress.has(String(r.block)) && !oneshot ? toCompress.get(String(r.block))!.groups.length + 1 : 1), 0)
+    : oneshot
+      ? 1
+      : groupsTotal;
   const p = new LayerProgress(passes + layers.length * (1 + baselines.length), layers.length);
   const states = new Map<string, LayerState>();
   if (baselines.length) job.log('info', `baselines: ${baselines.join(', ')} (each layer also compressed with them on the same Hessian)`);
 
   const onBatch = (label: string) => (done: number, total: number) => job.progress.report('calibrate', done, total, `${label}: ${done}/${total} windows`, p.overall(done / total));
+  /** Runs one calibration forward: timed, and one progress unit when it completes. */
   const timed = async <T>(f: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
     try {
-      return await f();
+      const r = await f();
+      p.unitsDone++;
+      return r;
     } finally {
       p.calibSeconds += (performance.now() - t0) / 1000;
     }
@@ -127,7 +139,7 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
       if (have !== baselines.join(',')) throw new Error(`internal: checkpoint block ${block.id} has baselines [${have}], the job wants [${baselines.join(',')}]`);
     }
     working.setWeights(new Map(saved.map((s) => [s.report.name, s.weight])));
-    p.unitsDone += (oneshot && !stream ? 0 : oneshot ? 1 : block.groups.length) + saved.length * (1 + baselines.length);
+    p.unitsDone += (stream || oneshot ? 0 : block.groups.length) + saved.length * (1 + baselines.length);
     p.layersDone += saved.length;
     p.baselineLayersDone += saved.length * baselines.length;
     job.progress.report('compress', p.layersDone, layers.length, `block ${block.id} restored from the checkpoint`, p.overall());
@@ -157,14 +169,12 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
         if (oneshot) {
           const all = block.groups.flat();
           const stats = await timed(() => stream.capture(rot.baseProto, all, requestsFor(all), { advance: true, onBatch: onBatch(`block ${block.id} all inputs`) }));
-          p.unitsDone++;
           reportCaptured(block, stats);
           for (const group of block.groups) blockStates.push(...(await compressGroup(group, stats)));
         } else {
           for (const group of block.groups) {
             const label = `block ${block.id} ${groupLabel(group)}`;
             const stats = await timed(() => stream.capture(working.proto, group, requestsFor(group), { onBatch: onBatch(label) }));
-            p.unitsDone++;
             reportCaptured(block, stats);
             blockStates.push(...(await compressGroup(group, stats)));
           }
@@ -173,6 +183,7 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
         await finishBlock(block, blockStates);
       }
       forwardCount = stream.forwards;
+      if (stream.spilledBytes > 0) job.log('info', `activation cache: ${(stream.spilledBytes / 2 ** 20).toFixed(1)} MiB spilled to ${path.join(job.paths.partialDir, 'activations')} (budget ${extra.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB} MiB)`);
     } else {
       // ---- whole-model forwards (graphs that can't be cut into blocks)
       const capture = async (model: ModelProto, group: readonly LinearLayer[], label: string, block: string | null): Promise<Map<string, CapturedStats>> => {
@@ -180,7 +191,6 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
           captureStats((m) => working.bytes(m), model, group.map((l) => working.layer(l.name)), requestsFor(group), calib, { executionProviders: eps, batch, signal, onBatch: onBatch(label) }),
         );
         noteExecutionProvider(job, executionProvider);
-        p.unitsDone++;
         forwardCount++;
         extra.onForward?.(block, 'capture');
         return stats;

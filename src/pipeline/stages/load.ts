@@ -9,7 +9,7 @@ import { REPORT_SCHEMA_VERSION } from '../../protocol/report';
 import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../../runtime/text';
 import { loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer';
 import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from '../assets';
-import { contextLength } from '../evaluate';
+import { checkSeqlen, contextLength } from '../evaluate';
 import { numericOptions, TOOL_VERSION, type Job } from '../job';
 import { WorkingModel } from '../working';
 
@@ -49,6 +49,7 @@ export async function loadStage(job: Job): Promise<LoadedJob> {
     const calibFile = options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT);
     const calibText = await readText(calibFile);
     const seqlen = options.seqlen ?? contextLength(source);
+    checkSeqlen(loaded.model, source, seqlen);
     const calib = calibrationWindows(tokenizer.encode(calibText.text), options.samples, seqlen, options.seed, calibFile);
     job.progress.report('load', 1, 3, 'tokenized the calibration text');
     let evalText: LoadedText | undefined;

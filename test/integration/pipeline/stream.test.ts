@@ -2,12 +2,13 @@
 // and the same compressed weights on the bundled models, sequential and one-shot, and a number of
 // block forwards linear in depth (groups + 1 per block, plus one prelude).
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { findLinearLayers } from '../../../src/onnx/linear';
 import { loadModel } from '../../../src/onnx/load';
 import { readLayerWeight64 } from '../../../src/onnx/weights';
+import { AbortError } from '../../../src/pipeline/cancel';
 import { runCompression, type PipelineOptions } from '../../../src/pipeline/compress';
 import type { CapturedStats } from '../../../src/pipeline/capture';
 import type { CompressOptions } from '../../../src/protocol/recipes';
@@ -115,4 +116,53 @@ test('block forwards are linear in depth: one prelude, then groups + 1 per block
   const old = await run(TINY, { recipe: 'rtn', abits: 16, kvbits: 16 }, { calibrationForwards: 'whole-model' }, path.join(dir, 'c'));
   const oldBlockForwards = old.forwards.reduce((s, f) => s + Number(f.block) + 1, 0);
   assert.equal(oldBlockForwards, (groups * blocks * (blocks + 1)) / 2);
+});
+
+test('the activation cache spilled to disk (budget 0 MiB) gives the same Hessians and weights; the spill files are gone at the end', { timeout: 300_000 }, async () => {
+  const dir = tempDir();
+  const spillDir = path.join(dir, 's', '.model.obr-partial', 'activations');
+  let filesSeen = 0;
+  const over: Partial<CompressOptions> = { recipe: 'obr-gptq', abits: 16, kvbits: 16 };
+  const spilled = await run(TINY, over, { activationCacheMiB: 0, onlyBlocks: [1, 2], onBlockStart: () => (filesSeen = Math.max(filesSeen, existsSync(spillDir) ? readdirSync(spillDir).length : 0)) }, path.join(dir, 's'));
+  const inMemory = await run(TINY, over, { onlyBlocks: [1, 2] }, path.join(dir, 'm'));
+  assert.ok(filesSeen > 0, 'block inputs were on disk while the job ran');
+  assert.ok(!existsSync(spillDir), 'spill files removed');
+  for (const [k, h] of inMemory.hessians) assert.equal(relMaxDiff(spilled.hessians.get(k)!.hessian, h.hessian), 0, k);
+  for (const [name, w] of inMemory.weights) assert.equal(relMaxDiff(spilled.weights.get(name)!, w), 0, name);
+});
+
+test('cancel during streamed calibration (spilling) removes the spill files; resuming gives the uninterrupted outputs', { timeout: 300_000 }, async () => {
+  const dir = tempDir();
+  const over: Partial<CompressOptions> = { recipe: 'obr-rtn', abits: 16, kvbits: 16 };
+  const whole = await run(TINY, over, {}, path.join(dir, 'a'));
+  const out = path.join(dir, 'b');
+  mkdirSync(out, { recursive: true });
+  const abort = new AbortController();
+  await assert.rejects(
+    runCompression(TINY, quickOptions(dir, { ...over, outDir: out }), { signal: abort.signal }, {
+      evalText: null,
+      activationCacheMiB: 0,
+      keepCheckpointOnCancel: true,
+      onForward: (block, kind) => {
+        if (block === '2' && kind === 'capture') abort.abort();
+      },
+    }),
+    (e: unknown) => e instanceof AbortError,
+  );
+  const partial = path.join(out, '.model.obr-partial');
+  assert.deepEqual(JSON.parse(readFileSync(path.join(partial, 'manifest.json'), 'utf8')).blocks, ['0', '1'], 'blocks 0 and 1 checkpointed');
+  assert.ok(!existsSync(path.join(partial, 'activations')), 'no spill files after the cancel');
+  const forwards: Array<string | null> = [];
+  const resumed = await runCompression(TINY, quickOptions(dir, { ...over, outDir: out }), {}, { evalText: null, activationCacheMiB: 0, onForward: (b) => forwards.push(b) });
+  assert.deepEqual(resumed.options.resumedBlocks, ['0', '1']);
+  // Restored blocks are only run forward (1 each) to rebuild the next block's inputs.
+  assert.equal(forwards.filter((b) => b === '0').length, 1);
+  assert.equal(forwards.filter((b) => b === '2').length, 5);
+  const sim = await loadModel(resumed.outputs.simulated!);
+  for (const l of findLinearLayers(sim.model)) {
+    const w = whole.weights.get(l.name);
+    if (w) assert.equal(relMaxDiff(await readLayerWeight64(sim, l), w), 0, l.name);
+  }
+  await sim.close();
+  assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('.')), [], 'working folder and lock removed');
 });
