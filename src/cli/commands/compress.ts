@@ -48,12 +48,13 @@ export const compressCommand: CliCommand = {
     'obr compress MODEL.onnx [--recipe obr-gptq] [--sparsity 0.5|2:4|4:8] [--wbits 4] [--abits 4|16] [--kvbits 4|16]\n' +
     '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
     '       [--ep cuda,cpu] [--mode sequential|oneshot] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
-    '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--json] [--yes]\n\n' +
+    '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--cache-mib M] [--json] [--yes]\n\n' +
     `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
     '  --baselines: also compress every layer with these recipes on the same Hessians and evaluate them on the\n' +
     '  same windows, for comparison in the report (no extra output files).\n' +
     '  Writes NAME.<recipe>-w4a4kv4-s50.onnx (simulated), NAME.<recipe>-w4-s50.packed.onnx (MatMulNBits) and\n' +
     '  NAME.<recipe>-w4a4kv4-s50.report.json. An interrupted job resumes from .NAME.obr-partial/ when rerun.\n' +
+    '  --cache-mib: memory for cached block activations (default 2048); beyond it they spill to .NAME.obr-partial/.\n' +
     '  --yes runs even when the pre-flight estimate says memory will not suffice.',
   async run(argv) {
     const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: COMPRESS_FLAGS });
@@ -87,6 +88,7 @@ export const COMPRESS_FLAGS = {
   'no-resume': { type: 'boolean' },
   batch: { type: 'string' },
   threads: { type: 'string' },
+  'cache-mib': { type: 'string' },
   json: { type: 'boolean' },
   yes: { type: 'boolean' },
 } as const;
@@ -152,6 +154,7 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
     resume: !v['no-resume'],
     batch: str('batch') !== undefined ? parsePositiveInt('--batch', str('batch')!) : undefined,
     threads: str('threads') !== undefined ? parsePositiveInt('--threads', str('threads')!) : undefined,
+    activationCacheMiB: str('cache-mib') !== undefined ? parsePositiveInt('--cache-mib', str('cache-mib')!, 0) : undefined,
   };
   return { options, extra };
 }
