@@ -29,7 +29,7 @@ import type { MatrixBackend } from './backend';
 import type { CompensationProblem } from './kernels';
 import { rowKernels } from './kernels';
 import { LinAlgError, gemmAccumulate } from './matrix';
-import { symmetricCode } from './quantize';
+import { groupCode, groupLayout, symmetricCode } from './quantize';
 
 export interface AdmmSettings {
   /** ρ relative to the median diagonal of the step's (damped) Hessian block; 'auto' picks it from
@@ -267,6 +267,15 @@ export async function compensateAdmm(
   signal?.throwIfAborted();
 
   const { weight: wt, hessian: h } = p;
+  // The one place this solver quantizes: E2 entries with their (row, group) grid, as the final
+  // quantization will (so the transfer moves exactly the error that rounding makes, §7.7).
+  const { gs, groups } = groupLayout(n, p.groupSize);
+  const zeros = p.zeros;
+  const quantizeE2 = (v: number, r: number, j: number): number => {
+    const gi = r * groups + ((j / gs) | 0);
+    const s = scales[gi];
+    return zeros ? (groupCode(v, s, zeros[gi], maxq) - zeros[gi]) * s : symmetricCode(v, s, maxq) * s;
+  };
   const rho1 = (settings.rho === 'auto' ? autoRho(h, n) : settings.rho) * medianDiagonal(h, n, 0);
   const h32 = Float32Array.from(h);
   const inverse1 = await shiftedInverse(matmul, h, n, 0, rho1);
@@ -297,10 +306,9 @@ export async function compensateAdmm(
     const wr = n - k;
     const x1 = new Float32Array(rows * k);
     for (let r = 0; r < rows; r++) {
-      const s = scales[r];
       for (let j = 0; j < k; j++) {
         const i = r * n + j;
-        if (mask[i]) x1[r * k + j] = symmetricCode(z[i], s, maxq) * s;
+        if (mask[i]) x1[r * k + j] = quantizeE2(z[i], r, j);
       }
     }
     const h12 = new Float32Array(k * wr);
