@@ -8,8 +8,8 @@
 //   (a weight near a rounding midpoint lands on the other code when W_c moves by float32
 //   noise), by up to ±0.5% on a single small layer in either direction, as for the exact solver
 //   run on a float32-perturbed Hessian. So: ≤ 1.01 × exact per model layer (1.02 on the more
-//   ill-conditioned synthetic ones) and ≤ 1.001 × exact summed over each set. The worst ratios
-//   are printed as test diagnostics.
+//   ill-conditioned synthetic ones), ≤ 1.001 × exact summed over the model's 28 layers and
+//   ≤ 1.005 over the 8 synthetic layer/method pairs. The ratios are printed as test diagnostics.
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { compensateAdmm } from '../../../src/core/admm';
@@ -117,11 +117,14 @@ test('batched solver on synthetic correlated layers with outlier channels, n = 2
     for (const method of ['obr-gptq', 'obr-rtn'] as const) {
       const [b, e] = await finalLosses(layer, method, sparsity);
       assert.ok(b <= 1.02 * e, `${rows}×${cols} ${method} ${sparsity.kind}: final loss ratio ${b / e}`);
+      t.diagnostic(`${rows}×${cols} ${method} ${sparsity.kind} outliers ${outliers}: objective ${ratio.toFixed(6)}, final ${(b / e).toFixed(5)}`);
       worstFinal = Math.max(worstFinal, b / e);
       sumBatched += b;
       sumExact += e;
     }
   }
-  assert.ok(sumBatched <= 1.001 * sumExact, `summed loss ratio ${sumBatched / sumExact}`);
+  // Eight layers, each with ±0.3–0.5% of rounding-flip noise: the sum is held to 0.5% here (the
+  // model's 28 layers above to 0.1%).
+  assert.ok(sumBatched <= 1.005 * sumExact, `summed loss ratio ${sumBatched / sumExact}`);
   t.diagnostic(`worst objective ratio ${worstObjective.toFixed(6)}, worst final ratio ${worstFinal.toFixed(5)}, summed ${(sumBatched / sumExact).toFixed(6)}`);
 });

@@ -11,7 +11,7 @@ import { compressLayer, layerLossBetween, resolveSolver } from '../../../src/cor
 import { dampHessian, gemmAccumulate } from '../../../src/core/matrix';
 import { pruneMask, wandaScores } from '../../../src/core/mask';
 import { compensateRowsDirect } from '../../../src/core/obr';
-import { symmetricCode, symmetricRowScales } from '../../../src/core/quantize';
+import { fitGroupGrid, quantizeGroups, symmetricCode, symmetricRowScales } from '../../../src/core/quantize';
 import { syntheticLayer } from '../../../src/core/random';
 import type { Sparsity } from '../../../src/protocol/recipes';
 
@@ -126,4 +126,34 @@ test('compressLayer: batched by default on a backend with fast products, exact o
     for (let i = 0; i < batched.weight.length; i++) if (!batched.mask[i]) assert.equal(batched.weight[i], 0);
     assert.deepEqual(batched.mask, exact.mask);
   }
+});
+
+test('group-wise grids (g32, asymmetric): E2 is rounded on the (row, group) grid; objective and final loss match the exact solver', async () => {
+  const rows = 32;
+  const cols = 128;
+  const k = 64;
+  const L = syntheticLayer(rows, cols, 14, { tokens: 256 });
+  const hd = dampHessian(L.hessian, cols, 0.01);
+  const grid = fitGroupGrid(L.weight, rows, cols, 4, { groupSize: 32, asymmetric: true });
+  const mask = pruneMask(wandaScores(L.weight, rows, cols, L.channelEnergy), rows, cols, { kind: 'unstructured', ratio: 0.5 });
+  const p = { weight: L.weight, rows, cols, hessian: hd, mask, scales: grid.scales, zeros: grid.zeros, groupSize: 32, bits: 4, splitCol: k };
+  // Objective: W_c with columns < k rounded on the group grid (the exact solver's own rounding).
+  const objective = (out: Float64Array): number => {
+    const q = quantizeGroups(out, rows, cols, grid, 4);
+    const c = out.slice();
+    for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) c[r * cols + j] = q[r * cols + j];
+    return layerLossBetween(c, L.weight, rows, cols, hd);
+  };
+  const exact = new Float64Array(rows * cols);
+  compensateRowsDirect(p, exact);
+  const { out } = await compensateAdmm(p, jsF32);
+  const ratio = objective(out) / objective(exact);
+  assert.ok(ratio <= 1.001, `grouped objective ratio ${ratio}`);
+  // Through compressLayer: same grid, loss within the rounding-noise bound.
+  const problem = { weight: L.weight, rows, cols, hessian: L.hessian, channelEnergy: L.channelEnergy };
+  const config = { method: 'obr-rtn', sparsity: { kind: 'unstructured', ratio: 0.5 }, wbits: 4, alpha: 0.5, damp: 0.01, groupSize: 32, asymmetric: true } as const;
+  const e = await compressLayer(problem, config, { threads: 1, solver: 'exact' });
+  const b = await compressLayer(problem, config, { threads: 1, backend: jsF32 });
+  assert.deepEqual(b.scales, e.scales);
+  assert.ok(b.stats.loss.total <= 1.01 * e.stats.loss.total, `grouped loss ratio ${b.stats.loss.total / e.stats.loss.total}`);
 });
