@@ -27,6 +27,7 @@ import {
   OptionError,
   RECIPES,
   recipePrunes,
+  validateGroupSize,
   type CompressOptions,
   type RecipeName,
   type Sparsity,
@@ -101,6 +102,18 @@ export function validateOptions(o: CompressOptions): void {
   if (s.kind === 'unstructured' && !(s.ratio > 0 && s.ratio < 1)) throw new OptionError(`sparsity must be in [0, 1) (got ${s.ratio})`);
   if (s.kind === 'nm' && !(Number.isInteger(s.n) && Number.isInteger(s.m) && s.n >= 1 && s.n < s.m)) throw new OptionError(`N:M sparsity needs 1 ≤ N < M (got ${s.n}:${s.m})`);
   if (o.calibrationMode !== 'sequential' && o.calibrationMode !== 'oneshot') throw new OptionError(`calibration mode must be sequential or oneshot (got ${String(o.calibrationMode)})`);
+  validateGroupSize(o.groupSize);
+  if (typeof o.asymmetric !== 'boolean') throw new OptionError(`asymmetric must be true or false (got ${String(o.asymmetric)})`);
+}
+
+/**
+ * Refuses a group size larger than the input width of a layer the job compresses (OptionError,
+ * CLI exit 2, naming the sizes that fit). Called after loading, before anything is written.
+ */
+export function checkGroupSizeFits(groupSize: number, layers: ReadonlyArray<Pick<LinearLayer, 'name' | 'inFeatures'>>): void {
+  if (groupSize === 0 || layers.length === 0) return;
+  const narrowest = layers.reduce((m, l) => (l.inFeatures < m.inFeatures ? l : m));
+  validateGroupSize(groupSize, narrowest.inFeatures, `layer ${narrowest.name}`);
 }
 
 /**
@@ -138,6 +151,8 @@ function numericOptions(o: CompressOptions, seqlen: number): Record<string, unkn
     recipe: o.recipe,
     sparsity: formatSparsity(effectiveSparsity(o)),
     wbits: o.wbits,
+    groupSize: o.groupSize,
+    asymmetric: o.asymmetric,
     abits: o.abits,
     kvbits: o.kvbits,
     alpha: o.alpha,
@@ -225,6 +240,12 @@ export async function runCompression(
   for (const s of skipped) warnings.push(`${s.layer.name} is left dense: ${s.why}`);
   if (compressible.length === 0) {
     throw new OptionError('found no decoder-block projections (q/k/v/o/gate/up/down) to compress in this model; run `obr inspect` to see what was found');
+  }
+  try {
+    checkGroupSizeFits(options.groupSize, compressible.filter((l) => !extra.onlyBlocks || extra.onlyBlocks.includes(l.block ?? -1)));
+  } catch (e) {
+    await loaded.close();
+    throw e;
   }
   const externalSizes = loaded.initializerNames().flatMap((n) => {
     const e = loaded.initializerInfo(n)?.external;
@@ -327,7 +348,7 @@ export async function runCompression(
       const weight = await working.readWeight(layer);
       const r = await compressLayer(
         { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
-        { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
+        { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
         { signal, threads: extra.threads },
       );
       compressSeconds += (performance.now() - t0) / 1000;
@@ -340,10 +361,15 @@ export async function runCompression(
         cols: layer.inFeatures,
         sparsity: r.stats.sparsity,
         wbits: options.wbits,
+        groupSize: options.groupSize,
+        asymmetric: options.asymmetric,
         loss: r.stats.loss,
         seconds: r.stats.seconds,
         codeHistogram: r.stats.codeHistogram,
-        rowScales: Array.from(r.scales, round6),
+        // Per row only: group scales (rows × groups) live in the packed model's MatMulNBits
+        // initializers, where the inspector reads them; the report stays small.
+        ...(options.groupSize === 0 ? { rowScales: Array.from(r.scales, round6) } : {}),
+        ...(options.groupSize === 0 && r.zeros ? { rowZeros: Array.from(r.zeros) } : {}),
       };
       layersDone++;
       hooks.onLayer?.(report);
@@ -355,7 +381,7 @@ export async function runCompression(
         const t1 = performance.now();
         const b = await compressLayer(
           { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
-          { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
+          { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
           { signal, threads: extra.threads },
         );
         baselineLayers.push({ recipe, loss: b.stats.loss, weight: Float32Array.from(b.weight) });
@@ -364,7 +390,7 @@ export async function runCompression(
         baselineLayersDone++;
         ctx.progress.report('baseline', baselineLayersDone, layers.length * baselines.length, `${recipe}: ${layer.name}`, overall());
       }
-      return { report, weight: r.weight, scales: r.scales, codes: r.codes, ...(baselines.length ? { baselines: baselineLayers } : {}) };
+      return { report, weight: r.weight, scales: r.scales, codes: r.codes, ...(r.zeros ? { zeros: r.zeros } : {}), ...(baselines.length ? { baselines: baselineLayers } : {}) };
     };
 
     let oneshotStats: Map<string, CapturedStats> | undefined;
@@ -435,13 +461,19 @@ export async function runCompression(
     const packed = packedModel(
       working.proto,
       working.layers,
-      layers.map((l) => ({ layer: working.layer(l.name), codes: states.get(l.name)!.codes, scales: states.get(l.name)!.scales })),
+      layers.map((l) => {
+        const st = states.get(l.name)!;
+        return { layer: working.layer(l.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize };
+      }),
       options.wbits,
     );
     let packedWritten = false;
+    let packedSize: CompressionReport['packedSize'];
     if (packed.model) {
-      await writeModel(packed.model, staged(paths, paths.packed), { externalData: external });
+      const packedPath = staged(paths, paths.packed);
+      await writeModel(packed.model, packedPath, { externalData: external });
       packedWritten = true;
+      packedSize = { ...packed.size!, fileBytes: await filesBytes(packedPath) };
     } else if (packed.warning) warnings.push(packed.warning);
     // Outputs written elsewhere keep their tokenizer and config beside them (obr eval needs them).
     if (paths.dir !== path.dirname(source)) {
@@ -538,6 +570,7 @@ export async function runCompression(
       },
       calibration: { text: calibText.path, sha256: calibText.sha256, samples: calib.count, seqlen, tokens: calib.count * seqlen, mode: options.calibrationMode },
       executionProvider: executionProvider ?? { used: 'none', tried: [] },
+      ...(packedSize ? { packedSize } : {}),
       layers: reportLayers,
       perplexity,
       ...(baselines.length
@@ -560,6 +593,14 @@ export async function runCompression(
     ctx.progress.report('evaluate', 1, 1, 'done', 1);
     return report;
   }
+}
+
+/** Bytes on disk of a written model: the .onnx file plus its external data file, if any. */
+async function filesBytes(modelPath: string): Promise<number> {
+  let bytes = (await stat(modelPath)).size;
+  const data = `${modelPath}.data`;
+  if (existsSync(data)) bytes += (await stat(data)).size;
+  return bytes;
 }
 
 /** Layers a job would compress, without running it (inspect / pre-flight). */

@@ -87,6 +87,34 @@ export function formatSparsity(s: Sparsity): string {
   }
 }
 
+/**
+ * Weight group sizes: 0 = one scale per output row (the paper's setting), otherwise the number of
+ * consecutive input columns sharing a scale (and zero point when asymmetric).
+ */
+export const GROUP_SIZES = [0, 32, 64, 128, 256] as const;
+
+/**
+ * Checks a weight group size: one of GROUP_SIZES and, when the layer's input width `cols` is
+ * given, not larger than it. Returns the group size; throws OptionError naming the allowed values
+ * (the CLI exits 2). `where` names the layer in the message (e.g. "layer model.layers.0.mlp.up").
+ */
+export function validateGroupSize(groupSize: number, cols?: number, where?: string): number {
+  const allowed = `use one of ${GROUP_SIZES.join(', ')} (0 = one scale per output row)`;
+  if (!(GROUP_SIZES as readonly number[]).includes(groupSize)) throw new OptionError(`group size ${groupSize}: ${allowed}`);
+  if (cols !== undefined && groupSize > cols) {
+    const fits = GROUP_SIZES.filter((g) => g <= cols).join(', ');
+    throw new OptionError(`group size ${groupSize} is larger than the input width ${cols}${where ? ` of ${where}` : ''}; use one of ${fits} (0 = one scale per output row)`);
+  }
+  return groupSize;
+}
+
+/** Parses a group size flag or setting ("128"); throws OptionError naming the allowed values. */
+export function parseGroupSize(text: string): number {
+  const v = Number(text.trim());
+  if (text.trim() === '' || !Number.isInteger(v)) throw new OptionError(`group size "${text}": use one of ${GROUP_SIZES.join(', ')} (0 = one scale per output row)`);
+  return validateGroupSize(v);
+}
+
 /** Short tag for file names: "s50", "2of4", "s0". */
 export function sparsityTag(s: Sparsity): string {
   switch (s.kind) {
@@ -103,6 +131,15 @@ export function sparsityTag(s: Sparsity): string {
   }
 }
 
+/**
+ * Short tag for file names: "" per row and symmetric (today's names), "-g128" for groups of 128,
+ * an "a" suffix when asymmetric ("-g128a"; "-g0a" per row asymmetric).
+ */
+export function groupTag(groupSize: number, asymmetric: boolean): string {
+  if (groupSize === 0 && !asymmetric) return '';
+  return `-g${groupSize}${asymmetric ? 'a' : ''}`;
+}
+
 /** Execution providers in the default order of preference; filtered by platform at run time. */
 export const EXECUTION_PROVIDERS = ['cuda', 'dml', 'coreml', 'webgpu', 'cpu'] as const;
 export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number];
@@ -110,8 +147,15 @@ export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number];
 export interface CompressOptions {
   recipe: RecipeName;
   sparsity: Sparsity;
-  /** Weight bits (2–8), symmetric per output channel. */
+  /** Weight bits (2–8). */
   wbits: number;
+  /**
+   * Weight group size (GROUP_SIZES): 0 = one scale per output row (the paper's setting),
+   * otherwise one scale (and zero point) per `groupSize` consecutive input columns of a row.
+   */
+  groupSize: number;
+  /** Asymmetric weight grid: a zero point per group (per row when groupSize is 0). */
+  asymmetric: boolean;
   /** Activation bits; 16 disables activation quantization. */
   abits: number;
   /** KV-cache bits; 16 disables KV quantization. */
@@ -138,6 +182,8 @@ export const DEFAULT_OPTIONS: CompressOptions = {
   recipe: DEFAULT_RECIPE,
   sparsity: { kind: 'unstructured', ratio: 0.5 },
   wbits: 4,
+  groupSize: 0,
+  asymmetric: false,
   abits: 4,
   kvbits: 4,
   alpha: 0.5,
