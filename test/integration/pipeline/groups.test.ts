@@ -11,6 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { loadModel } from '../../../src/onnx/load';
 import { findLinearLayers } from '../../../src/onnx/linear';
 import { unpackMatMulNBits } from '../../../src/onnx/packed';
+import { packWithCompressedWeights } from '../../../src/pipeline/bench/runtime';
 import { readLayerWeight64 } from '../../../src/onnx/weights';
 import type { CompressionReport } from '../../../src/protocol/report';
 import { ROOT, shortText, tempDir, TINY } from './fixtures';
@@ -114,6 +115,34 @@ test('obr compress --group-size 32 --asym (small model): -g32a outputs, report, 
   }
   console.log(`# small model g32 asym: max |Δlogit| packed vs simulated ${maxDiff.toExponential(2)} (max |logit| ${maxAbs.toFixed(2)})`);
   assert.ok(maxDiff <= 1e-4 * Math.max(1, maxAbs), `max |Δlogit| ${maxDiff} (max |logit| ${maxAbs})`);
+
+  // The runtime benchmark packs the KV-cache twin with the same weights: with groups it takes the
+  // codes, group scales and zero points from the job's packed model (the report has none).
+  const past = path.join(path.dirname(SMALL), 'model_with_past.onnx');
+  const pastOut = path.join(dir, 'past.packed.onnx');
+  const r2 = await packWithCompressedWeights(past, report, pastOut, { seed: 0 });
+  assert.equal(r2.warning, undefined);
+  const job = await loadModel(path.join(out, 'model.obr-gptq-w4-s50-g32a.packed.onnx'));
+  const twin = await loadModel(pastOut);
+  try {
+    const pastModel = await loadModel(past);
+    const pastLayers = findLinearLayers(pastModel.model).filter((l) => l.block !== null);
+    await pastModel.close();
+    assert.equal(pastLayers.length, 28);
+    for (const l of pastLayers) {
+      const a = (await unpackMatMulNBits(twin, l.name))!;
+      const src = report.layers.find((x) => x.block === l.block && x.role === l.role)!;
+      const b = (await unpackMatMulNBits(job, src.name))!;
+      assert.ok(a && b, l.name);
+      assert.equal(a.blockSize, 32);
+      assert.deepEqual(a.codes, b.codes, `${l.name} codes`);
+      assert.deepEqual(a.scales, b.scales, `${l.name} scales`);
+      assert.deepEqual(a.zeros, b.zeros, `${l.name} zero points`);
+    }
+  } finally {
+    await job.close();
+    await twin.close();
+  }
 });
 
 test('obr compress: a group size outside 0|32|64|128|256, or wider than a layer, exits 2 naming the allowed values and writes nothing', { timeout: 240_000 }, async () => {
