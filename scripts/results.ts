@@ -90,6 +90,8 @@ interface Result {
   /** Packed model on disk (bytes) and its packed layers' bits per weight (codes + scales + zero points). */
   packedBytes?: number;
   bitsPerWeight?: number;
+  /** Σ layer loss tr(ΔW H ΔWᵀ) / Σ tr(W H Wᵀ) over the layers: the layer-wise objective, free of evaluation noise. */
+  relLoss?: number;
   error?: string;
 }
 
@@ -116,7 +118,7 @@ function runRow(row: Row): Result {
     const rep = JSON.parse(r.stdout) as {
       perplexity: { dense?: { perplexity: number }; compressed?: { perplexity: number } };
       timings: Record<string, number>;
-      layers: Array<{ sparsity: number; rows: number; cols: number }>;
+      layers: Array<{ sparsity: number; rows: number; cols: number; loss: { total: number; outputEnergy: number } }>;
       packedSize?: { fileBytes: number; bitsPerWeight: number };
     };
     res.dense = rep.perplexity.dense?.perplexity;
@@ -128,6 +130,7 @@ function runRow(row: Row): Result {
     res.bitsPerWeight = rep.packedSize?.bitsPerWeight;
     const n = rep.layers.reduce((s, l) => s + l.rows * l.cols, 0);
     res.zeros = rep.layers.reduce((s, l) => s + l.sparsity * l.rows * l.cols, 0) / n;
+    res.relLoss = rep.layers.reduce((s, l) => s + l.loss.total, 0) / rep.layers.reduce((s, l) => s + l.loss.outputEnergy, 0);
     process.stderr.write(`ppl ${res.compressed?.toFixed(2)} (dense ${res.dense?.toFixed(2)}), ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
   }
   return res;
@@ -205,20 +208,20 @@ function groupsSection(final: boolean): string[] {
     `Same model, calibration and evaluation windows as the table above (${values.samples} calibration windows, first ${values['eval-windows']} test windows; dense perplexity **${fmt(dense, 3)}**). ` +
       '`--group-size 0|128|32` sets one weight scale per row or per group of that many input columns; `--asym` adds a zero point per group (per row at size 0). ' +
       'rtn prunes nothing (quantization only, 0%). "packed" is the MatMulNBits model on disk (the whole file: embeddings, lm_head and norms are stored as in the source); ' +
-      '"bits/weight" is its packed layers\' storage per weight: 4-bit codes plus the fp32 scales and 4-bit zero points of the blocks (MatMulNBits stores a zero point per block even when symmetric).',
+      '"bits/weight" is its packed layers\' storage per weight: 4-bit codes plus the fp32 scales and 4-bit zero points of the blocks (MatMulNBits stores a zero point per block even when symmetric). Per row packs in blocks of 128 with the row\'s scale repeated, so it stores as much as g128.',
     ...(final ? [] : ['', `**Partial:** ${done} of ${selectedGroups.length} jobs finished when this was written; the rest did not run.`]),
     '',
-    '| setting | recipe | grid | perplexity | Δ vs dense | Δ vs per row | zeros | packed (MiB) | bits/weight | time (s) |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| setting | recipe | grid | perplexity | Δ vs dense | Δ vs per row | layer loss | zeros | packed (MiB) | bits/weight | time (s) |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...groupResults.map((r) => {
       const recipe = `${r.row.recipe}${r.row.recipe === 'rtn' ? ' (0%, quantization only)' : ''}`;
-      if (r.error) return `| ${r.row.setting} | ${recipe} | ${gridLabel(r.row)} | failed: ${r.error.replace(/\|/g, '/')} | | | | | | |`;
+      if (r.error) return `| ${r.row.setting} | ${recipe} | ${gridLabel(r.row)} | failed: ${r.error.replace(/\|/g, '/')} | | | | | | | |`;
       const base = perRow(r);
       const vsRow = r.row.groupSize === 0 || base === undefined || r.compressed === undefined ? '—' : `${r.compressed >= base ? '+' : ''}${((r.compressed / base - 1) * 100).toFixed(2)}%`;
-      return `| ${r.row.setting} | ${recipe} | ${gridLabel(r.row)} | ${fmt(r.compressed)} | ${r.dense && r.compressed ? `${((r.compressed / r.dense - 1) * 100).toFixed(1)}%` : '—'} | ${vsRow} | ${r.zeros !== undefined ? `${(r.zeros * 100).toFixed(1)}%` : '—'} | ${mib(r.packedBytes)} | ${fmt(r.bitsPerWeight, 3)} | ${fmt(r.seconds, 1)} |`;
+      return `| ${r.row.setting} | ${recipe} | ${gridLabel(r.row)} | ${fmt(r.compressed)} | ${r.dense && r.compressed ? `${((r.compressed / r.dense - 1) * 100).toFixed(1)}%` : '—'} | ${vsRow} | ${r.relLoss !== undefined ? r.relLoss.toExponential(3) : '—'} | ${r.zeros !== undefined ? `${(r.zeros * 100).toFixed(1)}%` : '—'} | ${mib(r.packedBytes)} | ${fmt(r.bitsPerWeight, 3)} | ${fmt(r.seconds, 1)} |`;
     }),
     '',
-    '"Δ vs per row" compares with the per-row grid of the same recipe, setting and symmetry.',
+    '"Δ vs per row" compares with the per-row grid of the same recipe, setting and symmetry. "layer loss" is Σ tr(ΔW H ΔWᵀ) / Σ tr(W H Wᵀ) over the compressed layers (each on its own sequentially captured Hessian): the objective the recipes minimise, without the evaluation\'s noise.',
     '',
     '### Check: g128 ≤ per row',
     '',
