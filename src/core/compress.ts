@@ -1,11 +1,12 @@
 // One linear layer, one recipe: the numerical entry point the pipeline and `obr layer` call.
 // Order of operations follows obr-algorithm.md §1.7 exactly:
-//   1 per-row symmetric scales on the DENSE W (MSE clip search, P2)
+//   1 scales on the DENSE W (MSE clip search, P2): one symmetric scale per row (the paper), or
+//     per group of `groupSize` input columns, optionally asymmetric (issue 15; see quantize.ts)
 //   2 dead inputs (H_jj = 0): H_jj := 1, W[:, j] := 0
 //   3 damping H + λ·mean(diag H)·I, used for every solve (P6)
 //   4 mask  5 compensation  6 final quantization (RTN or masked GPTQ tail)
 // Loss terms are reported with the UNDAMPED H (LayerLoss in src/protocol/report.ts).
-import type { RecipeName, Sparsity } from '../protocol/recipes';
+import { type RecipeName, type Sparsity, validateGroupSize } from '../protocol/recipes';
 import type { LayerLoss } from '../protocol/report';
 import { type MatrixBackend, jsBackend } from './backend';
 import { sparseGptInPlace } from './gptq';
@@ -15,7 +16,7 @@ import { magnitudeScores, pruneMask, sparseGptScores, wandaScores } from './mask
 import { DEFAULT_PCG } from './obr';
 import { type BatchedPcgSettings, type BatchedPcgStats, DEFAULT_BATCHED_PCG, compensateBatchedPcg } from './pcgBatched';
 import { defaultThreads, PARALLEL_MIN_FLOPS, RowPool, runRows, shared } from './parallel';
-import { quantizeRows, symmetricCode, symmetricGrid } from './quantize';
+import { type GroupGrid, groupCount, quantizeGroups, symmetricGrid } from './quantize';
 
 export interface LayerProblem {
   /** rows×cols row-major, W ∈ R^{out×in} (rows = output channels). */
@@ -43,14 +44,24 @@ export interface LayerConfig {
   blockSize?: number;
   /** Mask score for wanda-rtn / obr-*; default wanda. */
   mask?: MaskScore;
+  /** Input columns per scale group: 0/undefined = one scale per output row (the paper), else 32, 64, 128 or 256. */
+  groupSize?: number;
+  /** Integer zero point per group (asymmetric grid); default symmetric. */
+  asymmetric?: boolean;
 }
 
 export interface LayerResult {
   /** Fake-quantized compressed weight, rows×cols; pruned entries exactly 0. */
   weight: Float64Array;
-  /** Per-row symmetric scale (fitted once on the dense W, P2). */
+  /** Scales fitted once on the dense W (P2): rows×groups row-major, groups = ⌈cols/groupSize⌉
+   *  (1 per row when groupSize is 0). */
   scales: Float64Array;
-  /** rows×cols integer codes in [−2^(b−1), 2^(b−1)−1]; weight = scales[r]·codes. */
+  /** Signed integer zero points (same layout), present iff the grid is asymmetric. */
+  zeros?: Float64Array;
+  /** Columns per group; 0 = one scale per row. */
+  groupSize: number;
+  /** rows×cols signed codes in [−2^(b−1), 2^(b−1)−1]; weight = scale·(code − zero) with the
+   *  entry's group (zero = 0 when symmetric). Pruned entries have code = zero (value 0). */
   codes: Int8Array;
   /** rows×cols, 1 = kept. */
   mask: Uint8Array;
@@ -87,6 +98,9 @@ function validate(problem: LayerProblem, config: LayerConfig): void {
   if (!(Number.isInteger(config.wbits) && config.wbits >= 2 && config.wbits <= 8)) throw new InputError(`wbits must be an integer in 2..8, got ${config.wbits}`);
   if (!(config.alpha >= 0 && config.alpha <= 1)) throw new InputError(`alpha must be in [0, 1], got ${config.alpha}`);
   if (!(config.damp >= 0 && Number.isFinite(config.damp))) throw new InputError(`damp must be ≥ 0, got ${config.damp}`);
+  // Core also accepts any positive group size (a last partial group is fine); the product's
+  // sizes are checked here so every caller refuses the same values with the same message.
+  validateGroupSize(config.groupSize ?? 0, cols);
 }
 
 /** tr(D H Dᵀ) for D = A − B (rows×cols; B = null means zeros), H symmetric (the kernels' quadratic form). */
@@ -111,6 +125,8 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
   const bits = config.wbits;
   const { maxq } = symmetricGrid(bits);
   const bs = config.blockSize ?? 128;
+  const groupSize = config.groupSize ?? 0;
+  const groups = groupCount(cols, groupSize);
   signal?.throwIfAborted();
 
   const threads = Math.max(1, Math.floor(options.threads ?? defaultThreads()));
@@ -120,10 +136,12 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
   const f64 = (n: number): Float64Array => (pool ? shared.f64(n) : new Float64Array(n));
   const copy = (a: Float64Array): Float64Array => (pool ? shared.copy(a) : a.slice());
   try {
-    // 1. Scales on the dense W (P2), row-parallel.
+    // 1. Scales (and zero points) on the dense W (P2), per row or per group, row-parallel.
     const dense = pool ? shared.copy(problem.weight) : problem.weight;
-    const scales = f64(rows);
-    await runRows(pool, { kind: 'scales', weight: dense, cols, maxq, norm: 2.4, grid: 100, steps: 80, scales }, rows, signal);
+    const scales = f64(rows * groups);
+    const zeros = config.asymmetric ? f64(rows * groups) : undefined;
+    await runRows(pool, { kind: 'scales', weight: dense, cols, maxq, norm: 2.4, grid: 100, steps: 80, scales, groupSize, zeros: zeros ?? null }, rows, signal);
+    const grid: GroupGrid = zeros ? { scales, zeros, groupSize } : { scales, groupSize };
 
     // 2. Dead inputs, 3. damping.
     const w = copy(problem.weight);
@@ -169,20 +187,20 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
     switch (config.method) {
       case 'rtn': {
         mask = maskFor();
-        out = quantizeRows(w, rows, cols, scales, bits, codes);
+        out = quantizeGroups(w, rows, cols, grid, bits, codes);
         break;
       }
       case 'wanda-rtn': {
         mask = maskFor();
         const wp = w.slice();
         for (let i = 0; i < wp.length; i++) if (!mask[i]) wp[i] = 0;
-        out = quantizeRows(wp, rows, cols, scales, bits, codes);
+        out = quantizeGroups(wp, rows, cols, grid, bits, codes);
         break;
       }
       case 'gptq': {
         mask = maskFor();
         out = w;
-        await runRows(pool, { kind: 'gptq', weight: out, cols, u: getUpper(), scales, maxq, mask: null, start: 0, blockSize: bs, codes }, rows, signal);
+        await runRows(pool, { kind: 'gptq', weight: out, cols, u: getUpper(), scales, maxq, mask: null, start: 0, blockSize: bs, codes, groupSize, zeros: zeros ?? null }, rows, signal);
         break;
       }
       case 'sparsegpt-gptq': {
@@ -194,7 +212,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
           upper = upperCholeskyOfInverse(dampHessian(h0, cols, Math.max(0.1, config.damp)), cols);
         }
         out = w;
-        mask = sparseGptInPlace(out, rows, cols, getUpper(), scales, bits, config.sparsity, codes, bs);
+        mask = sparseGptInPlace(out, rows, cols, getUpper(), scales, bits, config.sparsity, codes, bs, groupSize, zeros);
         break;
       }
       case 'obr-rtn':
@@ -203,7 +221,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         const k = Math.floor(config.alpha * cols + 1e-9);
         const wc = f64(rows * cols);
         const solver = options.solver === 'pcg' ? 'pcg' : 'direct';
-        const cproblem = { weight: w, rows, cols, hessian: hdShared, mask, scales, bits, splitCol: k };
+        const cproblem = { weight: w, rows, cols, hessian: hdShared, mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
         const compensation =
           options.solver === 'pcg-batched'
             ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
@@ -212,22 +230,15 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         if (pool && config.method === 'obr-gptq' && k < cols) getTailUpper(k);
         await compensation;
         if (config.method === 'obr-rtn') {
-          out = quantizeRows(wc, rows, cols, scales, bits, codes);
+          out = quantizeGroups(wc, rows, cols, grid, bits, codes);
         } else {
-          // Columns [0, k): RTN of W_c (E2 values are exactly the rounded ones that were
-          // compensated, §7.7); columns [k, n): masked GPTQ tail from W_c (P10).
+          // Columns [0, k): RTN of W_c on the same grid (E2 values are exactly the rounded ones
+          // that were compensated, §7.7); columns [k, n): masked GPTQ tail from W_c (P10) with the
+          // static group grid (gptq.ts).
           out = wc;
-          for (let r = 0; r < rows; r++) {
-            const o = r * cols;
-            const s = scales[r];
-            for (let j = 0; j < k; j++) {
-              const q = symmetricCode(wc[o + j], s, maxq);
-              codes[o + j] = q;
-              out[o + j] = q * s;
-            }
-          }
+          rowKernels.quantizeRange(wc, out, codes, cols, scales, maxq, 0, k, 0, rows, groupSize, zeros ?? null);
           if (k < cols) {
-            await runRows(pool, { kind: 'gptq', weight: out, cols, u: getTailUpper(k), scales, maxq, mask, start: k, blockSize: bs, codes }, rows, signal);
+            await runRows(pool, { kind: 'gptq', weight: out, cols, u: getTailUpper(k), scales, maxq, mask, start: k, blockSize: bs, codes, groupSize, zeros: zeros ?? null }, rows, signal);
           }
         }
         break;
@@ -237,7 +248,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         throw new InputError(`unknown method ${String(never)}`);
       }
     }
-    return finish(problem, config, options, { out, codes, mask, scales, prunes, started });
+    return finish(problem, config, options, { out, codes, mask, grid, prunes, started });
   } finally {
     await pool?.release();
     // This thread's kernels may have grown to a large layer's size (H⁻¹ factor, loss terms).
@@ -249,7 +260,7 @@ function finish(
   problem: LayerProblem,
   config: LayerConfig,
   options: CompressOptionsCore,
-  r: { out: Float64Array; codes: Int8Array; mask: Uint8Array; scales: Float64Array; prunes: boolean; started: number },
+  r: { out: Float64Array; codes: Int8Array; mask: Uint8Array; grid: GroupGrid; prunes: boolean; started: number },
 ): LayerResult {
   const { rows, cols } = problem;
   const { prunes, started } = r;
@@ -258,15 +269,18 @@ function finish(
   const out = own(r.out);
   const codes = own(r.codes);
   const mask = own(r.mask);
-  const scales = own(r.scales);
+  const grid: GroupGrid = { scales: own(r.grid.scales), groupSize: r.grid.groupSize, ...(r.grid.zeros ? { zeros: own(r.grid.zeros) } : {}) };
+  const { scales, zeros: zeroPoints, groupSize } = grid;
   const bits = config.wbits;
   const { maxq } = symmetricGrid(bits);
   const signal = options.signal;
-  // Pruned entries are exactly 0 (round(0/s) = 0 and GPTQ forces them), but make the code
-  // array agree for quant-only recipes too.
+  // Pruned entries are exactly 0 (GPTQ forces them; RTN of a pruned 0 gives code = zero), but
+  // make the code array agree for every recipe: code = the group's zero point (0 if symmetric).
+  const gs = groupSize > 0 ? groupSize : cols;
+  const groups = groupCount(cols, groupSize);
   for (let i = 0; i < out.length; i++) if (!mask[i]) {
     out[i] = 0;
-    codes[i] = 0;
+    codes[i] = zeroPoints ? zeroPoints[Math.floor(i / cols) * groups + Math.floor((i % cols) / gs)] : 0;
   }
   signal?.throwIfAborted();
 
@@ -291,7 +305,8 @@ function finish(
       for (let i = 0; i < pr.length; i++) if (!mask[i]) pr[i] = W[i];
       pruning = layerLossBetween(pr, null, rows, cols, h);
     }
-    const rtn = quantizeRows(W, rows, cols, scales, bits);
+    // RTN of the dense W on the layer's grid (per group, with zero points when asymmetric).
+    const rtn = quantizeGroups(W, rows, cols, grid, bits);
     const quantization = layerLossBetween(rtn, W, rows, cols, h);
     const outputEnergy = layerLossBetween(W, null, rows, cols, h);
     loss = { total, pruning, quantization, recovered: pruning + quantization - total, outputEnergy };
@@ -299,6 +314,8 @@ function finish(
   return {
     weight: out,
     scales,
+    ...(zeroPoints ? { zeros: zeroPoints } : {}),
+    groupSize,
     codes,
     mask,
     stats: { loss, sparsity: zeros / out.length, codeHistogram: histogram, seconds },

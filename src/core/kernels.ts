@@ -26,7 +26,12 @@ export interface CompensationProblem {
   /** Damped Hessian cols×cols (P6: the same damped H for every solve). */
   hessian: Float64Array;
   mask: Uint8Array;
+  /** Scales fitted on the dense W (P2): rows×groups, row-major (groups = 1 per row when groupSize is 0). */
   scales: Float64Array;
+  /** Columns per scale group; 0 or absent = one scale per row. */
+  groupSize?: number;
+  /** Signed integer zero points, same layout as scales; absent = symmetric (zero 0). */
+  zeros?: Float64Array;
   bits: number;
   /** Column split k = ⌊α·n⌋; k = 0 disables the quantization transfer. */
   splitCol: number;
@@ -50,9 +55,9 @@ export interface PcgSettings {
  * SharedArrayBuffers (views on a SharedArrayBuffer are shared, not copied, by postMessage).
  */
 export type RowTask =
-  | { kind: 'scales'; weight: Float64Array; cols: number; maxq: number; norm: number; grid: number; steps: number; scales: Float64Array }
+  | { kind: 'scales'; weight: Float64Array; cols: number; maxq: number; norm: number; grid: number; steps: number; scales: Float64Array; groupSize?: number; zeros?: Float64Array | null }
   | { kind: 'compensate'; problem: CompensationProblem; out: Float64Array; solver: 'direct' | 'pcg'; pcg: PcgSettings }
-  | { kind: 'gptq'; weight: Float64Array; cols: number; u: Float64Array; scales: Float64Array; maxq: number; mask: Uint8Array | null; start: number; blockSize: number; codes: Int8Array | null };
+  | { kind: 'gptq'; weight: Float64Array; cols: number; u: Float64Array; scales: Float64Array; maxq: number; mask: Uint8Array | null; start: number; blockSize: number; codes: Int8Array | null; groupSize?: number; zeros?: Float64Array | null };
 
 /** The slice of the WebAssembly JS API the kernels use (lib "dom" is not loaded here). */
 interface WasmMemory {
@@ -69,10 +74,11 @@ interface WasmKernels {
   heapBase(): number;
   cholesky(a: number, n: number, lda: number): number;
   invertLower(l: number, n: number, x: number): void;
-  compensateRow(h: number, n: number, w: number, mask: number, out: number, k: number, scale: number, maxq: number, scratch: number, mixed: number): number;
+  compensateRow(h: number, n: number, w: number, mask: number, out: number, k: number, scales: number, zeros: number, gs: number, maxq: number, scratch: number, mixed: number): number;
   cholesky32(a: number, n: number, lda: number): number;
   rowScale(w: number, n: number, maxq: number, norm: number, grid: number, steps: number, t1: number, s1: number, t2: number, s2: number, y2max: number): number;
-  gptqRows(w: number, rows: number, n: number, u: number, scales: number, maxq: number, mask: number, start: number, bs: number, codes: number, err: number): void;
+  asymScale(w: number, n: number, maxq: number, norm: number, grid: number, steps: number, t1: number, s1: number, t2: number, s2: number, y2max: number, zeroOut: number): number;
+  gptqRows(w: number, rows: number, n: number, u: number, scales: number, zeros: number, groups: number, gs: number, maxq: number, mask: number, start: number, bs: number, codes: number, err: number): void;
   quadraticFormSum(d: number, rows: number, n: number, h: number): number;
 }
 
@@ -240,6 +246,25 @@ export function createRowKernels(wasmBase64: string | null = null) {
     return q > maxq ? maxq : q < -maxq - 1 ? -maxq - 1 : q;
   }
 
+  /**
+   * Code of one value on the grid with integer zero point z (signed range, as the codes):
+   * clamp(round(w/scale) + z, −(maxq+1), maxq); the value is scale·(code − z). z = 0 is the
+   * symmetric grid (same result as symmetricCode).
+   */
+  function groupCode(w: number, scale: number, z: number, maxq: number): number {
+    const q = roundHalfEven(w / scale) + z;
+    return q > maxq ? maxq : q < -maxq - 1 ? -maxq - 1 : q;
+  }
+
+  /**
+   * Columns per scale group for a groupSize setting (0/absent = the whole row) and groups per row:
+   * column j of row r uses scales[r·groups + ⌊j/gs⌋]; the last group may be partial.
+   */
+  function groupLayout(cols: number, groupSize: number | undefined): { gs: number; groups: number } {
+    const gs = groupSize && groupSize > 0 ? groupSize : cols;
+    return { gs, groups: Math.ceil(cols / gs) };
+  }
+
   /** Σ_j a[offset + j]·x[j], j < n (4 independent partial sums). */
   function rowDot(a: Float64Array, offset: number, x: Float64Array, n: number): number {
     let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -298,6 +323,8 @@ export function createRowKernels(wasmBase64: string | null = null) {
    */
   function compensateRowsWasm(p: CompensationProblem, out: Float64Array, row0: number, row1: number, signal?: AbortSignal): boolean {
     const { weight: w, cols: n, hessian: h, mask, scales, splitCol: k } = p;
+    const zeros = p.zeros ?? null;
+    const { gs, groups } = groupLayout(n, p.groupSize);
     let maxKept = 0;
     for (let r = row0; r < row1; r++) {
       let kept = 0;
@@ -309,30 +336,36 @@ export function createRowKernels(wasmBase64: string | null = null) {
     const hBytes = n * n * 8;
     const rowBytes = n * 8;
     const scratchBytes = pad(4 * n) + 6 * rowBytes + maxKept * maxKept * (mixed ? 12 : 8);
-    const base = wasmRegion(hBytes + 2 * rowBytes + pad(n) + scratchBytes);
+    const groupBytes = pad(groups * 8);
+    const base = wasmRegion(hBytes + 2 * rowBytes + pad(n) + 2 * groupBytes + scratchBytes);
     if (base === null) return false;
     const kx = wasmKernels()!;
-    const hPtr = base, wPtr = hPtr + hBytes, outPtr = wPtr + rowBytes, maskPtr = outPtr + rowBytes, scratch = maskPtr + pad(n);
+    const hPtr = base, wPtr = hPtr + hBytes, outPtr = wPtr + rowBytes, maskPtr = outPtr + rowBytes, sPtr = maskPtr + pad(n), zPtr = sPtr + groupBytes, scratch = zPtr + groupBytes;
     const memory = kx.memory.buffer;
     new Float64Array(memory, hPtr, n * n).set(h.subarray(0, n * n));
     const wv = new Float64Array(memory, wPtr, n);
     const ov = new Float64Array(memory, outPtr, n);
     const mv = new Uint8Array(memory, maskPtr, n);
+    const sv = new Float64Array(memory, sPtr, groups);
+    const zv = new Float64Array(memory, zPtr, groups);
     const maxq = 2 ** (p.bits - 1) - 1;
     for (let r = row0; r < row1; r++) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
       const o = r * n;
       wv.set(w.subarray(o, o + n));
       mv.set(mask.subarray(o, o + n));
+      sv.set(scales.subarray(r * groups, (r + 1) * groups));
+      if (zeros) zv.set(zeros.subarray(r * groups, (r + 1) * groups));
+      const zArg = zeros ? zPtr : 0;
       if (mixed) {
-        if (kx.compensateRow(hPtr, n, wPtr, maskPtr, outPtr, k, scales[r], maxq, scratch, 1) === 1) {
+        if (kx.compensateRow(hPtr, n, wPtr, maskPtr, outPtr, k, sPtr, zArg, gs, maxq, scratch, 1) === 1) {
           mixedStats.mixed++;
           out.set(ov, o);
           continue;
         }
         mixedStats.fallback++;
       }
-      if (kx.compensateRow(hPtr, n, wPtr, maskPtr, outPtr, k, scales[r], maxq, scratch, 0) !== 1) {
+      if (kx.compensateRow(hPtr, n, wPtr, maskPtr, outPtr, k, sPtr, zArg, gs, maxq, scratch, 0) !== 1) {
         throw linAlgError(`OBR: retained Hessian block of row ${r} is not positive definite; raise --damp`);
       }
       out.set(ov, o);
@@ -381,6 +414,8 @@ export function createRowKernels(wasmBase64: string | null = null) {
    */
   function compensateRowsWith(p: CompensationProblem, out: Float64Array, row0: number, row1: number, signal: AbortSignal | undefined, solverFor: (a: Float64Array, nr: number, r: number) => RowSolver): void {
     const { weight: w, cols: n, hessian: h, mask, scales, splitCol: k } = p;
+    const zeros = p.zeros ?? null;
+    const { gs, groups } = groupLayout(n, p.groupSize);
     const maxq = 2 ** (p.bits - 1) - 1;
     const perm = new Int32Array(n);
     const evicted = new Int32Array(n);
@@ -412,12 +447,18 @@ export function createRowKernels(wasmBase64: string | null = null) {
       // Quantization transfer E2 → R2 (positions [nr2, nr) → [0, nr2)).
       const ne2 = nr - nr2;
       if (ne2 > 0 && nr2 > 0) {
-        const s = scales[r];
-        // b = A_R2E2 ê_E2 = (H·ê scattered to the E2 columns)[R2], again as row dot products.
+        // b = A_R2E2 ê_E2 = (H·ê scattered to the E2 columns)[R2], again as row dot products;
+        // ê uses the quantizer of each column's group (fitted on the dense row, P2).
         dense.fill(0);
         for (let t = 0; t < ne2; t++) {
           const v = rhs[nr2 + t];
-          dense[perm[nr2 + t]] = v - symmetricCode(v, s, maxq) * s;
+          const j = perm[nr2 + t];
+          const gi = r * groups + ((j / gs) | 0);
+          const s = scales[gi];
+          if (zeros) {
+            const z = zeros[gi];
+            dense[j] = v - (groupCode(v, s, z, maxq) - z) * s;
+          } else dense[j] = v - symmetricCode(v, s, maxq) * s;
         }
         const b = new Float64Array(nr2);
         for (let i = 0; i < nr2; i++) b[i] = rowDot(h, perm[i] * n, dense, n);
@@ -571,48 +612,159 @@ export function createRowKernels(wasmBase64: string | null = null) {
   function symmetricRowScalesRange(w: Float64Array, cols: number, maxq: number, norm: number, grid: number, steps: number, scales: Float64Array, row0: number, row1: number): void {
     const table = powerTable(norm);
     if (steps > 1 && row1 > row0 && rowScalesWasm(w, cols, maxq, norm, grid, steps, scales, row0, row1)) return;
-    for (let r = row0; r < row1; r++) {
-      const o = r * cols;
-      let lo = 0;
-      let hi = 0;
+    for (let r = row0; r < row1; r++) scales[r] = symmetricScaleJs(w, r * cols, cols, maxq, norm, grid, steps, table);
+  }
+
+  /** The MSE clip search of §1.7 step 2 on w[o, o + n) in JavaScript (see symmetricRowScalesRange). */
+  function symmetricScaleJs(w: Float64Array, o: number, cols: number, maxq: number, norm: number, grid: number, steps: number, table: Float64Array): number {
+    let lo = 0;
+    let hi = 0;
+    for (let j = 0; j < cols; j++) {
+      const v = w[o + j];
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    let xmax = Math.max(-lo, hi);
+    if (xmax === 0) xmax = 1;
+    let best = Infinity;
+    let bestScale = Math.max(xmax / maxq, 1e-5);
+    for (let i = 0; i < steps; i++) {
+      const p = 1 - i / grid;
+      const scale = Math.max((p * xmax) / maxq, 1e-5);
+      // Σ|Q(w)−w|^norm: unclipped entries have |Q(w)−w| = scale·t with t = |w/s − round(w/s)|
+      // ∈ [0, ½] (ties give ½ either way), so their sum is scale^norm·Σ t^norm, with t^norm
+      // read from a table (relative error < 1e-6, below the fp32 noise of the reference);
+      // clipped entries use the exact power.
+      const inv = 1 / scale;
+      let unclipped = 0;
+      let clipped = 0;
       for (let j = 0; j < cols; j++) {
         const v = w[o + j];
-        if (v < lo) lo = v;
-        if (v > hi) hi = v;
-      }
-      let xmax = Math.max(-lo, hi);
-      if (xmax === 0) xmax = 1;
-      let best = Infinity;
-      let bestScale = Math.max(xmax / maxq, 1e-5);
-      for (let i = 0; i < steps; i++) {
-        const p = 1 - i / grid;
-        const scale = Math.max((p * xmax) / maxq, 1e-5);
-        // Σ|Q(w)−w|^norm: unclipped entries have |Q(w)−w| = scale·t with t = |w/s − round(w/s)|
-        // ∈ [0, ½] (ties give ½ either way), so their sum is scale^norm·Σ t^norm, with t^norm
-        // read from a table (relative error < 1e-6, below the fp32 noise of the reference);
-        // clipped entries use the exact power.
-        const inv = 1 / scale;
-        let unclipped = 0;
-        let clipped = 0;
-        for (let j = 0; j < cols; j++) {
-          const v = w[o + j];
-          const x = v * inv;
-          const q = Math.round(x);
-          if (q > maxq) clipped += (v - maxq * scale) ** norm;
-          else if (q < -maxq - 1) clipped += (-(maxq + 1) * scale - v) ** norm;
-          else {
-            const u = Math.abs(x - q) * TABLE_STEPS2;
-            const k = u | 0;
-            unclipped += table[k] + (table[k + 1] - table[k]) * (u - k);
-          }
-        }
-        const err = unclipped * scale ** norm + clipped;
-        if (err < best) {
-          best = err;
-          bestScale = scale;
+        const x = v * inv;
+        const q = Math.round(x);
+        if (q > maxq) clipped += (v - maxq * scale) ** norm;
+        else if (q < -maxq - 1) clipped += (-(maxq + 1) * scale - v) ** norm;
+        else {
+          const u = Math.abs(x - q) * TABLE_STEPS2;
+          const k = u | 0;
+          unclipped += table[k] + (table[k + 1] - table[k]) * (u - k);
         }
       }
-      scales[r] = bestScale;
+      const err = unclipped * scale ** norm + clipped;
+      if (err < best) {
+        best = err;
+        bestScale = scale;
+      }
+    }
+    return bestScale;
+  }
+
+  /**
+   * The asymmetric MSE clip search on w[o, o + n) in JavaScript (the reference min/max quantizer
+   * with its shrink search; see asymScale in ./wasm/assembly): both ends of [min(w, 0), max(w, 0)]
+   * shrink by the same p, the zero point is re-rounded for each p. `maxq` is the signed top code
+   * 2^(b−1) − 1; returns the scale and the SIGNED zero point (unsigned zero − 2^(b−1)).
+   */
+  function asymScaleJs(w: Float64Array, o: number, n: number, maxq: number, norm: number, grid: number, steps: number, table: Float64Array): { scale: number; zero: number } {
+    const top = 2 * maxq + 1;
+    let lo = 0;
+    let hi = 0;
+    for (let j = 0; j < n; j++) {
+      const v = w[o + j];
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    if (lo === 0 && hi === 0) {
+      lo = -1;
+      hi = 1;
+    }
+    let best = Infinity;
+    let bestScale = Math.max((hi - lo) / top, 1e-5);
+    let bestZero = roundHalfEven(-lo / bestScale);
+    for (let i = 0; i < steps; i++) {
+      const p = 1 - i / grid;
+      const a = p * lo;
+      const scale = Math.max((p * hi - a) / top, 1e-5);
+      const zero = roundHalfEven(-a / scale);
+      const inv = 1 / scale;
+      const up = top - zero;
+      const down = -zero;
+      let unclipped = 0;
+      let clipped = 0;
+      for (let j = 0; j < n; j++) {
+        const v = w[o + j];
+        const x = v * inv;
+        const q = Math.round(x);
+        if (q > up) clipped += (v - up * scale) ** norm;
+        else if (q < down) clipped += (down * scale - v) ** norm;
+        else {
+          const u = Math.abs(x - q) * TABLE_STEPS2;
+          const k = u | 0;
+          unclipped += table[k] + (table[k + 1] - table[k]) * (u - k);
+        }
+      }
+      const err = unclipped * scale ** norm + clipped;
+      if (err < best) {
+        best = err;
+        bestScale = scale;
+        bestZero = zero;
+      }
+    }
+    return { scale: bestScale, zero: bestZero - (maxq + 1) };
+  }
+
+  /** groupScalesRange in WebAssembly (rowScale / asymScale per group); false without the kernels. */
+  function groupScalesWasm(w: Float64Array, cols: number, maxq: number, norm: number, grid: number, steps: number, gs: number, groups: number, scales: Float64Array, zeros: Float64Array | null, row0: number, row1: number): boolean {
+    const t1 = powerTable(norm);
+    const t2 = clipTable(norm);
+    const base = wasmRegion(pad(t1.length * 8) + pad(t2.length * 8) + pad(cols * 8) + 16);
+    if (base === null) return false;
+    const kx = wasmKernels()!;
+    const t1Ptr = base, t2Ptr = t1Ptr + pad(t1.length * 8), wPtr = t2Ptr + pad(t2.length * 8), zPtr = wPtr + pad(cols * 8);
+    const memory = kx.memory.buffer;
+    new Float64Array(memory, t1Ptr, t1.length).set(t1);
+    new Float64Array(memory, t2Ptr, t2.length).set(t2);
+    const wv = new Float64Array(memory, wPtr, cols);
+    const zv = new Float64Array(memory, zPtr, 1);
+    for (let r = row0; r < row1; r++) {
+      wv.set(w.subarray(r * cols, (r + 1) * cols));
+      for (let g = 0; g < groups; g++) {
+        const c0 = g * gs;
+        const width = Math.min(cols, c0 + gs) - c0;
+        const gp = wPtr + c0 * 8;
+        if (zeros) {
+          scales[r * groups + g] = kx.asymScale(gp, width, 2 * maxq + 1, norm, grid, steps, t1Ptr, TABLE_STEPS2, t2Ptr, CLIP_STEPS, CLIP_MAX, zPtr);
+          zeros[r * groups + g] = zv[0] - (maxq + 1);
+        } else {
+          scales[r * groups + g] = kx.rowScale(gp, width, maxq, norm, grid, steps, t1Ptr, TABLE_STEPS2, t2Ptr, CLIP_STEPS, CLIP_MAX);
+        }
+      }
+    }
+    return true;
+  }
+
+  /**
+   * Group scales of rows [row0, row1) of W (rows×cols) into `scales` (rows×groups, see
+   * groupLayout), fitted on the weights given (the dense W, P2): each group gets the symmetric
+   * search of symmetricRowScalesRange on its own columns, or with `zeros` (same layout, signed
+   * integer zero points written) the asymmetric search of asymScaleJs. groupSize 0 (or ≥ cols)
+   * with no zeros is exactly symmetricRowScalesRange (today's per-row scales, bit for bit).
+   */
+  function groupScalesRange(w: Float64Array, cols: number, maxq: number, norm: number, grid: number, steps: number, groupSize: number, scales: Float64Array, zeros: Float64Array | null, row0: number, row1: number): void {
+    const { gs, groups } = groupLayout(cols, groupSize);
+    if (!zeros && groups === 1) return symmetricRowScalesRange(w, cols, maxq, norm, grid, steps, scales, row0, row1);
+    if (steps > 1 && row1 > row0 && groupScalesWasm(w, cols, maxq, norm, grid, steps, gs, groups, scales, zeros, row0, row1)) return;
+    const table = powerTable(norm);
+    for (let r = row0; r < row1; r++) {
+      for (let g = 0; g < groups; g++) {
+        const c0 = g * gs;
+        const width = Math.min(cols, c0 + gs) - c0;
+        if (zeros) {
+          const f = asymScaleJs(w, r * cols + c0, width, maxq, norm, grid, steps, table);
+          scales[r * groups + g] = f.scale;
+          zeros[r * groups + g] = f.zero;
+        } else scales[r * groups + g] = symmetricScaleJs(w, r * cols + c0, width, maxq, norm, grid, steps, table);
+      }
     }
   }
 
@@ -624,31 +776,34 @@ export function createRowKernels(wasmBase64: string | null = null) {
    * the mask, so any row split gives the same result.
    */
   /** gptqRows in WebAssembly (rows copied in and out, U once per call); false when it cannot run. */
-  function gptqRowsWasm(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number): boolean {
+  function gptqRowsWasm(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number, gs: number, groups: number, zeros: Float64Array | null): boolean {
     const rows = row1 - row0;
     const uBytes = cols * cols * 8;
     const wBytes = rows * cols * 8;
-    const base = wasmRegion(uBytes + wBytes + pad(rows * 8) + pad(16 * bs * 8) + 2 * pad(rows * cols));
+    const sBytes = pad(rows * groups * 8);
+    const base = wasmRegion(uBytes + wBytes + 2 * sBytes + pad(16 * bs * 8) + 2 * pad(rows * cols));
     if (base === null) return false;
     const kx = wasmKernels()!;
-    const uPtr = base, wPtr = uPtr + uBytes, sPtr = wPtr + wBytes, ePtr = sPtr + pad(rows * 8), mPtr = ePtr + pad(16 * bs * 8), cPtr = mPtr + pad(rows * cols);
+    const uPtr = base, wPtr = uPtr + uBytes, sPtr = wPtr + wBytes, zPtr = sPtr + sBytes, ePtr = zPtr + sBytes, mPtr = ePtr + pad(16 * bs * 8), cPtr = mPtr + pad(rows * cols);
     const memory = kx.memory.buffer;
     // Only rows [start, cols) of U are read.
     new Float64Array(memory, uPtr + start * cols * 8, (cols - start) * cols).set(u.subarray(start * cols, cols * cols));
     const wv = new Float64Array(memory, wPtr, rows * cols);
     wv.set(w.subarray(row0 * cols, row1 * cols));
-    new Float64Array(memory, sPtr, rows).set(scales.subarray(row0, row1));
+    new Float64Array(memory, sPtr, rows * groups).set(scales.subarray(row0 * groups, row1 * groups));
+    if (zeros) new Float64Array(memory, zPtr, rows * groups).set(zeros.subarray(row0 * groups, row1 * groups));
     if (mask) new Uint8Array(memory, mPtr, rows * cols).set(mask.subarray(row0 * cols, row1 * cols));
     const cv = new Int8Array(memory, cPtr, rows * cols);
     if (codes) cv.set(codes.subarray(row0 * cols, row1 * cols));
-    kx.gptqRows(wPtr, rows, cols, uPtr, sPtr, maxq, mask ? mPtr : 0, start, bs, codes ? cPtr : 0, ePtr);
+    kx.gptqRows(wPtr, rows, cols, uPtr, sPtr, zeros ? zPtr : 0, groups, gs, maxq, mask ? mPtr : 0, start, bs, codes ? cPtr : 0, ePtr);
     w.set(wv, row0 * cols);
     if (codes) codes.set(cv, row0 * cols);
     return true;
   }
 
-  function gptqRows(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number): void {
-    if (row1 > row0 && start < cols && gptqRowsWasm(w, cols, u, scales, maxq, mask, start, bs, codes, row0, row1)) return;
+  function gptqRows(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number, groupSize = 0, zeros: Float64Array | null = null): void {
+    const { gs, groups } = groupLayout(cols, groupSize);
+    if (row1 > row0 && start < cols && gptqRowsWasm(w, cols, u, scales, maxq, mask, start, bs, codes, row0, row1, gs, groups, zeros)) return;
     const batch = 16; // rows sharing each loaded row of U in the trailing update
     const err = new Float64Array(batch * bs);
     for (let i1 = start; i1 < cols; i1 += bs) {
@@ -657,15 +812,31 @@ export function createRowKernels(wasmBase64: string | null = null) {
         const r1 = Math.min(row1, r0 + batch);
         for (let r = r0; r < r1; r++) {
           const o = r * cols;
-          const s = scales[r];
+          // Static groups: column j uses scales[r·groups + ⌊j/gs⌋], fitted before the sweep.
+          const sr = r * groups;
+          let g = (i1 / gs) | 0;
+          let gEnd = Math.min(cols, (g + 1) * gs);
+          let s = scales[sr + g];
+          let z = zeros ? zeros[sr + g] : 0;
           const eo = (r - r0) * bs - i1;
           for (let j = i1; j < i2; j++) {
+            if (j === gEnd) {
+              g++;
+              gEnd = Math.min(cols, gEnd + gs);
+              s = scales[sr + g];
+              if (zeros) z = zeros[sr + g];
+            }
             const v = w[o + j];
             let q = 0;
-            let code = 0;
+            let code = z;
             if (!mask || mask[o + j] === 1) {
-              code = symmetricCode(v, s, maxq);
-              q = code * s;
+              if (zeros) {
+                code = groupCode(v, s, z, maxq);
+                q = (code - z) * s;
+              } else {
+                code = symmetricCode(v, s, maxq);
+                q = code * s;
+              }
             }
             w[o + j] = q;
             if (codes) codes[o + j] = code;
@@ -693,15 +864,27 @@ export function createRowKernels(wasmBase64: string | null = null) {
     }
   }
 
-  /** RTN of columns [col0, col1) of rows [row0, row1) onto the row scales, codes written. */
-  function quantizeRange(src: Float64Array, out: Float64Array, codes: Int8Array, cols: number, scales: Float64Array, maxq: number, col0: number, col1: number, row0: number, row1: number): void {
+  /**
+   * RTN of columns [col0, col1) of rows [row0, row1) onto the group scales (rows×groups, see
+   * groupLayout; groupSize 0 = per row) and zero points (null = symmetric); codes written when given.
+   */
+  function quantizeRange(src: Float64Array, out: Float64Array, codes: Int8Array | null, cols: number, scales: Float64Array, maxq: number, col0: number, col1: number, row0: number, row1: number, groupSize = 0, zeros: Float64Array | null = null): void {
+    const { gs, groups } = groupLayout(cols, groupSize);
     for (let r = row0; r < row1; r++) {
       const o = r * cols;
-      const s = scales[r];
       for (let j = col0; j < col1; j++) {
-        const q = symmetricCode(src[o + j], s, maxq);
-        codes[o + j] = q;
-        out[o + j] = q * s;
+        const gi = r * groups + ((j / gs) | 0);
+        const s = scales[gi];
+        let q: number;
+        if (zeros) {
+          const z = zeros[gi];
+          q = groupCode(src[o + j], s, z, maxq);
+          out[o + j] = (q - z) * s;
+        } else {
+          q = symmetricCode(src[o + j], s, maxq);
+          out[o + j] = q * s;
+        }
+        if (codes) codes[o + j] = q;
       }
     }
   }
@@ -710,19 +893,19 @@ export function createRowKernels(wasmBase64: string | null = null) {
   function runTask(task: RowTask, row0: number, row1: number): void {
     switch (task.kind) {
       case 'scales':
-        symmetricRowScalesRange(task.weight, task.cols, task.maxq, task.norm, task.grid, task.steps, task.scales, row0, row1);
+        groupScalesRange(task.weight, task.cols, task.maxq, task.norm, task.grid, task.steps, task.groupSize ?? 0, task.scales, task.zeros ?? null, row0, row1);
         return;
       case 'compensate':
         if (task.solver === 'pcg') compensateRowsPcg(task.problem, task.out, row0, row1, undefined, task.pcg);
         else compensateRowsDirect(task.problem, task.out, row0, row1);
         return;
       case 'gptq':
-        gptqRows(task.weight, task.cols, task.u, task.scales, task.maxq, task.mask, task.start, task.blockSize, task.codes, row0, row1);
+        gptqRows(task.weight, task.cols, task.u, task.scales, task.maxq, task.mask, task.start, task.blockSize, task.codes, row0, row1, task.groupSize ?? 0, task.zeros ?? null);
         return;
     }
   }
 
-  return { wasmAvailable: (): boolean => wasmKernels() !== null, mixedStats: () => ({ ...mixedStats }), trim, invertLower, quadraticFormSum, runTask, scratchMatrix, symmetricRowScalesRange, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
+  return { wasmAvailable: (): boolean => wasmKernels() !== null, mixedStats: () => ({ ...mixedStats }), trim, invertLower, quadraticFormSum, runTask, scratchMatrix, symmetricRowScalesRange, groupScalesRange, groupLayout, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, groupCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
 }
 
 export type RowKernels = ReturnType<typeof createRowKernels>;

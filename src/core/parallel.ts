@@ -191,7 +191,7 @@ export async function compensateRows(p: CompensationProblem, options: Compensate
   }
   const pool = RowPool.acquire(threads);
   try {
-    const sp: CompensationProblem = { ...p, weight: shared.copy(p.weight), hessian: shared.copy(p.hessian), scales: shared.copy(p.scales), mask: shared.u8(p.mask.length) };
+    const sp: CompensationProblem = { ...p, weight: shared.copy(p.weight), hessian: shared.copy(p.hessian), scales: shared.copy(p.scales), ...(p.zeros ? { zeros: shared.copy(p.zeros) } : {}), mask: shared.u8(p.mask.length) };
     sp.mask.set(p.mask);
     const out = shared.f64(p.rows * p.cols);
     await pool.run({ kind: 'compensate', problem: sp, out, solver, pcg: DEFAULT_PCG }, p.rows, options.signal);

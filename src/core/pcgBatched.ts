@@ -13,7 +13,7 @@
 // GEMMs are float32; all CG scalars (αs, βs, inner products) accumulate in float64.
 import type { MatrixBackend } from './backend';
 import { type CompensationProblem, compensateRowsDirect } from './obr';
-import { symmetricCode } from './quantize';
+import { groupCode, groupLayout, symmetricCode } from './quantize';
 
 export interface BatchedPcgSettings {
   /** Stop a row when the estimated loss still to gain is ≤ lossTol × its pruning loss. */
@@ -181,11 +181,17 @@ export async function compensateBatchedPcg(
   if (k > 0 && k < n) {
     const wr = n - k;
     const e32 = new Float32Array(rows * k);
+    // ê on E2 with each column's group quantizer (one group per row when groupSize is 0).
+    const { gs, groups } = groupLayout(n, p.groupSize);
+    const zeros = p.zeros;
     for (let r = 0; r < rows; r++) {
-      const s = scales[r];
       for (let j = 0; j < k; j++) {
         const v = out[r * n + j];
-        if (mask[r * n + j]) e32[r * k + j] = v - symmetricCode(v, s, maxq) * s;
+        if (!mask[r * n + j]) continue;
+        const gi = r * groups + ((j / gs) | 0);
+        const s = scales[gi];
+        if (zeros) e32[r * k + j] = v - (groupCode(v, s, zeros[gi], maxq) - zeros[gi]) * s;
+        else e32[r * k + j] = v - symmetricCode(v, s, maxq) * s;
       }
     }
     // One GEMM Ê[:, :k] · H[:k, :] gives the right-hand sides (columns ≥ k) and the loss of the

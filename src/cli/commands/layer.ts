@@ -4,12 +4,12 @@
 // in W's dtype, atomically.
 import { parseArgs } from 'node:util';
 import { compressLayer, InputError, type LayerConfig, type MaskScore } from '../../core/compress';
-import { isRecipe, parseSparsity, OptionError, RECIPES, recipePrunes, type Sparsity } from '../../protocol/recipes';
+import { isRecipe, parseGroupSize, parseSparsity, OptionError, RECIPES, recipePrunes, type Sparsity, validateGroupSize } from '../../protocol/recipes';
 import { type CliCommand, UsageError } from '../command';
 import { type NpyArray, readNpy, writeNpyAtomic } from '../npy';
 
 const USAGE =
-  'obr layer --weight W.npy --hessian H.npy [--act A.npy] --method M [--sparsity 0.5|2:4|4:8] [--alpha 0.5] [--wbits 4] [--damp 0.01] [--mask wanda|magnitude|sparsegpt] [--threads N] [--solver auto|direct|pcg] --out Q.npy';
+  'obr layer --weight W.npy --hessian H.npy [--act A.npy] --method M [--sparsity 0.5|2:4|4:8] [--alpha 0.5] [--wbits 4] [--damp 0.01] [--mask wanda|magnitude|sparsegpt] [--group-size 0|32|64|128|256] [--asym] [--threads N] [--solver auto|direct|pcg] --out Q.npy';
 
 function numberOption(name: string, text: string | undefined, fallback: number, check: (v: number) => boolean, hint: string): number {
   if (text === undefined) return fallback;
@@ -30,8 +30,9 @@ export const layerCommand: CliCommand = {
   usage: USAGE,
   async run(argv) {
     let values: Record<string, string | undefined>;
+    let asymmetric = false;
     try {
-      ({ values } = parseArgs({
+      const parsed = parseArgs({
         args: argv,
         options: {
           weight: { type: 'string' },
@@ -43,13 +44,18 @@ export const layerCommand: CliCommand = {
           wbits: { type: 'string' },
           damp: { type: 'string' },
           mask: { type: 'string' },
+          'group-size': { type: 'string' },
+          asym: { type: 'boolean' },
           threads: { type: 'string' },
           solver: { type: 'string' },
           out: { type: 'string' },
         },
         strict: true,
         allowPositionals: false,
-      }) as { values: Record<string, string | undefined> });
+      });
+      const { asym, ...strings } = parsed.values;
+      values = strings;
+      asymmetric = asym === true;
     } catch (e) {
       throw new UsageError(`${(e as Error).message} (run 'obr layer --help' for the options)`);
     }
@@ -65,6 +71,7 @@ export const layerCommand: CliCommand = {
     const threads = values.threads === undefined ? undefined : numberOption('threads', values.threads, 1, (v) => Number.isInteger(v) && v >= 1 && v <= 64, 'use an integer ≥ 1');
     const mask = values.mask ?? 'wanda';
     if (mask !== 'wanda' && mask !== 'magnitude' && mask !== 'sparsegpt') throw new OptionError(`--mask ${mask}: use wanda, magnitude or sparsegpt`);
+    const groupSize = values['group-size'] === undefined ? 0 : parseGroupSize(values['group-size']);
     const solver = values.solver ?? 'auto';
     if (solver !== 'auto' && solver !== 'direct' && solver !== 'pcg') throw new OptionError(`--solver ${solver}: use auto, direct or pcg`);
 
@@ -73,6 +80,7 @@ export const layerCommand: CliCommand = {
     const [rows, cols] = w.shape;
     const h = readNpy(values.hessian);
     if (h.shape.length !== 2 || h.shape[0] !== h.shape[1]) throw new InputError(`${values.hessian}: Hessian must be a square 2-D array, got shape (${h.shape.join(', ')})`);
+    validateGroupSize(groupSize, cols, values.weight);
     if (h.shape[0] !== cols) throw new InputError(`${values.hessian}: Hessian is ${h.shape[0]}×${h.shape[1]} but the weight has ${cols} input columns`);
     assertFinite(w, values.weight);
     assertFinite(h, values.hessian);
@@ -103,7 +111,7 @@ export const layerCommand: CliCommand = {
       for (let j = 0; j < cols; j++) if (channelEnergy[j] < 0) throw new InputError(`${values.act}: channel energies must be ≥ 0`);
     }
 
-    const config: LayerConfig = { method, sparsity, wbits, alpha, damp, mask: mask as MaskScore };
+    const config: LayerConfig = { method, sparsity, wbits, alpha, damp, mask: mask as MaskScore, groupSize, asymmetric };
     const result = await compressLayer({ weight: w.data, rows, cols, hessian: h.data, channelEnergy }, config, { threads, solver });
     writeNpyAtomic(values.out, result.weight, [rows, cols], w.dtype);
     const { loss } = result.stats;
@@ -118,7 +126,7 @@ export const layerCommand: CliCommand = {
           lossBreakdown: loss,
           relativeLoss: loss.outputEnergy > 0 ? loss.total / loss.outputEnergy : null,
           seconds: result.stats.seconds,
-          config: { sparsity: values.sparsity ?? (recipePrunes(method) ? '0.5' : '0'), alpha, wbits, damp, mask },
+          config: { sparsity: values.sparsity ?? (recipePrunes(method) ? '0.5' : '0'), alpha, wbits, damp, mask, groupSize, asymmetric },
           out: values.out,
         },
         null,

@@ -61,6 +61,25 @@ test('obr layer: float64 in → float64 out, N:M sparsity, every method runs, wo
   assert.deepEqual(readFileSync(f('Q1.npy')), readFileSync(f('Q2.npy')));
 });
 
+test('obr layer --group-size 32 --asym: at most 16 levels per group of 32 columns, more than 16 in a row', () => {
+  const levels = (q: Float64Array, c0: number, c1: number, r: number): number => new Set(Array.from(q.subarray(r * cols + c0, r * cols + c1))).size;
+  const r = obr('--weight', f('W64.npy'), '--hessian', f('H.npy'), '--method', 'obr-gptq', '--group-size', '32', '--asym', '--out', f('Qg.npy'));
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { config: { groupSize: number; asymmetric: boolean } };
+  assert.deepEqual([report.config.groupSize, report.config.asymmetric], [32, true]);
+  const q = parseNpy(readFileSync(f('Qg.npy'))).data;
+  let widest = 0;
+  for (let row = 0; row < rows; row++) {
+    for (let c0 = 0; c0 < cols; c0 += 32) assert.ok(levels(q, c0, c0 + 32, row) <= 16, `row ${row} group ${c0 / 32}`);
+    widest = Math.max(widest, levels(q, 0, cols, row));
+  }
+  assert.ok(widest > 16, 'the two groups of a row have their own grids');
+  const perRow = obr('--weight', f('W64.npy'), '--hessian', f('H.npy'), '--method', 'obr-gptq', '--out', f('Qr.npy'));
+  assert.equal(perRow.code, 0, perRow.stderr);
+  const qr = parseNpy(readFileSync(f('Qr.npy'))).data;
+  for (let row = 0; row < rows; row++) assert.ok(levels(qr, 0, cols, row) <= 16);
+});
+
 test('obr layer: bad input exits 2 with a one-line message', () => {
   const nonsym = L.hessian.slice();
   nonsym[1] += 1;
@@ -88,6 +107,8 @@ test('obr layer: bad input exits 2 with a one-line message', () => {
     [['--weight', f('W.npy'), ...base, '--wbits', '9'], /wbits/],
     [['--weight', f('W.npy'), '--method', 'obr-gptq', '--out', f('bad.npy')], /required/],
     [['--weight', f('W.npy'), ...base, '--act', f('Hsmall.npy')], /activations/],
+    [['--weight', f('W.npy'), ...base, '--group-size', '48'], /group size 48: use one of 0, 32, 64, 128, 256/],
+    [['--weight', f('W.npy'), ...base, '--group-size', '128'], /group size 128 is larger than the input width 64 .*use one of 0, 32, 64 /],
   ];
   for (const [args, re] of cases) {
     const r = obr(...args);

@@ -75,6 +75,88 @@ export function refQ(v: number, s: number, maxq: number): number {
   return Math.min(maxq, Math.max(-maxq - 1, refRound(v / s))) * s;
 }
 
+/**
+ * A grid laid out as in src/core/quantize.ts, for the references: scales (and signed zero points)
+ * of rows×groups, column j of row r in group ⌊j/groupSize⌋ (groupSize 0 = the whole row).
+ */
+export interface RefLayout {
+  groupSize: number;
+  zeros?: Float64Array;
+}
+
+/** Index of the scale (and zero) of entry (r, j) of a rows×n matrix under `layout`. */
+export function refGroupIndex(layout: RefLayout, n: number, r: number, j: number): number {
+  if (!layout.groupSize) return r;
+  return r * Math.ceil(n / layout.groupSize) + Math.floor(j / layout.groupSize);
+}
+
+/** Value of v on the grid with scale s and SIGNED zero z: s·(clamp(round(v/s) + z, −maxq−1, maxq) − z). */
+export function refQz(v: number, s: number, z: number, maxq: number): number {
+  return (Math.min(maxq, Math.max(-maxq - 1, refRound(v / s) + z)) - z) * s;
+}
+
+/** The quantizer of entry (r, j): refQ with the entry's group scale and zero point. */
+export function refGridQ(scales: Float64Array, layout: RefLayout, n: number, r: number, j: number, v: number, maxq: number): number {
+  const g = refGroupIndex(layout, n, r, j);
+  return refQz(v, scales[g], layout.zeros ? layout.zeros[g] : 0, maxq);
+}
+
+/** Σ|Q(w) − w|^2.4 of a group on the UNSIGNED asymmetric grid (codes 0 … top, zero zu), exact powers. */
+function refUnsignedError(ws: ArrayLike<number>, s: number, zu: number, top: number): number {
+  let e = 0;
+  for (let j = 0; j < ws.length; j++) {
+    const q = Math.min(top, Math.max(0, refRound(ws[j] / s) + zu));
+    e += Math.abs(s * (q - zu) - ws[j]) ** 2.4;
+  }
+  return e;
+}
+
+/**
+ * Brute-force MSE searches of one group (exact powers, p = 1 − i/100, i < 80, first minimum):
+ * symmetric, scale p·absmax/maxq; asymmetric (written on the unsigned grid 0 … 2^b − 1 and shifted
+ * at the end), range [p·min(w,0), p·max(w,0)], zero = round(−p·min/scale). `err` is the minimum.
+ */
+export function refSymmetricSearch(ws: ArrayLike<number>, maxq: number): { scale: number; err: number } {
+  let xmax = 0;
+  for (let j = 0; j < ws.length; j++) xmax = Math.max(xmax, Math.abs(ws[j]));
+  if (xmax === 0) xmax = 1;
+  let best = { scale: 0, err: Infinity };
+  for (let i = 0; i < 80; i++) {
+    const scale = Math.max(((1 - i / 100) * xmax) / maxq, 1e-5);
+    let e = 0;
+    for (let j = 0; j < ws.length; j++) e += Math.abs(refQ(ws[j], scale, maxq) - ws[j]) ** 2.4;
+    if (e < best.err) best = { scale, err: e };
+  }
+  return best;
+}
+
+export function refAsymmetricSearch(ws: ArrayLike<number>, maxq: number): { scale: number; zero: number; err: number } {
+  const top = 2 * maxq + 1;
+  let lo = 0;
+  let hi = 0;
+  for (let j = 0; j < ws.length; j++) {
+    lo = Math.min(lo, ws[j]);
+    hi = Math.max(hi, ws[j]);
+  }
+  if (lo === 0 && hi === 0) [lo, hi] = [-1, 1];
+  let best = { scale: 0, zero: 0, err: Infinity };
+  for (let i = 0; i < 80; i++) {
+    const p = 1 - i / 100;
+    const scale = Math.max((p * hi - p * lo) / top, 1e-5);
+    const zu = refRound((-p * lo) / scale);
+    const e = refUnsignedError(ws, scale, zu, top);
+    if (e < best.err) best = { scale, zero: zu - (maxq + 1), err: e };
+  }
+  return best;
+}
+
+/** Σ|Q(w) − w|^2.4 of a group for a given scale and signed zero (exact powers). */
+export function refGroupError(ws: ArrayLike<number>, s: number, z: number, maxq: number): number {
+  let e = 0;
+  for (let j = 0; j < ws.length; j++) e += Math.abs(refQz(ws[j], s, z, maxq) - ws[j]) ** 2.4;
+  return e;
+}
+
 /** tr((A−B) H (A−B)ᵀ), plain triple loop. */
 export function refLoss(a: Float64Array, b: Float64Array, rows: number, n: number, h: Float64Array): number {
   let t = 0;
@@ -109,7 +191,7 @@ export function matVec(a: Float64Array, rows: number, cols: number, x: ArrayLike
  * OBR compensation exactly as the §2.6 pseudo-code: per row, two separate solves (one with
  * A = H_RR, one with A[I2, I2]), split at column k. `hd` is the damped Hessian.
  */
-export function refObrCompensate(w: Float64Array, rows: number, n: number, hd: Float64Array, mask: Uint8Array, scales: Float64Array, maxq: number, k: number): Float64Array {
+export function refObrCompensate(w: Float64Array, rows: number, n: number, hd: Float64Array, mask: Uint8Array, scales: Float64Array, maxq: number, k: number, layout: RefLayout = { groupSize: 0 }): Float64Array {
   const wc = new Float64Array(rows * n);
   for (let c = 0; c < rows; c++) {
     const R: number[] = [];
@@ -119,7 +201,8 @@ export function refObrCompensate(w: Float64Array, rows: number, n: number, hd: F
     const A = pick(hd, n, R, R);
     const d1 = E.length ? refSolve(A, R.length, matVec(pick(hd, n, R, E), R.length, E.length, E.map((j) => w[c * n + j]))) : new Float64Array(R.length);
     const wbar = R.map((j, i) => w[c * n + j] + d1[i]);
-    const ehat = wbar.map((v) => v - refQ(v, scales[c], maxq));
+    // ê = w̄ − Q(w̄) with each column's group quantizer (§2.4; one group per row by default).
+    const ehat = wbar.map((v, i) => v - refGridQ(scales, layout, n, c, R[i], v, maxq));
     const p = R.filter((j) => j < k).length;
     const I1 = Array.from({ length: p }, (_, i) => i);
     const I2 = Array.from({ length: R.length - p }, (_, i) => p + i);
@@ -134,13 +217,13 @@ export function refObrCompensate(w: Float64Array, rows: number, n: number, hd: F
   return wc;
 }
 
-/** Plain (non-lazy) masked GPTQ from column `start`, columns processed one at a time on the whole matrix. */
-export function refGptq(w0: Float64Array, rows: number, n: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number): Float64Array {
+/** Plain (non-lazy) masked GPTQ from column `start`, columns processed one at a time on the whole matrix; static group scales (layout) fixed before the sweep. */
+export function refGptq(w0: Float64Array, rows: number, n: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, layout: RefLayout = { groupSize: 0 }): Float64Array {
   const w = w0.slice();
   for (let j = start; j < n; j++) {
     for (let r = 0; r < rows; r++) {
       const v = w[r * n + j];
-      const q = mask && !mask[r * n + j] ? 0 : refQ(v, scales[r], maxq);
+      const q = mask && !mask[r * n + j] ? 0 : refGridQ(scales, layout, n, r, j, v, maxq);
       const e = (v - q) / u[j * n + j];
       w[r * n + j] = q;
       for (let t = j + 1; t < n; t++) w[r * n + t] -= e * u[j * n + t];

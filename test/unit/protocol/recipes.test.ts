@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { OptionError, parseRecipeList, parseSparsity, sparsityTag } from '../../../src/protocol/recipes';
+import { GROUP_SIZES, OptionError, parseGroupSize, parseRecipeList, parseSparsity, sparsityTag, validateGroupSize } from '../../../src/protocol/recipes';
 
 test('parseSparsity reads fractions, percentages and N:M patterns', () => {
   assert.deepEqual(parseSparsity('0.5'), { kind: 'unstructured', ratio: 0.5 });
@@ -23,4 +23,21 @@ test('parseRecipeList reads a comma-separated list in order, without repeats, an
   assert.deepEqual(parseRecipeList(' RTN , gptq,rtn '), ['rtn', 'gptq']);
   assert.throws(() => parseRecipeList('wanda-rtn,wanda'), (e: unknown) => e instanceof OptionError && /unknown recipe "wanda" \(choose from obr-gptq, obr-rtn, sparsegpt-gptq, wanda-rtn, gptq, rtn\)/.test((e as Error).message));
   assert.throws(() => parseRecipeList(','), OptionError);
+});
+
+test('group sizes: 0, 32, 64, 128, 256 accepted; others, and sizes wider than the layer, refused naming the allowed values', () => {
+  for (const g of GROUP_SIZES) {
+    assert.equal(validateGroupSize(g), g);
+    assert.equal(parseGroupSize(String(g)), g);
+  }
+  assert.equal(validateGroupSize(128, 128), 128);
+  assert.equal(validateGroupSize(0, 16), 0);
+  for (const bad of ['48', '16', '512', '-32', '1e2', 'g128', '', '128.5']) {
+    assert.throws(() => parseGroupSize(bad), (e: unknown) => e instanceof OptionError && /use one of 0, 32, 64, 128, 256/.test((e as Error).message), bad);
+  }
+  assert.throws(
+    () => validateGroupSize(256, 200, 'layer up_proj'),
+    (e: unknown) => e instanceof OptionError && (e as Error).message === 'group size 256 is larger than the input width 200 of layer up_proj; use one of 0, 32, 64, 128 (0 = one scale per output row)',
+  );
+  assert.throws(() => validateGroupSize(32, 16), (e: unknown) => e instanceof OptionError && /use one of 0 \(0 = one/.test((e as Error).message));
 });

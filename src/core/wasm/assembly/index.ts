@@ -229,6 +229,16 @@ function gridValue(v: f64, s: f64, maxq: f64): f64 {
   return (q + 0.0) * s;
 }
 
+/**
+ * (clamp(round-half-even(v / s) + z, −maxq−1, maxq) − z) · s, the value of v on the asymmetric
+ * grid with integer zero point z (codes and zeros in the signed range, see src/core/quantize.ts).
+ */
+@inline
+function gridValueZ(v: f64, s: f64, z: f64, maxq: f64): f64 {
+  const q = min(max(nearest(v / s) + z, -maxq - 1), maxq);
+  return (q - z + 0.0) * s;
+}
+
 
 /**
  * The MSE clip search of one row (§1.7 step 2): the scale p·xmax/maxq, p = 1 − i/grid, i < steps,
@@ -281,31 +291,114 @@ export function rowScale(w: usize, n: i32, maxq: f64, norm: f64, grid: f64, step
 }
 
 /**
- * GPTQ with fixed per-row scales on `rows` rows of W (row stride n, in place), columns [start, n):
+ * The MSE clip search of one asymmetric group (the reference min/max quantizer with its shrink
+ * search, GPTQ's Quantizer.find_params with mse=True): xmin = min(w, 0), xmax = max(w, 0)
+ * (−1, 1 when both are 0); for p = 1 − i/grid, i < steps, the range [p·xmin, p·xmax] gives
+ * scale = max(p·(xmax − xmin)/maxq, 1e-5) and zero = round(−p·xmin/scale) ∈ [0, maxq]; the pair
+ * minimizing Σ|s·(clamp(round(w/s) + zero, 0, maxq) − zero) − w|^norm wins (first minimum).
+ * maxq here is the UNSIGNED top code 2^b − 1. With x = w/s, entries whose code is not clamped
+ * cost s^norm·t^norm, t = |x − round(x)|; clamped ones s^norm·y^norm with y the distance of x
+ * to the clamped end (maxq − zero, or −zero). Tables as in rowScale. Returns the scale and
+ * stores the unsigned zero point (as f64) at `zeroOut`.
+ */
+export function asymScale(w: usize, n: i32, maxq: f64, norm: f64, grid: f64, steps: i32, t1: usize, s1: f64, t2: usize, s2: f64, y2max: f64, zeroOut: usize): f64 {
+  let lo: f64 = 0;
+  let hi: f64 = 0;
+  for (let j = 0; j < n; j++) {
+    const v = load<f64>(w + ((<usize>j) << 3));
+    lo = min(lo, v);
+    hi = max(hi, v);
+  }
+  if (lo == 0 && hi == 0) {
+    lo = -1;
+    hi = 1;
+  }
+  let best = Infinity;
+  let bestScale = max((hi - lo) / maxq, 1e-5);
+  let bestZero = nearest(-lo / bestScale);
+  for (let i = 0; i < steps; i++) {
+    const p = 1 - (<f64>i) / grid;
+    const a = p * lo;
+    const scale = max((p * hi - a) / maxq, 1e-5);
+    const zero = nearest(-a / scale);
+    const inv = 1 / scale;
+    const top = maxq - zero;
+    const bottom = -zero;
+    let unclipped: f64 = 0;
+    let clipped: f64 = 0;
+    for (let j = 0; j < n; j++) {
+      const x = load<f64>(w + ((<usize>j) << 3)) * inv;
+      const q = nearest(x);
+      let y: f64 = -1;
+      if (q > top) y = x - top;
+      else if (q < bottom) y = bottom - x;
+      if (y >= 0) {
+        if (y < y2max) {
+          const u = y * s2;
+          const k = <i32>u;
+          const p0 = load<f64>(t2 + ((<usize>k) << 3));
+          clipped += p0 + (load<f64>(t2 + ((<usize>k) << 3), 8) - p0) * (u - <f64>k);
+        } else {
+          clipped += Math.pow(y, norm);
+        }
+      } else {
+        const u = abs(x - q) * s1;
+        const k = <i32>u;
+        const p0 = load<f64>(t1 + ((<usize>k) << 3));
+        unclipped += p0 + (load<f64>(t1 + ((<usize>k) << 3), 8) - p0) * (u - <f64>k);
+      }
+    }
+    const err = (unclipped + clipped) * Math.pow(scale, norm);
+    if (err < best) {
+      best = err;
+      bestScale = scale;
+      bestZero = zero;
+    }
+  }
+  store<f64>(zeroOut, bestZero + 0.0);
+  return bestScale;
+}
+
+/**
+ * GPTQ with fixed (static) group scales on `rows` rows of W (row stride n, in place), columns [start, n):
  * for each column j, q = Q(w_j)·M_j, err = (w_j − q)/U_jj, later columns −= err·U[j, later].
  * Immediate inside blocks of `bs` columns; a block's errors reach the trailing columns in one
  * update per row of U for a batch of 16 rows (GPTQ's lazy batch; mathematically identical).
- * u: n×n upper factor of H⁻¹; scales: rows doubles; mask: rows×n bytes or 0 (no mask);
- * codes: rows×n i8 or 0; err: 16·bs doubles of scratch.
+ * Column j uses its group's scale (and zero point): group ⌊j/gs⌋ of `groups` per row (gs = n:
+ * one scale per row). Codes are signed, q = s·(code − zero); pruned entries get code = zero (0).
+ * u: n×n upper factor of H⁻¹; scales: rows×groups doubles; zeros: rows×groups doubles or 0
+ * (symmetric); mask: rows×n bytes or 0 (no mask); codes: rows×n i8 or 0; err: 16·bs doubles.
  */
-export function gptqRows(w: usize, rows: i32, n: i32, u: usize, scales: usize, maxq: f64, mask: usize, start: i32, bs: i32, codes: usize, err: usize): void {
+export function gptqRows(w: usize, rows: i32, n: i32, u: usize, scales: usize, zeros: usize, groups: i32, gs: i32, maxq: f64, mask: usize, start: i32, bs: i32, codes: usize, err: usize): void {
   const rs = (<usize>n) << 3;
+  const gsBytes = (<usize>groups) << 3;
   for (let i1 = start; i1 < n; i1 += bs) {
     const i2 = min(n, i1 + bs);
     for (let r0 = 0; r0 < rows; r0 += 16) {
       const r1 = min(rows, r0 + 16);
       for (let r = r0; r < r1; r++) {
         const wr = w + (<usize>r) * rs;
-        const s = load<f64>(scales + ((<usize>r) << 3));
+        const sr = scales + (<usize>r) * gsBytes;
+        const zr = zeros + (<usize>r) * gsBytes;
+        let g = i1 / gs;
+        let gEnd = min(n, (g + 1) * gs);
+        let s = load<f64>(sr + ((<usize>g) << 3));
+        let z: f64 = zeros != 0 ? load<f64>(zr + ((<usize>g) << 3)) : 0;
         const er = err + (<usize>((r - r0) * bs)) * 8;
         for (let j = i1; j < i2; j++) {
+          if (j == gEnd) {
+            g++;
+            gEnd = min(n, gEnd + gs);
+            s = load<f64>(sr + ((<usize>g) << 3));
+            if (zeros != 0) z = load<f64>(zr + ((<usize>g) << 3));
+          }
           const jb = (<usize>j) << 3;
           const v = load<f64>(wr + jb);
-          let code: f64 = 0;
+          let code: f64 = z;
           if (mask == 0 || load<u8>(mask + (<usize>r) * (<usize>n) + <usize>j) == 1) {
-            code = min(max(nearest(v / s), -maxq - 1), maxq) + 0.0;
+            code = min(max(nearest(v / s) + z, -maxq - 1), maxq) + 0.0;
           }
-          const q = code * s;
+          const q = (code - z) * s;
           store<f64>(wr + jb, q);
           if (codes != 0) store<i8>(codes + (<usize>r) * (<usize>n) + <usize>j, <i8>code);
           const e = (v - q) / load<f64>(u + (<usize>j) * rs + jb);
@@ -471,12 +564,12 @@ function solveRefined(l: usize, a: usize, m: i32, lda: i32, b: usize, x: usize, 
  * mixed = 0: everything in float64. mixed = 1: the factorization in float32 (cholesky32) and both
  * solves refined to float64 accuracy against the float64 A (solveRefined); the answers agree with
  * the float64 path to about 1e-14 (relative, measured up to 2048 columns).
- * h: n×n damped Hessian; w, out: n doubles; mask: n bytes (1 = kept); scale/maxq: the row's
- * grid; scratch: 16-byte aligned, 4n bytes + 5n doubles + |R|² doubles (+ |R|² floats if mixed).
+ * h: n×n damped Hessian; w, out: n doubles; mask: n bytes (1 = kept); scales (and zeros, or 0
+ * when symmetric): the row's ⌈n/gs⌉ group scales (gs = n: one per row); maxq: 2^(b−1) − 1; scratch: 16-byte aligned, 4n bytes + 5n doubles + |R|² doubles (+ |R|² floats if mixed).
  * Returns 0 when A (or, mixed, its float32 factor or the refinement) fails, 1 otherwise; the
  * caller retries a failed mixed row in float64.
  */
-export function compensateRow(h: usize, n: i32, w: usize, mask: usize, out: usize, k: i32, scale: f64, maxq: f64, scratch: usize, mixed: i32): i32 {
+export function compensateRow(h: usize, n: i32, w: usize, mask: usize, out: usize, k: i32, scales: usize, zeros: usize, gs: i32, maxq: f64, scratch: usize, mixed: i32): i32 {
   const nn = <usize>n;
   const perm = scratch;
   const dense = perm + ((nn * 4 + 15) & ~15);
@@ -539,7 +632,12 @@ export function compensateRow(h: usize, n: i32, w: usize, mask: usize, out: usiz
     memory.fill(dense, 0, rowBytes);
     for (let t = nr2; t < nr; t++) {
       const v = load<f64>(rhs + ((<usize>t) << 3));
-      store<f64>(dense + ((<usize>load<i32>(perm + ((<usize>t) << 2))) << 3), v - gridValue(v, scale, maxq));
+      const j = load<i32>(perm + ((<usize>t) << 2));
+      // ê uses the quantizer of column j's group (P2: fitted on the dense row).
+      const gb = (<usize>(j / gs)) << 3;
+      const s = load<f64>(scales + gb);
+      const value = zeros == 0 ? gridValue(v, s, maxq) : gridValueZ(v, s, load<f64>(zeros + gb), maxq);
+      store<f64>(dense + ((<usize>j) << 3), v - value);
     }
     for (let i = 0; i < nr2; i++) store<f64>(b + ((<usize>i) << 3), dot(h + (<usize>load<i32>(perm + ((<usize>i) << 2))) * rowBytes, dense, n));
     if (!solveWithFactor(mixed, a, a32, nr2, nr, b, xs, rs)) return 0;
