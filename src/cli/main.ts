@@ -51,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
 
 /** Typed errors whose message tells the user what to fix (ModelFormatError, OptionError, …). */
 function isUserFacing(e: unknown): boolean {
-  return e instanceof Error && /(Format|Option|Input|Calibration|Tokenizer|Npy)Error$/.test(e.name);
+  return e instanceof Error && /(Format|Option|Input|Calibration|Tokenizer|Npy|Lock)Error$/.test(e.name);
 }
 
 void main(process.argv.slice(2)).then((code) => {

@@ -77,6 +77,8 @@ export interface JobSettings {
    * (report.baselines: per-layer loss and perplexity). The job's own recipe is skipped.
    */
   baselines?: RecipeName[];
+  /** Memory budget (MiB) of the block-streaming activation cache; beyond it activations spill to disk. */
+  activationCacheMiB?: number;
 }
 
 /** Pre-flight estimate shown before a job starts. */

@@ -75,36 +75,7 @@ export class CausalLm {
 
   /** Feeds for `batch` windows of `seqlen` tokens (flat row-major ids). */
   feeds(ids: Int32Array, batch: number, seqlen: number): Record<string, ort.Tensor> {
-    const feeds: Record<string, ort.Tensor> = {};
-    const meta = new Map(this.session.inputMetadata.map((m) => [m.name, m]));
-    const int = (name: string, values: (i: number) => number): ort.Tensor => {
-      const m = meta.get(name);
-      const type = m && m.isTensor ? m.type : 'int64';
-      if (type === 'int32') {
-        const a = new Int32Array(batch * seqlen);
-        for (let i = 0; i < a.length; i++) a[i] = values(i);
-        return new ort.Tensor('int32', a, [batch, seqlen]);
-      }
-      const a = new BigInt64Array(batch * seqlen);
-      for (let i = 0; i < a.length; i++) a[i] = BigInt(values(i));
-      return new ort.Tensor('int64', a, [batch, seqlen]);
-    };
-    for (const name of this.session.inputNames) {
-      if (name === 'input_ids') feeds[name] = int(name, (i) => ids[i]!);
-      else if (name === 'attention_mask') feeds[name] = int(name, () => 1);
-      else if (name === 'position_ids') feeds[name] = int(name, (i) => i % seqlen);
-      else {
-        // past_key_values.*: [batch, heads, past = 0, head_dim]
-        const m = meta.get(name);
-        const shape = m && m.isTensor ? m.shape : [];
-        if (shape.length !== 4 || typeof shape[1] !== 'number' || typeof shape[3] !== 'number') {
-          throw new LmFormatError('unsupported-inputs', `can't feed "${name}": its shape [${shape.join(', ')}] is not [batch, heads, past, head_dim]; use the model without past`);
-        }
-        const type = m && m.isTensor && m.type === 'float16' ? 'float16' : 'float32';
-        feeds[name] = new ort.Tensor(type, type === 'float16' ? new Uint16Array(0) : new Float32Array(0), [batch, shape[1], 0, shape[3]]);
-      }
-    }
-    return feeds;
+    return windowFeeds(this.session, this.session.inputNames, ids, batch, seqlen);
   }
 
   /**
@@ -162,4 +133,43 @@ export class CausalLm {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/**
+ * Feeds of the causal-LM inputs among `names` for `batch` windows of `seqlen` tokens: input_ids
+ * (flat row-major `ids`), attention_mask all ones, position_ids 0…seqlen − 1 per window, and empty
+ * past_key_values.* [batch, heads, 0, head_dim]. Block subgraphs (src/onnx/blocks.ts) use it for
+ * the graph inputs they read.
+ */
+export function windowFeeds(session: ort.InferenceSession, names: readonly string[], ids: Int32Array, batch: number, seqlen: number): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  const meta = new Map(session.inputMetadata.map((m) => [m.name, m]));
+  const int = (name: string, values: (i: number) => number): ort.Tensor => {
+    const m = meta.get(name);
+    const type = m && m.isTensor ? m.type : 'int64';
+    if (type === 'int32') {
+      const a = new Int32Array(batch * seqlen);
+      for (let i = 0; i < a.length; i++) a[i] = values(i);
+      return new ort.Tensor('int32', a, [batch, seqlen]);
+    }
+    const a = new BigInt64Array(batch * seqlen);
+    for (let i = 0; i < a.length; i++) a[i] = BigInt(values(i));
+    return new ort.Tensor('int64', a, [batch, seqlen]);
+  };
+  for (const name of names) {
+    if (name === 'input_ids') feeds[name] = int(name, (i) => ids[i]!);
+    else if (name === 'attention_mask') feeds[name] = int(name, () => 1);
+    else if (name === 'position_ids') feeds[name] = int(name, (i) => i % seqlen);
+    else if (name.startsWith('past_key_values.') || name.startsWith('past.')) {
+      // past_key_values.*: [batch, heads, past = 0, head_dim]
+      const m = meta.get(name);
+      const shape = m && m.isTensor ? m.shape : [];
+      if (shape.length !== 4 || typeof shape[1] !== 'number' || typeof shape[3] !== 'number') {
+        throw new LmFormatError('unsupported-inputs', `can't feed "${name}": its shape [${shape.join(', ')}] is not [batch, heads, past, head_dim]; use the model without past`);
+      }
+      const type = m && m.isTensor && m.type === 'float16' ? 'float16' : 'float32';
+      feeds[name] = new ort.Tensor(type, type === 'float16' ? new Uint16Array(0) : new Float32Array(0), [batch, shape[1], 0, shape[3]]);
+    }
+  }
+  return feeds;
 }

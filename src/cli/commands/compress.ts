@@ -4,6 +4,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isAbort } from '../../pipeline/cancel';
+import { checkOutputFolder, JobLock } from '../../pipeline/lock';
+import { outputPaths } from '../../pipeline/outputs';
 import { runCompression, type PipelineOptions } from '../../pipeline/compress';
 import { estimateCompression, formatBytes, formatSeconds, type Preflight } from '../../pipeline/preflight';
 import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, GROUP_SIZES, RECIPES, isRecipe, parseGroupSize, parseRecipeList, parseSparsity, type CompressOptions } from '../../protocol/recipes';
@@ -47,7 +49,7 @@ export const compressCommand: CliCommand = {
     '       [--abits 4|16] [--kvbits 4|16]\n' +
     '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
     '       [--ep cuda,cpu] [--mode sequential|oneshot] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
-    '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--json] [--yes]\n\n' +
+    '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--cache-mib M] [--json] [--yes]\n\n' +
     `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
     '  --baselines: also compress every layer with these recipes on the same Hessians and evaluate them on the\n' +
     '  same windows, for comparison in the report (no extra output files).\n' +
@@ -55,6 +57,7 @@ export const compressCommand: CliCommand = {
     '  setting and the default); --asym adds a zero point per group. The output names then end in -g128 / -g128a.\n' +
     '  Writes NAME.<recipe>-w4a4kv4-s50.onnx (simulated), NAME.<recipe>-w4-s50.packed.onnx (MatMulNBits) and\n' +
     '  NAME.<recipe>-w4a4kv4-s50.report.json. An interrupted job resumes from .NAME.obr-partial/ when rerun.\n' +
+    '  --cache-mib: memory for cached block activations (default 2048); beyond it they spill to .NAME.obr-partial/.\n' +
     '  --yes runs even when the pre-flight estimate says memory will not suffice.',
   async run(argv) {
     const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: COMPRESS_FLAGS });
@@ -90,6 +93,7 @@ export const COMPRESS_FLAGS = {
   'no-resume': { type: 'boolean' },
   batch: { type: 'string' },
   threads: { type: 'string' },
+  'cache-mib': { type: 'string' },
   json: { type: 'boolean' },
   yes: { type: 'boolean' },
 } as const;
@@ -166,6 +170,7 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
     resume: !v['no-resume'],
     batch: str('batch') !== undefined ? parsePositiveInt('--batch', str('batch')!) : undefined,
     threads: str('threads') !== undefined ? parsePositiveInt('--threads', str('threads')!) : undefined,
+    activationCacheMiB: str('cache-mib') !== undefined ? parsePositiveInt('--cache-mib', str('cache-mib')!, 0) : undefined,
   };
   return { options, extra };
 }
@@ -184,6 +189,10 @@ export async function runCompressCli(
   cli: { yes: boolean; json: boolean; note?: string },
 ): Promise<number> {
   if (!existsSync(model)) throw new UsageError(`model not found: ${model}`);
+  // An unusable --out, or another job on the same folder, is refused before the pre-flight probe.
+  const paths = outputPaths(model, options);
+  await checkOutputFolder(paths.dir);
+  await JobLock.check(paths.partialDir);
   // Bad tokenizer / text inputs fail fast, before the probe.
   await loadTokenizer(model);
   if (options.calibText) await readText(options.calibText);

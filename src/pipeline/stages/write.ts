@@ -1,0 +1,74 @@
+// Stage 4, write (staged in the working folder): the simulated model (fake-quant weights plus
+// A/KV quantization nodes), the packed model (MatMulNBits) and, for outputs written elsewhere, the
+// tokenizer and config beside them.
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { ModelProto } from '../../onnx/proto';
+import { writeModel } from '../../onnx/write';
+import { throwIfAborted } from '../cancel';
+import type { CompressionReport } from '../../protocol/report';
+import type { Job } from '../job';
+import { staged } from '../outputs';
+import { packedModel, withFakeQuant } from '../transforms';
+import type { CompressedJob } from './calibrate';
+import type { LoadedJob } from './load';
+
+export interface WrittenJob {
+  /** The simulated model as written (fake-quant nodes included): evaluated next. */
+  simulated: ModelProto;
+  packedWritten: boolean;
+  /** The packed model's bytes on disk and its layers' storage (codes + scales + zero points). */
+  packedSize?: CompressionReport['packedSize'];
+}
+
+export async function writeStage(job: Job, input: LoadedJob, compressed: CompressedJob): Promise<WrittenJob> {
+  const { options, paths, signal } = job;
+  const { loaded, working } = input;
+  const { layers, states } = compressed;
+  const t = performance.now();
+  await mkdir(paths.stagingDir, { recursive: true });
+  job.progress.report('write', 0, 3, 'simulated model');
+  const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
+  const fq = options.abits < 16 || options.kvbits < 16 ? withFakeQuant(working.proto, { abits: options.abits, kvbits: options.kvbits }) : { model: working.proto, warnings: [] };
+  job.warnings.push(...fq.warnings);
+  await writeModel(fq.model, staged(paths, paths.simulated), { externalData: external });
+  throwIfAborted(signal);
+  job.progress.report('write', 1, 3, 'packed model');
+  const packed = packedModel(
+    working.proto,
+    working.layers,
+    layers.map((l) => {
+      const st = states.get(l.name)!;
+      return { layer: working.layer(l.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize };
+    }),
+    options.wbits,
+  );
+  let packedWritten = false;
+  let packedSize: WrittenJob['packedSize'];
+  if (packed.model) {
+    const packedPath = staged(paths, paths.packed);
+    await writeModel(packed.model, packedPath, { externalData: external });
+    packedWritten = true;
+    packedSize = { ...packed.size!, fileBytes: await filesBytes(packedPath) };
+  } else if (packed.warning) job.warnings.push(packed.warning);
+  // Outputs written elsewhere keep their tokenizer and config beside them (obr eval needs them).
+  if (paths.dir !== path.dirname(job.source)) {
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'config.json']) {
+      const from = path.join(path.dirname(job.source), f);
+      if (existsSync(from) && !existsSync(path.join(paths.dir, f))) await copyFile(from, path.join(paths.stagingDir, f));
+    }
+  }
+  job.timings.write = (performance.now() - t) / 1000;
+  job.progress.report('write', 3, 3, undefined, 0.78);
+  throwIfAborted(signal);
+  return { simulated: fq.model, packedWritten, ...(packedSize ? { packedSize } : {}) };
+}
+
+/** Bytes on disk of a written model: the .onnx file plus its external data file, if any. */
+async function filesBytes(modelPath: string): Promise<number> {
+  let bytes = (await stat(modelPath)).size;
+  const data = `${modelPath}.data`;
+  if (existsSync(data)) bytes += (await stat(data)).size;
+  return bytes;
+}
