@@ -4,6 +4,7 @@ import { freemem, totalmem } from 'node:os';
 import path from 'node:path';
 import { loadModel } from '../onnx/load';
 import { findLinearLayers } from '../onnx/linear';
+import { refuseQuantized } from '../onnx/quantized';
 import type { CompressOptions } from '../protocol/recipes';
 import { resolveBaselines } from './compress';
 import type { CompressionEstimate } from '../protocol/worker';
@@ -46,6 +47,7 @@ export function coreSecondsEstimate(rows: number, cols: number, recipe: string):
 export async function estimateCompression(modelPath: string, options: CompressOptions, pre: PreflightOptions = {}): Promise<Preflight> {
   const loaded = await loadModel(modelPath);
   try {
+    refuseQuantized(loaded.model);
     const all = findLinearLayers(loaded.model);
     const layers = all.filter((l) => l.block !== null && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
     checkGroupSizeFits(options.groupSize, layers); // a group wider than a layer: refuse before any work

@@ -72,7 +72,7 @@ export interface CompressionReport {
   recipe: RecipeName;
   options: Record<string, unknown>;
   calibration: { text: string; sha256: string; samples: number; seqlen: number; tokens: number; mode: string };
-  executionProvider: { used: string; tried: Array<{ name: string; error?: string }> };
+  executionProvider: { used: string; tried: Array<{ name: string; error?: string; detail?: string }> };
   /**
    * Size of the packed model: the whole file(s) on disk, and the packed layers' storage (codes,
    * scales and zero points) per weight. Absent when no packed model was written.
