@@ -42,9 +42,10 @@ export interface PipelineOptions {
   /** Compress only these decoder blocks (quick looks and tests); the others stay dense. */
   onlyBlocks?: readonly number[];
   /**
-   * Calibration forwards: 'stream' (default) runs one block subgraph at a time on cached
-   * activations (§1.5, linear in depth); 'whole-model' re-runs blocks 0…b from the token ids for
-   * every capture of block b (the fallback for graphs that can't be cut into blocks).
+   * Calibration and perplexity forwards: 'stream' (default) runs one block subgraph at a time on
+   * cached activations (§1.5, linear in depth); 'whole-model' re-runs blocks 0…b from the token
+   * ids for every capture of block b and evaluates the whole model in one session (the fallback
+   * for graphs that can't be cut into blocks).
    */
   calibrationForwards?: 'stream' | 'whole-model';
   /**
