@@ -53,6 +53,8 @@ export interface PipelineOptions {
    * hidden states spill to a file in the working folder, removed at the end and on cancel.
    */
   activationCacheMiB?: number;
+  /** The pre-flight's seconds per stage (src/pipeline/preflight.ts stageEstimate), stored in report.estimate. */
+  estimate?: Record<string, number>;
   /** Called just before each decoder block is compressed (tests use it to interrupt a job). */
   onBlockStart?(block: string, index: number, total: number): void;
   /** Called after each calibration forward (streamed: one block region; whole-model: blocks 0…b). */
