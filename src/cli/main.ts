@@ -1,6 +1,7 @@
 // `obr`: the headless CLI over the same pipeline the extension's worker runs.
 import { type CliCommand, UsageError } from './command';
 import { commands } from './commands';
+import { flagProblem } from './flags';
 
 const VERSION = '0.1.0';
 
@@ -40,8 +41,15 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(rest);
   } catch (e) {
+    const flag = flagProblem(e, command.usage);
+    if (flag) {
+      console.error(`obr ${name}: ${flag}\n\nUsage: ${command.usage}`);
+      return 2;
+    }
     if (e instanceof UsageError || isUserFacing(e)) {
       console.error(`obr ${name}: ${(e as Error).message}`);
+      // Translated onnxruntime failures keep onnxruntime's own text in the stack (the log).
+      if (process.env.OBR_DEBUG) console.error((e as Error).stack, (e as Error).cause instanceof Error ? `\ncaused by ${((e as Error).cause as Error).stack}` : '');
       return 2;
     }
     console.error(`obr ${name}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
@@ -51,7 +59,7 @@ export async function main(argv: string[]): Promise<number> {
 
 /** Typed errors whose message tells the user what to fix (ModelFormatError, OptionError, …). */
 function isUserFacing(e: unknown): boolean {
-  return e instanceof Error && /(Format|Option|Input|Calibration|Tokenizer|Npy)Error$/.test(e.name);
+  return e instanceof Error && /(Format|Option|Input|Calibration|Tokenizer|Npy|Lock)Error$/.test(e.name);
 }
 
 void main(process.argv.slice(2)).then((code) => {

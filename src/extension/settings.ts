@@ -56,10 +56,11 @@ export function openInspectorOnStart(): boolean {
   return vscode.workspace.getConfiguration('obr').get<boolean>('inspector.openOnStart', true);
 }
 
-/** Job settings beyond the recipe: evaluation length and baseline recipes (unknown names dropped). */
+/** Job settings beyond the recipe: evaluation length, baseline recipes (unknown names dropped), activation cache budget. */
 export function readJobSettings(modelUri: vscode.Uri): JobSettings {
   const c = vscode.workspace.getConfiguration('obr', modelUri);
   const n = c.get<number>('evaluationWindows', 0);
   const baselines = [...new Set(c.get<unknown[]>('baselines', []).filter((b): b is RecipeName => typeof b === 'string' && isRecipe(b)))];
-  return { evalWindows: n > 0 ? n : undefined, ...(baselines.length ? { baselines } : {}) };
+  const cache = c.get<number>('activationCacheMiB', 2048);
+  return { evalWindows: n > 0 ? n : undefined, ...(baselines.length ? { baselines } : {}), ...(Number.isFinite(cache) && cache >= 0 ? { activationCacheMiB: cache } : {}) };
 }

@@ -1,91 +1,38 @@
-// One compression job (docs/architecture.md): load → rotate → calibrate ⇄ compress → write →
-// evaluate, with progress events, cancellation between layers and batches, and resume.
+// One compression job (docs/architecture.md), as a short sequence of stages over one job context
+// (src/pipeline/job.ts), each in its own module under src/pipeline/stages/:
 //
-// Calibration is layer-sequential by default (§1.5, P11): within each decoder block the layers
-// are grouped by the activation they read ([q,k,v] → [o] → [gate,up] → [down] on Llama graphs),
-// and each group's Hessian is captured on the model with every earlier group already
-// compressed. `oneshot` captures every Hessian once on the (rotated) dense model.
+//   load → rotate → calibrate ⇄ compress (the block loop; streaming lives there) → write →
+//   evaluate → report
 //
 // Files: everything is produced inside the hidden working folder `.NAME.obr-partial/` (resume
 // checkpoint of finished blocks + staged outputs) and renamed into place at the very end, so a
-// cancelled job leaves the output folder as it was and a crashed one can be resumed.
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { copyFile, mkdir, rmdir, stat } from 'node:fs/promises';
+// cancelled job leaves the output folder as it was and a crashed one can be resumed. A pid lock
+// file beside it (`.NAME.obr-partial.lock`) keeps a second job off the same folder.
+import { existsSync } from 'node:fs';
+import { mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
-import { compressLayer } from '../core/compress';
-import { loadModel, type LoadedModel } from '../onnx/load';
-import { groupLayersByInput } from '../onnx/linear';
-import { rotateModel } from '../onnx/rotate';
-import { writeModel } from '../onnx/write';
-import type { ModelProto } from '../onnx/proto';
-import { replaceLayerWeights } from '../onnx/weights';
+import type { LoadedModel } from '../onnx/load';
 import type { LinearLayer } from '../onnx/types';
-import {
-  formatSparsity,
-  isRecipe,
-  OptionError,
-  RECIPES,
-  recipePrunes,
-  type CompressOptions,
-  type RecipeName,
-  type Sparsity,
-} from '../protocol/recipes';
-import { REPORT_SCHEMA_VERSION, type CompressionReport, type LayerReport, type PerplexityResult } from '../protocol/report';
-import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../runtime/text';
-import { loadTokenizer } from '../runtime/tokenizer';
+import { isRecipe, OptionError, RECIPES, type CompressOptions, type RecipeName } from '../protocol/recipes';
+import type { CompressionReport } from '../protocol/report';
 import type { PipelineHooks } from './api';
-import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
 import { AbortError, isAbort, throwIfAborted } from './cancel';
-import { captureStats, type CaptureRequest, type CapturedStats } from './capture';
-import { Checkpoint, atomicWrite, type BaselineLayer, type LayerState } from './checkpoint';
-import { contextLength, defaultBatch, openForPerplexity, perplexityOf } from './evaluate';
-import { commitStaged, effectiveSparsity, outputPaths, removeTree, staged, type OutputPaths } from './outputs';
+import { Checkpoint } from './checkpoint';
+import { checkOutputFolder, JobLock } from './lock';
+import type { Job, PipelineOptions } from './job';
+import { outputPaths, removeTree, type OutputPaths } from './outputs';
 import { ProgressTracker } from './progress';
-import { DEFAULT_SENSITIVITY_WINDOWS, layerSensitivity } from './sensitivity';
-import { packedModel, withFakeQuant } from './transforms';
+import { calibrateStage } from './stages/calibrate';
+import { evaluateStage } from './stages/evaluate';
+import { loadStage } from './stages/load';
+import { reportStage } from './stages/report';
+import { rotateStage } from './stages/rotate';
+import { writeStage } from './stages/write';
 import { COMPRESSED_ROLES, WorkingModel } from './working';
 
-export const TOOL_VERSION = '0.1.0';
-
-/** Job settings that are not part of the recipe (and don't change the compressed weights). */
-export interface PipelineOptions {
-  /** Evaluation text; undefined = the bundled test split; null = skip perplexity. */
-  evalText?: string | null;
-  /** Evaluate on the first K windows only. */
-  evalWindows?: number;
-  /** Perplexity with only one layer compressed, per layer (on `sensitivityWindows` spread windows). */
-  sensitivity?: boolean;
-  sensitivityWindows?: number;
-  /** Reuse a matching checkpoint (default true). */
-  resume?: boolean;
-  /** Keep the checkpoint when the job is cancelled, so it can be resumed (default false). */
-  keepCheckpointOnCancel?: boolean;
-  /** Windows per onnxruntime run (calibration and evaluation). */
-  batch?: number;
-  /** Threads for the per-row compensation in the core. */
-  threads?: number;
-  /**
-   * Baseline recipes for comparison (report.baselines): every layer is also compressed with each
-   * of them on the same captured Hessian as the job's recipe (same sparsity, bits, α and damping),
-   * and the model with all layers replaced by a baseline's weights is evaluated on the same
-   * windows. They don't change the outputs. The job's own recipe and repeats are skipped.
-   */
-  baselines?: readonly string[];
-  /** Compress only these decoder blocks (quick looks and tests); the others stay dense. */
-  onlyBlocks?: readonly number[];
-  /** Called just before each decoder block is compressed (tests use it to interrupt a job). */
-  onBlockStart?(block: string, index: number, total: number): void;
-}
-
-interface JobContext {
-  options: CompressOptions;
-  extra: PipelineOptions;
-  hooks: PipelineHooks;
-  progress: ProgressTracker;
-  warnings: string[];
-  log(level: 'info' | 'warn' | 'error', message: string): void;
-}
+export { TOOL_VERSION, type PipelineOptions } from './job';
+export { groupLabel, planBlocks } from './stages/calibrate';
+export { sha256File } from './stages/load';
 
 export function validateOptions(o: CompressOptions): void {
   if (!isRecipe(o.recipe)) throw new OptionError(`unknown recipe "${o.recipe}" (choose one of ${RECIPES.join(', ')})`);
@@ -116,65 +63,6 @@ export function resolveBaselines(baselines: readonly string[] | undefined, recip
   return out;
 }
 
-/** Sparsity a recipe applies under the job's options (quantization-only recipes never prune). */
-function sparsityFor(recipe: RecipeName, o: CompressOptions): Sparsity {
-  return recipePrunes(recipe) ? o.sparsity : { kind: 'dense' };
-}
-
-/** sha256 of a file, streamed. */
-export function sha256File(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(file)
-      .on('data', (d) => h.update(d))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')));
-  });
-}
-
-/** Options that change the compressed weights, in a stable order: part of the job key. */
-function numericOptions(o: CompressOptions, seqlen: number): Record<string, unknown> {
-  return {
-    recipe: o.recipe,
-    sparsity: formatSparsity(effectiveSparsity(o)),
-    wbits: o.wbits,
-    abits: o.abits,
-    kvbits: o.kvbits,
-    alpha: o.alpha,
-    damp: o.damp,
-    samples: o.samples,
-    seqlen,
-    seed: o.seed,
-    calibrationMode: o.calibrationMode,
-  };
-}
-
-function round6(x: number): number {
-  return Number(x.toPrecision(6));
-}
-
-/** Decoder blocks of the compressible layers, in graph order, each with its input sub-groups. */
-export function planBlocks(layers: readonly LinearLayer[]): Array<{ id: string; groups: LinearLayer[][] }> {
-  const byBlock = new Map<number, LinearLayer[]>();
-  for (const l of layers) {
-    const b = l.block ?? -1;
-    if (!byBlock.has(b)) byBlock.set(b, []);
-    byBlock.get(b)!.push(l);
-  }
-  const blocks = [...byBlock.entries()].sort((a, b) => a[0] - b[0]);
-  return blocks.map(([b, ls]) => {
-    const byName = new Map(ls.map((l) => [l.name, l]));
-    const groups = groupLayersByInput(ls)
-      .map((g) => g.layers.map((n) => byName.get(n)!))
-      .sort((x, y) => Math.min(...x.map((l) => l.order ?? 0)) - Math.min(...y.map((l) => l.order ?? 0)));
-    return { id: String(b), groups };
-  });
-}
-
-export function groupLabel(group: readonly LinearLayer[]): string {
-  return `[${group.map((l) => (l.role === 'other' ? l.name : l.role)).join(',')}]`;
-}
-
 /**
  * Compresses `modelPath` with `options` and writes the simulated model, the packed model and the
  * report beside it (or in options.outDir). Resolves with the report; rejects with AbortError when
@@ -187,378 +75,83 @@ export async function runCompression(
   extra: PipelineOptions = {},
 ): Promise<CompressionReport> {
   validateOptions(options);
-  const baselines = resolveBaselines(extra.baselines, options.recipe);
-  const started = performance.now();
-  const timings: Record<string, number> = {};
-  const warnings: string[] = [];
-  const log = (level: 'info' | 'warn' | 'error', message: string) => hooks.log?.(level, message);
-  const ctx: JobContext = { options, extra, hooks, progress: new ProgressTracker(hooks.onProgress), warnings, log };
-  const signal = hooks.signal;
   const source = path.resolve(modelPath);
   if (!existsSync(source)) throw new OptionError(`model not found: ${modelPath}`);
   const paths = outputPaths(source, options);
   for (const p of [paths.simulated, paths.packed, paths.report]) {
     if (path.resolve(p) === source) throw new OptionError(`the output ${p} would overwrite the source model; pick another --out folder`);
   }
+  const job: Job = {
+    options,
+    extra,
+    hooks,
+    signal: hooks.signal,
+    progress: new ProgressTracker(hooks.onProgress),
+    warnings: [],
+    timings: {},
+    log: (level, message) => hooks.log?.(level, message),
+    source,
+    paths,
+    baselines: resolveBaselines(extra.baselines, options.recipe),
+    started: performance.now(),
+  };
 
-  // ---- load
-  let t = performance.now();
-  ctx.progress.report('load', 0, 3, 'reading the model');
-  const loaded = await loadModel(source);
-  const tokenizer = await loadTokenizer(source);
-  const calibFile = options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT);
-  const calibText = await readText(calibFile);
-  const seqlen = options.seqlen ?? contextLength(source);
-  const calib = calibrationWindows(tokenizer.encode(calibText.text), options.samples, seqlen, options.seed, calibFile);
-  ctx.progress.report('load', 1, 3, 'tokenized the calibration text');
-  let evalText: LoadedText | undefined;
-  let evalWin: TokenWindows | undefined;
-  if (extra.evalText !== null) {
-    const evalFile = extra.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT);
-    evalText = await readText(evalFile);
-    evalWin = evaluationWindows(tokenizer.encode(evalText.text), seqlen, { maxWindows: extra.evalWindows, source: evalFile });
-  }
-  const sourceSha = await sha256File(source);
-  const sourceBytes = (await stat(source)).size;
-  const working = await WorkingModel.fromLoaded(loaded);
-  const { layers: compressible, skipped } = working.compressible();
-  for (const s of skipped) warnings.push(`${s.layer.name} is left dense: ${s.why}`);
-  if (compressible.length === 0) {
-    throw new OptionError('found no decoder-block projections (q/k/v/o/gate/up/down) to compress in this model; run `obr inspect` to see what was found');
-  }
-  const externalSizes = loaded.initializerNames().flatMap((n) => {
-    const e = loaded.initializerInfo(n)?.external;
-    return e ? [`${e.location}:${e.offset}:${e.length}`] : [];
-  });
-  const jobKey = createHash('sha256')
-    .update(JSON.stringify({ schema: REPORT_SCHEMA_VERSION, tool: TOOL_VERSION, sourceSha, externalSizes, tokenizer: tokenizer.sha256, calib: calibText.sha256, options: numericOptions(options, seqlen), onlyBlocks: extra.onlyBlocks ?? null, ...(baselines.length ? { baselines } : {}) }))
-    .digest('hex');
-  timings.load = (performance.now() - t) / 1000;
-  ctx.progress.report('load', 3, 3, `${compressible.length} layers to compress`);
-  throwIfAborted(signal);
-
-  // The working folder; remember what existed so a cancel can restore the folder exactly.
+  // The output folder and the lock on its working folder come first: a second job on the same
+  // model and folder is refused before it does any work.
+  await checkOutputFolder(paths.dir);
   const outDirExisted = existsSync(paths.dir);
-  await mkdir(paths.dir, { recursive: true });
-  const checkpoint = await Checkpoint.open(paths.partialDir, jobKey, extra.resume ?? true);
-  const resumedBlocks = [...checkpoint.finishedBlocks];
-  if (checkpoint.resumed) log('info', `resuming: ${checkpoint.finishedBlocks.length} finished block(s) found in ${paths.partialDir}`);
   try {
-    const report = await compressInWorkingFolder();
+    await mkdir(paths.dir, { recursive: true });
+  } catch (e) {
+    throw new OptionError(`can't create the output folder ${paths.dir}: ${(e as Error).message}`);
+  }
+  let lock: JobLock;
+  try {
+    lock = await JobLock.acquire(paths.partialDir);
+  } catch (e) {
+    if (!outDirExisted) await rmdir(paths.dir).catch(() => undefined);
+    throw e;
+  }
+  try {
+    return await runLocked(job);
+  } finally {
+    await lock.release();
+    // A folder this job created and left empty (cancelled, or failed before any block) goes too.
+    if (!outDirExisted) await rmdir(paths.dir).catch(() => undefined);
+  }
+}
+
+async function runLocked(job: Job): Promise<CompressionReport> {
+  const { paths, extra } = job;
+  const input = await loadStage(job);
+  let checkpoint: Checkpoint;
+  try {
+    throwIfAborted(job.signal);
+    checkpoint = await Checkpoint.open(paths.partialDir, input.jobKey, extra.resume ?? true);
+  } catch (e) {
+    await input.loaded.close();
+    throw e;
+  }
+  const resumedBlocks = [...checkpoint.finishedBlocks];
+  if (checkpoint.resumed) job.log('info', `resuming: ${checkpoint.finishedBlocks.length} finished block(s) found in ${paths.partialDir}`);
+  try {
+    const rotated = await rotateStage(job, input);
+    const compressed = await calibrateStage(job, input, rotated, checkpoint);
+    const written = await writeStage(job, input, compressed);
+    const evaluated = await evaluateStage(job, input, rotated, compressed, written);
+    const report = await reportStage(job, input, rotated, compressed, written, evaluated, resumedBlocks);
     await checkpoint.remove();
     return report;
   } catch (e) {
     await removeTree(paths.stagingDir);
+    await input.loaded.close();
     if (isAbort(e)) {
       if (!extra.keepCheckpointOnCancel && !checkpoint.preExisting) await checkpoint.remove();
-      if (!outDirExisted) await rmdir(paths.dir).catch(() => undefined);
-      await loaded.close();
       throw e instanceof AbortError ? e : new AbortError();
     }
     // A failure before any block finished leaves nothing worth resuming: leave the folder clean.
-    if (checkpoint.finishedBlocks.length === 0 && !checkpoint.preExisting) {
-      await checkpoint.remove();
-      if (!outDirExisted) await rmdir(paths.dir).catch(() => undefined);
-    }
-    await loaded.close();
+    if (checkpoint.finishedBlocks.length === 0 && !checkpoint.preExisting) await checkpoint.remove();
     throw e;
-  }
-
-  async function compressInWorkingFolder(): Promise<CompressionReport> {
-    // ---- rotate (QuaRot, §1.3) for activation / KV quantization
-    const sourceProto = working.proto; // inline, unrotated: the dense reference
-    const rotate = options.abits < 16 || options.kvbits < 16;
-    if (rotate) {
-      t = performance.now();
-      ctx.progress.report('rotate', 0, 1, 'rotating the residual stream (QuaRot)');
-      const r = rotateModel(working.proto, { seed: options.seed });
-      working.replaceProto(r.model);
-      warnings.push(...r.warnings);
-      timings.rotate = (performance.now() - t) / 1000;
-      ctx.progress.report('rotate', 1, 1);
-    }
-    const layers = working.compressible().layers.filter((l) => !extra.onlyBlocks || extra.onlyBlocks.includes(l.block ?? -1));
-    const baseProto = working.proto; // rotated, dense: reference for sensitivity
-    const blocks = planBlocks(layers);
-    const batch = extra.batch ?? defaultBatch(seqlen);
-    const eps = options.executionProviders;
-    let executionProvider: CompressionReport['executionProvider'] | undefined;
-    const noteEp = (ep: CompressionReport['executionProvider']) => {
-      if (executionProvider) return;
-      executionProvider = ep;
-      const failed = ep.tried.filter((x) => x.error);
-      log('info', `execution provider: ${ep.used}${failed.length ? ` (fell back from ${failed.map((x) => `${x.name}: ${x.error}`).join('; ')})` : ''}`);
-    };
-
-    // ---- calibrate ⇄ compress
-    const states = new Map<string, LayerState>();
-    const passes = options.calibrationMode === 'oneshot' ? 1 : blocks.reduce((s, b) => s + b.groups.length, 0);
-    const units = passes + layers.length * (1 + baselines.length);
-    let unitsDone = 0;
-    const overall = () => 0.05 + 0.7 * (unitsDone / units);
-    let layersDone = 0;
-    let baselineLayersDone = 0;
-    let calibSeconds = 0;
-    let compressSeconds = 0;
-    let baselineSeconds = 0;
-    if (baselines.length) log('info', `baselines: ${baselines.join(', ')} (each layer also compressed with them on the same Hessian)`);
-
-    const capture = async (group: readonly LinearLayer[], label: string): Promise<Map<string, CapturedStats>> => {
-      const t0 = performance.now();
-      const { stats, executionProvider: ep } = await captureStats((m) => working.bytes(m), working.proto, group.map((l) => working.layer(l.name)), requestsFor(group), calib, {
-        executionProviders: eps,
-        batch,
-        signal,
-        onBatch: (done, total) => ctx.progress.report('calibrate', done, total, `${label}: ${done}/${total} windows`, 0.05 + 0.7 * ((unitsDone + done / total) / units)),
-      });
-      noteEp(ep);
-      unitsDone++;
-      calibSeconds += (performance.now() - t0) / 1000;
-      return stats;
-    };
-    const requestsFor = (group: readonly LinearLayer[]): CaptureRequest[] => {
-      const seen = new Map<string, CaptureRequest>();
-      for (const l of group) if (!seen.has(l.inputName)) seen.set(l.inputName, { input: l.inputName, features: l.inFeatures });
-      return [...seen.values()];
-    };
-    const compressOne = async (layer: LinearLayer, st: CapturedStats): Promise<LayerState> => {
-      throwIfAborted(signal);
-      const t0 = performance.now();
-      const weight = await working.readWeight(layer);
-      const r = await compressLayer(
-        { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
-        { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
-        { signal, threads: extra.threads },
-      );
-      compressSeconds += (performance.now() - t0) / 1000;
-      unitsDone++;
-      const report: LayerReport = {
-        name: layer.name,
-        block: layer.block,
-        role: layer.role,
-        rows: layer.outFeatures,
-        cols: layer.inFeatures,
-        sparsity: r.stats.sparsity,
-        wbits: options.wbits,
-        loss: r.stats.loss,
-        seconds: r.stats.seconds,
-        codeHistogram: r.stats.codeHistogram,
-        rowScales: Array.from(r.scales, round6),
-      };
-      layersDone++;
-      hooks.onLayer?.(report);
-      ctx.progress.report('compress', layersDone, layers.length, `${layer.name} (${layer.role}, ${layer.outFeatures}×${layer.inFeatures})`, overall());
-      // The same layer with each baseline recipe: same dense weight, same captured Hessian.
-      const baselineLayers: BaselineLayer[] = [];
-      for (const recipe of baselines) {
-        throwIfAborted(signal);
-        const t1 = performance.now();
-        const b = await compressLayer(
-          { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
-          { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
-          { signal, threads: extra.threads },
-        );
-        baselineLayers.push({ recipe, loss: b.stats.loss, weight: Float32Array.from(b.weight) });
-        baselineSeconds += (performance.now() - t1) / 1000;
-        unitsDone++;
-        baselineLayersDone++;
-        ctx.progress.report('baseline', baselineLayersDone, layers.length * baselines.length, `${recipe}: ${layer.name}`, overall());
-      }
-      return { report, weight: r.weight, scales: r.scales, codes: r.codes, ...(baselines.length ? { baselines: baselineLayers } : {}) };
-    };
-
-    let oneshotStats: Map<string, CapturedStats> | undefined;
-    for (let bi = 0; bi < blocks.length; bi++) {
-      const block = blocks[bi]!;
-      throwIfAborted(signal);
-      if (checkpoint.has(block.id)) {
-        const saved = await checkpoint.loadBlock(block.id);
-        for (const s of saved) {
-          states.set(s.report.name, s);
-          hooks.onLayer?.(s.report);
-        }
-        for (const s of saved) {
-          const have = (s.baselines ?? []).map((b) => b.recipe).join(',');
-          if (have !== baselines.join(',')) throw new Error(`internal: checkpoint block ${block.id} has baselines [${have}], the job wants [${baselines.join(',')}]`);
-        }
-        working.setWeights(new Map(saved.map((s) => [s.report.name, s.weight])));
-        unitsDone += (options.calibrationMode === 'oneshot' ? 0 : block.groups.length) + saved.length * (1 + baselines.length);
-        layersDone += saved.length;
-        baselineLayersDone += saved.length * baselines.length;
-        ctx.progress.report('compress', layersDone, layers.length, `block ${block.id} restored from the checkpoint`, overall());
-        continue;
-      }
-      extra.onBlockStart?.(block.id, bi, blocks.length);
-      throwIfAborted(signal);
-      const blockStates: LayerState[] = [];
-      if (options.calibrationMode === 'oneshot') {
-        // Every Hessian from the dense (rotated) model, captured once.
-        oneshotStats ??= await (async () => {
-          const saved = working.proto;
-          working.replaceProto(baseProto);
-          try {
-            return await capture(layers, 'all layer inputs');
-          } finally {
-            working.replaceProto(saved);
-          }
-        })();
-        for (const group of block.groups) for (const l of group) blockStates.push(await compressOne(l, oneshotStats.get(l.inputName)!));
-        working.setWeights(new Map(blockStates.map((s) => [s.report.name, s.weight])));
-      } else {
-        for (const group of block.groups) {
-          const stats = await capture(group, `block ${block.id} ${groupLabel(group)}`);
-          const done: LayerState[] = [];
-          for (const l of group) done.push(await compressOne(l, stats.get(l.inputName)!));
-          working.setWeights(new Map(done.map((s) => [s.report.name, s.weight])));
-          blockStates.push(...done);
-        }
-      }
-      for (const s of blockStates) states.set(s.report.name, s);
-      throwIfAborted(signal);
-      await checkpoint.saveBlock(block.id, blockStates);
-    }
-    timings.calibrate = calibSeconds;
-    timings.compress = compressSeconds;
-    if (baselines.length) timings.baselines = baselineSeconds;
-
-    // ---- write (staged in the working folder)
-    t = performance.now();
-    await mkdir(paths.stagingDir, { recursive: true });
-    ctx.progress.report('write', 0, 3, 'simulated model');
-    const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
-    const fq = options.abits < 16 || options.kvbits < 16 ? withFakeQuant(working.proto, { abits: options.abits, kvbits: options.kvbits }) : { model: working.proto, warnings: [] };
-    warnings.push(...fq.warnings);
-    const simPath = staged(paths, paths.simulated);
-    await writeModel(fq.model, simPath, { externalData: external });
-    throwIfAborted(signal);
-    ctx.progress.report('write', 1, 3, 'packed model');
-    const packed = packedModel(
-      working.proto,
-      working.layers,
-      layers.map((l) => ({ layer: working.layer(l.name), codes: states.get(l.name)!.codes, scales: states.get(l.name)!.scales })),
-      options.wbits,
-    );
-    let packedWritten = false;
-    if (packed.model) {
-      await writeModel(packed.model, staged(paths, paths.packed), { externalData: external });
-      packedWritten = true;
-    } else if (packed.warning) warnings.push(packed.warning);
-    // Outputs written elsewhere keep their tokenizer and config beside them (obr eval needs them).
-    if (paths.dir !== path.dirname(source)) {
-      for (const f of ['tokenizer.json', 'tokenizer_config.json', 'config.json']) {
-        const from = path.join(path.dirname(source), f);
-        if (existsSync(from) && !existsSync(path.join(paths.dir, f))) await copyFile(from, path.join(paths.stagingDir, f));
-      }
-    }
-    timings.write = (performance.now() - t) / 1000;
-    ctx.progress.report('write', 3, 3, undefined, 0.78);
-    throwIfAborted(signal);
-
-    // ---- evaluate
-    const perplexity: CompressionReport['perplexity'] = {};
-    const baselinePerplexity = new Map<RecipeName, PerplexityResult>();
-    let sensitivity: CompressionReport['sensitivity'];
-    if (evalWin && evalText) {
-      t = performance.now();
-      const total = evalWin.count * (2 + baselines.length);
-      const evaluate = async (model: ModelProto, offset: number, label: string, stage: 'evaluate' | 'baseline' = 'evaluate'): Promise<PerplexityResult> => {
-        const t0 = performance.now();
-        ctx.progress.report(stage, offset, total, `perplexity ${label} 0/${evalWin!.count}`, 0.78 + 0.2 * (offset / total), true);
-        const lm = await openForPerplexity(model, eps);
-        noteEp(lm.executionProvider);
-        try {
-          const r = await perplexityOf(lm, evalWin!, {
-            batch,
-            signal,
-            onWindow: (done) => ctx.progress.report(stage, offset + done, total, `perplexity ${label} ${done}/${evalWin!.count}`, 0.78 + 0.2 * ((offset + done) / total)),
-          });
-          return { ...r, windows: evalWin!.count, seqlen, text: evalText!.path, seconds: (performance.now() - t0) / 1000 };
-        } finally {
-          await lm.release();
-        }
-      };
-      perplexity.dense = await evaluate(sourceProto, 0, 'dense');
-      perplexity.compressed = await evaluate(fq.model, evalWin.count, 'compressed');
-      log('info', `perplexity dense ${perplexity.dense.perplexity.toFixed(3)} → compressed ${perplexity.compressed.perplexity.toFixed(3)}`);
-      if (!(Number.isFinite(perplexity.compressed.perplexity))) warnings.push('the compressed model\'s perplexity is not finite');
-      timings.evaluate = (performance.now() - t) / 1000;
-
-      // Each baseline: the rotated dense model with every compressed layer replaced by the
-      // baseline's weights, the same activation/KV quantization, the same windows. Built in
-      // memory like the simulated model above (nothing is written) and dropped after use.
-      const tb = performance.now();
-      for (let k = 0; k < baselines.length; k++) {
-        throwIfAborted(signal);
-        const recipe = baselines[k]!;
-        const weights = new Map(layers.map((l) => [l.name, states.get(l.name)!.baselines![k]!.weight]));
-        const model = replaceLayerWeights(baseProto, working.layers, weights);
-        const sim = options.abits < 16 || options.kvbits < 16 ? withFakeQuant(model, { abits: options.abits, kvbits: options.kvbits }).model : model;
-        const r = await evaluate(sim, evalWin.count * (2 + k), recipe, 'baseline');
-        baselinePerplexity.set(recipe, r);
-        log('info', `baseline ${recipe}: perplexity ${r.perplexity.toFixed(3)}`);
-      }
-      if (baselines.length) timings.baselines = (timings.baselines ?? 0) + (performance.now() - tb) / 1000;
-
-      if (extra.sensitivity) {
-        t = performance.now();
-        const sw = evaluationWindows(tokenizer.encode(evalText.text), seqlen, { maxWindows: extra.sensitivityWindows ?? DEFAULT_SENSITIVITY_WINDOWS, spread: true });
-        sensitivity = await layerSensitivity(
-          baseProto,
-          working.layers,
-          layers.map((l) => ({ name: l.name, weight: states.get(l.name)!.weight })),
-          sw,
-          { executionProviders: eps, batch, signal, onLayer: (done, n, name) => ctx.progress.report('evaluate', done, n, `sensitivity ${name}`, 0.98) },
-        );
-        timings.sensitivity = (performance.now() - t) / 1000;
-      }
-    }
-    throwIfAborted(signal);
-
-    // ---- report, then commit every staged file into place
-    timings.total = (performance.now() - started) / 1000;
-    const reportLayers = layers.map((l) => states.get(l.name)!.report);
-    const report: CompressionReport = {
-      schemaVersion: REPORT_SCHEMA_VERSION,
-      tool: { name: 'obr-studio', version: TOOL_VERSION },
-      createdAt: new Date().toISOString(),
-      source: { path: source, bytes: sourceBytes, sha256: sourceSha },
-      outputs: { simulated: paths.simulated, packed: packedWritten ? paths.packed : undefined, report: paths.report },
-      recipe: options.recipe,
-      options: {
-        ...numericOptions(options, seqlen),
-        onlyBlocks: extra.onlyBlocks ?? null,
-        executionProviders: options.executionProviders,
-        calibText: calibText.path,
-        evalText: evalText?.path ?? null,
-        evalWindows: extra.evalWindows ?? null,
-        baselines,
-        rotated: rotate,
-        resumedBlocks,
-        jobKey,
-      },
-      calibration: { text: calibText.path, sha256: calibText.sha256, samples: calib.count, seqlen, tokens: calib.count * seqlen, mode: options.calibrationMode },
-      executionProvider: executionProvider ?? { used: 'none', tried: [] },
-      layers: reportLayers,
-      perplexity,
-      ...(baselines.length
-        ? {
-            baselines: baselines.map((recipe, k) => ({
-              recipe,
-              ...(baselinePerplexity.has(recipe) ? { perplexity: baselinePerplexity.get(recipe)! } : {}),
-              layers: layers.map((l) => ({ name: l.name, loss: states.get(l.name)!.baselines![k]!.loss })),
-            })),
-          }
-        : {}),
-      sensitivity,
-      timings,
-      warnings,
-    };
-    await atomicWrite(staged(paths, paths.report), JSON.stringify(report, null, 1) + '\n');
-    throwIfAborted(signal);
-    await loaded.close();
-    await commitStaged(paths);
-    ctx.progress.report('evaluate', 1, 1, 'done', 1);
-    return report;
   }
 }
 

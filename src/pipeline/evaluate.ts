@@ -4,6 +4,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadModel } from '../onnx/load';
 import { addNllHead } from '../onnx/nll';
+import { graphPositionLimit, type PositionLimit } from '../onnx/positions';
+import { OptionError } from '../protocol/recipes';
 import { encodeModel, type ModelProto } from '../onnx/proto';
 import type { PerplexityResult } from '../protocol/report';
 import { CausalLm } from '../runtime/lm';
@@ -29,7 +31,7 @@ export interface EvaluateOptions {
 }
 
 export interface EvaluateResult extends PerplexityResult {
-  executionProvider: { used: string; tried: Array<{ name: string; error?: string }> };
+  executionProvider: { used: string; tried: Array<{ name: string; error?: string; detail?: string }> };
 }
 
 /** Context length of the model in `dir`: config.json max_position_embeddings / n_positions, else tokenizer_config model_max_length. */
@@ -52,6 +54,36 @@ export function contextLength(modelPath: string, fallback = 2048): number {
   const tc = read('tokenizer_config.json')?.model_max_length;
   if (typeof tc === 'number' && tc > 1 && tc <= 1 << 20) return tc;
   return fallback;
+}
+
+/**
+ * The most positions the model supports: the smallest position table of the graph (learned
+ * position embedding, rotary cos/sin cache), else config.json max_position_embeddings /
+ * n_positions; undefined when neither says.
+ */
+export function maxPositions(model: ModelProto, modelPath: string): PositionLimit | undefined {
+  const graph = graphPositionLimit(model);
+  if (graph) return graph;
+  const p = path.join(path.dirname(path.resolve(modelPath)), 'config.json');
+  if (!existsSync(p)) return undefined;
+  try {
+    const config = JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
+    for (const key of ['max_position_embeddings', 'n_positions']) {
+      const v = config[key];
+      if (typeof v === 'number' && Number.isInteger(v) && v > 1) return { positions: v, source: `config.json ${key}` };
+    }
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+/** Refuses (OptionError, before any work) a window longer than the model's position range. */
+export function checkSeqlen(model: ModelProto, modelPath: string, seqlen: number): void {
+  const limit = maxPositions(model, modelPath);
+  if (limit && seqlen > limit.positions) {
+    throw new OptionError(`this model supports at most ${limit.positions} positions; use --seqlen ≤ ${limit.positions} (got ${seqlen}; from ${limit.source})`);
+  }
 }
 
 /** Models up to this size are evaluated through the in-graph NLL head (inline weights). */
@@ -119,6 +151,14 @@ export async function evaluateModel(modelPath: string, opts: EvaluateOptions): P
   const tokenizer = opts.tokenizer ?? (await loadTokenizer(modelPath));
   const text = await readText(opts.text);
   const seqlen = opts.seqlen ?? contextLength(modelPath);
+  {
+    const loaded = await loadModel(modelPath);
+    try {
+      checkSeqlen(loaded.model, modelPath, seqlen);
+    } finally {
+      await loaded.close();
+    }
+  }
   const windows = evaluationWindows(tokenizer.encode(text.text), seqlen, { maxWindows: opts.maxWindows, source: opts.text });
   throwIfAborted(opts.signal);
   const lm = await openForPerplexity(modelPath, opts.executionProviders);

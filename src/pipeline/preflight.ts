@@ -4,11 +4,12 @@ import { freemem, totalmem } from 'node:os';
 import path from 'node:path';
 import { loadModel } from '../onnx/load';
 import { findLinearLayers } from '../onnx/linear';
+import { refuseQuantized } from '../onnx/quantized';
 import type { CompressOptions } from '../protocol/recipes';
 import { resolveBaselines } from './compress';
 import type { CompressionEstimate } from '../protocol/worker';
 import { CausalLm } from '../runtime/lm';
-import { contextLength, defaultBatch } from './evaluate';
+import { checkSeqlen, contextLength, defaultBatch } from './evaluate';
 import { COMPRESSED_ROLES } from './working';
 import { planBlocks } from './compress';
 
@@ -46,10 +47,12 @@ export function coreSecondsEstimate(rows: number, cols: number, recipe: string):
 export async function estimateCompression(modelPath: string, options: CompressOptions, pre: PreflightOptions = {}): Promise<Preflight> {
   const loaded = await loadModel(modelPath);
   try {
+    refuseQuantized(loaded.model);
     const all = findLinearLayers(loaded.model);
     const layers = all.filter((l) => l.block !== null && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
     const params = layers.reduce((s, l) => s + l.inFeatures * l.outFeatures, 0);
     const seqlen = options.seqlen ?? contextLength(modelPath);
+    checkSeqlen(loaded.model, modelPath, seqlen);
     const batch = pre.batch ?? defaultBatch(seqlen);
     const vocab = all.find((l) => l.role === 'lm_head')?.outFeatures ?? 32000;
     const hidden = layers.find((l) => l.role === 'q')?.inFeatures ?? layers[0]?.inFeatures ?? 0;
@@ -102,7 +105,11 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     } else {
       forwardSeconds = (2 * (loaded.weightBytes / 4) * seqlen) / 30e9;
     }
-    const passes = options.calibrationMode === 'oneshot' ? 1 : blocks.reduce((s, b) => s + b.groups.length, 0);
+    // Streamed calibration (§1.5): every block runs once per sub-group capture plus once more to
+    // produce the next block's inputs (one-shot: once), i.e. about (groups + 1) whole-model
+    // forwards of the calibration set.
+    const groupsPerBlock = blocks.length ? blocks.reduce((s, b) => s + b.groups.length, 0) / blocks.length : 0;
+    const passes = options.calibrationMode === 'oneshot' ? 1 : groupsPerBlock + 1;
     const calibrateSeconds = passes * options.samples * forwardSeconds * 1.15;
     const compressSeconds = [options.recipe, ...baselines].reduce((t, recipe) => t + layers.reduce((s, l) => s + coreSecondsEstimate(l.outFeatures, l.inFeatures, recipe), 0), 0);
     const evaluateSeconds = (2 + baselines.length) * (pre.evalWindows ?? 64) * forwardSeconds;
@@ -110,7 +117,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     // OBR_AVAILABLE_MEMORY (bytes) caps what the job may assume is free (shared machines, tests).
     const cap = Number(process.env.OBR_AVAILABLE_MEMORY);
     const availableBytes = Number.isFinite(cap) && cap > 0 ? Math.min(cap, freemem()) : freemem();
-    notes.push(`${layers.length} layers in ${blocks.length} blocks, ${passes} calibration pass(es) of ${options.samples} × ${seqlen} tokens`);
+    notes.push(`${layers.length} layers in ${blocks.length} blocks, ${passes} whole-model-equivalent calibration pass(es) of ${options.samples} × ${seqlen} tokens`);
     if (baselines.length) notes.push(`baselines: ${baselines.join(', ')} — each layer also compressed with them on the same Hessians, and each evaluated`);
     return {
       layers: layers.length,

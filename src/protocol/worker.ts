@@ -22,7 +22,7 @@ export interface ProgressEvent {
 
 export interface ProviderProbe {
   used: string;
-  tried: Array<{ name: string; error?: string }>;
+  tried: Array<{ name: string; error?: string; detail?: string }>;
   /** Output of the probe graph (y = x·W with x = [1, 2, 3], W = [[1, 0], [0, 1], [1, 1]]). */
   output: number[];
 }
@@ -70,6 +70,8 @@ export interface JobSettings {
    * (report.baselines: per-layer loss and perplexity). The job's own recipe is skipped.
    */
   baselines?: RecipeName[];
+  /** Memory budget (MiB) of the block-streaming activation cache; beyond it activations spill to disk. */
+  activationCacheMiB?: number;
 }
 
 /** Pre-flight estimate shown before a job starts. */

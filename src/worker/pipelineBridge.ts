@@ -19,6 +19,7 @@ export function runCompression(modelPath: string, options: CompressOptions, hook
     evalWindows: job.evalWindows && job.evalWindows > 0 ? job.evalWindows : undefined,
     sensitivity: job.sensitivity,
     baselines: job.baselines,
+    activationCacheMiB: job.activationCacheMiB,
   });
 }
 

@@ -4,6 +4,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isAbort } from '../../pipeline/cancel';
+import { checkOutputFolder, JobLock } from '../../pipeline/lock';
+import { outputPaths } from '../../pipeline/outputs';
 import { runCompression, type PipelineOptions } from '../../pipeline/compress';
 import { estimateCompression, formatBytes, formatSeconds, type Preflight } from '../../pipeline/preflight';
 import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, RECIPES, isRecipe, parseRecipeList, parseSparsity, type CompressOptions } from '../../protocol/recipes';
@@ -46,13 +48,17 @@ export const compressCommand: CliCommand = {
     'obr compress MODEL.onnx [--recipe obr-gptq] [--sparsity 0.5|2:4|4:8] [--wbits 4] [--abits 4|16] [--kvbits 4|16]\n' +
     '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
     '       [--ep cuda,cpu] [--mode sequential|oneshot] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
-    '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--json] [--yes]\n\n' +
+    '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--cache-mib M] [--json] [--yes]\n' +
+    '       [--heads N] [--kv-heads N] [--head-dim D]\n\n' +
     `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
     '  --baselines: also compress every layer with these recipes on the same Hessians and evaluate them on the\n' +
     '  same windows, for comparison in the report (no extra output files).\n' +
     '  Writes NAME.<recipe>-w4a4kv4-s50.onnx (simulated), NAME.<recipe>-w4-s50.packed.onnx (MatMulNBits) and\n' +
     '  NAME.<recipe>-w4a4kv4-s50.report.json. An interrupted job resumes from .NAME.obr-partial/ when rerun.\n' +
-    '  --yes runs even when the pre-flight estimate says memory will not suffice.',
+    '  --cache-mib: memory for cached block activations (default 2048); beyond it they spill to .NAME.obr-partial/.\n' +
+    '  --yes runs even when the pre-flight estimate says memory will not suffice.\n' +
+    '  --heads/--kv-heads/--head-dim: attention geometry for the rotation (A4/KV4) when neither the graph nor a\n' +
+    '  config.json / genai_config.json beside the model tells it; they win over both.',
   async run(argv) {
     const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: COMPRESS_FLAGS });
     const [model, ...rest] = positionals;
@@ -85,8 +91,12 @@ export const COMPRESS_FLAGS = {
   'no-resume': { type: 'boolean' },
   batch: { type: 'string' },
   threads: { type: 'string' },
+  'cache-mib': { type: 'string' },
   json: { type: 'boolean' },
   yes: { type: 'boolean' },
+  heads: { type: 'string' },
+  'kv-heads': { type: 'string' },
+  'head-dim': { type: 'string' },
 } as const;
 
 type Flags = Partial<Record<keyof typeof COMPRESS_FLAGS, string | boolean>>;
@@ -150,8 +160,21 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
     resume: !v['no-resume'],
     batch: str('batch') !== undefined ? parsePositiveInt('--batch', str('batch')!) : undefined,
     threads: str('threads') !== undefined ? parsePositiveInt('--threads', str('threads')!) : undefined,
+    activationCacheMiB: str('cache-mib') !== undefined ? parsePositiveInt('--cache-mib', str('cache-mib')!, 0) : undefined,
+    geometry: geometryFromFlags(str('heads'), str('kv-heads'), str('head-dim')),
   };
   return { options, extra };
+}
+
+/** --heads/--kv-heads/--head-dim, or undefined when none is given. */
+function geometryFromFlags(heads?: string, kvHeads?: string, headDim?: string): PipelineOptions['geometry'] {
+  if (heads === undefined && kvHeads === undefined && headDim === undefined) return undefined;
+  return {
+    heads: heads !== undefined ? parsePositiveInt('--heads', heads) : undefined,
+    kvHeads: kvHeads !== undefined ? parsePositiveInt('--kv-heads', kvHeads) : undefined,
+    headDim: headDim !== undefined ? parsePositiveInt('--head-dim', headDim) : undefined,
+    source: '--heads/--kv-heads/--head-dim',
+  };
 }
 
 function parseIntIn(flag: string, text: string, lo: number, hi: number): number {
@@ -168,11 +191,15 @@ export async function runCompressCli(
   cli: { yes: boolean; json: boolean; note?: string },
 ): Promise<number> {
   if (!existsSync(model)) throw new UsageError(`model not found: ${model}`);
+  // An unusable --out, or another job on the same folder, is refused before the pre-flight probe.
+  const paths = outputPaths(model, options);
+  await checkOutputFolder(paths.dir);
+  await JobLock.check(paths.partialDir);
   // Bad tokenizer / text inputs fail fast, before the probe.
   await loadTokenizer(model);
   if (options.calibText) await readText(options.calibText);
   if (extra.evalText) await readText(extra.evalText);
-  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines });
+  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, batch: extra.batch });
   printPreflight(pre);
   if (!pre.fits && !cli.yes) {
     console.error(
@@ -283,6 +310,7 @@ class StderrProgress {
   }
 
   log(level: string, message: string): void {
+    if (level === 'debug' && !process.env.OBR_DEBUG) return;
     this.end();
     process.stderr.write(`${level === 'info' ? '' : `${level}: `}${message}\n`);
   }

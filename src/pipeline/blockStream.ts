@@ -1,0 +1,163 @@
+// Block-streaming forwards (docs/obr-algorithm.md §1.5): the model is split into prelude, one
+// region per decoder block and tail (src/onnx/blocks.ts); the prelude runs once on the token ids
+// and every block region then runs on the cached tensors crossing the cut in front of it, so
+// calibration costs a fixed number of block forwards per block — linear in depth — instead of
+// re-running blocks 0…b from the token ids for every capture of block b.
+//
+// Each forward opens an onnxruntime session on one region's subgraph (that block's weights only),
+// runs every calibration batch through it and releases it.
+import type * as ort from 'onnxruntime-node';
+import { elementTypeOf, regionModel, splitBlocks, type BlockSplit, type GraphRegion } from '../onnx/blocks';
+import { addHessianCapture } from '../onnx/hessian';
+import { encodeModel, type ModelProto } from '../onnx/proto';
+import type { LinearLayer } from '../onnx/types';
+import { createSessionWithFallback } from '../runtime/providers';
+import { windowFeeds } from '../runtime/lm';
+import type { TokenWindows } from '../runtime/text';
+import { ActivationCache, type CalibrationBatch, type SpillOptions } from './activations';
+import { throwIfAborted } from './cancel';
+import { StatsAccumulator, type CaptureRequest, type CapturedStats } from './capture';
+
+export type ExecutionProviderChoice = { used: string; tried: Array<{ name: string; error?: string }> };
+
+/** Why a forward ran: the prelude, a Hessian capture, or producing the next block's inputs. */
+export type ForwardKind = 'prelude' | 'capture' | 'advance' | 'capture+advance';
+
+export interface BlockStreamOptions {
+  executionProviders: readonly string[];
+  batch: number;
+  signal?: AbortSignal;
+  /** Called once per region forward (tests count them: linear in depth). */
+  onForward?(region: GraphRegion, kind: ForwardKind): void;
+  onExecutionProvider?(ep: ExecutionProviderChoice): void;
+  /** Memory budget of the activation cache and where it spills beyond it. */
+  spill?: SpillOptions;
+}
+
+export class BlockStream {
+  /** Region forwards run so far. */
+  forwards = 0;
+  private readonly cache: ActivationCache;
+  /** Index of the region whose inputs the cache holds (0 = prelude, not yet run). */
+  private next = 0;
+
+  private constructor(
+    readonly split: BlockSplit,
+    private readonly windows: TokenWindows,
+    private readonly options: BlockStreamOptions,
+  ) {
+    const batches: CalibrationBatch[] = [];
+    for (let i = 0; i < windows.count; i += options.batch) batches.push({ start: i, count: Math.min(options.batch, windows.count - i) });
+    this.cache = new ActivationCache(batches, split.idsDependent, options.spill);
+  }
+
+  /** Plans the split of `model`; an error string when the graph can't be cut into blocks. */
+  static open(model: ModelProto, layers: readonly LinearLayer[], windows: TokenWindows, options: BlockStreamOptions): { ok: BlockStream } | { err: string } {
+    const split = splitBlocks(model, layers);
+    if ('err' in split) return split;
+    return { ok: new BlockStream(split.ok, windows, options) };
+  }
+
+  get blockRegions(): GraphRegion[] {
+    return this.split.regions.filter((r) => r.kind === 'block');
+  }
+
+  /** The region whose inputs are cached now. */
+  get current(): GraphRegion {
+    return this.split.regions[this.next]!;
+  }
+
+  /** Runs the prelude (embedding, mask, rotary tables) once: the inputs of the first block. */
+  async begin(model: ModelProto, onBatch?: (done: number, total: number) => void): Promise<void> {
+    if (this.next !== 0) throw new Error('internal: the block stream has already begun');
+    await this.forward(this.split.regions[0]!, model, 'prelude', undefined, onBatch);
+  }
+
+  /**
+   * One forward of the current block region with Hessian-capture outputs for `requests`;
+   * with `advance` the same forward also produces the next block's inputs (one-shot mode).
+   */
+  async capture(
+    model: ModelProto,
+    layers: readonly LinearLayer[],
+    requests: readonly CaptureRequest[],
+    opts: { advance?: boolean; onBatch?(done: number, total: number): void } = {},
+  ): Promise<Map<string, CapturedStats>> {
+    const region = this.current;
+    const acc = new StatsAccumulator(requests);
+    await this.forward(region, model, opts.advance ? 'capture+advance' : 'capture', { layers, requests, acc }, opts.onBatch);
+    return acc.finish(this.windows.count);
+  }
+
+  /** One forward of the current block region: its outputs become the cached inputs of the next. */
+  async advance(model: ModelProto, onBatch?: (done: number, total: number) => void): Promise<void> {
+    await this.forward(this.current, model, 'advance', undefined, onBatch);
+  }
+
+  /** Bytes of cached activations in memory and spilled to disk now. */
+  cachedBytes(): { memory: number; disk: number } {
+    return this.cache.bytes();
+  }
+
+  /** Bytes written to spill files so far. */
+  get spilledBytes(): number {
+    return this.cache.spilledTotal;
+  }
+
+  dispose(): void {
+    this.cache.dispose();
+  }
+
+  private async forward(
+    region: GraphRegion,
+    model: ModelProto,
+    kind: ForwardKind,
+    capture: { layers: readonly LinearLayer[]; requests: readonly CaptureRequest[]; acc: StatsAccumulator } | undefined,
+    onBatch?: (done: number, total: number) => void,
+  ): Promise<void> {
+    throwIfAborted(this.options.signal);
+    const advancing = kind !== 'capture';
+    const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.typeOf(r))]));
+    let sub = regionModel(model, region, types, advancing ? region.writes : []);
+    let outputs = advancing ? [...region.writes] : [];
+    let hessian: ReturnType<typeof addHessianCapture> | undefined;
+    if (capture) {
+      hessian = addHessianCapture(sub, capture.layers, {
+        inputs: capture.requests.map((r) => r.input),
+        maskInput: region.graphInputs.includes('attention_mask') ? 'attention_mask' : null,
+        keepOutputs: advancing,
+      });
+      sub = hessian.model;
+      outputs = [...outputs, ...StatsAccumulator.outputs(hessian, capture.requests)];
+    }
+    const choice = await createSessionWithFallback(encodeModel(sub), this.options.executionProviders, { logSeverityLevel: 3 });
+    this.options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });
+    const session = choice.session;
+    const { windows } = this;
+    try {
+      const graphInputs = session.inputNames.filter((n) => region.graphInputs.includes(n));
+      for (let b = 0; b < this.cache.batches.length; b++) {
+        throwIfAborted(this.options.signal);
+        const { start, count } = this.cache.batches[b]!;
+        const ids = windows.ids.subarray(start * windows.seqlen, (start + count) * windows.seqlen);
+        const feeds: Record<string, ort.Tensor> = windowFeeds(session, graphInputs, ids, count, windows.seqlen);
+        for (const r of region.reads) if (session.inputNames.includes(r)) feeds[r] = await this.cache.get(b, r);
+        const out = await session.run(feeds, outputs);
+        if (advancing) for (const w of region.writes) await this.cache.put(b, w, out[w]!);
+        if (capture && hessian) capture.acc.add(hessian, out);
+        onBatch?.(start + count, windows.count);
+      }
+    } finally {
+      await session.release();
+    }
+    this.forwards++;
+    this.options.onForward?.(region, kind);
+    if (advancing) {
+      const at = this.split.regions.indexOf(region);
+      const live = new Set<string>();
+      for (const r of this.split.regions.slice(at + 1)) for (const x of r.reads) live.add(x);
+      await this.cache.retain(live);
+      this.next = at + 1;
+    }
+  }
+}

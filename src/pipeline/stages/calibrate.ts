@@ -1,0 +1,231 @@
+// Stage 3, calibrate ⇄ compress: the block loop. Layer-sequential by default (§1.5, P11):
+// within each decoder block the layers are grouped by the activation they read ([q,k,v] → [o] →
+// [gate,up] → [down] on Llama graphs), and each group's Hessian is captured with every earlier
+// group already compressed. `oneshot` captures every Hessian on the (rotated) dense model.
+//
+// Forwards stream through the blocks (src/pipeline/blockStream.ts): the prelude runs once, then
+// per block one forward per group capture and one more that produces the next block's inputs
+// (groups + 1 block forwards; one-shot: 1). Graphs that can't be cut into blocks fall back to
+// whole-model forwards, which re-run blocks 0…b from the token ids for every capture of block b.
+import path from 'node:path';
+import { groupLayersByInput } from '../../onnx/linear';
+import type { ModelProto } from '../../onnx/proto';
+import type { LinearLayer } from '../../onnx/types';
+import { throwIfAborted } from '../cancel';
+import { BlockStream } from '../blockStream';
+import { captureStats, type CaptureRequest, type CapturedStats } from '../capture';
+import type { Checkpoint, LayerState } from '../checkpoint';
+import { defaultBatch } from '../evaluate';
+import { DEFAULT_ACTIVATION_CACHE_MIB, noteExecutionProvider, type Job } from '../job';
+import { compressOneLayer, LayerProgress } from './layers';
+import type { LoadedJob } from './load';
+import type { RotatedJob } from './rotate';
+
+export interface PlannedBlock {
+  id: string;
+  /** Layers by shared input, in graph order. */
+  groups: LinearLayer[][];
+}
+
+/** Decoder blocks of the compressible layers, in graph order, each with its input sub-groups. */
+export function planBlocks(layers: readonly LinearLayer[]): PlannedBlock[] {
+  const byBlock = new Map<number, LinearLayer[]>();
+  for (const l of layers) {
+    const b = l.block ?? -1;
+    if (!byBlock.has(b)) byBlock.set(b, []);
+    byBlock.get(b)!.push(l);
+  }
+  const blocks = [...byBlock.entries()].sort((a, b) => a[0] - b[0]);
+  return blocks.map(([b, ls]) => {
+    const byName = new Map(ls.map((l) => [l.name, l]));
+    const groups = groupLayersByInput(ls)
+      .map((g) => g.layers.map((n) => byName.get(n)!))
+      .sort((x, y) => Math.min(...x.map((l) => l.order ?? 0)) - Math.min(...y.map((l) => l.order ?? 0)));
+    return { id: String(b), groups };
+  });
+}
+
+export function groupLabel(group: readonly LinearLayer[]): string {
+  return `[${group.map((l) => (l.role === 'other' ? l.name : l.role)).join(',')}]`;
+}
+
+/** One capture request per distinct layer input. */
+function requestsFor(group: readonly LinearLayer[]): CaptureRequest[] {
+  const seen = new Map<string, CaptureRequest>();
+  for (const l of group) if (!seen.has(l.inputName)) seen.set(l.inputName, { input: l.inputName, features: l.inFeatures });
+  return [...seen.values()];
+}
+
+export interface CompressedJob {
+  /** The layers compressed (compressible, within onlyBlocks), in graph order. */
+  layers: LinearLayer[];
+  states: Map<string, LayerState>;
+  /** 'stream' or 'whole-model' (the fallback). */
+  forwards: 'stream' | 'whole-model';
+  /** Calibration forwards run (streamed: block-region forwards incl. the prelude). */
+  forwardCount: number;
+}
+
+export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob, checkpoint: Checkpoint): Promise<CompressedJob> {
+  const { options, extra, signal, baselines } = job;
+  const { working, calib, seqlen } = input;
+  const layers = working.compressible().layers.filter((l) => !extra.onlyBlocks || extra.onlyBlocks.includes(l.block ?? -1));
+  const blocks = planBlocks(layers);
+  const batch = extra.batch ?? defaultBatch(seqlen);
+  const oneshot = options.calibrationMode === 'oneshot';
+  const eps = options.executionProviders;
+  /** The graph calibration forwards run on: one-shot captures everything on the dense model. */
+  const forwardModel = (): ModelProto => (oneshot ? rot.baseProto : working.proto);
+
+  let stream: BlockStream | undefined;
+  if ((extra.calibrationForwards ?? 'stream') === 'stream') {
+    const s = BlockStream.open(forwardModel(), working.layers, calib, {
+      executionProviders: eps,
+      batch,
+      signal,
+      onExecutionProvider: (ep) => noteExecutionProvider(job, ep),
+      onForward: (region, kind) => extra.onForward?.(region.block === null ? null : String(region.block), kind),
+      spill: { budgetBytes: (extra.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB) * 2 ** 20, spillDir: path.join(job.paths.partialDir, 'activations') },
+    });
+    if ('err' in s) job.log('info', `calibration runs whole-model forwards: the graph can't be cut into blocks (${s.err})`);
+    else stream = s.ok;
+  }
+  let forwardCount = 0;
+
+  // Progress units: calibration forwards + layers × (1 + baselines). Streamed, every block region
+  // runs once (restored or dense blocks), or groups + 1 times (one-shot: once) when compressed.
+  const groupsTotal = blocks.reduce((s, b) => s + b.groups.length, 0);
+  const toCompress = new Map(blocks.filter((b) => !checkpoint.has(b.id)).map((b) => [b.id, b]));
+  const passes = stream
+    ? 1 + stream.blockRegions.reduce((s, r) => s + (toCompress.has(String(r.block)) && !oneshot ? toCompress.get(String(r.block))!.groups.length + 1 : 1), 0)
+    : oneshot
+      ? 1
+      : groupsTotal;
+  const p = new LayerProgress(passes + layers.length * (1 + baselines.length), layers.length);
+  const states = new Map<string, LayerState>();
+  if (baselines.length) job.log('info', `baselines: ${baselines.join(', ')} (each layer also compressed with them on the same Hessian)`);
+
+  const onBatch = (label: string) => (done: number, total: number) => job.progress.report('calibrate', done, total, `${label}: ${done}/${total} windows`, p.overall(done / total));
+  /** Runs one calibration forward: timed, and one progress unit when it completes. */
+  const timed = async <T>(f: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    try {
+      const r = await f();
+      p.unitsDone++;
+      return r;
+    } finally {
+      p.calibSeconds += (performance.now() - t0) / 1000;
+    }
+  };
+  const reportCaptured = (block: PlannedBlock, stats: Map<string, CapturedStats>) => {
+    for (const [inputName, st] of stats) extra.onCapture?.(block.id, inputName, st);
+  };
+  /** Compresses `group` on `stats` and writes the compressed weights into the working model. */
+  const compressGroup = async (group: readonly LinearLayer[], stats: Map<string, CapturedStats>): Promise<LayerState[]> => {
+    const done: LayerState[] = [];
+    for (const l of group) done.push(await compressOneLayer(job, working, l, stats.get(l.inputName)!, p));
+    working.setWeights(new Map(done.map((s) => [s.report.name, s.weight])));
+    return done;
+  };
+  /** A block finished by an earlier run of the same job: its layers come from the checkpoint. */
+  const restore = async (block: PlannedBlock): Promise<void> => {
+    const saved = await checkpoint.loadBlock(block.id);
+    for (const s of saved) {
+      states.set(s.report.name, s);
+      job.hooks.onLayer?.(s.report);
+    }
+    for (const s of saved) {
+      const have = (s.baselines ?? []).map((b) => b.recipe).join(',');
+      if (have !== baselines.join(',')) throw new Error(`internal: checkpoint block ${block.id} has baselines [${have}], the job wants [${baselines.join(',')}]`);
+    }
+    working.setWeights(new Map(saved.map((s) => [s.report.name, s.weight])));
+    p.unitsDone += (stream || oneshot ? 0 : block.groups.length) + saved.length * (1 + baselines.length);
+    p.layersDone += saved.length;
+    p.baselineLayersDone += saved.length * baselines.length;
+    job.progress.report('compress', p.layersDone, layers.length, `block ${block.id} restored from the checkpoint`, p.overall());
+  };
+  const finishBlock = async (block: PlannedBlock, blockStates: LayerState[]): Promise<void> => {
+    for (const s of blockStates) states.set(s.report.name, s);
+    throwIfAborted(signal);
+    await checkpoint.saveBlock(block.id, blockStates);
+  };
+
+  try {
+    if (stream) {
+      // ---- streamed: prelude once, then each block region on the cached activations
+      await timed(() => stream.begin(forwardModel(), onBatch('block inputs')));
+      const byId = new Map(blocks.map((b) => [b.id, b]));
+      for (const region of stream.blockRegions) {
+        throwIfAborted(signal);
+        const block = byId.get(String(region.block));
+        if (!block || checkpoint.has(block.id)) {
+          if (block) await restore(block);
+          await timed(() => stream.advance(forwardModel(), onBatch(`block ${region.block} forward`)));
+          continue;
+        }
+        extra.onBlockStart?.(block.id, blocks.indexOf(block), blocks.length);
+        throwIfAborted(signal);
+        const blockStates: LayerState[] = [];
+        if (oneshot) {
+          const all = block.groups.flat();
+          const stats = await timed(() => stream.capture(rot.baseProto, all, requestsFor(all), { advance: true, onBatch: onBatch(`block ${block.id} all inputs`) }));
+          reportCaptured(block, stats);
+          for (const group of block.groups) blockStates.push(...(await compressGroup(group, stats)));
+        } else {
+          for (const group of block.groups) {
+            const label = `block ${block.id} ${groupLabel(group)}`;
+            const stats = await timed(() => stream.capture(working.proto, group, requestsFor(group), { onBatch: onBatch(label) }));
+            reportCaptured(block, stats);
+            blockStates.push(...(await compressGroup(group, stats)));
+          }
+          await timed(() => stream.advance(working.proto, onBatch(`block ${block.id} compressed forward`)));
+        }
+        await finishBlock(block, blockStates);
+      }
+      forwardCount = stream.forwards;
+      if (stream.spilledBytes > 0) job.log('info', `activation cache: ${(stream.spilledBytes / 2 ** 20).toFixed(1)} MiB spilled to ${path.join(job.paths.partialDir, 'activations')} (budget ${extra.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB} MiB)`);
+    } else {
+      // ---- whole-model forwards (graphs that can't be cut into blocks)
+      const capture = async (model: ModelProto, group: readonly LinearLayer[], label: string, block: string | null): Promise<Map<string, CapturedStats>> => {
+        const { stats, executionProvider } = await timed(() =>
+          captureStats((m) => working.bytes(m), model, group.map((l) => working.layer(l.name)), requestsFor(group), calib, { executionProviders: eps, batch, signal, onBatch: onBatch(label) }),
+        );
+        noteExecutionProvider(job, executionProvider);
+        forwardCount++;
+        extra.onForward?.(block, 'capture');
+        return stats;
+      };
+      let oneshotStats: Map<string, CapturedStats> | undefined;
+      for (let bi = 0; bi < blocks.length; bi++) {
+        const block = blocks[bi]!;
+        throwIfAborted(signal);
+        if (checkpoint.has(block.id)) {
+          await restore(block);
+          continue;
+        }
+        extra.onBlockStart?.(block.id, bi, blocks.length);
+        throwIfAborted(signal);
+        const blockStates: LayerState[] = [];
+        if (oneshot) {
+          oneshotStats ??= await capture(rot.baseProto, layers, 'all layer inputs', null);
+          const mine = new Map(block.groups.flat().map((l) => [l.inputName, oneshotStats!.get(l.inputName)!]));
+          reportCaptured(block, mine);
+          for (const group of block.groups) blockStates.push(...(await compressGroup(group, oneshotStats)));
+        } else {
+          for (const group of block.groups) {
+            const stats = await capture(working.proto, group, `block ${block.id} ${groupLabel(group)}`, block.id);
+            reportCaptured(block, stats);
+            blockStates.push(...(await compressGroup(group, stats)));
+          }
+        }
+        await finishBlock(block, blockStates);
+      }
+    }
+  } finally {
+    stream?.dispose();
+  }
+  job.timings.calibrate = p.calibSeconds;
+  job.timings.compress = p.compressSeconds;
+  if (baselines.length) job.timings.baselines = p.baselineSeconds;
+  return { layers, states, forwards: stream ? 'stream' : 'whole-model', forwardCount };
+}

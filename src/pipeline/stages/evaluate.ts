@@ -1,0 +1,88 @@
+// Stage 5, evaluate: perplexity of the dense and the compressed (simulated) model on the same
+// held-out windows, of each baseline's model, and optionally per-layer sensitivity.
+import type { ModelProto } from '../../onnx/proto';
+import { replaceLayerWeights } from '../../onnx/weights';
+import type { RecipeName } from '../../protocol/recipes';
+import type { CompressionReport, PerplexityResult } from '../../protocol/report';
+import { evaluationWindows } from '../../runtime/text';
+import { throwIfAborted } from '../cancel';
+import { defaultBatch, openForPerplexity, perplexityOf } from '../evaluate';
+import { noteExecutionProvider, type Job } from '../job';
+import { DEFAULT_SENSITIVITY_WINDOWS, layerSensitivity } from '../sensitivity';
+import { withFakeQuant } from '../transforms';
+import type { CompressedJob } from './calibrate';
+import type { LoadedJob } from './load';
+import type { RotatedJob } from './rotate';
+import type { WrittenJob } from './write';
+
+export interface EvaluatedJob {
+  perplexity: CompressionReport['perplexity'];
+  baselinePerplexity: Map<RecipeName, PerplexityResult>;
+  sensitivity?: CompressionReport['sensitivity'];
+}
+
+export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob, compressed: CompressedJob, written: WrittenJob): Promise<EvaluatedJob> {
+  const { options, extra, signal, baselines } = job;
+  const { evalWindows: evalWin, evalText, seqlen, working, tokenizer } = input;
+  const { layers, states } = compressed;
+  const perplexity: CompressionReport['perplexity'] = {};
+  const baselinePerplexity = new Map<RecipeName, PerplexityResult>();
+  if (!evalWin || !evalText) return { perplexity, baselinePerplexity };
+  const batch = extra.batch ?? defaultBatch(seqlen);
+  const eps = options.executionProviders;
+  let t = performance.now();
+  const total = evalWin.count * (2 + baselines.length);
+  const evaluate = async (model: ModelProto, offset: number, label: string, stage: 'evaluate' | 'baseline' = 'evaluate'): Promise<PerplexityResult> => {
+    const t0 = performance.now();
+    job.progress.report(stage, offset, total, `perplexity ${label} 0/${evalWin.count}`, 0.78 + 0.2 * (offset / total), true);
+    const lm = await openForPerplexity(model, eps);
+    noteExecutionProvider(job, lm.executionProvider);
+    try {
+      const r = await perplexityOf(lm, evalWin, {
+        batch,
+        signal,
+        onWindow: (done) => job.progress.report(stage, offset + done, total, `perplexity ${label} ${done}/${evalWin.count}`, 0.78 + 0.2 * ((offset + done) / total)),
+      });
+      return { ...r, windows: evalWin.count, seqlen, text: evalText.path, seconds: (performance.now() - t0) / 1000 };
+    } finally {
+      await lm.release();
+    }
+  };
+  perplexity.dense = await evaluate(rot.sourceProto, 0, 'dense');
+  perplexity.compressed = await evaluate(written.simulated, evalWin.count, 'compressed');
+  job.log('info', `perplexity dense ${perplexity.dense.perplexity.toFixed(3)} → compressed ${perplexity.compressed.perplexity.toFixed(3)}`);
+  if (!Number.isFinite(perplexity.compressed.perplexity)) job.warnings.push('the compressed model\'s perplexity is not finite');
+  job.timings.evaluate = (performance.now() - t) / 1000;
+
+  // Each baseline: the rotated dense model with every compressed layer replaced by the
+  // baseline's weights, the same activation/KV quantization, the same windows. Built in memory
+  // like the simulated model (nothing is written) and dropped after use.
+  const tb = performance.now();
+  for (let k = 0; k < baselines.length; k++) {
+    throwIfAborted(signal);
+    const recipe = baselines[k]!;
+    const weights = new Map(layers.map((l) => [l.name, states.get(l.name)!.baselines![k]!.weight]));
+    const model = replaceLayerWeights(rot.baseProto, working.layers, weights);
+    const sim = options.abits < 16 || options.kvbits < 16 ? withFakeQuant(model, { abits: options.abits, kvbits: options.kvbits }).model : model;
+    const r = await evaluate(sim, evalWin.count * (2 + k), recipe, 'baseline');
+    baselinePerplexity.set(recipe, r);
+    job.log('info', `baseline ${recipe}: perplexity ${r.perplexity.toFixed(3)}`);
+  }
+  if (baselines.length) job.timings.baselines = (job.timings.baselines ?? 0) + (performance.now() - tb) / 1000;
+
+  let sensitivity: CompressionReport['sensitivity'];
+  if (extra.sensitivity) {
+    t = performance.now();
+    const sw = evaluationWindows(tokenizer.encode(evalText.text), seqlen, { maxWindows: extra.sensitivityWindows ?? DEFAULT_SENSITIVITY_WINDOWS, spread: true });
+    sensitivity = await layerSensitivity(
+      rot.baseProto,
+      working.layers,
+      layers.map((l) => ({ name: l.name, weight: states.get(l.name)!.weight })),
+      sw,
+      { executionProviders: eps, batch, signal, onLayer: (done, n, name) => job.progress.report('evaluate', done, n, `sensitivity ${name}`, 0.98) },
+    );
+    job.timings.sensitivity = (performance.now() - t) / 1000;
+  }
+  throwIfAborted(signal);
+  return { perplexity, baselinePerplexity, sensitivity };
+}

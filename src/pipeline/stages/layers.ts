@@ -1,0 +1,79 @@
+// Compressing one layer on its captured Hessian (§1.7, src/core), with the job's recipe and every
+// baseline recipe on the same Hessian; progress and live inspector updates per layer.
+import { compressLayer } from '../../core/compress';
+import type { LinearLayer } from '../../onnx/types';
+import type { LayerReport } from '../../protocol/report';
+import { throwIfAborted } from '../cancel';
+import type { CapturedStats } from '../capture';
+import type { BaselineLayer, LayerState } from '../checkpoint';
+import { round6, sparsityFor, type Job } from '../job';
+import { effectiveSparsity } from '../outputs';
+import type { WorkingModel } from '../working';
+
+/** Counts of finished work across the calibrate ⇄ compress stage, for progress and timings. */
+export class LayerProgress {
+  unitsDone = 0;
+  layersDone = 0;
+  baselineLayersDone = 0;
+  calibSeconds = 0;
+  compressSeconds = 0;
+  baselineSeconds = 0;
+
+  constructor(
+    /** Capture passes + layers × (1 + baselines). */
+    readonly units: number,
+    readonly layers: number,
+  ) {}
+
+  /** Overall job fraction while in this stage (5 % … 75 %). */
+  overall(partialUnit = 0): number {
+    return 0.05 + 0.7 * ((this.unitsDone + partialUnit) / this.units);
+  }
+}
+
+export async function compressOneLayer(job: Job, working: WorkingModel, layer: LinearLayer, st: CapturedStats, p: LayerProgress): Promise<LayerState> {
+  const { options, extra, signal, baselines } = job;
+  throwIfAborted(signal);
+  const t0 = performance.now();
+  const weight = await working.readWeight(layer);
+  const r = await compressLayer(
+    { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
+    { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
+    { signal, threads: extra.threads },
+  );
+  p.compressSeconds += (performance.now() - t0) / 1000;
+  p.unitsDone++;
+  const report: LayerReport = {
+    name: layer.name,
+    block: layer.block,
+    role: layer.role,
+    rows: layer.outFeatures,
+    cols: layer.inFeatures,
+    sparsity: r.stats.sparsity,
+    wbits: options.wbits,
+    loss: r.stats.loss,
+    seconds: r.stats.seconds,
+    codeHistogram: r.stats.codeHistogram,
+    rowScales: Array.from(r.scales, round6),
+  };
+  p.layersDone++;
+  job.hooks.onLayer?.(report);
+  job.progress.report('compress', p.layersDone, p.layers, `${layer.name} (${layer.role}, ${layer.outFeatures}×${layer.inFeatures})`, p.overall());
+  // The same layer with each baseline recipe: same dense weight, same captured Hessian.
+  const baselineLayers: BaselineLayer[] = [];
+  for (const recipe of baselines) {
+    throwIfAborted(signal);
+    const t1 = performance.now();
+    const b = await compressLayer(
+      { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
+      { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
+      { signal, threads: extra.threads },
+    );
+    baselineLayers.push({ recipe, loss: b.stats.loss, weight: Float32Array.from(b.weight) });
+    p.baselineSeconds += (performance.now() - t1) / 1000;
+    p.unitsDone++;
+    p.baselineLayersDone++;
+    job.progress.report('baseline', p.baselineLayersDone, p.layers * baselines.length, `${recipe}: ${layer.name}`, p.overall());
+  }
+  return { report, weight: r.weight, scales: r.scales, codes: r.codes, ...(baselines.length ? { baselines: baselineLayers } : {}) };
+}

@@ -1,0 +1,87 @@
+// Stage 1, load: the model (external data read inline into the working copy), its tokenizer, the
+// calibration and evaluation windows, and the job key that identifies a resumable checkpoint.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { loadModel, type LoadedModel } from '../../onnx/load';
+import { refuseQuantized } from '../../onnx/quantized';
+import { OptionError } from '../../protocol/recipes';
+import { REPORT_SCHEMA_VERSION } from '../../protocol/report';
+import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../../runtime/text';
+import { loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer';
+import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from '../assets';
+import { checkSeqlen, contextLength } from '../evaluate';
+import { numericOptions, TOOL_VERSION, type Job } from '../job';
+import { WorkingModel } from '../working';
+
+export interface LoadedJob {
+  loaded: LoadedModel;
+  working: WorkingModel;
+  tokenizer: TextTokenizer;
+  seqlen: number;
+  calibText: LoadedText;
+  calib: TokenWindows;
+  /** Absent when the job skips perplexity. */
+  evalText?: LoadedText;
+  evalWindows?: TokenWindows;
+  sourceSha: string;
+  sourceBytes: number;
+  jobKey: string;
+}
+
+/** sha256 of a file, streamed. */
+export function sha256File(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(file)
+      .on('data', (d) => h.update(d))
+      .on('error', reject)
+      .on('end', () => resolve(h.digest('hex')));
+  });
+}
+
+export async function loadStage(job: Job): Promise<LoadedJob> {
+  const { options, extra, source } = job;
+  const t = performance.now();
+  job.progress.report('load', 0, 3, 'reading the model');
+  const loaded = await loadModel(source);
+  try {
+    refuseQuantized(loaded.model);
+    const tokenizer = await loadTokenizer(source);
+    const calibFile = options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT);
+    const calibText = await readText(calibFile);
+    const seqlen = options.seqlen ?? contextLength(source);
+    checkSeqlen(loaded.model, source, seqlen);
+    const calib = calibrationWindows(tokenizer.encode(calibText.text), options.samples, seqlen, options.seed, calibFile);
+    job.progress.report('load', 1, 3, 'tokenized the calibration text');
+    let evalText: LoadedText | undefined;
+    let evalWin: TokenWindows | undefined;
+    if (extra.evalText !== null) {
+      const evalFile = extra.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT);
+      evalText = await readText(evalFile);
+      evalWin = evaluationWindows(tokenizer.encode(evalText.text), seqlen, { maxWindows: extra.evalWindows, source: evalFile });
+    }
+    const sourceSha = await sha256File(source);
+    const sourceBytes = (await stat(source)).size;
+    const working = await WorkingModel.fromLoaded(loaded);
+    const { layers: compressible, skipped } = working.compressible();
+    for (const s of skipped) job.warnings.push(`${s.layer.name} is left dense: ${s.why}`);
+    if (compressible.length === 0) {
+      throw new OptionError('found no decoder-block projections (q/k/v/o/gate/up/down) to compress in this model; run `obr inspect` to see what was found');
+    }
+    const externalSizes = loaded.initializerNames().flatMap((n) => {
+      const e = loaded.initializerInfo(n)?.external;
+      return e ? [`${e.location}:${e.offset}:${e.length}`] : [];
+    });
+    const { baselines } = job;
+    const jobKey = createHash('sha256')
+      .update(JSON.stringify({ schema: REPORT_SCHEMA_VERSION, tool: TOOL_VERSION, sourceSha, externalSizes, tokenizer: tokenizer.sha256, calib: calibText.sha256, options: numericOptions(options, seqlen), onlyBlocks: extra.onlyBlocks ?? null, ...(baselines.length ? { baselines } : {}) }))
+      .digest('hex');
+    job.timings.load = (performance.now() - t) / 1000;
+    job.progress.report('load', 3, 3, `${compressible.length} layers to compress`);
+    return { loaded, working, tokenizer, seqlen, calibText, calib, evalText, evalWindows: evalWin, sourceSha, sourceBytes, jobKey };
+  } catch (e) {
+    await loaded.close();
+    throw e;
+  }
+}
