@@ -1,6 +1,7 @@
 // `obr`: the headless CLI over the same pipeline the extension's worker runs.
 import { type CliCommand, UsageError } from './command';
 import { commands } from './commands';
+import { flagProblem } from './flags';
 
 const VERSION = '0.1.0';
 
@@ -40,8 +41,15 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(rest);
   } catch (e) {
+    const flag = flagProblem(e, command.usage);
+    if (flag) {
+      console.error(`obr ${name}: ${flag}\n\nUsage: ${command.usage}`);
+      return 2;
+    }
     if (e instanceof UsageError || isUserFacing(e)) {
       console.error(`obr ${name}: ${(e as Error).message}`);
+      // Translated onnxruntime failures keep onnxruntime's own text in the stack (the log).
+      if (process.env.OBR_DEBUG) console.error((e as Error).stack, (e as Error).cause instanceof Error ? `\ncaused by ${((e as Error).cause as Error).stack}` : '');
       return 2;
     }
     console.error(`obr ${name}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

@@ -2,21 +2,32 @@
 // (docs/obr-algorithm.md §1.3). Every matrix is a row-major Float64Array of n·n entries, scaled by
 // 1/√n so that H Hᵀ = I.
 //
-// Supported Hadamard orders (all Kronecker products H_m ⊗ H_{2^k}):
-//   - 2^k                                     Sylvester
-//   - (q + 1)·2^k,  q prime, q ≡ 3 (mod 4)    Paley I   (4, 8, 12, 20, 24, 32, 44, 48, 60, 68, 72, 80, 84, …)
-//   - 2(q + 1)·2^k, q prime, q ≡ 1 (mod 4)    Paley II  (12, 28, 36, 60, 76, 108, 148, …)
-// so 12·2^k, 20·2^k, 28·2^k, 36·2^k, 44·2^k and 60·2^k are covered. Not covered: orders whose base
-// needs a prime-power field or a Williamson construction, e.g. 52·2^k (q = 25), 92, 116, 172.
-// (Llama-2-7B's 11008 = 2·5504 is covered by Paley I with q = 5503, a large base; QuaRot uses
-// had172 ⊗ H_64 instead.) For unsupported orders `orthogonalMatrix` falls back to a seeded random
-// orthogonal matrix and says so.
+// Supported Hadamard orders are base·2^k (Kronecker product H_base ⊗ H_{2^k}, Sylvester for 2^k)
+// with the base built by one of:
+//   - Paley I   (q + 1),  q prime, q ≡ 3 (mod 4): 4, 8, 12, 20, 24, 32, 44, 48, 60, 68, 72, 80, 84,
+//               104, 108, 128, 132, 140, …  (Paley 1933; H = I + S with S the skew Jacobsthal core)
+//   - Paley II  2(q + 1), q prime, q ≡ 1 (mod 4): 12, 28, 36, 60, 76, 108, 124, 148, …
+//               (Paley 1933; the symmetric core with each entry replaced by a 2×2 block)
+//   - Williamson 4m from four symmetric circulant ±1 matrices A, B, C, D of order m with
+//               AAᵀ + BBᵀ + CCᵀ + DDᵀ = 4m·I, placed in the Williamson array (Williamson 1944):
+//               m = 13 → 52, 23 → 92 (Baumert–Golomb–Hall 1962), 29 → 116, 39 → 156, 43 → 172.
+//               First rows as published in M. Hall Jr., Combinatorial Theory, 2nd ed. (Wiley 1986)
+//               for m = 13, 23, 29, 43, and in S. London, Constructing new Turyn type sequences,
+//               T-sequences and Hadamard matrices (PhD thesis, U. Illinois Chicago, 2013) for m = 39
+//               (the same tables SageMath's williamson_type_quadruples_smallcases carries). Every
+//               entry is checked by the unit tests (H·Hᵀ = n·I), so a typo can't pass silently.
+// QuaRot's sizes (12, 20, 28, 36, 40, 52, 60, 76, 108, 140, 148, 156, 172 times powers of two) are
+// all covered: 12, 20, 60, 108, 140 Paley I; 28, 36, 76, 148 Paley II; 40 = 20·2; 52, 156, 172
+// Williamson. Llama-2-7B's FF width 11008 = 172·64 uses Williamson 172 ⊗ Sylvester 64, as QuaRot
+// does (had172). Among the constructions of an order the smallest base wins (cheapest online
+// transform). Orders with no construction here (not 1, 2 or a multiple of 4, e.g. 5, 6, 14, or
+// rarer ones) get `orthogonalMatrix`'s seeded random orthogonal matrix, exact but dense, and a note.
 
 /** How a Hadamard matrix of order n = base·power is built (power = 2^k, base = 1 or a Paley order). */
 export interface HadamardPlan {
   n: number;
   base: number;
-  baseKind: 'sylvester' | 'paley-1' | 'paley-2';
+  baseKind: 'sylvester' | 'paley-1' | 'paley-2' | 'williamson';
   /** The Sylvester factor 2^k. */
   power: number;
 }
@@ -32,11 +43,57 @@ function isPrime(q: number): boolean {
   return true;
 }
 
-/** The Paley construction for a base order m, or null. */
-function paleyKind(m: number): 'paley-1' | 'paley-2' | null {
+/**
+ * First rows of four symmetric circulant ±1 matrices A, B, C, D of order m (Williamson
+ * quadruples) with AAᵀ + BBᵀ + CCᵀ + DDᵀ = 4m·I; sources in the header. '+' = 1, '-' = −1.
+ */
+const WILLIAMSON: Readonly<Record<number, readonly [string, string, string, string]>> = {
+  13: ['++++-+--+-+++', '+---+-++-+---', '++---+--+---+', '++---+--+---+'],
+  23: ['++---+---+-++-+---+---+', '+-++-++--++++++--++-++-', '+++---++-+-++-+-++---++', '+++-+++-+------+-+++-++'],
+  29: ['+++---++--+-+----+-+--++---++', '+-+---++--+-++++++-+--++---+-', '++++-++-+---++++++---+-++-+++', '++--+--+-+++-++++-+++-+--+--+'],
+  39: ['+++--+-+-----+--++----++--+-----+-+--++', '+++--++-+---+-+--+----+--+-+---+-++--++', '++++---+--++----+-+--+-+----++--+---+++', '+---++-+-+-----+++-++-+++-----+-+-++---'],
+  43: ['++---++++-+--+--++--------++--+--+-++++---+', '+++-+-++--+-+-++++-+----+-++++-+-+--++-+-++', '++-++++++----+-+--++-++-++--+-+----++++++-+', '+---++--++++-+-+++-++--++-+++-+-++++--++---'],
+};
+
+/** The construction for a base order m, or null. */
+function baseKind(m: number): 'paley-1' | 'paley-2' | 'williamson' | null {
   if (m >= 4 && isPrime(m - 1) && (m - 1) % 4 === 3) return 'paley-1';
   if (m >= 12 && m % 2 === 0 && isPrime(m / 2 - 1) && (m / 2 - 1) % 4 === 1) return 'paley-2';
+  if (m % 4 === 0 && WILLIAMSON[m / 4]) return 'williamson';
   return null;
+}
+
+/**
+ * Unnormalized ±1 Williamson-type Hadamard matrix of order 4m (Williamson 1944): the array
+ *   [ A  B  C  D]
+ *   [−B  A −D  C]
+ *   [−C  D  A −B]
+ *   [−D −C  B  A]
+ * of symmetric circulant blocks. Rows of different block rows are orthogonal because circulants
+ * commute and A, B, C, D are symmetric; within a block row the blocks' Gram sum is 4m·I.
+ */
+function williamsonUnnormalized(m: number): Float64Array {
+  const rows = WILLIAMSON[m];
+  if (!rows) throw new HadamardError(`no Williamson quadruple of order ${m}`);
+  const blocks = rows.map((r) => Array.from(r, (ch) => (ch === '+' ? 1 : -1)));
+  for (const b of blocks) if (b.length !== m) throw new HadamardError(`internal: Williamson row of length ${b.length}, expected ${m}`);
+  // Block (bi, bj) = sign · circulant(blocks[index]); circulant(a)[i][j] = a[(j − i) mod m].
+  const layout: Array<Array<[number, number]>> = [
+    [[0, 1], [1, 1], [2, 1], [3, 1]],
+    [[1, -1], [0, 1], [3, -1], [2, 1]],
+    [[2, -1], [3, 1], [0, 1], [1, -1]],
+    [[3, -1], [2, -1], [1, 1], [0, 1]],
+  ];
+  const n = 4 * m;
+  const h = new Float64Array(n * n);
+  for (let bi = 0; bi < 4; bi++) {
+    for (let bj = 0; bj < 4; bj++) {
+      const [which, sign] = layout[bi][bj];
+      const a = blocks[which];
+      for (let i = 0; i < m; i++) for (let j = 0; j < m; j++) h[(bi * m + i) * n + bj * m + j] = sign * a[(((j - i) % m) + m) % m];
+    }
+  }
+  return h;
 }
 
 /**
@@ -52,7 +109,7 @@ export function hadamardPlan(n: number): HadamardPlan | null {
   for (let p = power; p >= 1; p /= 2) {
     const m = n / p;
     if (m === 1) return { n, base: 1, baseKind: 'sylvester', power: p };
-    const kind = paleyKind(m);
+    const kind = baseKind(m);
     if (kind) return { n, base: m, baseKind: kind, power: p };
   }
   return null;
@@ -68,6 +125,11 @@ function quadraticCharacter(q: number): Int8Array {
   chi[0] = 0;
   for (let x = 1; x < q; x++) chi[(x * x) % q] = 1;
   return chi;
+}
+
+/** Unnormalized ±1 base matrix of order m (row-major). */
+function baseUnnormalized(m: number, kind: 'paley-1' | 'paley-2' | 'williamson'): Float64Array {
+  return kind === 'williamson' ? williamsonUnnormalized(m / 4) : paleyUnnormalized(m, kind);
 }
 
 /** Unnormalized ±1 Paley matrix of order m (row-major). */
@@ -149,11 +211,11 @@ export function hadamardMatrix(n: number): Float64Array {
   const plan = hadamardPlan(n);
   if (!plan) {
     throw new HadamardError(
-      `no Hadamard construction for size ${n}: supported sizes are 2^k, (q+1)·2^k (q ≡ 3 mod 4 prime) and 2(q+1)·2^k (q ≡ 1 mod 4 prime), e.g. 12·2^k, 20·2^k, 28·2^k`,
+      `no Hadamard construction for size ${n}: supported sizes are 2^k, (q+1)·2^k (q ≡ 3 mod 4 prime), 2(q+1)·2^k (q ≡ 1 mod 4 prime) and Williamson 52, 92, 116, 156, 172 times 2^k`,
     );
   }
   const syl = sylvesterUnnormalized(plan.power);
-  const h = plan.baseKind === 'sylvester' ? syl : kronecker(paleyUnnormalized(plan.base, plan.baseKind), plan.base, syl, plan.power);
+  const h = plan.baseKind === 'sylvester' ? syl : kronecker(baseUnnormalized(plan.base, plan.baseKind), plan.base, syl, plan.power);
   const scale = 1 / Math.sqrt(n);
   for (let i = 0; i < h.length; i++) h[i] *= scale;
   return h;

@@ -16,6 +16,8 @@ export type ModelFormatErrorCode =
   | 'non-finite-weight'
   | 'unknown-initializer'
   | 'runtime-rejected'
+  | 'runtime-failed'
+  | 'already-quantized'
   | 'too-large';
 
 /** The model file (or its external data) can't be used as it is. */

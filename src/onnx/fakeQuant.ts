@@ -22,8 +22,9 @@ import { hadamardMatrix, hasHadamard, randomOrthogonal } from '../core/hadamard'
 import { indexGraph, opsetVersion, setMetadata, type GraphIndex } from './graph';
 import { findLinearLayers } from './linear';
 import { DataType, type ModelProto, type NodeProto } from './proto';
-import { activationType, findDecoder, GraphEditor, GraphPatternFormatError, headsTensor, ropeOutput } from './rotateGraph';
-import type { LinearLayer } from './types';
+import { activationType, findDecoder, fusedAttentionOf, GraphEditor, GraphPatternFormatError, headsTensor, ropeOutput } from './rotateGraph';
+import type { AttentionGeometry, LinearLayer } from './types';
+import { rotationOf } from './rotate';
 import { ModelWriteInputError } from './errors';
 
 export interface FakeQuantOptions {
@@ -41,6 +42,8 @@ export interface FakeQuantOptions {
   qkHadamard?: boolean;
   /** Attention head size, when the graph doesn't show it. */
   headDim?: number;
+  /** Geometry from the user or the model's config; a rotated model's own (metadata) is used first. */
+  geometry?: AttentionGeometry;
 }
 
 export interface FakeQuantResult {
@@ -104,7 +107,10 @@ export function addFakeQuant(model: ModelProto, options: FakeQuantOptions): Fake
   }
 
   if (kvOn) {
-    const dec = findDecoder(model, idx, options.headDim);
+    // A rotated model knows the geometry its rotation used; the q/k Hadamard must match it.
+    const rotated = rotationOf(model);
+    const explicit = rotated ? { heads: rotated.numHeads, kvHeads: rotated.numKvHeads, headDim: rotated.headDim, source: 'the rotation metadata' } : (options.geometry ?? options.headDim);
+    const dec = findDecoder(model, idx, explicit, options.geometry);
     const grid: QuantGrid = { bits: options.kvbits, asymmetric, clipRatio };
     const axes = (options.kvGroup ?? 'token') === 'token' ? [1, 3] : [3];
     let hdName: string | undefined;
@@ -120,6 +126,11 @@ export function addFakeQuant(model: ModelProto, options: FakeQuantOptions): Fake
     }
     for (const b of dec.blocks) {
       const dtype = activationType(idx, b.k);
+      const fused = headsTensor(idx, b.q.outputName ?? '') ? undefined : fusedAttentionOf(idx, b.q.outputName ?? '');
+      if (fused) {
+        quantizeFusedAttentionKv(ed, consts, fused, b.index, dec, grid, dtype, opset, hdName, result);
+        continue;
+      }
       const qHeads = headsTensor(idx, b.q.outputName ?? '');
       const kHeads = headsTensor(idx, b.k.outputName ?? '');
       const vHeads = headsTensor(idx, b.v.outputName ?? '');
@@ -156,6 +167,61 @@ export function addFakeQuant(model: ModelProto, options: FakeQuantOptions): Fake
   );
   result.model = out;
   return result;
+}
+
+/**
+ * KV quantization for onnxruntime's fused attention ops (MultiHeadAttention, GroupQueryAttention,
+ * Attention with separate q/k/v inputs): the K and V tensors entering the op are quantized per
+ * token (all heads of a token share a scale, as kvGroup 'token'), so the op's attention and its
+ * `present` cache outputs see quantized keys and values. When RoPE is outside the op (a
+ * RotaryEmbedding before it), q and k first get the per-head Hadamard (I_heads ⊗ H_d), which
+ * leaves q·kᵀ unchanged. GroupQueryAttention with do_rotary applies RoPE inside, after our
+ * quantizer: the keys are then quantized before RoPE and without the Hadamard (said in warnings).
+ */
+function quantizeFusedAttentionKv(
+  ed: GraphEditor,
+  consts: QuantConstants,
+  att: NodeProto,
+  block: number,
+  dec: { numHeads: number; numKvHeads: number; headDim: number },
+  grid: QuantGrid,
+  dtype: number,
+  opset: number,
+  hdName: string | undefined,
+  result: FakeQuantResult,
+): void {
+  const [q, k, v] = att.input ?? [];
+  if (!q || !k || !v) {
+    throw new GraphPatternFormatError(`block ${block}: ${att.opType} "${att.name}" takes packed q/k/v in one input; KV quantization needs separate key and value inputs — use kvbits 16`);
+  }
+  const base = `/model/layers.${block}/attn`;
+  const rotaryInside = att.opType === 'GroupQueryAttention' && (att.attribute ?? []).some((a) => a.name === 'do_rotary' && Number(a.i) === 1);
+  let qIn = q;
+  let kIn = k;
+  if (hdName && !rotaryInside) {
+    qIn = insertHeadwise(ed, q, dec.numHeads, dec.headDim, hdName, `${base}/q_hadamard`);
+    kIn = insertHeadwise(ed, k, dec.numKvHeads, dec.headDim, hdName, `${base}/k_hadamard`);
+  } else if (hdName && rotaryInside && block === 0) {
+    result.warnings.push(`${att.opType} applies RoPE inside the op: keys are quantized before RoPE and without the q/k Hadamard`);
+  }
+  const kq = insertFakeQuant(ed, consts, kIn, grid, [-1], dtype, opset, `${base}/k_quant`, k);
+  const vq = insertFakeQuant(ed, consts, v, grid, [-1], dtype, opset, `${base}/v_quant`);
+  if (qIn !== q) ed.rewireInput(att, 0, qIn);
+  ed.rewireInput(att, 1, kq);
+  ed.rewireInput(att, 2, vq);
+  result.quantized.keys++;
+  result.quantized.values++;
+}
+
+/** y = x·(I_heads ⊗ H) on the last axis of a rank-3 x [b, s, heads·d]: reshape, MatMul, reshape back. */
+function insertHeadwise(ed: GraphEditor, x: string, heads: number, d: number, h: string, base: string): string {
+  const split = ed.addInt64(`${base}/split_shape`, [0, 0, heads, d]);
+  const merge = ed.addInt64(`${base}/merge_shape`, [0, 0, heads * d]);
+  const r = ed.node('Reshape', [x, split], `${base}/Reshape`);
+  const mm = ed.node('MatMul', [r.output![0], h], `${base}/MatMul`);
+  const back = ed.node('Reshape', [mm.output![0], merge], `${base}/Reshape_1`);
+  ed.insertAfterProducer(x, [r, mm, back]);
+  return back.output![0];
 }
 
 function checkBits(name: string, bits: number): void {

@@ -16,6 +16,7 @@
 import type { LayerRole } from '../protocol/report';
 import type { GraphProto, ModelProto, NodeProto, TensorProto } from './proto';
 import { ModelFormatError } from './errors';
+import { refuseQuantized } from './quantized';
 import { attrInt, attrInts, indexGraph, isDefaultDomain, type GraphIndex } from './graph';
 import { dataTypeName, tensorDims, weightDtypeOf } from './tensor';
 import type { LayerGroup, LinearLayer, WeightDtype } from './types';
@@ -54,6 +55,7 @@ export function findLinearLayers(model: ModelProto, options: FindLinearLayersOpt
   }
   if (layers.length === 0) {
     if (options.allowEmpty) return layers;
+    refuseQuantized(model);
     throw new ModelFormatError(
       'no-linear-layers',
       'found no linear layers (MatMul or Gemm with a constant float weight) in the model; OBR Studio compresses transformer LLMs exported with torch.onnx.export or Optimum — check that the weights are initializers, not graph inputs computed at run time',

@@ -18,7 +18,7 @@
 // function (the mean is part of the signal RMSNorm sees); we keep the function exact instead.
 import { hadamardMatrix, hadamardPlan, kronecker, orthogonalMatrix, type Rotation } from '../core/hadamard';
 import { ModelWriteInputError } from './errors';
-import { indexGraph, setMetadata, type GraphIndex } from './graph';
+import { indexGraph, pruneUnused, setMetadata, type GraphIndex } from './graph';
 import { DataType, type ModelProto, type NodeProto } from './proto';
 import {
   activationType,
@@ -31,13 +31,17 @@ import {
   type Decoder,
 } from './rotateGraph';
 import { tensorDims } from './tensor';
-import type { LinearLayer } from './types';
+import type { AttentionGeometry, LinearLayer } from './types';
 
 export interface RotateOptions {
   /** Seed of the random ±1 signs of the residual Hadamard (QuaRot uses a fixed seed, 0). */
   seed: number;
   /** Attention head size, when the graph doesn't show it (Reshape after q_proj). */
   headDim?: number;
+  /** Geometry from the user (CLI flags): used before what the graph shows. */
+  geometry?: AttentionGeometry;
+  /** Geometry from config.json / genai_config.json: used when the graph shows none. */
+  configGeometry?: AttentionGeometry;
   /** Insert the online cross-head Hadamard before o_proj (QuaRot does; default true). */
   onlineHeadHadamard?: boolean;
   /** Largest online Hadamard stored as one dense [n, n] MatMul; larger ones are Kronecker-factored (default 2048). */
@@ -84,7 +88,7 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   if (!model.graph) throw new GraphPatternFormatError('the model has no graph');
   if (rotationOf(model)) throw new ModelWriteInputError('bad-option', 'the model is already rotated (metadata "obr.rotation"); rotate the original model instead');
   const idx = indexGraph(model.graph);
-  const dec = findDecoder(model, idx, options.headDim);
+  const dec = findDecoder(model, idx, options.geometry ?? options.headDim, options.configGeometry);
   if (!dec.lmHead) throw new GraphPatternFormatError('found no lm_head projection; the residual rotation must be undone by the output projection, so a decoder without one can\'t be rotated');
   const warnings: string[] = [];
   const { hidden, intermediate, headDim, numHeads, numKvHeads } = dec;
@@ -95,7 +99,15 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   const valueHead = orthogonalMatrix(headDim, { seed: options.seed + 1, randomized: false });
   const head = onlineHead ? orthogonalMatrix(numHeads, { seed: options.seed + 2, randomized: false }) : null;
   const down = onlineDownHadamard(intermediate, options.seed + 3, maxDense);
-  for (const r of [residual, valueHead, head, down.rotation]) if (r?.warning) warnings.push(r.warning);
+  // Where a size has no Hadamard the matrix is a seeded random orthogonal one: still exact, so the
+  // rotated model computes the same function; the report says which rotation it was.
+  const noHadamard = (r: Rotation | null, what: string) => {
+    if (r?.warning) warnings.push(`${what}: no Hadamard matrix of order ${r.n} exists here, so it is a seeded random orthogonal ${r.n}×${r.n} matrix (exact; spreads outliers a little less evenly)`);
+  };
+  noHadamard(residual, `hidden size ${hidden} (residual rotation)`);
+  noHadamard(valueHead, `head_dim ${headDim} (value/output rotation)`);
+  noHadamard(head, `${numHeads} attention heads (online cross-head rotation before o_proj)`);
+  noHadamard(down.rotation, `FF width ${intermediate} (online rotation before down_proj)`);
 
   const embeddings = findEmbeddings(idx, hidden, dec);
   if (embeddings.length === 0) throw new GraphPatternFormatError('found no embedding Gather over a [vocab, hidden] initializer; can\'t rotate the residual stream');
@@ -106,11 +118,12 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
 
   // (a) fold the norms, (b) rotate readers by Qᵀ on the input side.
   let normsFolded = 0;
+  const sharedNormWeights = new Set<string>();
   const foldInto = (readers: LinearLayer[]) => {
     if (readers.some((l) => l.inputName !== readers[0].inputName)) {
       throw new GraphPatternFormatError(`${readers.map((l) => `"${l.name}"`).join(', ')} read different tensors; LLaMA's q/k/v (and gate/up) share one normalized input`);
     }
-    const gamma = foldNorm(ed, idx, readers[0].inputName, readers, hidden);
+    const gamma = foldNorm(ed, idx, readers[0].inputName, readers, hidden, sharedNormWeights);
     normsFolded++;
     for (const l of readers) {
       const w = weight(l);
@@ -189,6 +202,8 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
     embeddingMeanCentred: false,
   };
   const out = ed.finish();
+  // A shared norm weight every reader now bypasses is dead weight in the rotated graph.
+  if (sharedNormWeights.size > 0) pruneUnused(out);
   setMetadata(out, ROTATION_METADATA_KEY, JSON.stringify(rotation));
   return { model: out, warnings, rotation };
 }
@@ -278,26 +293,41 @@ function insertKroneckerMatMul(ed: GraphEditor, x: string, a: number, b: number,
  * Finds the RMSNorm whose output is `tensor` (…Div(x, Sqrt(ReduceMean(x²) + ε))·γ), checks that only
  * the given layers read it, sets γ to ones and returns the old γ (float64).
  */
-function foldNorm(ed: GraphEditor, idx: GraphIndex, tensor: string, readers: LinearLayer[], hidden: number): Float64Array {
+function foldNorm(ed: GraphEditor, idx: GraphIndex, tensor: string, readers: LinearLayer[], hidden: number, sharedWeights: Set<string>): Float64Array {
   let t = tensor;
   let mul = idx.producer.get(t);
   while (mul && mul.opType === 'Cast') mul = idx.producer.get((t = mul.input?.[0] ?? ''));
   const fail = (why: string): never => {
     throw new GraphPatternFormatError(`the input of ${readers.map((l) => `"${l.name}"`).join(', ')} is not an RMSNorm output (${why}); only LLaMA-style RMSNorm decoders can be rotated`);
   };
-  if (!mul || mul.opType !== 'Mul') return fail(`it comes from ${mul?.opType ?? 'a graph input'}`);
-  const [i0, i1] = mul.input ?? [];
-  const w0 = constantSource(idx, i0 ?? '');
-  const w1 = constantSource(idx, i1 ?? '');
-  const weightSlot = w1 ? 1 : w0 ? 0 : -1;
-  if (weightSlot < 0 || (w0 && w1)) return fail('no single constant norm weight');
-  const src = (weightSlot === 1 ? w1 : w0)!;
-  const normalized = (mul.input ?? [])[1 - weightSlot] ?? '';
-  if (!isRmsNormalized(idx, normalized)) return fail('no x / sqrt(mean(x²) + ε) before the weight');
+  // onnxruntime's fused RMSNorm ops (onnxruntime-genai builder, transformers optimizer): γ is input
+  // 1 of SimplifiedLayerNormalization and input 2 of SkipSimplifiedLayerNormalization, whose
+  // output 0 is the normalized sum (output 3, the sum itself, stays on the residual stream).
+  const fusedSlot = mul?.opType === 'SimplifiedLayerNormalization' || mul?.opType === 'RMSNormalization' ? 1 : mul?.opType === 'SkipSimplifiedLayerNormalization' ? 2 : -1;
+  if (mul && fusedSlot > 0 && mul.output?.[0] !== t) return fail(`it is output "${t}" of ${mul.opType}, not its normalized output`);
+  if (!mul || (mul.opType !== 'Mul' && fusedSlot < 0)) return fail(`it comes from ${mul?.opType ?? 'a graph input'}`);
+  let weightSlot: number;
+  let src: ReturnType<typeof constantSource>;
+  if (fusedSlot > 0) {
+    weightSlot = fusedSlot;
+    src = constantSource(idx, mul.input?.[fusedSlot] ?? '');
+    if (!src) return fail(`the weight of ${mul.opType} is not a constant`);
+  } else {
+    const [i0, i1] = mul.input ?? [];
+    const w0 = constantSource(idx, i0 ?? '');
+    const w1 = constantSource(idx, i1 ?? '');
+    weightSlot = w1 ? 1 : w0 ? 0 : -1;
+    if (weightSlot < 0 || (w0 && w1)) return fail('no single constant norm weight');
+    src = (weightSlot === 1 ? w1 : w0)!;
+    const normalized = (mul.input ?? [])[1 - weightSlot] ?? '';
+    if (!isRmsNormalized(idx, normalized)) return fail('no x / sqrt(mean(x²) + ε) before the weight');
+  }
   const gammaName = src.initializer.name ?? '';
   const gamma = readFloat64(src.initializer);
   if (gamma.length !== hidden) return fail(`its weight has ${gamma.length} entries, not ${hidden}`);
-  if ((idx.consumers.get(gammaName)?.length ?? 0) !== 1) return fail(`its weight "${gammaName}" is shared`);
+  // Exporters store identical norm weights once (e.g. an untrained model's all-ones gains): a
+  // shared γ is read here and the Mul gets its own all-ones copy; the others fold their own reads.
+  const shared = (idx.consumers.get(gammaName)?.length ?? 0) !== 1 || idx.outputNames.has(gammaName);
   const allowed = new Set(readers.map((l) => l.inputName));
   const users = (idx.consumers.get(t) ?? []).filter((n) => n.opType !== 'Shape');
   const readerNodes = new Set(readers.map((l) => (idx.graph.node ?? [])[l.order ?? -1]));
@@ -306,7 +336,11 @@ function foldNorm(ed: GraphEditor, idx: GraphIndex, tensor: string, readers: Lin
     if (u.opType === 'Cast' && allowed.has(u.output?.[0] ?? '')) continue;
     fail(`"${u.name}" (${u.opType}) also reads it`);
   }
-  ed.replaceInitializer(withValues(src.initializer, new Float64Array(hidden).fill(1)));
+  if (shared) {
+    const ones = ed.addInitializer(`${gammaName}.folded`, tensorDims(src.initializer), new Float64Array(hidden).fill(1), src.seenType);
+    ed.rewireInput(mul, weightSlot, ones);
+    sharedWeights.add(gammaName);
+  } else ed.replaceInitializer(withValues(src.initializer, new Float64Array(hidden).fill(1)));
   return gamma;
 }
 

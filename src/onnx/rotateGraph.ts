@@ -8,7 +8,7 @@ import { attrInt, cloneModel, indexGraph, NameAllocator, type GraphIndex } from 
 import { findLinearLayers } from './linear';
 import { DataType, type ModelProto, type NodeProto, type TensorProto } from './proto';
 import { decodeFloats, elementCount, encodeFloats, inlineTensorBytes, isExternal, tensorDims, toNumber, type LongLike } from './tensor';
-import type { LinearLayer } from './types';
+import type { AttentionGeometry, LinearLayer } from './types';
 
 /** The graph doesn't have the LLaMA shape the rotation/fake-quant transforms rely on. */
 export class GraphPatternFormatError extends Error {
@@ -98,10 +98,12 @@ export interface Decoder {
 const BLOCK_ROLES: Array<Exclude<LayerRole, 'lm_head' | 'other'>> = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 
 /**
- * The LLaMA projections per block (via findLinearLayers) and the attention geometry. headDim comes
- * from the Reshape after q_proj ([b, s, heads, headDim]) unless given.
+ * The LLaMA projections per block (via findLinearLayers) and the attention geometry, from (first
+ * that answers): `explicit` (CLI flags), the graph (the Reshape after q_proj, [b, s, heads,
+ * head_dim]; a fused attention op's num_heads / kv_num_heads), `fallback` (config.json /
+ * genai_config.json beside the model). A plain number is an explicit head_dim.
  */
-export function findDecoder(model: ModelProto, idx: GraphIndex, headDimOverride?: number): Decoder {
+export function findDecoder(model: ModelProto, idx: GraphIndex, explicit?: number | AttentionGeometry, fallback?: AttentionGeometry): Decoder {
   const layers = findLinearLayers(model);
   const byBlock = new Map<number, Partial<DecoderBlock>>();
   let lmHead: LinearLayer | undefined;
@@ -134,13 +136,28 @@ export function findDecoder(model: ModelProto, idx: GraphIndex, headDimOverride?
   const b0 = blocks[0];
   const hidden = b0.q.inFeatures;
   const intermediate = b0.down.inFeatures;
-  let headDim = headDimOverride;
-  if (!headDim) {
-    const heads = headsTensor(idx, b0.q.outputName ?? '');
-    headDim = heads?.headDim;
+  const given = typeof explicit === 'number' ? { headDim: explicit, source: 'headDim' } : explicit;
+  const fromGraph = graphGeometry(idx, b0);
+  const tried: string[] = [];
+  let headDim: number | undefined;
+  for (const g of [given, fromGraph, fallback]) {
+    if (!g) continue;
+    const d = g.headDim ?? (g.heads ? b0.q.outFeatures / g.heads : undefined) ?? (g.kvHeads ? b0.v.outFeatures / g.kvHeads : undefined);
+    if (!d) continue;
+    const ok = Number.isInteger(d) && d > 0 && b0.q.outFeatures % d === 0 && b0.v.outFeatures % d === 0 && (!g.heads || g.heads * d === b0.q.outFeatures) && (!g.kvHeads || g.kvHeads * d === b0.v.outFeatures);
+    if (ok) {
+      headDim = d;
+      break;
+    }
+    const why = `${g.source ?? 'a hint'} says ${[g.heads && `${g.heads} heads`, g.kvHeads && `${g.kvHeads} KV heads`, g.headDim && `head_dim ${g.headDim}`].filter(Boolean).join(', ')}, which doesn't fit q_proj's ${b0.q.outFeatures} and v_proj's ${b0.v.outFeatures} outputs`;
+    // What the user asked for explicitly is never silently replaced by another source.
+    if (g === given) throw new GraphPatternFormatError(`${why}; heads × head_dim must equal q_proj's outputs and KV heads × head_dim v_proj's`);
+    tried.push(why);
   }
-  if (!headDim || b0.q.outFeatures % headDim !== 0 || b0.v.outFeatures % headDim !== 0) {
-    throw new GraphPatternFormatError(`can't tell the attention head size from the graph of "${b0.q.name}"; pass headDim explicitly`);
+  if (!headDim) {
+    throw new GraphPatternFormatError(
+      `can't tell the attention head size from the graph of "${b0.q.name}"${tried.length ? ` (${tried.join('; ')})` : ', and there is no config.json or genai_config.json with the head count beside the model'}; pass --heads N (and --kv-heads, --head-dim) to obr compress`,
+    );
   }
   return {
     blocks,
@@ -151,6 +168,42 @@ export function findDecoder(model: ModelProto, idx: GraphIndex, headDimOverride?
     numHeads: b0.q.outFeatures / headDim,
     numKvHeads: b0.v.outFeatures / headDim,
   };
+}
+
+/** Fused attention ops (com.microsoft) that carry the head counts as attributes. */
+const FUSED_ATTENTION = new Set(['MultiHeadAttention', 'GroupQueryAttention', 'Attention', 'PackedAttention']);
+
+/**
+ * Geometry the graph shows for block 0: the Reshape after q_proj, or the num_heads attribute of
+ * the fused attention op q_proj feeds (through RotaryEmbedding and the like).
+ */
+function graphGeometry(idx: GraphIndex, b0: DecoderBlock): AttentionGeometry | undefined {
+  const heads = headsTensor(idx, b0.q.outputName ?? '');
+  if (heads) return { headDim: heads.headDim, source: 'the graph' };
+  const attention = fusedAttentionOf(idx, b0.q.outputName ?? '');
+  if (attention) {
+    const n = attrInt(attention, 'num_heads', 0);
+    const kv = attrInt(attention, 'kv_num_heads', 0);
+    if (n > 0) return { heads: n, ...(kv > 0 ? { kvHeads: kv } : {}), source: `the graph (${attention.opType} num_heads)` };
+  }
+  return undefined;
+}
+
+/** The fused attention node a projection output reaches within a few non-MatMul steps, if any. */
+export function fusedAttentionOf(idx: GraphIndex, tensor: string): NodeProto | undefined {
+  let frontier = [tensor];
+  for (let step = 0; step < 4 && frontier.length; step++) {
+    const next: string[] = [];
+    for (const t of frontier) {
+      for (const c of idx.consumers.get(t) ?? []) {
+        if (FUSED_ATTENTION.has(c.opType ?? '')) return c;
+        if (c.opType === 'MatMul' || c.opType === 'Gemm' || c.opType === 'Shape') continue;
+        next.push(...(c.output ?? []).filter(Boolean));
+      }
+    }
+    frontier = next;
+  }
+  return undefined;
 }
 
 /**

@@ -54,3 +54,15 @@ export interface LayerGroup {
   /** Layer names (LinearLayer.name), in graph order. */
   layers: string[];
 }
+
+/**
+ * Attention geometry given from outside the graph (CLI flags, config.json / genai_config.json),
+ * each field optional; see findDecoder for the order in which sources are used.
+ */
+export interface AttentionGeometry {
+  heads?: number;
+  kvHeads?: number;
+  headDim?: number;
+  /** Where it came from, for error messages ("--heads/--kv-heads/--head-dim", "config.json"). */
+  source?: string;
+}

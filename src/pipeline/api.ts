@@ -9,5 +9,6 @@ export interface PipelineHooks {
   onProgress?(event: ProgressEvent): void;
   /** Called as each layer finishes, for live inspector updates. */
   onLayer?(layer: LayerReport): void;
-  log?(level: 'info' | 'warn' | 'error', message: string): void;
+  /** `debug`: details for the log / output channel only (the CLI shows them with OBR_DEBUG=1). */
+  log?(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
 }

@@ -135,7 +135,7 @@ async function runLocked(job: Job): Promise<CompressionReport> {
   const resumedBlocks = [...checkpoint.finishedBlocks];
   if (checkpoint.resumed) job.log('info', `resuming: ${checkpoint.finishedBlocks.length} finished block(s) found in ${paths.partialDir}`);
   try {
-    const rotated = rotateStage(job, input);
+    const rotated = await rotateStage(job, input);
     const compressed = await calibrateStage(job, input, rotated, checkpoint);
     const written = await writeStage(job, input, compressed);
     const evaluated = await evaluateStage(job, input, rotated, compressed, written);

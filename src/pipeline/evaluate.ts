@@ -34,7 +34,7 @@ export interface EvaluateOptions {
 }
 
 export interface EvaluateResult extends PerplexityResult {
-  executionProvider: { used: string; tried: Array<{ name: string; error?: string }> };
+  executionProvider: { used: string; tried: Array<{ name: string; error?: string; detail?: string }> };
 }
 
 /** Context length of the model in `dir`: config.json max_position_embeddings / n_positions, else tokenizer_config model_max_length. */

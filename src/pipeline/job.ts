@@ -4,6 +4,8 @@
 // stage's result, and returns its own result.
 import { formatSparsity, recipePrunes, type CompressOptions, type RecipeName, type Sparsity } from '../protocol/recipes';
 import type { CompressionReport } from '../protocol/report';
+import type { AttentionGeometry } from '../onnx/types';
+import { describeProviders } from '../runtime/providers';
 import type { PipelineHooks } from './api';
 import type { ForwardKind } from './blockStream';
 import type { CapturedStats } from './capture';
@@ -41,6 +43,8 @@ export interface PipelineOptions {
   baselines?: readonly string[];
   /** Compress only these decoder blocks (quick looks and tests); the others stay dense. */
   onlyBlocks?: readonly number[];
+  /** Attention geometry from the user (--heads/--kv-heads/--head-dim): used before the graph's. */
+  geometry?: AttentionGeometry;
   /**
    * Calibration and perplexity forwards: 'stream' (default) runs one block subgraph at a time on
    * cached activations (§1.5, linear in depth); 'whole-model' re-runs blocks 0…b from the token
@@ -63,7 +67,8 @@ export interface PipelineOptions {
   onCapture?(block: string, input: string, stats: CapturedStats): void;
 }
 
-export type LogLevel = 'info' | 'warn' | 'error';
+/** `debug`: details for the log only (the extension's output channel; the CLI with OBR_DEBUG=1). */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface Job {
   options: CompressOptions;
@@ -90,8 +95,8 @@ export interface Job {
 export function noteExecutionProvider(job: Job, ep: CompressionReport['executionProvider']): void {
   if (job.executionProvider) return;
   job.executionProvider = ep;
-  const failed = ep.tried.filter((x) => x.error);
-  job.log('info', `execution provider: ${ep.used}${failed.length ? ` (fell back from ${failed.map((x) => `${x.name}: ${x.error}`).join('; ')})` : ''}`);
+  job.log('info', describeProviders(ep));
+  for (const x of ep.tried) if (x.detail) job.log('debug', `${x.name}: ${x.detail}`);
 }
 
 /** Sparsity a recipe applies under the job's options (quantization-only recipes never prune). */

@@ -5,6 +5,7 @@
 import { freemem, totalmem } from 'node:os';
 import { loadModel } from '../onnx/load';
 import { findLinearLayers } from '../onnx/linear';
+import { refuseQuantized } from '../onnx/quantized';
 import type { CompressOptions } from '../protocol/recipes';
 import { resolveBaselines } from './compress';
 import type { CompressionEstimate } from '../protocol/worker';
@@ -56,6 +57,7 @@ export function coreSecondsEstimate(rows: number, cols: number, recipe: string):
 export async function estimateCompression(modelPath: string, options: CompressOptions, pre: PreflightOptions = {}): Promise<Preflight> {
   const loaded = await loadModel(modelPath);
   try {
+    refuseQuantized(loaded.model);
     const all = findLinearLayers(loaded.model);
     const layers = all.filter((l) => l.block !== null && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
     const params = layers.reduce((s, l) => s + l.inFeatures * l.outFeatures, 0);

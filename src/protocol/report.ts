@@ -62,7 +62,7 @@ export interface CompressionReport {
   recipe: RecipeName;
   options: Record<string, unknown>;
   calibration: { text: string; sha256: string; samples: number; seqlen: number; tokens: number; mode: string };
-  executionProvider: { used: string; tried: Array<{ name: string; error?: string }> };
+  executionProvider: { used: string; tried: Array<{ name: string; error?: string; detail?: string }> };
   layers: LayerReport[];
   perplexity: { dense?: PerplexityResult; compressed?: PerplexityResult };
   /**

@@ -22,7 +22,7 @@ export interface ProgressEvent {
 
 export interface ProviderProbe {
   used: string;
-  tried: Array<{ name: string; error?: string }>;
+  tried: Array<{ name: string; error?: string; detail?: string }>;
   /** Output of the probe graph (y = x·W with x = [1, 2, 3], W = [[1, 0], [0, 1], [1, 1]]). */
   output: number[];
 }

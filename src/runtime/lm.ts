@@ -4,7 +4,8 @@
 // optionally past_key_values.* (fed empty). Outputs used: `token_nll` [batch, seq − 1] when the
 // model carries the NLL head (src/onnx), otherwise `logits` [batch, seq, vocab] reduced here.
 import * as ort from 'onnxruntime-node';
-import { createSessionWithFallback } from './providers';
+import { runtimeFailedError, runtimeRejectedError } from '../onnx/runtimeError';
+import { createSessionWithFallback, ProviderError } from './providers';
 
 export type LmErrorCode = 'unsupported-inputs' | 'no-logits' | 'vocab-mismatch' | 'non-finite';
 
@@ -19,12 +20,37 @@ export class LmFormatError extends Error {
   }
 }
 
+/** A float tensor's values as float32 (float16 logits of fp16 exports arrive as raw Uint16Array bits). */
+export function floatData(t: ort.Tensor): Float32Array {
+  if (t.type === 'float32') return t.data as Float32Array;
+  if (t.type === 'float16') {
+    const bits = t.data as Uint16Array;
+    const out = new Float32Array(bits.length);
+    for (let i = 0; i < bits.length; i++) out[i] = halfToFloat(bits[i]!);
+    return out;
+  }
+  if (t.type === 'float64') return Float32Array.from(t.data as Float64Array);
+  throw new LmFormatError('no-logits', `the model's output "${t.type}" tensor is not a float tensor`);
+}
+
+/** IEEE 754 binary16 bits → number. */
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
 export interface LmSessionOptions {
   executionProviders: readonly string[];
   /** intra-op threads; undefined lets onnxruntime choose. */
   threads?: number;
   /** A derived graph (e.g. Hessian capture) without logits: skip the causal-LM output check. */
   outputsOnly?: boolean;
+  /** How errors name the model ("the rotated model"); defaults to its path. */
+  label?: string;
 }
 
 export interface WindowNll {
@@ -37,14 +63,31 @@ export interface WindowNll {
 export class CausalLm {
   private constructor(
     readonly session: ort.InferenceSession,
-    readonly executionProvider: { used: string; tried: Array<{ name: string; error?: string }> },
+    readonly executionProvider: { used: string; tried: Array<{ name: string; error?: string; detail?: string }> },
+    private readonly label: string,
   ) {}
+
+  /** session.run with onnxruntime's failures translated (runtimeFailedError). */
+  private async run(feeds: Record<string, ort.Tensor>, outputs: readonly string[]): Promise<ort.InferenceSession.OnnxValueMapType> {
+    try {
+      return await this.session.run(feeds, [...outputs]);
+    } catch (e) {
+      throw runtimeFailedError(e, this.label);
+    }
+  }
 
   static async open(model: string | Uint8Array, options: LmSessionOptions): Promise<CausalLm> {
     const sessionOptions: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3 };
     if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
-    const choice = await createSessionWithFallback(model, options.executionProviders, sessionOptions);
-    const lm = new CausalLm(choice.session, { used: choice.used, tried: choice.tried });
+    const label = options.label ?? (typeof model === 'string' ? model : 'the model');
+    let choice;
+    try {
+      choice = await createSessionWithFallback(model, options.executionProviders, sessionOptions);
+    } catch (e) {
+      // Every provider (CPU included) rejected the graph: say why in words, raw text to the log.
+      throw e instanceof ProviderError ? runtimeRejectedError(e.cause ?? e, label) : e;
+    }
+    const lm = new CausalLm(choice.session, { used: choice.used, tried: choice.tried }, label);
     try {
       lm.check(options.outputsOnly ?? false);
     } catch (e) {
@@ -85,11 +128,11 @@ export class CausalLm {
   async windowNll(ids: Int32Array, batch: number, seqlen: number, extraOutputs: readonly string[] = []): Promise<WindowNll> {
     const feeds = this.feeds(ids, batch, seqlen);
     const head = this.hasNllHead ? 'token_nll' : 'logits';
-    const out = await this.session.run(feeds, [head, ...extraOutputs]);
+    const out = await this.run(feeds, [head, ...extraOutputs]);
     const sums = new Float64Array(batch);
     const t = out[head]!;
     if (head === 'token_nll') {
-      const nll = t.data as Float32Array;
+      const nll = floatData(t);
       const per = seqlen - 1;
       for (let b = 0; b < batch; b++) {
         let s = 0;
@@ -97,7 +140,7 @@ export class CausalLm {
         sums[b] = s;
       }
     } else {
-      const logits = t.data as Float32Array;
+      const logits = floatData(t);
       const vocab = t.dims[2]!;
       for (let b = 0; b < batch; b++) {
         let s = 0;
@@ -124,7 +167,7 @@ export class CausalLm {
 
   /** Runs `batch` windows and returns only the named outputs (no NLL). */
   async runOutputs(ids: Int32Array, batch: number, seqlen: number, outputs: readonly string[]): Promise<Record<string, ort.Tensor>> {
-    const out = await this.session.run(this.feeds(ids, batch, seqlen), [...outputs]);
+    const out = await this.run(this.feeds(ids, batch, seqlen), outputs);
     const res: Record<string, ort.Tensor> = {};
     for (const n of outputs) res[n] = out[n]!;
     return res;

@@ -53,7 +53,7 @@ async function handle(message: HostToWorker): Promise<void> {
               signal: abort.signal,
               onProgress: (event) => post({ type: 'progress', id, event }),
               onLayer: (layer) => post({ type: 'layer', id, layer }),
-              log: (level, text) => post({ type: 'log', level, message: text }),
+              log: (level, text) => post({ type: 'log', level: level === 'debug' ? 'info' : level, message: text }),
             },
             job,
           );
@@ -83,7 +83,7 @@ async function handle(message: HostToWorker): Promise<void> {
           sensitivity: await computeSensitivity(message.reportPath, {
             signal: abort.signal,
             onProgress: (event) => post({ type: 'progress', id, event }),
-            log: (level, text) => post({ type: 'log', level, message: text }),
+            log: (level, text) => post({ type: 'log', level: level === 'debug' ? 'info' : level, message: text }),
           }),
         }));
       } finally {

@@ -67,7 +67,7 @@ export function parseBenchArgs(argv: string[]): Partial<BenchSpec> & { modelPath
       },
     });
   } catch (e) {
-    throw new UsageError(`${(e as Error).message}\nUsage: ${USAGE}`);
+    throw new UsageError(`${(e as Error).message}\nUsage: ${USAGE}`, { cause: e });
   }
   const v = parsed.values;
   const [model, ...extra] = parsed.positionals;

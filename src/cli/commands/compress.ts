@@ -48,14 +48,17 @@ export const compressCommand: CliCommand = {
     'obr compress MODEL.onnx [--recipe obr-gptq] [--sparsity 0.5|2:4|4:8] [--wbits 4] [--abits 4|16] [--kvbits 4|16]\n' +
     '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
     '       [--ep cuda,cpu] [--mode sequential|oneshot] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
-    '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--cache-mib M] [--json] [--yes]\n\n' +
+    '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--cache-mib M] [--json] [--yes]\n' +
+    '       [--heads N] [--kv-heads N] [--head-dim D]\n\n' +
     `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
     '  --baselines: also compress every layer with these recipes on the same Hessians and evaluate them on the\n' +
     '  same windows, for comparison in the report (no extra output files).\n' +
     '  Writes NAME.<recipe>-w4a4kv4-s50.onnx (simulated), NAME.<recipe>-w4-s50.packed.onnx (MatMulNBits) and\n' +
     '  NAME.<recipe>-w4a4kv4-s50.report.json. An interrupted job resumes from .NAME.obr-partial/ when rerun.\n' +
     '  --cache-mib: memory for cached block activations (default 2048); beyond it they spill to .NAME.obr-partial/.\n' +
-    '  --yes runs even when the pre-flight estimate says memory will not suffice.',
+    '  --yes runs even when the pre-flight estimate says memory will not suffice.\n' +
+    '  --heads/--kv-heads/--head-dim: attention geometry for the rotation (A4/KV4) when neither the graph nor a\n' +
+    '  config.json / genai_config.json beside the model tells it; they win over both.',
   async run(argv) {
     const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: COMPRESS_FLAGS });
     const [model, ...rest] = positionals;
@@ -91,6 +94,9 @@ export const COMPRESS_FLAGS = {
   'cache-mib': { type: 'string' },
   json: { type: 'boolean' },
   yes: { type: 'boolean' },
+  heads: { type: 'string' },
+  'kv-heads': { type: 'string' },
+  'head-dim': { type: 'string' },
 } as const;
 
 type Flags = Partial<Record<keyof typeof COMPRESS_FLAGS, string | boolean>>;
@@ -155,8 +161,20 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
     batch: str('batch') !== undefined ? parsePositiveInt('--batch', str('batch')!) : undefined,
     threads: str('threads') !== undefined ? parsePositiveInt('--threads', str('threads')!) : undefined,
     activationCacheMiB: str('cache-mib') !== undefined ? parsePositiveInt('--cache-mib', str('cache-mib')!, 0) : undefined,
+    geometry: geometryFromFlags(str('heads'), str('kv-heads'), str('head-dim')),
   };
   return { options, extra };
+}
+
+/** --heads/--kv-heads/--head-dim, or undefined when none is given. */
+function geometryFromFlags(heads?: string, kvHeads?: string, headDim?: string): PipelineOptions['geometry'] {
+  if (heads === undefined && kvHeads === undefined && headDim === undefined) return undefined;
+  return {
+    heads: heads !== undefined ? parsePositiveInt('--heads', heads) : undefined,
+    kvHeads: kvHeads !== undefined ? parsePositiveInt('--kv-heads', kvHeads) : undefined,
+    headDim: headDim !== undefined ? parsePositiveInt('--head-dim', headDim) : undefined,
+    source: '--heads/--kv-heads/--head-dim',
+  };
 }
 
 function parseIntIn(flag: string, text: string, lo: number, hi: number): number {
@@ -181,7 +199,7 @@ export async function runCompressCli(
   await loadTokenizer(model);
   if (options.calibText) await readText(options.calibText);
   if (extra.evalText) await readText(extra.evalText);
-  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, evaluate: extra.evalText !== null, evalText: extra.evalText ?? undefined, threads: extra.threads });
+  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, batch: extra.batch, evaluate: extra.evalText !== null, evalText: extra.evalText ?? undefined, threads: extra.threads });
   extra = { ...extra, estimate: stageEstimate(pre) };
   printPreflight(pre);
   if (!pre.fits && !cli.yes) {
@@ -298,6 +316,7 @@ class StderrProgress {
   }
 
   log(level: string, message: string): void {
+    if (level === 'debug' && !process.env.OBR_DEBUG) return;
     this.end();
     process.stderr.write(`${level === 'info' ? '' : `${level}: `}${message}\n`);
   }

@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { evaluateModel } from '../../pipeline/evaluate';
+import { describeProviders } from '../../runtime/providers';
 import { type CliCommand, UsageError } from '../command';
 import { parseEpList, parsePositiveInt } from './compress';
 
@@ -40,7 +41,7 @@ export const evalCommand: CliCommand = {
       },
     });
     if (process.stderr.isTTY) process.stderr.write('\n');
-    console.error(`execution provider: ${result.executionProvider.used}${failedNote(result.executionProvider.tried)}`);
+    console.error(describeProviders(result.executionProvider));
     if (values.json) {
       console.log(JSON.stringify(result, null, 2));
     } else {
@@ -52,7 +53,3 @@ export const evalCommand: CliCommand = {
   },
 };
 
-export function failedNote(tried: Array<{ name: string; error?: string }>): string {
-  const failed = tried.filter((t) => t.error);
-  return failed.length ? ` (fell back: ${failed.map((t) => `${t.name}: ${t.error}`).join('; ')})` : '';
-}

@@ -19,7 +19,7 @@ export const inspectCommand: CliCommand = {
         options: { 'check-weights': { type: 'boolean' }, compact: { type: 'boolean' } },
       });
     } catch (e) {
-      throw new UsageError(`${(e as Error).message}\nUsage: ${USAGE}`);
+      throw new UsageError(`${(e as Error).message}\nUsage: ${USAGE}`, { cause: e });
     }
     const [path, ...extra] = parsed.positionals;
     if (!path || extra.length > 0) throw new UsageError(`give exactly one model file\nUsage: ${USAGE}`);

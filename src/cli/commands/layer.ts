@@ -57,7 +57,7 @@ export const layerCommand: CliCommand = {
       values = strings;
       asymmetric = asym === true;
     } catch (e) {
-      throw new UsageError(`${(e as Error).message} (run 'obr layer --help' for the options)`);
+      throw new UsageError(`${(e as Error).message} (run 'obr layer --help' for the options)`, { cause: e });
     }
     if (!values.weight || !values.hessian || !values.out || !values.method) {
       throw new UsageError("--weight, --hessian, --method and --out are required (run 'obr layer --help' for the options)");

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { loadModel, type LoadedModel } from '../../onnx/load';
+import { refuseQuantized } from '../../onnx/quantized';
 import { OptionError } from '../../protocol/recipes';
 import { REPORT_SCHEMA_VERSION } from '../../protocol/report';
 import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../../runtime/text';
@@ -45,6 +46,7 @@ export async function loadStage(job: Job): Promise<LoadedJob> {
   job.progress.report('load', 0, 3, 'reading the model');
   const loaded = await loadModel(source);
   try {
+    refuseQuantized(loaded.model);
     const tokenizer = await loadTokenizer(source);
     const calibFile = options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT);
     const calibText = await readText(calibFile);

@@ -3,7 +3,9 @@
 // graph (the reference for baselines, sensitivity and one-shot calibration).
 import type { ModelProto } from '../../onnx/proto';
 import { rotateModel } from '../../onnx/rotate';
+import { configGeometry } from '../geometry';
 import type { Job } from '../job';
+import { checkRotation } from '../rotationCheck';
 import type { LoadedJob } from './load';
 
 export interface RotatedJob {
@@ -14,7 +16,7 @@ export interface RotatedJob {
   rotated: boolean;
 }
 
-export function rotateStage(job: Job, input: LoadedJob): RotatedJob {
+export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJob> {
   const { options } = job;
   const { working } = input;
   const sourceProto = working.proto;
@@ -22,9 +24,18 @@ export function rotateStage(job: Job, input: LoadedJob): RotatedJob {
   if (rotated) {
     const t = performance.now();
     job.progress.report('rotate', 0, 1, 'rotating the residual stream (QuaRot)');
-    const r = rotateModel(working.proto, { seed: options.seed });
+    const r = rotateModel(working.proto, { seed: options.seed, geometry: job.extra.geometry, configGeometry: configGeometry(job.source) });
     working.replaceProto(r.model);
     job.warnings.push(...r.warnings);
+    // The rotated model must still be the dense model (float tolerance) — checked before calibration.
+    job.progress.report('rotate', 0, 1, 'checking the rotated model against the dense one');
+    const check = await checkRotation(sourceProto, working.proto, input.calib, (m) => working.bytes(m), {
+      executionProviders: options.executionProviders,
+      abits: options.abits,
+      kvbits: options.kvbits,
+      halfPrecision: working.layers.some((l) => l.dtype !== 'float32'),
+    });
+    job.log('info', `rotation check: the rotated model's logits match the dense model's to ${check.relativeError.toPrecision(2)} (relative, ${check.windows} calibration windows; tolerance ${check.tolerance})`);
     job.timings.rotate = (performance.now() - t) / 1000;
     job.progress.report('rotate', 1, 1);
   }

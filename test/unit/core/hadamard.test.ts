@@ -40,13 +40,39 @@ test('hadamardPlan names the construction and rejects unsupported orders', () =>
   assert.deepEqual(hadamardPlan(384), { n: 384, base: 12, baseKind: 'paley-1', power: 32 });
   assert.deepEqual(hadamardPlan(640), { n: 640, base: 20, baseKind: 'paley-1', power: 32 });
   assert.deepEqual(hadamardPlan(14336), { n: 14336, base: 28, baseKind: 'paley-2', power: 512 });
-  // Llama-2-7B's 11008 = 2·5504 with 5503 prime ≡ 3 (mod 4): Paley I, a large base.
-  assert.deepEqual(hadamardPlan(11008), { n: 11008, base: 5504, baseKind: 'paley-1', power: 2 });
+  // Llama-2-7B's 11008 = 172·64: Williamson 172 ⊗ Sylvester 64, as QuaRot's had172 (not Paley I 5504 ⊗ 2).
+  assert.deepEqual(hadamardPlan(11008), { n: 11008, base: 172, baseKind: 'williamson', power: 64 });
   assert.deepEqual(hadamardPlan(128), { n: 128, base: 1, baseKind: 'sylvester', power: 128 });
-  for (const n of [3, 6, 52, 92, 172, 1376]) {
+  assert.deepEqual(hadamardPlan(416), { n: 416, base: 52, baseKind: 'williamson', power: 8 });
+  for (const n of [3, 5, 6, 14, 188, 376]) {
     assert.equal(hadamardPlan(n), null, `size ${n}`);
     assert.throws(() => hadamardMatrix(n), HadamardError);
   }
+});
+
+test("QuaRot's Hadamard sizes (12 … 172) and their products with 2^k: ±1 entries, H·Hᵀ = n·I, named constructions", () => {
+  const expected: Record<number, string> = {
+    12: 'paley-1', 20: 'paley-1', 28: 'paley-2', 36: 'paley-2', 40: 'paley-1', 52: 'williamson', 60: 'paley-1',
+    76: 'paley-2', 108: 'paley-1', 140: 'paley-1', 148: 'paley-2', 156: 'williamson', 172: 'williamson',
+  };
+  for (const [size, kind] of Object.entries(expected)) {
+    const base = Number(size);
+    for (const power of [1, 2, 4]) {
+      const n = base * power;
+      const plan = hadamardPlan(n)!;
+      assert.ok(plan, `size ${n}`);
+      // 40 = 20·2 is Paley I 20 ⊗ Sylvester 2; every other QuaRot base is its own base.
+      assert.equal(plan.baseKind, kind, `size ${n}`);
+      assert.equal(plan.base * plan.power, n);
+      const h = hadamardMatrix(n);
+      // Unnormalized H = √n·h must be ±1 with H·Hᵀ = n·I exactly (integer arithmetic in float64).
+      const root = Math.sqrt(n);
+      for (let i = 0; i < h.length; i++) assert.ok(Math.abs(Math.abs(h[i] * root) - 1) < 1e-12, `size ${n} entry ${i}`);
+      assert.ok(orthogonalityError(h, n) < 1e-12, `size ${n} orthogonal`);
+    }
+  }
+  // FF widths of common models: Llama-2-7B 11008 = 172·64, Llama-2-13B 13824 = 108·128, Qwen2.5-0.5B 4864 = 76·64.
+  for (const [n, base] of [[11008, 172], [13824, 108], [4864, 76], [896, 28]] as const) assert.equal(hadamardPlan(n)!.base, base, `size ${n}`);
 });
 
 test('randomHadamard is diag(±1)·H, orthogonal and deterministic by seed', () => {
@@ -72,9 +98,9 @@ test('randomOrthogonal is orthogonal and deterministic; orthogonalMatrix warns o
   assert.ok(orthogonalityError(q, 52) < 1e-12);
   assert.deepEqual(q, randomOrthogonal(52, 7));
   assert.notDeepEqual(q, randomOrthogonal(52, 8));
-  const fallback = orthogonalMatrix(52, { seed: 7, randomized: true });
+  const fallback = orthogonalMatrix(14, { seed: 7, randomized: true });
   assert.equal(fallback.kind, 'random-orthogonal');
-  assert.match(fallback.warning ?? '', /no Hadamard construction for size 52/);
+  assert.match(fallback.warning ?? '', /no Hadamard construction for size 14/);
   const had = orthogonalMatrix(384, { seed: 7, randomized: false });
   assert.equal(had.kind, 'hadamard');
   assert.equal(had.warning, undefined);

@@ -9,7 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { loadModel } from '../../../src/onnx/load';
 import { findLinearLayers } from '../../../src/onnx/linear';
 import { inspectModel } from '../../../src/onnx/inspect';
-import { runtimeRejectedError } from '../../../src/onnx/runtimeError';
+import { runtimeFailedError, runtimeRejectedError } from '../../../src/onnx/runtimeError';
 import { ModelFormatError, type ModelFormatErrorCode } from '../../../src/onnx/errors';
 import { encodeModel, DataType } from '../../../src/onnx/proto';
 import { floatTensor, int64Tensor, model, node, valueInfo } from '../../../src/onnx/builder';
@@ -158,7 +158,42 @@ test('a graph onnxruntime rejects: the session error is wrapped with a fix', asy
   }
   assert.ok(caught, 'onnxruntime accepted a graph with an unknown op');
   isCode('runtime-rejected')(caught);
-  assert.match((caught as Error).message, /bad\.onnx.*NoSuchOp|NoSuchOp.*/);
+  assert.match((caught as Error).message, /can't load bad\.onnx: it uses an operator this onnxruntime build lacks \(com\.example:NoSuchOp\); re-export/);
+  assert.doesNotMatch((caught as Error).message, /Fatal error|registered function/, 'the raw text stays out of the message');
+  assert.match((caught as Error).stack!, /onnxruntime: .*not a registered function\/op/, 'the raw text is in the stack (the log)');
+});
+
+test('a node that fails while running: which node, what went wrong and what to do; raw text only in the log', async () => {
+  // x [1, 3] · w where w is fed [4, 2] at run time: onnxruntime's MatMul reports a dimension mismatch.
+  const m = model({
+    name: 'mismatch',
+    node: [node('MatMul', ['x', 'w'], ['y'], '/model/layers.0/self_attn/q_hadamard/MatMul')],
+    initializer: [],
+    input: [valueInfo('x', DataType.FLOAT, [1, 'n']), valueInfo('w', DataType.FLOAT, ['k', 2])],
+    output: [valueInfo('y', DataType.FLOAT, [1, 2])],
+  });
+  const session = await ort.InferenceSession.create(encodeModel(m), { logSeverityLevel: 4 });
+  let caught: unknown;
+  try {
+    await session.run({ x: new ort.Tensor('float32', new Float32Array(3), [1, 3]), w: new ort.Tensor('float32', new Float32Array(8), [4, 2]) });
+  } catch (e) {
+    caught = runtimeFailedError(e, 'the rotated model');
+  } finally {
+    await session.release();
+  }
+  assert.ok(caught, 'onnxruntime ran a MatMul of mismatched shapes');
+  isCode('runtime-failed')(caught);
+  const message = (caught as Error).message;
+  assert.match(message, /^onnxruntime met operands whose shapes don't fit together at MatMul node "\/model\/layers\.0\/self_attn\/q_hadamard\/MatMul" in the rotated model; the rotation .* --heads, --kv-heads and --head-dim/);
+  assert.doesNotMatch(message, /Non-zero status code|ONNXRuntimeError/);
+  assert.match((caught as Error).stack!, /onnxruntime: Non-zero status code returned while running MatMul node/);
+  // Out of memory and fixed-length inputs read as such.
+  assert.match(runtimeFailedError(new Error('Failed to allocate memory for requested buffer of size 123')).message, /ran out of memory in the model; use a smaller --batch/);
+  assert.match(
+    runtimeFailedError(new Error('Got invalid dimensions for input: input_ids for the following indices\n index: 1 Got: 64 Expected: 128\n Please fix either the inputs/outputs or the model.')).message,
+    /fed input_ids with a sequence length of 64, but the model is exported for exactly 128 in the model; pass --seqlen 128/,
+  );
+  assert.match(runtimeFailedError(new Error('Got invalid dimensions for input: input_ids for the following indices\n index: 0 Got: 16 Expected: 1\n')).message, /a batch of 16.*pass --batch 1/);
 });
 
 test('unknown initializer name', async () => {

@@ -16,6 +16,11 @@ export interface MiniLlama {
   seq: number;
   opset?: number;
   seed?: number;
+  /**
+   * All RMSNorm gains equal and stored once (one initializer read by every norm's Mul), as an
+   * exporter deduplicates an untrained model's identical gains.
+   */
+  sharedNormWeight?: boolean;
 }
 
 /**
@@ -52,6 +57,10 @@ export function miniLlama(c: MiniLlama): ModelProto {
     const pow = op('Pow', [x, 'two'], `${prefix}/Pow`);
     const mean = opset >= 18 ? op('ReduceMean', [pow, ints(`${prefix}.axes`, [-1])], `${prefix}/ReduceMean`, [intAttr('keepdims', 1)]) : op('ReduceMean', [pow], `${prefix}/ReduceMean`, [intsAttr('axes', [-1]), intAttr('keepdims', 1)]);
     const sq = op('Sqrt', [op('Add', [mean, 'eps'], `${prefix}/Add`)], `${prefix}/Sqrt`);
+    if (c.sharedNormWeight) {
+      if (!inits.some((t) => t.name === 'norm.weight.shared')) init('norm.weight.shared', [hidden], Float32Array.from({ length: hidden }, (_, i) => 0.75 + 0.5 * ((i * 7) % 5) / 4));
+      return op('Mul', [op('Div', [x, sq], `${prefix}/Div`), 'norm.weight.shared'], `${prefix}/Mul`);
+    }
     const g = Float32Array.from({ length: hidden }, () => 0.5 + rand());
     return op('Mul', [op('Div', [x, sq], `${prefix}/Div`), init(weight, [hidden], g)], `${prefix}/Mul`);
   };
