@@ -3,7 +3,7 @@
 // timings and output paths. Each stage reads what it needs from here and from the previous
 // stage's result, and returns its own result.
 import type { OrtMatrixBackend } from '../runtime/ortBackend';
-import { formatSparsity, recipePrunes, type CompressOptions, type RecipeName, type Sparsity } from '../protocol/recipes';
+import { formatSparsity, recipePrunes, validateGroupSize, type CompressOptions, type RecipeName, type Sparsity } from '../protocol/recipes';
 import type { CompressionReport } from '../protocol/report';
 import type { AttentionGeometry } from '../onnx/types';
 import { describeProviders } from '../runtime/providers';
@@ -47,9 +47,10 @@ export interface PipelineOptions {
   /** Attention geometry from the user (--heads/--kv-heads/--head-dim): used before the graph's. */
   geometry?: AttentionGeometry;
   /**
-   * Calibration forwards: 'stream' (default) runs one block subgraph at a time on cached
-   * activations (§1.5, linear in depth); 'whole-model' re-runs blocks 0…b from the token ids for
-   * every capture of block b (the fallback for graphs that can't be cut into blocks).
+   * Calibration and perplexity forwards: 'stream' (default) runs one block subgraph at a time on
+   * cached activations (§1.5, linear in depth); 'whole-model' re-runs blocks 0…b from the token
+   * ids for every capture of block b and evaluates the whole model in one session (the fallback
+   * for graphs that can't be cut into blocks).
    */
   calibrationForwards?: 'stream' | 'whole-model';
   /**
@@ -57,6 +58,8 @@ export interface PipelineOptions {
    * hidden states spill to a file in the working folder, removed at the end and on cancel.
    */
   activationCacheMiB?: number;
+  /** The pre-flight's seconds per stage (src/pipeline/preflight.ts stageEstimate), stored in report.estimate. */
+  estimate?: Record<string, number>;
   /** Called just before each decoder block is compressed (tests use it to interrupt a job). */
   onBlockStart?(block: string, index: number, total: number): void;
   /** Called after each calibration forward (streamed: one block region; whole-model: blocks 0…b). */
@@ -111,6 +114,8 @@ export function numericOptions(o: CompressOptions, seqlen: number): Record<strin
     recipe: o.recipe,
     sparsity: formatSparsity(effectiveSparsity(o)),
     wbits: o.wbits,
+    groupSize: o.groupSize,
+    asymmetric: o.asymmetric,
     abits: o.abits,
     kvbits: o.kvbits,
     alpha: o.alpha,
@@ -121,6 +126,16 @@ export function numericOptions(o: CompressOptions, seqlen: number): Record<strin
     calibrationMode: o.calibrationMode,
     solver: o.solver ?? 'batched',
   };
+}
+
+/**
+ * Refuses a group size larger than the input width of a layer the job compresses (OptionError,
+ * CLI exit 2, naming the sizes that fit). Called after loading, before any work.
+ */
+export function checkGroupSizeFits(groupSize: number, layers: ReadonlyArray<{ name: string; inFeatures: number }>): void {
+  if (groupSize === 0 || layers.length === 0) return;
+  const narrowest = layers.reduce((m, l) => (l.inFeatures < m.inFeatures ? l : m));
+  validateGroupSize(groupSize, narrowest.inFeatures, `layer ${narrowest.name}`);
 }
 
 export function round6(x: number): number {
