@@ -189,9 +189,10 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, signal: Abo
   let g0 = 0;
   let residual = Infinity;
   let it = 0;
+  // C = B + ρ(Z − U), the product's left operand; refreshed in the update loop for the next one.
+  for (let i = 0; i < size; i++) c[i] = b[i] + rho * z[i];
   while (it < s.maxIter) {
     if (signal?.aborted) throw signal.reason ?? new Error('aborted');
-    for (let i = 0; i < size; i++) c[i] = b[i] + rho * (z[i] - u[i]);
     const x = await matmul(c, inverse, rows, w, w);
     it++;
     let f = 0;
@@ -214,11 +215,15 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, signal: Abo
         const xr = relax * xv + (1 - relax) * zi;
         if (support[so + j]) {
           gg += g * g;
-          z[i] = xr + ui;
+          const zn = xr + ui;
+          z[i] = zn;
           u[i] = 0;
+          c[i] = b[i] + rho * zn;
         } else {
           z[i] = 0;
-          u[i] = ui + xr;
+          const un = ui + xr;
+          u[i] = un;
+          c[i] = b[i] - rho * un;
         }
       }
     }
