@@ -241,7 +241,7 @@ function markdown(meta: Record<string, unknown>, results: Row[]): string {
     `- **batched**: \`compressLayer\` with the default solver (src/core/admm.ts, [solver.md](solver.md)) on the **whole layer**, wall time including the scale search, mask, factorizations and the GPTQ tail; "its" = ADMM iterations of the pruning / transfer steps.`,
     '- **exact** (our per-row Cholesky solver, `--solver exact`) and **torch** (scripts/bench/torch_reference.py: the official algorithm\'s per-row loop in PyTorch, fp32, OpenBLAS limited to torch\'s thread count) run on the **first rows** only (column "ref rows"). Full-layer time: torch = its n³ factorization (timed separately) + the rest × rows/(ref rows); exact = timed at ref/2 and ref rows, extrapolated linearly in rows.',
     '- **SparseGPT+GPTQ**: the paper\'s cheap baseline in PyTorch (same script, `--method sparsegpt-gptq`), whole layer.',
-    '- **ratio** = batched full-layer time / reference full-layer time (≤ 0.1 is the 10× target). **loss** = batched loss / reference loss on the same first rows (tr(ΔW H ΔWᵀ), undamped H).',
+    '- **ratio** = batched full-layer time / reference full-layer time (≤ 0.1 is the 10× target). **loss** = batched loss / reference loss on the same first rows (tr(ΔW H ΔWᵀ), undamped H); over so few rows it is dominated by rounding noise (±3%); the solver\'s accuracy is tested against the exact solver in test/integration/core/admm.test.ts (docs/solver.md).',
     '- The machine is shared (2 cores, other jobs running): the load column is the 1-minute load average when each measurement started; measurements of the same row are back to back, not simultaneous.',
     '',
     '| rows × cols | method | batched s | its | ref rows | exact s (full) | torch s (full) | ratio vs torch | ratio vs exact | SparseGPT+GPTQ s | ratio vs it | loss vs exact | loss vs torch | load |',
@@ -256,7 +256,7 @@ function markdown(meta: Record<string, unknown>, results: Row[]): string {
     '',
     'The batched solver\'s seconds split into setup (factorizing H + ρI, B = WH) / step 1 / step 2 in bench-results/core.json (`solverSeconds`). The GPU path (CUDA, DirectML, CoreML, WebGPU providers for the products) is untested: this machine has no GPU.',
     '',
-    'Setup: `apt-get update && apt-get install -y python3-torch libopenblas0-pthread` (Debian 12: PyTorch 1.13 CPU at /usr/bin/python3; OpenBLAS makes its CPU matmuls ~25× faster). Run: `npm run bench:core` (about 15 min here); `--no-torch` skips PyTorch.',
+    'Setup: `apt-get update && apt-get install -y python3-torch libopenblas0-pthread` (Debian 12: PyTorch 1.13 CPU at /usr/bin/python3; OpenBLAS makes its CPU matmuls ~25× faster). Run: `npm run bench:core` (20–30 min on 2 busy cores); `--no-torch` skips PyTorch; `--layers` and `--methods` re-measure a subset (merged into the existing results).',
     '',
   );
   return lines.join('\n');
