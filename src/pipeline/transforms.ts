@@ -23,10 +23,13 @@ export function withFakeQuant(model: ModelProto, opts: { abits: number; kvbits: 
 /** Packed deployment model (MatMulNBits), or undefined with a reason when it can't be built. */
 export function packedModel(model: ModelProto, all: readonly LinearLayer[], layers: readonly PackedLayer[], wbits: number): { model?: ModelProto; warning?: string } {
   if (wbits !== 4 && wbits !== 8 && wbits !== 2) return { warning: `no packed model: MatMulNBits stores 2, 4 or 8-bit weights, not ${wbits}-bit` };
+  // onnxruntime's fused Attention keeps its packed q/k/v weight inside the op: MatMulNBits can't
+  // replace it, so those layers stay as (already compressed) float weights in the packed model.
+  const packable = layers.filter((p) => p.layer.opType !== 'Attention');
   const quantized = new Map<string, QuantizedLayer>(
-    layers.map((p) => [p.layer.name, { codes: p.codes, scales: Float32Array.from(p.scales), bits: wbits }]),
+    packable.map((p) => [p.layer.name, { codes: p.codes, scales: Float32Array.from(p.scales), bits: wbits }]),
   );
   // The scale is per row, repeated per block: the block size only sets the padding of K.
-  const blockSize = layers.every((p) => p.layer.inFeatures % 128 === 0) ? 128 : 32;
+  const blockSize = packable.every((p) => p.layer.inFeatures % 128 === 0) ? 128 : 32;
   return { model: packMatMulNBits(model, all, quantized, { blockSize }).model };
 }

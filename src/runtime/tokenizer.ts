@@ -44,6 +44,21 @@ export function tokenizerPathFor(modelPath: string): string {
 }
 
 /** Loads the tokenizer beside `modelPath` (or the tokenizer.json given directly). */
+/**
+ * Refuses a tokenizer whose ids don't fit the model: an id ≥ the model's vocabulary would index
+ * past its embedding table (onnxruntime fails deep inside, or silently reads garbage).
+ */
+export function checkTokenizerFits(tokenizer: TextTokenizer, modelVocabulary: number | undefined, ...tokens: Int32Array[]): void {
+  if (!modelVocabulary) return;
+  let maxId = -1;
+  for (const t of tokens) for (let i = 0; i < t.length; i++) if (t[i]! > maxId) maxId = t[i]!;
+  if (maxId < modelVocabulary) return;
+  throw new TokenizerError(
+    'vocab-mismatch',
+    `the tokenizer ${path.basename(tokenizer.path)} has ${tokenizer.vocabSize} tokens (this text uses ids up to ${maxId}) but the model's vocabulary has ${modelVocabulary} entries: the tokenizer does not belong to this model — put the model's own tokenizer.json beside it`,
+  );
+}
+
 export async function loadTokenizer(modelOrTokenizerPath: string): Promise<TextTokenizer> {
   const file = modelOrTokenizerPath.endsWith('.json') ? path.resolve(modelOrTokenizerPath) : tokenizerPathFor(modelOrTokenizerPath);
   if (!existsSync(file)) {
