@@ -10,7 +10,7 @@ import { OptionError } from '../../protocol/recipes';
 import { REPORT_SCHEMA_VERSION } from '../../protocol/report';
 import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../../runtime/text';
 import { checkTokenizerFits, loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer';
-import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from '../assets';
+import { BUNDLED_CALIBRATION_TEXT, bundledText, defaultEvaluationText } from '../assets';
 import { checkSeqlen, contextLength } from '../evaluate';
 import { numericOptions, TOOL_VERSION, type Job } from '../job';
 import { WorkingModel } from '../working';
@@ -60,7 +60,7 @@ export async function loadStage(job: Job): Promise<LoadedJob> {
     let evalText: LoadedText | undefined;
     let evalWin: TokenWindows | undefined;
     if (extra.evalText !== null) {
-      const evalFile = extra.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT);
+      const evalFile = extra.evalText ?? defaultEvaluationText(source);
       evalText = await readText(evalFile);
       evalWin = evaluationWindows(tokenizer.encode(evalText.text), seqlen, { maxWindows: extra.evalWindows, source: evalFile });
     }

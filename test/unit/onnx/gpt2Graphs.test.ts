@@ -14,7 +14,9 @@ import { loadModel } from '../../../src/onnx/load';
 import { encodeModel } from '../../../src/onnx/proto';
 import { rotateModel } from '../../../src/onnx/rotate';
 import { modelVocabulary } from '../../../src/onnx/vocab';
+import { runCompression } from '../../../src/pipeline/compress';
 import { evaluateModel } from '../../../src/pipeline/evaluate';
+import { DEFAULT_OPTIONS } from '../../../src/protocol/recipes';
 import { CausalLm, floatData } from '../../../src/runtime/lm';
 import { ortGpt2 } from './ortGpt2';
 
@@ -96,8 +98,6 @@ test('a W4A16 compression of the optimized GPT-2 layout runs end to end (whole-m
     const model = path.join(dir, 'model.onnx');
     writeFileSync(model, encodeModel(ortGpt2({ vocab: 4096, hidden: 64, heads: 4, layers: 2 })));
     copyFileSync(path.join(ROOT, 'test', 'fixtures', 'models', 'tiny', 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
-    const { runCompression } = await import('../../../src/pipeline/compress');
-    const { DEFAULT_OPTIONS } = await import('../../../src/protocol/recipes');
     const r = await runCompression(model, { ...DEFAULT_OPTIONS, seqlen: 32, samples: 8, abits: 16, kvbits: 16, executionProviders: ['cpu'] }, {}, { evalWindows: 4, calibrationForwards: 'whole-model' });
     assert.equal(r.layers.map((l) => `${l.block}:${l.role}`).join(' '), '0:qkv 0:o 0:up 0:down 1:qkv 1:o 1:up 1:down');
     assert.ok(r.layers.every((l) => Math.abs(l.sparsity - 0.5) < 0.02));
