@@ -16,7 +16,7 @@ import { magnitudeScores, pruneMask, sparseGptScores, wandaScores } from './mask
 import { DEFAULT_PCG } from './obr';
 import { type BatchedPcgSettings, type BatchedPcgStats, DEFAULT_BATCHED_PCG, compensateBatchedPcg } from './pcgBatched';
 import { defaultThreads, PARALLEL_MIN_FLOPS, RowPool, runRows, shared } from './parallel';
-import { type GroupGrid, groupCount, quantizeGroups, symmetricGrid } from './quantize';
+import { type GroupGrid, groupCount, groupLayout, quantizeGroups, symmetricGrid } from './quantize';
 
 export interface LayerProblem {
   /** rows×cols row-major, W ∈ R^{out×in} (rows = output channels). */
@@ -276,8 +276,7 @@ function finish(
   const signal = options.signal;
   // Pruned entries are exactly 0 (GPTQ forces them; RTN of a pruned 0 gives code = zero), but
   // make the code array agree for every recipe: code = the group's zero point (0 if symmetric).
-  const gs = groupSize > 0 ? groupSize : cols;
-  const groups = groupCount(cols, groupSize);
+  const { gs, groups } = groupLayout(cols, groupSize);
   for (let i = 0; i < out.length; i++) if (!mask[i]) {
     out[i] = 0;
     codes[i] = zeroPoints ? zeroPoints[Math.floor(i / cols) * groups + Math.floor((i % cols) / gs)] : 0;

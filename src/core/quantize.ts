@@ -113,36 +113,6 @@ export function quantizeRows(w: Float64Array, rows: number, cols: number, scales
   return out;
 }
 
-/** Asymmetric per-row (min/max) quantization: codes in [0, 2^b−1], ŵ = s·(q − z). Baselines only. */
-export function quantizeRowsAsymmetric(w: Float64Array, rows: number, cols: number, bits: number): { weight: Float64Array; scales: Float64Array; zeros: Float64Array } {
-  const maxq = 2 ** bits - 1;
-  const weight = new Float64Array(rows * cols);
-  const scales = new Float64Array(rows);
-  const zeros = new Float64Array(rows);
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    let lo = 0;
-    let hi = 0;
-    for (let j = 0; j < cols; j++) {
-      lo = Math.min(lo, w[o + j]);
-      hi = Math.max(hi, w[o + j]);
-    }
-    if (lo === 0 && hi === 0) {
-      lo = -1;
-      hi = 1;
-    }
-    const s = (hi - lo) / maxq;
-    const z = roundHalfEven(-lo / s);
-    scales[r] = s;
-    zeros[r] = z;
-    for (let j = 0; j < cols; j++) {
-      const q = Math.min(maxq, Math.max(0, roundHalfEven(w[o + j] / s) + z));
-      weight[o + j] = s * (q - z);
-    }
-  }
-  return { weight, scales, zeros };
-}
-
 /**
  * Grouped symmetric quantization: every `groupSize` consecutive columns of a row get their own
  * absmax (or MSE-searched) scale. Returns Ŵ and the scales (rows × ⌈cols/groupSize⌉).

@@ -9,6 +9,7 @@
 import type * as ort from 'onnxruntime-node';
 import { elementTypeOf, regionModel, splitBlocks, type BlockSplit, type GraphRegion } from '../onnx/blocks';
 import { addHessianCapture } from '../onnx/hessian';
+import { addNllHead } from '../onnx/nll';
 import { encodeModel, type ModelProto } from '../onnx/proto';
 import type { LinearLayer } from '../onnx/types';
 import { createSessionWithFallback } from '../runtime/providers';
@@ -62,6 +63,11 @@ export class BlockStream {
     return this.split.regions.filter((r) => r.kind === 'block');
   }
 
+  /** Regions in graph order: prelude, blocks, tail. */
+  get regions(): readonly GraphRegion[] {
+    return this.split.regions;
+  }
+
   /** The region whose inputs are cached now. */
   get current(): GraphRegion {
     return this.split.regions[this.next]!;
@@ -92,6 +98,53 @@ export class BlockStream {
   /** One forward of the current block region: its outputs become the cached inputs of the next. */
   async advance(model: ModelProto, onBatch?: (done: number, total: number) => void): Promise<void> {
     await this.forward(this.current, model, 'advance', undefined, onBatch);
+  }
+
+  /**
+   * Runs the tail (final norm, lm_head) on the cached outputs of the last block with the in-graph
+   * NLL head (src/onnx/nll.ts): the summed NLL of targets 1 … seqlen − 1, per window.
+   */
+  async tailNll(model: ModelProto, onBatch?: (done: number, total: number) => void): Promise<Float64Array> {
+    const region = this.current;
+    if (region.kind !== 'tail') throw new Error('internal: the block stream is not at the tail');
+    const logits = (model.graph?.output ?? []).find((o) => o.name === 'logits');
+    if (!logits) throw new Error('internal: the model has no "logits" output');
+    const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.typeOf(r))]));
+    const sub = regionModel(model, region, types, ['logits']);
+    // The head reads the targets from input_ids, which the tail itself doesn't.
+    const ids = (model.graph?.input ?? []).find((v) => v.name === 'input_ids');
+    if (!ids) throw new Error('internal: the model has no "input_ids" input');
+    if (!sub.graph!.input!.some((v) => v.name === 'input_ids')) sub.graph!.input = [...sub.graph!.input!, ids];
+    const head = addNllHead(sub, { dropLogits: true });
+    const choice = await createSessionWithFallback(encodeModel(head), this.options.executionProviders, { logSeverityLevel: 3 });
+    this.options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });
+    const session = choice.session;
+    const { windows } = this;
+    const sums = new Float64Array(windows.count);
+    try {
+      const graphInputs = session.inputNames.filter((n) => n === 'input_ids' || region.graphInputs.includes(n));
+      for (let b = 0; b < this.cache.batches.length; b++) {
+        throwIfAborted(this.options.signal);
+        const { start, count } = this.cache.batches[b]!;
+        const ids = windows.ids.subarray(start * windows.seqlen, (start + count) * windows.seqlen);
+        const feeds: Record<string, ort.Tensor> = windowFeeds(session, graphInputs, ids, count, windows.seqlen);
+        for (const r of region.reads) if (session.inputNames.includes(r)) feeds[r] = await this.cache.get(b, r);
+        const out = await session.run(feeds, ['token_nll']);
+        const nll = out.token_nll!.data as Float32Array;
+        const per = windows.seqlen - 1;
+        for (let w = 0; w < count; w++) {
+          let sum = 0;
+          for (let j = 0; j < per; j++) sum += nll[w * per + j]!;
+          sums[start + w] = sum;
+        }
+        onBatch?.(start + count, windows.count);
+      }
+    } finally {
+      await session.release();
+    }
+    this.forwards++;
+    this.options.onForward?.(region, 'advance');
+    return sums;
   }
 
   /** Bytes of cached activations in memory and spilled to disk now. */

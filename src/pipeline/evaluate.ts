@@ -2,6 +2,7 @@
 // over the seqlen − 1 shifted targets of each, PPL = exp(total NLL / total targets).
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { findLinearLayers } from '../onnx/linear';
 import { loadModel } from '../onnx/load';
 import { addNllHead } from '../onnx/nll';
 import { graphPositionLimit, type PositionLimit } from '../onnx/positions';
@@ -12,6 +13,8 @@ import { CausalLm } from '../runtime/lm';
 import { readText, evaluationWindows, type TokenWindows } from '../runtime/text';
 import { checkTokenizerFits, loadTokenizer, type TextTokenizer } from '../runtime/tokenizer';
 import { modelVocabulary } from '../onnx/vocab';
+import type { SpillOptions } from './activations';
+import { BlockStream } from './blockStream';
 import { throwIfAborted } from './cancel';
 import { WorkingModel } from './working';
 
@@ -139,6 +142,62 @@ export async function perplexityOf(
   const tokens = windows.count * (windows.seqlen - 1);
   const nll = total / tokens;
   return { nll, perplexity: Math.exp(nll), tokens };
+}
+
+/**
+ * Perplexity streamed through the decoder blocks (§1.5): the prelude, then one block subgraph at
+ * a time on the cached hidden states of every window, then the tail with the NLL head — so only
+ * one block's weights are in an onnxruntime session at a time. The token NLLs are those of the
+ * whole model (same kernels on the same tensors). Graphs that can't be cut into blocks are run
+ * whole (openForPerplexity).
+ */
+export async function streamedPerplexity(
+  model: ModelProto,
+  windows: TokenWindows,
+  opts: {
+    executionProviders: readonly string[];
+    batch?: number;
+    signal?: AbortSignal;
+    spill?: SpillOptions;
+    onProgress?(fraction: number): void;
+    onExecutionProvider?(ep: CausalLm['executionProvider']): void;
+    log?(message: string): void;
+  },
+): Promise<{ nll: number; perplexity: number; tokens: number }> {
+  const batch = Math.max(1, opts.batch ?? defaultBatch(windows.seqlen));
+  const layers = findLinearLayers(model, { allowEmpty: true, unsupportedDtype: 'skip' });
+  const hasHead = (model.graph?.output ?? []).some((o) => o.name === 'logits') && (model.graph?.input ?? []).some((v) => v.name === 'input_ids');
+  const opened = hasHead ? BlockStream.open(model, layers, windows, { executionProviders: opts.executionProviders, batch, signal: opts.signal, spill: opts.spill, onExecutionProvider: opts.onExecutionProvider }) : { err: 'no logits output' };
+  if ('err' in opened) {
+    opts.log?.(`perplexity runs the whole model: the graph can't be cut into blocks (${opened.err})`);
+    const lm = await openForPerplexity(model, opts.executionProviders);
+    opts.onExecutionProvider?.(lm.executionProvider);
+    try {
+      return await perplexityOf(lm, windows, { batch, signal: opts.signal, onWindow: (done, total) => opts.onProgress?.(done / total) });
+    } finally {
+      await lm.release();
+    }
+  }
+  const stream = opened.ok;
+  const steps = stream.regions.length;
+  let step = 0;
+  const onBatch = (done: number, total: number) => opts.onProgress?.((step + done / total) / steps);
+  try {
+    await stream.begin(model, onBatch);
+    step++;
+    for (let i = 0; i < stream.blockRegions.length; i++) {
+      await stream.advance(model, onBatch);
+      step++;
+    }
+    const sums = await stream.tailNll(model, onBatch);
+    let total = 0;
+    for (const s of sums) total += s;
+    const tokens = windows.count * (windows.seqlen - 1);
+    const nll = total / tokens;
+    return { nll, perplexity: Math.exp(nll), tokens };
+  } finally {
+    stream.dispose();
+  }
 }
 
 /** Batch so a run holds about 4 M logits (≈16 MB per 4096-word vocabulary window of 256). */

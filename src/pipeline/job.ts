@@ -46,9 +46,10 @@ export interface PipelineOptions {
   /** Attention geometry from the user (--heads/--kv-heads/--head-dim): used before the graph's. */
   geometry?: AttentionGeometry;
   /**
-   * Calibration forwards: 'stream' (default) runs one block subgraph at a time on cached
-   * activations (§1.5, linear in depth); 'whole-model' re-runs blocks 0…b from the token ids for
-   * every capture of block b (the fallback for graphs that can't be cut into blocks).
+   * Calibration and perplexity forwards: 'stream' (default) runs one block subgraph at a time on
+   * cached activations (§1.5, linear in depth); 'whole-model' re-runs blocks 0…b from the token
+   * ids for every capture of block b and evaluates the whole model in one session (the fallback
+   * for graphs that can't be cut into blocks).
    */
   calibrationForwards?: 'stream' | 'whole-model';
   /**
@@ -56,6 +57,8 @@ export interface PipelineOptions {
    * hidden states spill to a file in the working folder, removed at the end and on cancel.
    */
   activationCacheMiB?: number;
+  /** The pre-flight's seconds per stage (src/pipeline/preflight.ts stageEstimate), stored in report.estimate. */
+  estimate?: Record<string, number>;
   /** Called just before each decoder block is compressed (tests use it to interrupt a job). */
   onBlockStart?(block: string, index: number, total: number): void;
   /** Called after each calibration forward (streamed: one block region; whole-model: blocks 0…b). */

@@ -1,26 +1,36 @@
 // Pre-flight estimate of a compression job: peak memory, disk for the outputs and wall-clock
-// time, from the model's layer shapes and a short probe (one forward pass on this machine).
+// time per stage, from the model's layer shapes and measured probes on this machine (one block
+// forward at the job's batch; the core on each distinct layer shape at reduced rows, scaled —
+// src/pipeline/probe.ts). The report stores this estimate beside the actual timings.
 import { freemem, totalmem } from 'node:os';
-import path from 'node:path';
 import { loadModel } from '../onnx/load';
 import { findLinearLayers } from '../onnx/linear';
 import { refuseQuantized } from '../onnx/quantized';
 import type { CompressOptions } from '../protocol/recipes';
 import { resolveBaselines } from './compress';
 import type { CompressionEstimate } from '../protocol/worker';
-import { CausalLm } from '../runtime/lm';
 import { checkSeqlen, contextLength, defaultBatch } from './evaluate';
 import { COMPRESSED_ROLES } from './working';
 import { planBlocks } from './compress';
+import { forwardSeconds, probeCore, probeForward } from './probe';
+import { BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
+import { readText } from '../runtime/text';
+import { loadTokenizer } from '../runtime/tokenizer';
 
 export interface PreflightOptions {
-  /** Run the one-window probe to time a forward pass (default true). */
+  /** Run the probes: block forwards and the core on each layer shape (default true). */
   probe?: boolean;
   evalWindows?: number;
   /** Windows in the evaluation text when known (default: evalWindows or 64). */
   batch?: number;
   /** Baseline recipes of the job (each: its layers on the same Hessians + one more evaluation). */
   baselines?: readonly string[];
+  /** false: the job skips perplexity. */
+  evaluate?: boolean;
+  /** Evaluation text (default: the bundled test split). */
+  evalText?: string;
+  /** Core threads of the job. */
+  threads?: number;
 }
 
 export interface Preflight extends CompressionEstimate {
@@ -29,9 +39,9 @@ export interface Preflight extends CompressionEstimate {
   totalBytes: number;
   /** peakBytes ≤ availableBytes. */
   fits: boolean;
-  /** Seconds of one forward pass of one window, measured (undefined without the probe). */
+  /** Seconds of one whole-model forward of one window (from the block probe). */
   forwardSeconds?: number;
-  breakdown: { calibrateSeconds: number; compressSeconds: number; evaluateSeconds: number; hessianBytes: number; modelBytes: number };
+  breakdown: { loadSeconds: number; calibrateSeconds: number; compressSeconds: number; writeSeconds: number; evaluateSeconds: number; hessianBytes: number; modelBytes: number };
 }
 
 /**
@@ -87,33 +97,63 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     const layerBytes = layers.reduce((s, l) => s + l.inFeatures * l.outFeatures * (l.dtype === 'float32' ? 4 : 2), 0);
     const outputBytes = Math.round(2 * loaded.fileBytes + loaded.weightBytes + (loaded.weightBytes - layerBytes) + (params * options.wbits) / 8 + layers.reduce((s, l) => s + l.outFeatures * 4, 0));
 
-    // Time.
-    let forwardSeconds: number | undefined;
+    // Time, per stage, from probes on this machine (src/pipeline/probe.ts).
     const notes: string[] = [];
-    if (pre.probe !== false) {
-      const lm = await CausalLm.open(path.resolve(modelPath), { executionProviders: options.executionProviders });
-      try {
-        const ids = new Int32Array(batch * seqlen).map((_, i) => (i * 7919) % Math.max(2, vocab));
-        await lm.runOutputs(ids.subarray(0, seqlen), 1, seqlen, [lm.session.outputNames[0]!]); // warm-up
-        const t0 = performance.now();
-        await lm.runOutputs(ids, batch, seqlen, [lm.session.outputNames[0]!]);
-        forwardSeconds = (performance.now() - t0) / 1000 / batch;
-        notes.push(`probe: ${(forwardSeconds * 1000).toFixed(0)} ms per ${seqlen}-token window on ${lm.executionProvider.used}`);
-      } finally {
-        await lm.release();
-      }
-    } else {
-      forwardSeconds = (2 * (loaded.weightBytes / 4) * seqlen) / 30e9;
-    }
-    // Streamed calibration (§1.5): every block runs once per sub-group capture plus once more to
-    // produce the next block's inputs (one-shot: once), i.e. about (groups + 1) whole-model
-    // forwards of the calibration set.
+    const recipes = [options.recipe, ...baselines];
     const groupsPerBlock = blocks.length ? blocks.reduce((s, b) => s + b.groups.length, 0) / blocks.length : 0;
-    const passes = options.calibrationMode === 'oneshot' ? 1 : groupsPerBlock + 1;
-    const calibrateSeconds = passes * options.samples * forwardSeconds * 1.15;
-    const compressSeconds = [options.recipe, ...baselines].reduce((t, recipe) => t + layers.reduce((s, l) => s + coreSecondsEstimate(l.outFeatures, l.inFeatures, recipe), 0), 0);
-    const evaluateSeconds = (2 + baselines.length) * (pre.evalWindows ?? 64) * forwardSeconds;
-    const seconds = calibrateSeconds + compressSeconds + evaluateSeconds + 2;
+    const oneshot = options.calibrationMode === 'oneshot';
+    // Evaluation windows: the text's non-overlapping windows (§1.11), at most evalWindows.
+    let evalWindows = pre.evalWindows ?? 64;
+    if (pre.evaluate !== false) {
+      try {
+        const tokenizer = await loadTokenizer(modelPath);
+        const text = await readText(pre.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT));
+        const all = Math.floor(tokenizer.encode(text.text).length / seqlen);
+        evalWindows = pre.evalWindows ? Math.min(pre.evalWindows, all) : all;
+      } catch {
+        // no tokenizer or text here: the job itself reports that
+      }
+    }
+    const evaluations = pre.evaluate === false ? 0 : 2 + baselines.length;
+    let calibrateSeconds: number;
+    let evaluateSeconds: number;
+    let compressSeconds: number;
+    let windowSeconds: number | undefined;
+    const probe = pre.probe !== false ? await probeForward(loaded, all, batch, seqlen, vocab, options.executionProviders) : undefined;
+    if (probe) {
+      // Streamed (§1.5): one prelude, then per block `groups` capture forwards (~10 % more work
+      // for the XᵀX products) and one forward to the next block; one-shot: one capture forward.
+      const L = blocks.length;
+      const n = options.samples;
+      const perBlock = oneshot
+        ? forwardSeconds(probe.block, n, probe.batch, 1.1)
+        : groupsPerBlock * forwardSeconds(probe.block, n, probe.batch, 1.1) + forwardSeconds(probe.block, n, probe.batch);
+      calibrateSeconds = forwardSeconds(probe.prelude, n, probe.batch) + L * perBlock;
+      const onePass = forwardSeconds(probe.prelude, evalWindows, probe.batch) + L * forwardSeconds(probe.block, evalWindows, probe.batch) + forwardSeconds(probe.tail, evalWindows, probe.batch);
+      evaluateSeconds = evaluations * onePass;
+      windowSeconds = (probe.prelude.run + L * probe.block.run + probe.tail.run) / probe.batch;
+      notes.push(
+        `probe on ${probe.executionProvider}: block forward ${(probe.block.run * 1000).toFixed(0)} ms per batch of ${probe.batch} × ${seqlen} tokens (+ ${((probe.block.session + probe.block.warmup) * 1000).toFixed(0)} ms per session), tail ${(probe.tail.run * 1000).toFixed(0)} ms`,
+      );
+    } else {
+      // No probe: about 30 GFLOP/s for the forwards (2 flops per weight per token).
+      windowSeconds = (2 * (loaded.weightBytes / 4) * seqlen) / 30e9;
+      calibrateSeconds = (oneshot ? 1 : groupsPerBlock + 1) * options.samples * windowSeconds;
+      evaluateSeconds = evaluations * evalWindows * windowSeconds;
+    }
+    if (pre.probe !== false) {
+      const core = await probeCore(layers, recipes, options, pre.threads);
+      compressSeconds = recipes.reduce((t, recipe) => t + layers.reduce((s, l) => s + core.get(`${recipe} ${l.outFeatures}x${l.inFeatures}`)!, 0), 0);
+      const shapes = [...new Set(layers.map((l) => `${l.outFeatures}×${l.inFeatures}`))];
+      notes.push(`core probe: ${recipes.join(', ')} on ${shapes.join(', ')} at 16 and 64 rows, scaled to the full row counts`);
+    } else {
+      compressSeconds = recipes.reduce((t, recipe) => t + layers.reduce((s, l) => s + coreSecondsEstimate(l.outFeatures, l.inFeatures, recipe), 0), 0);
+    }
+    // Reading and writing: about 500 MB/s in, two models out at about 300 MB/s.
+    const loadSeconds = 0.5 + modelBytes / 500e6;
+    const writeSeconds = 0.2 + (2 * modelBytes) / 300e6;
+    const seconds = loadSeconds + calibrateSeconds + compressSeconds + writeSeconds + evaluateSeconds;
+    const passes = oneshot ? 1 : groupsPerBlock + 1;
     // OBR_AVAILABLE_MEMORY (bytes) caps what the job may assume is free (shared machines, tests).
     const cap = Number(process.env.OBR_AVAILABLE_MEMORY);
     const availableBytes = Number.isFinite(cap) && cap > 0 ? Math.min(cap, freemem()) : freemem();
@@ -129,12 +169,19 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       availableBytes,
       totalBytes: totalmem(),
       fits: peakBytes <= availableBytes,
-      forwardSeconds,
-      breakdown: { calibrateSeconds, compressSeconds, evaluateSeconds, hessianBytes, modelBytes },
+      forwardSeconds: windowSeconds,
+      breakdown: { loadSeconds, calibrateSeconds, compressSeconds, writeSeconds, evaluateSeconds, hessianBytes, modelBytes },
     };
   } finally {
     await loaded.close();
   }
+}
+
+/** The pre-flight's seconds per stage, stored in the report (report.estimate) beside the actual timings. */
+export function stageEstimate(pre: Preflight): Record<string, number> {
+  const b = pre.breakdown;
+  const r = (x: number) => Math.round(x * 1000) / 1000;
+  return { load: r(b.loadSeconds), calibrate: r(b.calibrateSeconds), compress: r(b.compressSeconds), write: r(b.writeSeconds), evaluate: r(b.evaluateSeconds), total: r(pre.seconds) };
 }
 
 export function formatBytes(n: number): string {

@@ -76,5 +76,7 @@ export interface CompressionReport {
   /** Perplexity with only one layer compressed, per layer name. */
   sensitivity?: Array<{ name: string; perplexity: number }>;
   timings: Record<string, number>;
+  /** The pre-flight estimate of the same stages (seconds), when the job had one: compare with `timings`. */
+  estimate?: Record<string, number>;
   warnings: string[];
 }

@@ -2,7 +2,7 @@
 // src/onnx by the worker goes through here, so the request handlers stay small.
 import type { PipelineHooks } from '../pipeline/api';
 import { runCompression as runPipeline } from '../pipeline/compress';
-import { estimateCompression as estimatePipeline } from '../pipeline/preflight';
+import { estimateCompression as estimatePipeline, stageEstimate } from '../pipeline/preflight';
 import { computeSensitivity as sensitivityOf } from '../pipeline/sensitivity';
 import { findLinearLayers as findInProto } from '../onnx/linear';
 import { loadModel, type LoadedModel } from '../onnx/load';
@@ -13,8 +13,13 @@ import type { CompressionEstimate, JobSettings } from '../protocol/worker';
 
 export { loadModel, type LoadedModel };
 
+/** The last pre-flight per model and options, so the job's report can store it beside its timings. */
+const lastEstimate = new Map<string, Record<string, number>>();
+const estimateKey = (modelPath: string, options: CompressOptions) => `${modelPath}\n${JSON.stringify(options)}`;
+
 export function runCompression(modelPath: string, options: CompressOptions, hooks: PipelineHooks, job: JobSettings = {}): Promise<CompressionReport> {
   return runPipeline(modelPath, options, hooks, {
+    estimate: lastEstimate.get(estimateKey(modelPath, options)),
     evalText: job.evaluate === false ? null : undefined,
     evalWindows: job.evalWindows && job.evalWindows > 0 ? job.evalWindows : undefined,
     sensitivity: job.sensitivity,
@@ -25,7 +30,9 @@ export function runCompression(modelPath: string, options: CompressOptions, hook
 
 /** The pipeline's pre-flight estimate (memory, disk, time on this machine). */
 export async function estimateCompression(modelPath: string, options: CompressOptions, job: JobSettings = {}): Promise<CompressionEstimate | undefined> {
-  return estimatePipeline(modelPath, options, { evalWindows: job.evalWindows, baselines: job.baselines });
+  const pre = await estimatePipeline(modelPath, options, { evalWindows: job.evalWindows, baselines: job.baselines, evaluate: job.evaluate !== false });
+  lastEstimate.set(estimateKey(modelPath, options), stageEstimate(pre));
+  return pre;
 }
 
 export function findLinearLayers(model: LoadedModel): LinearLayer[] {

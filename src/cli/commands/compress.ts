@@ -7,7 +7,7 @@ import { isAbort } from '../../pipeline/cancel';
 import { checkOutputFolder, JobLock } from '../../pipeline/lock';
 import { outputPaths } from '../../pipeline/outputs';
 import { runCompression, type PipelineOptions } from '../../pipeline/compress';
-import { estimateCompression, formatBytes, formatSeconds, type Preflight } from '../../pipeline/preflight';
+import { estimateCompression, formatBytes, formatSeconds, stageEstimate, type Preflight } from '../../pipeline/preflight';
 import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, RECIPES, isRecipe, parseRecipeList, parseSparsity, type CompressOptions } from '../../protocol/recipes';
 import type { CompressionReport } from '../../protocol/report';
 import type { ProgressEvent } from '../../protocol/worker';
@@ -199,7 +199,8 @@ export async function runCompressCli(
   await loadTokenizer(model);
   if (options.calibText) await readText(options.calibText);
   if (extra.evalText) await readText(extra.evalText);
-  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, batch: extra.batch });
+  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, batch: extra.batch, evaluate: extra.evalText !== null, evalText: extra.evalText ?? undefined, threads: extra.threads });
+  extra = { ...extra, estimate: stageEstimate(pre) };
   printPreflight(pre);
   if (!pre.fits && !cli.yes) {
     console.error(
@@ -248,7 +249,7 @@ export function printPreflight(pre: Preflight): void {
     `pre-flight: ${pre.layers} layers, ${(pre.params / 1e6).toFixed(2)} M parameters; ` +
       `peak memory ≈ ${formatBytes(pre.peakBytes)} (available ${formatBytes(pre.availableBytes)}), ` +
       `disk ≈ ${formatBytes(pre.outputBytes ?? 0)}, time ≈ ${formatSeconds(pre.seconds)} ` +
-      `(calibrate ${formatSeconds(pre.breakdown.calibrateSeconds)}, compress ${formatSeconds(pre.breakdown.compressSeconds)}, evaluate ${formatSeconds(pre.breakdown.evaluateSeconds)})`,
+      `(load ${formatSeconds(pre.breakdown.loadSeconds)}, calibrate ${formatSeconds(pre.breakdown.calibrateSeconds)}, compress ${formatSeconds(pre.breakdown.compressSeconds)}, write ${formatSeconds(pre.breakdown.writeSeconds)}, evaluate ${formatSeconds(pre.breakdown.evaluateSeconds)})`,
   );
   for (const n of pre.notes) console.error(`  ${n}`);
 }
@@ -282,6 +283,11 @@ export function formatResult(r: CompressionReport, note?: string): string {
   const t = r.timings;
   const parts = ['load', 'rotate', 'calibrate', 'compress', 'baselines', 'write', 'evaluate', 'sensitivity'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k]!.toFixed(1)}`);
   lines.push(`time: ${t.total?.toFixed(1)} s (${parts.join(', ')}); execution provider: ${r.executionProvider.used}`);
+  if (r.estimate) {
+    const e = r.estimate;
+    const est = ['calibrate', 'compress', 'evaluate'].filter((k) => e[k] !== undefined && t[k] !== undefined).map((k) => `${k} ${e[k]!.toFixed(1)}/${t[k]!.toFixed(1)}`);
+    lines.push(`pre-flight estimate/actual s: total ${e.total?.toFixed(1)}/${t.total?.toFixed(1)}${est.length ? `, ${est.join(', ')}` : ''}`);
+  }
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');
 }

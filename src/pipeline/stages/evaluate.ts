@@ -1,5 +1,7 @@
 // Stage 5, evaluate: perplexity of the dense and the compressed (simulated) model on the same
-// held-out windows, of each baseline's model, and optionally per-layer sensitivity.
+// held-out windows, of each baseline's model, and optionally per-layer sensitivity. Perplexity
+// streams through the blocks like calibration (one block subgraph per session, cached hidden
+// states, spilled beyond the activation budget).
 import path from 'node:path';
 import type { ModelProto } from '../../onnx/proto';
 import { replaceLayerWeights } from '../../onnx/weights';
@@ -7,8 +9,8 @@ import type { RecipeName } from '../../protocol/recipes';
 import type { CompressionReport, PerplexityResult } from '../../protocol/report';
 import { evaluationWindows } from '../../runtime/text';
 import { throwIfAborted } from '../cancel';
-import { defaultBatch, openForPerplexity, perplexityOf } from '../evaluate';
-import { noteExecutionProvider, type Job } from '../job';
+import { defaultBatch, openForPerplexity, perplexityOf, streamedPerplexity } from '../evaluate';
+import { DEFAULT_ACTIVATION_CACHE_MIB, noteExecutionProvider, type Job } from '../job';
 import { DEFAULT_SENSITIVITY_WINDOWS, layerSensitivity } from '../sensitivity';
 import { withFakeQuant } from '../transforms';
 import type { CompressedJob } from './calibrate';
@@ -31,23 +33,35 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
   if (!evalWin || !evalText) return { perplexity, baselinePerplexity };
   const batch = extra.batch ?? defaultBatch(seqlen);
   const eps = options.executionProviders;
+  const streamed = (extra.calibrationForwards ?? 'stream') === 'stream';
   let t = performance.now();
   const total = evalWin.count * (2 + baselines.length);
   const evaluate = async (model: ModelProto, offset: number, label: string, stage: 'evaluate' | 'baseline' = 'evaluate'): Promise<PerplexityResult> => {
     const t0 = performance.now();
     job.progress.report(stage, offset, total, `perplexity ${label} 0/${evalWin.count}`, 0.78 + 0.2 * (offset / total), true);
-    const lm = await openForPerplexity(model, eps);
-    noteExecutionProvider(job, lm.executionProvider);
-    try {
-      const r = await perplexityOf(lm, evalWin, {
+    const onWindow = (done: number) => job.progress.report(stage, offset + done, total, `perplexity ${label} ${done}/${evalWin.count}`, 0.78 + 0.2 * ((offset + done) / total));
+    let r: { nll: number; perplexity: number; tokens: number };
+    if (streamed) {
+      // Block by block on cached hidden states: one block's weights in a session at a time.
+      r = await streamedPerplexity(model, evalWin, {
+        executionProviders: eps,
         batch,
         signal,
-        onWindow: (done) => job.progress.report(stage, offset + done, total, `perplexity ${label} ${done}/${evalWin.count}`, 0.78 + 0.2 * ((offset + done) / total)),
+        spill: { budgetBytes: (extra.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB) * 2 ** 20, spillDir: path.join(job.paths.partialDir, 'activations-eval') },
+        onProgress: (f) => onWindow(Math.floor(f * evalWin.count)),
+        onExecutionProvider: (ep) => noteExecutionProvider(job, ep),
+        log: (m) => job.log('info', m),
       });
-      return { ...r, windows: evalWin.count, seqlen, text: evalText.path, seconds: (performance.now() - t0) / 1000 };
-    } finally {
-      await lm.release();
+    } else {
+      const lm = await openForPerplexity(model, eps);
+      noteExecutionProvider(job, lm.executionProvider);
+      try {
+        r = await perplexityOf(lm, evalWin, { batch, signal, onWindow });
+      } finally {
+        await lm.release();
+      }
     }
+    return { ...r, windows: evalWin.count, seqlen, text: evalText.path, seconds: (performance.now() - t0) / 1000 };
   };
   perplexity.dense = await evaluate(rot.sourceProto, 0, 'dense');
   perplexity.compressed = await evaluate(written.simulated, evalWin.count, 'compressed');

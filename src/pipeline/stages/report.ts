@@ -58,6 +58,7 @@ export async function reportStage(
       : {}),
     sensitivity: evaluated.sensitivity,
     timings,
+    ...(extra.estimate ? { estimate: extra.estimate } : {}),
     warnings: job.warnings,
   };
   await atomicWrite(staged(paths, paths.report), JSON.stringify(report, null, 1) + '\n');

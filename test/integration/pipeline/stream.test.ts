@@ -12,7 +12,7 @@ import { AbortError } from '../../../src/pipeline/cancel';
 import { runCompression, type PipelineOptions } from '../../../src/pipeline/compress';
 import type { CapturedStats } from '../../../src/pipeline/capture';
 import type { CompressOptions } from '../../../src/protocol/recipes';
-import { quickOptions, ROOT, tempDir, TINY } from './fixtures';
+import { quickOptions, ROOT, shortText, tempDir, TINY } from './fixtures';
 
 const SMALL = path.join(ROOT, 'media', 'models', 'small', 'model.onnx');
 const SMALL_FP16 = path.join(ROOT, 'media', 'models', 'small', 'model.fp16.onnx');
@@ -165,4 +165,19 @@ test('cancel during streamed calibration (spilling) removes the spill files; res
   }
   await sim.close();
   assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('.')), [], 'working folder and lock removed');
+});
+
+test('perplexity streamed through the blocks = the whole model in one session (dense, and W4A4KV4 simulated with fake-quant nodes)', { timeout: 300_000 }, async () => {
+  const dir = tempDir();
+  const evalText = shortText(dir, 'sotu-test.txt', 20_000);
+  const over = { recipe: 'obr-gptq' as const };
+  const logs: string[] = [];
+  const a = await runCompression(TINY, quickOptions(dir, { ...over, outDir: path.join(dir, 'a') }), { log: (_, m) => logs.push(m) }, { evalText, evalWindows: 6, batch: 4, onlyBlocks: [0], activationCacheMiB: 0 });
+  assert.ok(!logs.some((m) => /runs the whole model/.test(m)), `both models were cut into blocks: ${logs.join('; ')}`);
+  const b = await runCompression(TINY, quickOptions(dir, { ...over, outDir: path.join(dir, 'b') }), {}, { evalText, evalWindows: 6, batch: 4, onlyBlocks: [0], calibrationForwards: 'whole-model' });
+  for (const k of ['dense', 'compressed'] as const) {
+    assert.equal(a.perplexity[k]!.windows, 6);
+    assert.equal(a.perplexity[k]!.nll, b.perplexity[k]!.nll, `${k}: streamed NLL ${a.perplexity[k]!.nll} vs whole ${b.perplexity[k]!.nll}`);
+  }
+  assert.ok(a.perplexity.compressed!.perplexity > a.perplexity.dense!.perplexity);
 });

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pruneMask, prunedPerRow, wandaScores } from '../../../src/core/mask';
-import { quantizeRows, quantizeRowsAsymmetric, quantizeRowsGrouped, roundHalfEven, symmetricCode, symmetricRowScales } from '../../../src/core/quantize';
+import { fitGroupGrid, quantizeGroups, quantizeRows, quantizeRowsGrouped, roundHalfEven, symmetricCode, symmetricRowScales } from '../../../src/core/quantize';
 import { seededNormal } from '../../../src/core/random';
 import { refQ } from './reference';
 
@@ -50,15 +50,16 @@ test('MSE clip search picks the exact argmin of Σ|Q(w)−w|^2.4 over p ∈ {1.0
   assert.ok(z[0] > 0);
 });
 
-test('asymmetric and grouped baselines stay on their grids', () => {
+test('asymmetric (min/max, no search) and grouped baselines stay on their grids', () => {
   const g = seededNormal(6);
   const w = Float64Array.from({ length: 4 * 64 }, () => g());
-  const a = quantizeRowsAsymmetric(w, 4, 64, 4);
+  const grid = fitGroupGrid(w, 4, 64, 4, { groupSize: 0, asymmetric: true }, { mse: false });
+  const a = quantizeGroups(w, 4, 64, grid, 4);
   for (let i = 0; i < w.length; i++) {
     const r = Math.floor(i / 64);
-    const q = a.weight[i] / a.scales[r] + a.zeros[r];
-    assert.ok(Math.abs(q - Math.round(q)) < 1e-9 && q > -1e-9 && q < 15 + 1e-9);
-    assert.ok(Math.abs(a.weight[i] - w[i]) <= a.scales[r] + 1e-12);
+    const q = a[i] / grid.scales[r] + grid.zeros![r];
+    assert.ok(Math.abs(q - Math.round(q)) < 1e-9 && q > -8 - 1e-9 && q < 7 + 1e-9);
+    assert.ok(Math.abs(a[i] - w[i]) <= grid.scales[r] + 1e-12);
   }
   const gq = quantizeRowsGrouped(w, 4, 64, 4, 16);
   assert.equal(gq.scales.length, 16);
