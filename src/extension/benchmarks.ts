@@ -67,6 +67,8 @@ function settingsSpec(modelUri: vscode.Uri): Partial<BenchSpec> {
     wbits: [c.get<number>('weightBits', DEFAULT_BENCH_SPEC.wbits[0] ?? 4)],
     abits: c.get<number>('activationBits', DEFAULT_BENCH_SPEC.abits),
     kvbits: c.get<number>('kvCacheBits', DEFAULT_BENCH_SPEC.kvbits),
+    groupSize: c.get<number>('groupSize', 0),
+    asymmetric: c.get<boolean>('asymmetric', false) === true,
   };
 }
 

@@ -52,7 +52,8 @@ function baselineNote(o: CompressOptions, job: JobSettings): string {
 }
 
 function bitsTag(o: CompressOptions): string {
-  return `W${o.wbits}${o.abits < 16 ? `A${o.abits}` : ''}${o.kvbits < 16 ? `KV${o.kvbits}` : ''}`;
+  const grid = o.groupSize > 0 ? ` g${o.groupSize}${o.asymmetric ? ' asym' : ''}` : o.asymmetric ? ' asym' : '';
+  return `W${o.wbits}${o.abits < 16 ? `A${o.abits}` : ''}${o.kvbits < 16 ? `KV${o.kvbits}` : ''}${grid}`;
 }
 
 class Job implements JobHandle {

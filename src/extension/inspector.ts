@@ -308,6 +308,10 @@ export class InspectorPanel implements vscode.Disposable {
           gridCols: request.gridCols,
           wbits: layer?.wbits ?? 4,
           rowScales: layer?.rowScales,
+          rowZeros: layer?.rowZeros,
+          groupSize: layer?.groupSize ?? 0,
+          asymmetric: layer?.asymmetric ?? false,
+          packedPath: reportRelative(this.reportPath, report.outputs.packed),
           sparsity: sparsityText(report),
         });
         return { kind: 'layerDetail', detail };

@@ -38,6 +38,9 @@ export function readCompressOptions(recipe: RecipeName, modelUri: vscode.Uri): C
     recipe,
     sparsity: parseSparsity(c.get<string>('sparsity', '0.5')),
     wbits: c.get<number>('weightBits', DEFAULT_OPTIONS.wbits),
+    // A value outside GROUP_SIZES (edited settings.json) is refused by the pipeline's validation.
+    groupSize: c.get<number>('groupSize', DEFAULT_OPTIONS.groupSize),
+    asymmetric: c.get<boolean>('asymmetric', DEFAULT_OPTIONS.asymmetric) === true,
     abits: c.get<number>('activationBits', DEFAULT_OPTIONS.abits),
     kvbits: c.get<number>('kvCacheBits', DEFAULT_OPTIONS.kvbits),
     alpha: c.get<number>('alpha', DEFAULT_OPTIONS.alpha),

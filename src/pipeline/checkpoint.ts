@@ -14,8 +14,11 @@ export interface LayerState {
   report: LayerReport;
   /** Compressed fake-quant weight, [out, in] row-major. */
   weight: Float64Array;
+  /** rows×groups row-major (groups = 1 per row): the core's LayerResult.scales. */
   scales: Float64Array;
   codes: Int8Array;
+  /** rows×groups zero points (signed, as the codes), present iff the job is asymmetric. */
+  zeros?: Float64Array;
   /** The same layer compressed with each baseline recipe of the job (same Hessian). */
   baselines?: BaselineLayer[];
 }
@@ -35,7 +38,8 @@ interface Manifest {
 }
 
 interface BlockIndex {
-  layers: Array<{ report: LayerReport; rows: number; cols: number; file: string; baselines?: Array<{ recipe: RecipeName; loss: LayerLoss }> }>;
+  /** groups: scales per row (absent = 1, per-row scales); zeros: the file holds zero points. */
+  layers: Array<{ report: LayerReport; rows: number; cols: number; groups?: number; zeros?: boolean; file: string; baselines?: Array<{ recipe: RecipeName; loss: LayerLoss }> }>;
 }
 
 export class Checkpoint {
@@ -88,16 +92,25 @@ export class Checkpoint {
       const l = layers[i]!;
       const file = `block-${safe}-${i}.bin`;
       const { rows, cols } = l.report;
-      // Layout: weight f64[rows·cols] | scales f64[rows] | codes i8[rows·cols] | per baseline f32[rows·cols]
-      const base = rows * cols * 8 + rows * 8 + rows * cols;
+      const groups = l.scales.length / rows;
+      if (!Number.isInteger(groups) || groups < 1 || (l.zeros && l.zeros.length !== l.scales.length)) {
+        throw new Error(`internal: layer ${l.report.name} has ${l.scales.length} scales and ${l.zeros?.length ?? 0} zero points for ${rows} rows`);
+      }
+      // Layout: weight f64[rows·cols] | scales f64[rows·groups] | codes i8[rows·cols]
+      //         | zeros f64[rows·groups] (asymmetric only) | per baseline f32[rows·cols]
+      const scalesAt = rows * cols * 8;
+      const codesAt = scalesAt + rows * groups * 8;
+      const zerosAt = codesAt + rows * cols;
+      const base = zerosAt + (l.zeros ? rows * groups * 8 : 0);
       const baselines = l.baselines ?? [];
       const buf = Buffer.alloc(base + baselines.length * rows * cols * 4);
       Buffer.from(l.weight.buffer, l.weight.byteOffset, l.weight.byteLength).copy(buf, 0);
-      Buffer.from(l.scales.buffer, l.scales.byteOffset, l.scales.byteLength).copy(buf, rows * cols * 8);
-      Buffer.from(l.codes.buffer, l.codes.byteOffset, l.codes.byteLength).copy(buf, rows * cols * 8 + rows * 8);
+      Buffer.from(l.scales.buffer, l.scales.byteOffset, l.scales.byteLength).copy(buf, scalesAt);
+      Buffer.from(l.codes.buffer, l.codes.byteOffset, l.codes.byteLength).copy(buf, codesAt);
+      if (l.zeros) Buffer.from(l.zeros.buffer, l.zeros.byteOffset, l.zeros.byteLength).copy(buf, zerosAt);
       baselines.forEach((b, k) => Buffer.from(b.weight.buffer, b.weight.byteOffset, b.weight.byteLength).copy(buf, base + k * rows * cols * 4));
       await atomicWrite(path.join(this.dir, file), buf);
-      index.layers.push({ report: l.report, rows, cols, file, ...(baselines.length ? { baselines: baselines.map((b) => ({ recipe: b.recipe, loss: b.loss })) } : {}) });
+      index.layers.push({ report: l.report, rows, cols, ...(groups > 1 ? { groups } : {}), ...(l.zeros ? { zeros: true } : {}), file, ...(baselines.length ? { baselines: baselines.map((b) => ({ recipe: b.recipe, loss: b.loss })) } : {}) });
     }
     await atomicWrite(path.join(this.dir, `block-${safe}.json`), JSON.stringify(index));
     this.manifest = { ...this.manifest, blocks: [...this.manifest.blocks, block] };
@@ -114,17 +127,26 @@ export class Checkpoint {
       // Copy into fresh, aligned buffers.
       const weight = new Float64Array(n);
       new Uint8Array(weight.buffer).set(buf.subarray(0, n * 8));
-      const scales = new Float64Array(e.rows);
-      new Uint8Array(scales.buffer).set(buf.subarray(n * 8, n * 8 + e.rows * 8));
+      const ng = e.rows * (e.groups ?? 1);
+      const scalesAt = n * 8;
+      const codesAt = scalesAt + ng * 8;
+      const zerosAt = codesAt + n;
+      const scales = new Float64Array(ng);
+      new Uint8Array(scales.buffer).set(buf.subarray(scalesAt, codesAt));
       const codes = new Int8Array(n);
-      new Uint8Array(codes.buffer).set(buf.subarray(n * 8 + e.rows * 8, n * 8 + e.rows * 8 + n));
-      const base = n * 8 + e.rows * 8 + n;
+      new Uint8Array(codes.buffer).set(buf.subarray(codesAt, zerosAt));
+      let zeros: Float64Array | undefined;
+      if (e.zeros) {
+        zeros = new Float64Array(ng);
+        new Uint8Array(zeros.buffer).set(buf.subarray(zerosAt, zerosAt + ng * 8));
+      }
+      const base = zerosAt + (zeros ? ng * 8 : 0);
       const baselines = (e.baselines ?? []).map((b, k): BaselineLayer => {
         const w = new Float32Array(n);
         new Uint8Array(w.buffer).set(buf.subarray(base + k * n * 4, base + (k + 1) * n * 4));
         return { recipe: b.recipe, loss: b.loss, weight: w };
       });
-      out.push({ report: e.report, weight, scales, codes, ...(baselines.length ? { baselines } : {}) });
+      out.push({ report: e.report, weight, scales, codes, ...(zeros ? { zeros } : {}), ...(baselines.length ? { baselines } : {}) });
     }
     return out;
   }

@@ -13,7 +13,7 @@ import { mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { LoadedModel } from '../onnx/load';
 import type { LinearLayer } from '../onnx/types';
-import { isRecipe, OptionError, RECIPES, type CompressOptions, type RecipeName } from '../protocol/recipes';
+import { isRecipe, OptionError, RECIPES, validateGroupSize, type CompressOptions, type RecipeName } from '../protocol/recipes';
 import type { CompressionReport } from '../protocol/report';
 import type { PipelineHooks } from './api';
 import { AbortError, isAbort, throwIfAborted } from './cancel';
@@ -30,7 +30,7 @@ import { rotateStage } from './stages/rotate';
 import { writeStage } from './stages/write';
 import { COMPRESSED_ROLES, WorkingModel } from './working';
 
-export { TOOL_VERSION, type PipelineOptions } from './job';
+export { checkGroupSizeFits, TOOL_VERSION, type PipelineOptions } from './job';
 export { groupLabel, planBlocks } from './stages/calibrate';
 export { sha256File } from './stages/load';
 
@@ -48,6 +48,8 @@ export function validateOptions(o: CompressOptions): void {
   if (s.kind === 'unstructured' && !(s.ratio > 0 && s.ratio < 1)) throw new OptionError(`sparsity must be in [0, 1) (got ${s.ratio})`);
   if (s.kind === 'nm' && !(Number.isInteger(s.n) && Number.isInteger(s.m) && s.n >= 1 && s.n < s.m)) throw new OptionError(`N:M sparsity needs 1 ≤ N < M (got ${s.n}:${s.m})`);
   if (o.calibrationMode !== 'sequential' && o.calibrationMode !== 'oneshot') throw new OptionError(`calibration mode must be sequential or oneshot (got ${String(o.calibrationMode)})`);
+  validateGroupSize(o.groupSize);
+  if (typeof o.asymmetric !== 'boolean') throw new OptionError(`asymmetric must be true or false (got ${String(o.asymmetric)})`);
 }
 
 /**

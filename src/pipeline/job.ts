@@ -2,7 +2,7 @@
 // calibrate ⇄ compress → write → evaluate → report): the options, hooks, progress, warnings,
 // timings and output paths. Each stage reads what it needs from here and from the previous
 // stage's result, and returns its own result.
-import { formatSparsity, recipePrunes, type CompressOptions, type RecipeName, type Sparsity } from '../protocol/recipes';
+import { formatSparsity, recipePrunes, validateGroupSize, type CompressOptions, type RecipeName, type Sparsity } from '../protocol/recipes';
 import type { CompressionReport } from '../protocol/report';
 import type { AttentionGeometry } from '../onnx/types';
 import { describeProviders } from '../runtime/providers';
@@ -110,6 +110,8 @@ export function numericOptions(o: CompressOptions, seqlen: number): Record<strin
     recipe: o.recipe,
     sparsity: formatSparsity(effectiveSparsity(o)),
     wbits: o.wbits,
+    groupSize: o.groupSize,
+    asymmetric: o.asymmetric,
     abits: o.abits,
     kvbits: o.kvbits,
     alpha: o.alpha,
@@ -119,6 +121,16 @@ export function numericOptions(o: CompressOptions, seqlen: number): Record<strin
     seed: o.seed,
     calibrationMode: o.calibrationMode,
   };
+}
+
+/**
+ * Refuses a group size larger than the input width of a layer the job compresses (OptionError,
+ * CLI exit 2, naming the sizes that fit). Called after loading, before any work.
+ */
+export function checkGroupSizeFits(groupSize: number, layers: ReadonlyArray<{ name: string; inFeatures: number }>): void {
+  if (groupSize === 0 || layers.length === 0) return;
+  const narrowest = layers.reduce((m, l) => (l.inFeatures < m.inFeatures ? l : m));
+  validateGroupSize(groupSize, narrowest.inFeatures, `layer ${narrowest.name}`);
 }
 
 export function round6(x: number): number {

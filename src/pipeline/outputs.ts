@@ -3,14 +3,14 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { recipePrunes, sparsityTag, type CompressOptions, type Sparsity } from '../protocol/recipes';
+import { groupTag, recipePrunes, sparsityTag, type CompressOptions, type Sparsity } from '../protocol/recipes';
 
 export interface OutputPaths {
   /** Folder the outputs go to. */
   dir: string;
   /** Source model's file name without `.onnx`. */
   base: string;
-  /** e.g. `obr-gptq-w4a4kv4-s50`. */
+  /** e.g. `obr-gptq-w4a4kv4-s50`, `obr-gptq-w4a4kv4-s50-g128a` (groups of 128, asymmetric). */
   tag: string;
   simulated: string;
   packed: string;
@@ -31,14 +31,16 @@ export function outputPaths(modelPath: string, options: CompressOptions): Output
   const dir = path.resolve(options.outDir ?? path.dirname(src));
   const base = path.basename(src).replace(/\.onnx$/i, '');
   const s = sparsityTag(effectiveSparsity(options));
-  const tag = `${options.recipe}-w${options.wbits}a${options.abits}kv${options.kvbits}-${s}`;
+  // Per-row symmetric (the default) keeps the historical names: the group tag is empty.
+  const g = groupTag(options.groupSize, options.asymmetric);
+  const tag = `${options.recipe}-w${options.wbits}a${options.abits}kv${options.kvbits}-${s}${g}`;
   const partialDir = path.join(dir, `.${base}.obr-partial`);
   return {
     dir,
     base,
     tag,
     simulated: path.join(dir, `${base}.${tag}.onnx`),
-    packed: path.join(dir, `${base}.${options.recipe}-w${options.wbits}-${s}.packed.onnx`),
+    packed: path.join(dir, `${base}.${options.recipe}-w${options.wbits}-${s}${g}.packed.onnx`),
     report: path.join(dir, `${base}.${tag}.report.json`),
     partialDir,
     stagingDir: path.join(partialDir, 'out'),

@@ -11,7 +11,7 @@ import { resolveBaselines } from './compress';
 import type { CompressionEstimate } from '../protocol/worker';
 import { checkSeqlen, contextLength, defaultBatch } from './evaluate';
 import { COMPRESSED_ROLES } from './working';
-import { planBlocks } from './compress';
+import { checkGroupSizeFits, planBlocks } from './compress';
 import { forwardSeconds, probeCore, probeForward } from './probe';
 import { BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
 import { readText } from '../runtime/text';
@@ -60,6 +60,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     refuseQuantized(loaded.model);
     const all = findLinearLayers(loaded.model);
     const layers = all.filter((l) => l.block !== null && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
+    checkGroupSizeFits(options.groupSize, layers); // a group wider than a layer: refuse before any work
     const params = layers.reduce((s, l) => s + l.inFeatures * l.outFeatures, 0);
     const seqlen = options.seqlen ?? contextLength(modelPath);
     checkSeqlen(loaded.model, modelPath, seqlen);
@@ -93,9 +94,10 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     const peakBytes = Math.round(4 * loaded.weightBytes + loaded.fileBytes + hessianBytes + coreBytes + activationBytes + baselineBytes + 150 * 2 ** 20);
 
     // Disk: the simulated model has the source's size; the packed one stores 4-bit codes plus
-    // per-row scales for the compressed layers and everything else as is.
+    // a scale (and zero point) per row or per group for the compressed layers, everything else as is.
     const layerBytes = layers.reduce((s, l) => s + l.inFeatures * l.outFeatures * (l.dtype === 'float32' ? 4 : 2), 0);
-    const outputBytes = Math.round(2 * loaded.fileBytes + loaded.weightBytes + (loaded.weightBytes - layerBytes) + (params * options.wbits) / 8 + layers.reduce((s, l) => s + l.outFeatures * 4, 0));
+    const scaleBytes = layers.reduce((s, l) => s + l.outFeatures * (options.groupSize > 0 ? Math.ceil(l.inFeatures / options.groupSize) : 1) * 4.5, 0);
+    const outputBytes = Math.round(2 * loaded.fileBytes + loaded.weightBytes + (loaded.weightBytes - layerBytes) + (params * options.wbits) / 8 + scaleBytes);
 
     // Time, per stage, from probes on this machine (src/pipeline/probe.ts).
     const notes: string[] = [];

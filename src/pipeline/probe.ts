@@ -158,7 +158,7 @@ export async function probeCore(
         const t0 = performance.now();
         await compressLayer(
           { weight, rows: r, cols, hessian, channelEnergy },
-          { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
+          { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
           { threads },
         );
         return (performance.now() - t0) / 1000;

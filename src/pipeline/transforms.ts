@@ -2,7 +2,7 @@
 // depend on their exact signatures: activation/KV fake quantization for the simulated model and
 // the packed 4-bit MatMulNBits export.
 import { addFakeQuant } from '../onnx/fakeQuant';
-import { packMatMulNBits, type QuantizedLayer } from '../onnx/packed';
+import { packMatMulNBits, type PackOptions, type QuantizedLayer } from '../onnx/packed';
 import type { ModelProto } from '../onnx/proto';
 import type { LinearLayer } from '../onnx/types';
 
@@ -10,8 +10,22 @@ export interface PackedLayer {
   layer: LinearLayer;
   /** rows×cols integer codes, [out, in] row-major. */
   codes: Int8Array;
-  /** Per-row scale. */
+  /** rows×groups scales (groups = 1 per row), row-major. */
   scales: Float64Array;
+  /** rows×groups signed zero points; absent = symmetric. */
+  zeros?: Float64Array;
+  /** Columns per scale; 0 = one scale per row. */
+  groupSize: number;
+}
+
+/** Storage of the packed layers: codes, scales and zero points (MatMulNBits' B, scales, zero_points). */
+export interface PackedSize {
+  /** Bytes of B + scales + zero points over the packed layers. */
+  layerBytes: number;
+  /** Weights packed. */
+  weights: number;
+  /** 8·layerBytes / weights: the bit width plus what the scales and zero points add. */
+  bitsPerWeight: number;
 }
 
 /** Simulated model: per-token activation and KV-cache fake quantization nodes (§1.8). */
@@ -20,13 +34,28 @@ export function withFakeQuant(model: ModelProto, opts: { abits: number; kvbits: 
   return { model: r.model, warnings: r.warnings };
 }
 
-/** Packed deployment model (MatMulNBits), or undefined with a reason when it can't be built. */
-export function packedModel(model: ModelProto, all: readonly LinearLayer[], layers: readonly PackedLayer[], wbits: number): { model?: ModelProto; warning?: string } {
+/**
+ * Packed deployment model (MatMulNBits), or undefined with a reason when it can't be built.
+ * With groups the MatMulNBits block is the group (one real scale and zero point per block); per
+ * row, the row's scale is repeated per block and the block size only sets the padding of K.
+ */
+export function packedModel(
+  model: ModelProto,
+  all: readonly LinearLayer[],
+  layers: readonly PackedLayer[],
+  wbits: number,
+): { model?: ModelProto; size?: PackedSize; warning?: string } {
   if (wbits !== 4 && wbits !== 8 && wbits !== 2) return { warning: `no packed model: MatMulNBits stores 2, 4 or 8-bit weights, not ${wbits}-bit` };
+  const groupSizes = new Set(layers.map((p) => p.groupSize));
+  if (groupSizes.size > 1) throw new Error(`internal: layers packed with different group sizes (${[...groupSizes].join(', ')})`);
+  const groupSize = layers[0]?.groupSize ?? 0;
   const quantized = new Map<string, QuantizedLayer>(
-    layers.map((p) => [p.layer.name, { codes: p.codes, scales: Float32Array.from(p.scales), bits: wbits }]),
+    layers.map((p) => [
+      p.layer.name,
+      { codes: p.codes, scales: Float32Array.from(p.scales), ...(p.zeros ? { zeros: p.zeros } : {}), groupSize: p.groupSize, bits: wbits },
+    ]),
   );
-  // The scale is per row, repeated per block: the block size only sets the padding of K.
-  const blockSize = layers.every((p) => p.layer.inFeatures % 128 === 0) ? 128 : 32;
-  return { model: packMatMulNBits(model, all, quantized, { blockSize }).model };
+  const blockSize = (groupSize > 0 ? groupSize : layers.every((p) => p.layer.inFeatures % 128 === 0) ? 128 : 32) as PackOptions['blockSize'];
+  const r = packMatMulNBits(model, all, quantized, { blockSize });
+  return { model: r.model, size: { layerBytes: r.packedBytes, weights: r.layers.reduce((n, l) => n + l.weights, 0), bitsPerWeight: Number((r.bytesPerWeight * 8).toFixed(4)) } };
 }

@@ -33,6 +33,9 @@ export interface BenchSpec {
   wbits: number[];
   /** Sparsity as on the command line: "0.5", "2:4", "4:8". */
   sparsity: string;
+  /** Weight group size (0 = one scale per row) and asymmetric grid, for every compression. Absent = 0 / false. */
+  groupSize?: number;
+  asymmetric?: boolean;
   /** Activation / KV-cache bits for the quality and speed suites (16 = off). */
   abits: number;
   kvbits: number;
@@ -236,6 +239,9 @@ export interface RuntimeResult {
   recipe: RecipeName;
   wbits: number;
   sparsity: string;
+  /** Weight group size of the packed model (0 = per row) and whether it has zero points. */
+  groupSize?: number;
+  asymmetric?: boolean;
   promptTokens: number;
   decodeTokens: number;
   dense: RuntimeVariant;

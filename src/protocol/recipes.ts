@@ -131,6 +131,15 @@ export function sparsityTag(s: Sparsity): string {
   }
 }
 
+/**
+ * Short tag for file names: "" per row and symmetric (today's names), "-g128" for groups of 128,
+ * an "a" suffix when asymmetric ("-g128a"; "-g0a" per row asymmetric).
+ */
+export function groupTag(groupSize: number, asymmetric: boolean): string {
+  if (groupSize === 0 && !asymmetric) return '';
+  return `-g${groupSize}${asymmetric ? 'a' : ''}`;
+}
+
 /** Execution providers in the default order of preference; filtered by platform at run time. */
 export const EXECUTION_PROVIDERS = ['cuda', 'dml', 'coreml', 'webgpu', 'cpu'] as const;
 export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number];
@@ -138,8 +147,15 @@ export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number];
 export interface CompressOptions {
   recipe: RecipeName;
   sparsity: Sparsity;
-  /** Weight bits (2–8), symmetric per output channel. */
+  /** Weight bits (2–8). */
   wbits: number;
+  /**
+   * Weight group size (GROUP_SIZES): 0 = one scale per output row (the paper's setting),
+   * otherwise one scale (and zero point) per `groupSize` consecutive input columns of a row.
+   */
+  groupSize: number;
+  /** Asymmetric weight grid: a zero point per group (per row when groupSize is 0). */
+  asymmetric: boolean;
   /** Activation bits; 16 disables activation quantization. */
   abits: number;
   /** KV-cache bits; 16 disables KV quantization. */
@@ -166,6 +182,8 @@ export const DEFAULT_OPTIONS: CompressOptions = {
   recipe: DEFAULT_RECIPE,
   sparsity: { kind: 'unstructured', ratio: 0.5 },
   wbits: 4,
+  groupSize: 0,
+  asymmetric: false,
   abits: 4,
   kvbits: 4,
   alpha: 0.5,

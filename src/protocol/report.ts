@@ -31,6 +31,10 @@ export interface LayerReport {
   /** Fraction of exact zeros in the compressed weight. */
   sparsity: number;
   wbits: number;
+  /** Columns per weight scale: 0 = one scale per output row. Absent in reports before groups (= 0). */
+  groupSize?: number;
+  /** Zero point per group (per row when groupSize is 0). Absent = symmetric. */
+  asymmetric?: boolean;
   loss: LayerLoss;
   seconds: number;
   /** Histogram of the integer codes −2^(b−1) … 2^(b−1)−1 of kept weights. */
@@ -40,6 +44,12 @@ export interface LayerReport {
    * weights this gives each row's codes (round(w / scale)) and the mask (w == 0).
    */
   rowScales?: number[];
+  /**
+   * Per-row zero points (signed integers, W ≈ scale·(code − zero)) of an asymmetric per-row job.
+   * With groups neither rowScales nor rowZeros is written: the per-group scales and zero points
+   * are in the packed model's MatMulNBits initializers.
+   */
+  rowZeros?: number[];
 }
 
 export interface PerplexityResult {
@@ -63,6 +73,11 @@ export interface CompressionReport {
   options: Record<string, unknown>;
   calibration: { text: string; sha256: string; samples: number; seqlen: number; tokens: number; mode: string };
   executionProvider: { used: string; tried: Array<{ name: string; error?: string; detail?: string }> };
+  /**
+   * Size of the packed model: the whole file(s) on disk, and the packed layers' storage (codes,
+   * scales and zero points) per weight. Absent when no packed model was written.
+   */
+  packedSize?: { fileBytes: number; layerBytes: number; weights: number; bitsPerWeight: number };
   layers: LayerReport[];
   perplexity: { dense?: PerplexityResult; compressed?: PerplexityResult };
   /**

@@ -89,12 +89,26 @@ export interface LayerDetail {
   rowDensity: Float32Array;
   /** Per input column: fraction of kept weights. */
   colDensity: Float32Array;
-  /** Per-row symmetric quantization scale (from the report, else max|w| / qmax). */
+  /**
+   * Per-row quantization scale (from the report, else max|w| / qmax); with groups, the largest
+   * group scale of each row.
+   */
   rowScales: Float32Array;
   /** The chosen row and its weight values (length cols). */
   row: number;
   rowValues: Float32Array;
   wbits: number;
+  /** Columns per scale group (0 = one scale per row) and whether each group has a zero point. */
+  groupSize: number;
+  asymmetric: boolean;
+  /** Where the scales come from: the packed model (groups), the report (per row), or estimated from max|w|. */
+  scaleSource: 'packed' | 'report' | 'estimated';
+  /**
+   * The chosen row's groups (one group per row when groupSize is 0): scale and zero point per
+   * group (W ≈ scale·(code − zero)), and counts of its kept weights per code, groups × 2^b
+   * row-major, code −2^(b−1) first; offGrid = kept weights not on their group's grid.
+   */
+  rowGroups: { scales: Float32Array; zeros?: Float32Array; codeCounts: Uint32Array; offGrid: number };
   /** N:M validity when the report's sparsity is N:M: per grid block, fraction of valid groups. */
   nm?: { n: number; m: number; validGroups: number; totalGroups: number; validGrid: Float32Array };
 }

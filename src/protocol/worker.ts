@@ -53,6 +53,13 @@ export interface LayerDetailRequest {
   wbits: number;
   /** Per-row scales from the report, when it has them. */
   rowScales?: number[];
+  /** Per-row zero points from the report (per-row asymmetric jobs). */
+  rowZeros?: number[];
+  /** The job's group size (0 = per row) and asymmetry, from the report. */
+  groupSize?: number;
+  asymmetric?: boolean;
+  /** The job's packed model: with groups, the per-group scales, zero points and codes are read from it. */
+  packedPath?: string;
   /** The report's sparsity, e.g. "0.5" or "2:4" (N:M validity is checked for the latter). */
   sparsity?: string;
 }

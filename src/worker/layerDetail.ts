@@ -19,7 +19,18 @@ export interface DetailOptions {
   gridCols: number;
   wbits: number;
   row?: number;
+  /** Per-row scales from the report (per-row jobs). */
   rowScales?: ArrayLike<number>;
+  /** Per-row zero points from the report (per-row asymmetric jobs). */
+  rowZeros?: ArrayLike<number>;
+  /** Columns per scale group of the job (0 or absent = one scale per row). */
+  groupSize?: number;
+  asymmetric?: boolean;
+  /**
+   * The job's quantization read from the packed model (MatMulNBits): scales and zero points
+   * rows×groups, signed codes rows×cols. Wins over rowScales/rowZeros when given.
+   */
+  quantization?: { scales: ArrayLike<number>; zeros?: ArrayLike<number>; codes?: Int8Array };
   /** N:M pattern to check ("prune n of every m consecutive columns of a row"). */
   nm?: { n: number; m: number };
 }
@@ -72,13 +83,36 @@ export function summarizeLayer(weight: LayerWeight, options: DetailOptions): Lay
   const colDensity = new Float32Array(cols);
   for (let c = 0; c < cols; c++) colDensity[c] = colKept[c]! / rows;
 
-  // Symmetric per-row grid: codes −2^(b−1) … 2^(b−1)−1, scale = max|w| / (2^(b−1) − 1) when the
-  // report does not carry the scales the compressor chose (which may clip).
+  // Grid: codes −2^(b−1) … 2^(b−1)−1, W ≈ scale·(code − zero). The scales come from the packed
+  // model (groups), the report (per row), else are estimated as max|w| / (2^(b−1) − 1) per group
+  // (the compressor's scales may clip, so an estimate is marked as such).
   const qmax = 2 ** (options.wbits - 1) - 1;
+  const groupSize = options.groupSize ?? 0;
+  const groups = groupSize > 0 ? Math.ceil(cols / groupSize) : 1;
+  const groupWidth = groupSize > 0 ? groupSize : cols;
+  const quant = options.quantization && options.quantization.scales.length === rows * groups ? options.quantization : undefined;
+  const reportScales = !quant && groups === 1 && options.rowScales && options.rowScales.length === rows ? options.rowScales : undefined;
+  const scaleSource: LayerDetail['scaleSource'] = quant ? 'packed' : reportScales ? 'report' : 'estimated';
+  /** Scale and zero point of group g of row r. */
+  const groupScale = (r: number, g: number): number => {
+    if (quant) return Number(quant.scales[r * groups + g]);
+    const given = reportScales ? Number(reportScales[r]) : NaN;
+    if (Number.isFinite(given) && given > 0) return given;
+    if (groups === 1) return absMax[r]! / qmax;
+    let amax = 0;
+    for (let c = g * groupWidth; c < Math.min(cols, (g + 1) * groupWidth); c++) amax = Math.max(amax, Math.abs(values[r * rs + c * cs]!));
+    return amax / qmax;
+  };
+  const groupZero = (r: number, g: number): number => {
+    if (quant) return quant.zeros ? Number(quant.zeros[r * groups + g]) : 0;
+    return reportScales && options.rowZeros && options.rowZeros.length === rows ? Number(options.rowZeros[r]) : 0;
+  };
+  // Per row: the row's scale, or with groups the largest group scale of the row.
   const rowScales = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
-    const given = options.rowScales && options.rowScales.length === rows ? Number(options.rowScales[r]) : NaN;
-    rowScales[r] = Number.isFinite(given) && given > 0 ? given : absMax[r]! / qmax;
+    let m = 0;
+    for (let g = 0; g < groups; g++) m = Math.max(m, groupScale(r, g));
+    rowScales[r] = m;
   }
 
   let row = options.row ?? -1;
@@ -88,6 +122,28 @@ export function summarizeLayer(weight: LayerWeight, options: DetailOptions): Lay
   }
   const rowValues = new Float32Array(cols);
   for (let c = 0; c < cols; c++) rowValues[c] = values[row * rs + c * cs]!;
+
+  // The chosen row's groups: scale, zero point, and the codes of its kept weights per group (the
+  // packed model's codes when given, else round(w / scale) + zero on the group's grid).
+  const levels = 2 ** options.wbits;
+  const qmin = -(levels / 2);
+  const gScales = new Float32Array(groups);
+  const gZeros = new Float32Array(groups);
+  const codeCounts = new Uint32Array(groups * levels);
+  let offGrid = 0;
+  for (let g = 0; g < groups; g++) {
+    const s = groupScale(row, g);
+    const z = groupZero(row, g);
+    gScales[g] = s;
+    gZeros[g] = z;
+    for (let c = g * groupWidth; c < Math.min(cols, (g + 1) * groupWidth); c++) {
+      const w = rowValues[c]!;
+      if (w === 0) continue;
+      const code = quant?.codes ? quant.codes[row * cols + c]! : Math.max(qmin, Math.min(qmin + levels - 1, Math.round(s > 0 ? w / s + z : 0)));
+      codeCounts[g * levels + (code - qmin)]!++;
+      if (Math.abs(w - s * (code - z)) > 1e-3 * s + 1e-7) offGrid++;
+    }
+  }
 
   const detail: LayerDetail = {
     name: options.name,
@@ -102,6 +158,10 @@ export function summarizeLayer(weight: LayerWeight, options: DetailOptions): Lay
     row,
     rowValues,
     wbits: options.wbits,
+    groupSize,
+    asymmetric: options.asymmetric ?? false,
+    scaleSource,
+    rowGroups: { scales: gScales, ...(options.asymmetric ? { zeros: gZeros } : {}), codeCounts, offGrid },
   };
   if (options.nm && options.nm.m > 1) detail.nm = checkNm(weight, options.nm, bh, bw, gridRows, gridCols);
   return detail;

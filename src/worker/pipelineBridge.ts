@@ -6,6 +6,7 @@ import { estimateCompression as estimatePipeline, stageEstimate } from '../pipel
 import { computeSensitivity as sensitivityOf } from '../pipeline/sensitivity';
 import { findLinearLayers as findInProto } from '../onnx/linear';
 import { loadModel, type LoadedModel } from '../onnx/load';
+import { unpackMatMulNBits } from '../onnx/packed';
 import type { LinearLayer } from '../onnx/types';
 import type { CompressOptions } from '../protocol/recipes';
 import type { CompressionReport } from '../protocol/report';
@@ -42,4 +43,23 @@ export function findLinearLayers(model: LoadedModel): LinearLayer[] {
 /** Perplexity with one layer compressed at a time, from a finished report (also written into it). */
 export function computeSensitivity(reportPath: string, hooks: PipelineHooks): Promise<Array<{ name: string; perplexity: number }>> {
   return sensitivityOf(reportPath, hooks);
+}
+
+/**
+ * A layer's group scales, zero points and codes as the job's packed model stores them (MatMulNBits
+ * node named like the compressed layer): scales/zeros rows×groups, codes rows×cols. Undefined when
+ * the packed model has no such node.
+ */
+export async function packedQuantization(
+  packedPath: string,
+  layerName: string,
+  asymmetric: boolean,
+): Promise<{ scales: Float32Array; zeros?: Int8Array; codes: Int8Array } | undefined> {
+  const packed = await loadModel(packedPath);
+  try {
+    const u = await unpackMatMulNBits(packed, layerName);
+    return u ? { scales: u.scales, ...(asymmetric ? { zeros: u.zeros } : {}), codes: u.codes } : undefined;
+  } finally {
+    await packed.close();
+  }
 }

@@ -9,7 +9,7 @@ import type { ModelInspection } from '../protocol/webview';
 import { probeProviders } from '../runtime/probe';
 import { handleBenchRequest } from './bench';
 import { summarizeLayer, weightStats } from './layerDetail';
-import { computeSensitivity, estimateCompression, findLinearLayers, loadModel, runCompression } from './pipelineBridge';
+import { computeSensitivity, estimateCompression, findLinearLayers, loadModel, packedQuantization, runCompression } from './pipelineBridge';
 
 function post(message: WorkerToHost): void {
   process.send?.(message);
@@ -159,6 +159,13 @@ async function layerDetail(request: LayerDetailRequest) {
     } catch {
       nm = undefined;
     }
+    // With groups the scales live in the packed model only (the report keeps per-row scales).
+    const groupSize = request.groupSize ?? 0;
+    let quantization: Awaited<ReturnType<typeof packedQuantization>>;
+    if (groupSize > 0 && request.packedPath) {
+      const packedPath = isAbsolute(request.packedPath) ? request.packedPath : resolve(dirname(path), request.packedPath);
+      quantization = await packedQuantization(packedPath, layer.name, request.asymmetric ?? false).catch(() => undefined);
+    }
     return summarizeLayer(
       { values, rows: layer.outFeatures, cols: layer.inFeatures, orientation: layer.orientation },
       {
@@ -168,6 +175,10 @@ async function layerDetail(request: LayerDetailRequest) {
         wbits: request.wbits,
         row: request.row,
         rowScales: request.rowScales,
+        rowZeros: request.rowZeros,
+        groupSize,
+        asymmetric: request.asymmetric,
+        quantization,
         nm,
       },
     );

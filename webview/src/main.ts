@@ -9,7 +9,7 @@ import { bytes, num, pct, rel, seconds } from './format';
 import { Rpc, type VsCodeApi } from './rpc';
 import { onThemeChange } from './theme';
 import { ChartSlot, errorChartConfig, perplexityChartConfig, scaleDistributionConfig, sensitivityChartConfig } from './views/charts';
-import { drawMask, drawRowGrid, maskSummary } from './views/heatmap';
+import { drawMask, drawRowGrid, gridInCodeUnits, maskSummary, rowGroupSummaries } from './views/heatmap';
 import { renderLayerTable, type TableState } from './views/layerTable';
 import { renderBenchmarks } from './benchmarks/view';
 
@@ -228,7 +228,12 @@ function renderSelectedLayer(): void {
   const source = s.kind === 'report' ? (s.report?.outputs.simulated ?? '') : s.kind === 'model' ? s.model.path : '';
   const key = `${source}|${table.selected}|${view.chosenRow ?? 'auto'}`;
   const l = selectedLayerReport();
-  const title = el('h3', {}, table.selected, l ? el('span', { class: 'muted' }, `  ${l.rows}×${l.cols} · ${pct(l.sparsity)} sparse · ${l.wbits}-bit`) : '');
+  const title = el(
+    'h3',
+    {},
+    table.selected,
+    l ? el('span', { class: 'muted' }, `  ${l.rows}×${l.cols} · ${pct(l.sparsity)} sparse · ${l.wbits}-bit · ${(l.groupSize ?? 0) > 0 ? `groups of ${l.groupSize}` : 'per-row scales'}${l.asymmetric ? ' with zero points' : ''}`) : '',
+  );
   if (key !== detailKey) {
     detailKey = key;
     detail = undefined;
@@ -283,11 +288,18 @@ function renderSelectedLayer(): void {
       el(
         'div',
         { class: 'panel' },
-        el('h4', {}, `Quantization grid of row ${d.row} (scale ${num(d.rowScales[d.row])})`),
+        el(
+          'h4',
+          {},
+          gridInCodeUnits(d)
+            ? `Quantization grid of row ${d.row} (${d.rowGroups.scales.length} group${d.rowGroups.scales.length === 1 ? '' : 's'}${d.groupSize > 0 ? ` of ${d.groupSize}` : ''}; in code units w / scale + zero)`
+            : `Quantization grid of row ${d.row} (scale ${num(d.rowScales[d.row])})`,
+        ),
         el('div', { class: 'toolbar' }, el('span', {}, 'Row'), rowField, autoRow),
         gridCanvas,
         codesLine,
-        el('h4', {}, 'Per-row scales'),
+        ...(gridInCodeUnits(d) ? [el('h4', {}, `Groups of row ${d.row}`), groupTable(d)] : []),
+        el('h4', {}, d.groupSize > 0 ? 'Per-row scales (largest group scale of each row)' : 'Per-row scales'),
         scalesHost,
       ),
     ),
@@ -296,9 +308,22 @@ function renderSelectedLayer(): void {
   drawMask(maskCanvas, d, half);
   const { codes, offGrid } = drawRowGrid(gridCanvas, d, half);
   const codeText = [...codes.entries()].sort((a, b) => a[0] - b[0]).map(([c, n]) => `${c}:${n}`).join(' ');
-  codesLine.textContent = `codes of kept weights ${codeText}${offGrid ? ` · ${offGrid} off the grid (not quantized with this scale)` : ''}`;
+  codesLine.textContent = `codes of kept weights ${codeText}${offGrid ? ` · ${offGrid} off the grid (not quantized with this scale)` : ''}${d.scaleSource === 'estimated' ? ' · scales estimated from max|w| (the report has none for this layer)' : d.scaleSource === 'packed' ? ' · scales, zero points and codes from the packed model' : ''}`;
   const sd = slot('scale-chart', scalesHost, 160);
   sd.show(scaleDistributionConfig(d.rowScales, d.row));
+}
+
+/** The chosen row's groups: columns, scale, zero point (asymmetric), kept weights, codes used. */
+function groupTable(d: LayerDetail): HTMLElement {
+  const head = ['Group', 'Columns', 'Scale', ...(d.asymmetric ? ['Zero'] : []), 'Kept', 'Codes (code:count)'];
+  const rows = rowGroupSummaries(d).map((g) =>
+    el(
+      'tr',
+      {},
+      ...[String(g.group), `${g.from}–${g.to}`, num(g.scale), ...(d.asymmetric ? [String(g.zero)] : []), String(g.kept), [...g.codes.entries()].sort((a, b) => a[0] - b[0]).map(([c, k]) => `${c}:${k}`).join(' ')].map((t) => el('td', {}, t)),
+    ),
+  );
+  return el('div', { class: 'group-table', id: 'group-table' }, el('table', {}, el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))), el('tbody', {}, ...rows)));
 }
 
 /**
@@ -314,6 +339,12 @@ function normalizeDetail(d: LayerDetail): LayerDetail {
     colDensity: f32(d.colDensity),
     rowScales: f32(d.rowScales),
     rowValues: f32(d.rowValues),
+    rowGroups: {
+      ...d.rowGroups,
+      scales: f32(d.rowGroups.scales),
+      zeros: d.rowGroups.zeros ? f32(d.rowGroups.zeros) : undefined,
+      codeCounts: d.rowGroups.codeCounts instanceof Uint32Array ? d.rowGroups.codeCounts : Uint32Array.from(Object.values(d.rowGroups.codeCounts as unknown as Record<string, number>)),
+    },
     nm: d.nm ? { ...d.nm, validGrid: f32(d.nm.validGrid) } : undefined,
   };
 }

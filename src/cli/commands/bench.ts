@@ -3,7 +3,7 @@
 // `benchmarks/` beside the model (or --out) and appending to history.jsonl.
 import { parseArgs } from 'node:util';
 import { BENCH_SUITES, DEFAULT_BENCH_SPEC, isBenchSuite, type BenchSpec, type BenchSuite } from '../../protocol/bench';
-import { isRecipe, RECIPES, type RecipeName } from '../../protocol/recipes';
+import { isRecipe, parseGroupSize, RECIPES, type RecipeName } from '../../protocol/recipes';
 import { runBenchmarks } from '../../pipeline/bench/run';
 import { bundledBenchModel } from '../../pipeline/bench/spec';
 import { type CliCommand, UsageError } from '../command';
@@ -12,6 +12,7 @@ import { parseEpList, parsePositiveInt } from './compress';
 const d = DEFAULT_BENCH_SPEC;
 const USAGE =
   'obr bench [MODEL.onnx] [--suite quality,speed,runtime,core] [--recipes obr-gptq,…|all] [--wbits 4[,3]] [--sparsity 0.5|2:4]\n' +
+  '          [--group-size 0|32|64|128|256] [--asym]\n' +
   '          [--abits 16] [--kvbits 16] [--samples N] [--seqlen N] [--eval-windows K] [--eval-text FILE] [--calib FILE]\n' +
   '          [--runtime-recipe obr-gptq] [--past MODEL_WITH_PAST.onnx] [--prompt-tokens N] [--decode-tokens N]\n' +
   '          [--warmup N] [--reps N] [--compress-reps N] [--core-sizes 256,512,1024] [--threads N] [--ep cpu|cuda|…]\n' +
@@ -43,6 +44,8 @@ export function parseBenchArgs(argv: string[]): Partial<BenchSpec> & { modelPath
         recipes: { type: 'string' },
         wbits: { type: 'string' },
         sparsity: { type: 'string' },
+        'group-size': { type: 'string' },
+        asym: { type: 'boolean' },
         abits: { type: 'string' },
         kvbits: { type: 'string' },
         samples: { type: 'string' },
@@ -101,6 +104,14 @@ export function parseBenchArgs(argv: string[]): Partial<BenchSpec> & { modelPath
     if (b > 8 && b !== 16) throw new UsageError(`${flag}: expected 2…8, or 16 to disable (got ${b})`);
     return b;
   };
+  let groupSize: number | undefined;
+  if (v['group-size'] !== undefined) {
+    try {
+      groupSize = parseGroupSize(v['group-size']);
+    } catch (e) {
+      throw new UsageError(`--group-size: ${(e as Error).message}`);
+    }
+  }
   return {
     modelPath,
     note,
@@ -110,6 +121,8 @@ export function parseBenchArgs(argv: string[]): Partial<BenchSpec> & { modelPath
     recipes,
     wbits: v.wbits !== undefined ? intList('--wbits', v.wbits, 2) : undefined,
     sparsity: v.sparsity,
+    groupSize,
+    asymmetric: v.asym === true ? true : undefined,
     abits: bits('--abits', v.abits),
     kvbits: bits('--kvbits', v.kvbits),
     samples: int('--samples', v.samples),

@@ -8,7 +8,7 @@ import { checkOutputFolder, JobLock } from '../../pipeline/lock';
 import { outputPaths } from '../../pipeline/outputs';
 import { runCompression, type PipelineOptions } from '../../pipeline/compress';
 import { estimateCompression, formatBytes, formatSeconds, stageEstimate, type Preflight } from '../../pipeline/preflight';
-import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, RECIPES, isRecipe, parseRecipeList, parseSparsity, type CompressOptions } from '../../protocol/recipes';
+import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, GROUP_SIZES, RECIPES, isRecipe, parseGroupSize, parseRecipeList, parseSparsity, type CompressOptions } from '../../protocol/recipes';
 import type { CompressionReport } from '../../protocol/report';
 import type { ProgressEvent } from '../../protocol/worker';
 import { readText } from '../../runtime/text';
@@ -45,7 +45,8 @@ export const compressCommand: CliCommand = {
   name: 'compress',
   summary: 'compress a model (prune + quantize + compensate) and write it beside the source',
   usage:
-    'obr compress MODEL.onnx [--recipe obr-gptq] [--sparsity 0.5|2:4|4:8] [--wbits 4] [--abits 4|16] [--kvbits 4|16]\n' +
+    'obr compress MODEL.onnx [--recipe obr-gptq] [--sparsity 0.5|2:4|4:8] [--wbits 4] [--group-size 0|32|64|128|256] [--asym]\n' +
+    '       [--abits 4|16] [--kvbits 4|16]\n' +
     '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
     '       [--ep cuda,cpu] [--mode sequential|oneshot] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
     '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--cache-mib M] [--json] [--yes]\n' +
@@ -53,6 +54,8 @@ export const compressCommand: CliCommand = {
     `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
     '  --baselines: also compress every layer with these recipes on the same Hessians and evaluate them on the\n' +
     '  same windows, for comparison in the report (no extra output files).\n' +
+    `  --group-size: one weight scale per G input columns of a row (${GROUP_SIZES.join('|')}; 0 = one per row, the paper's\n` +
+    '  setting and the default); --asym adds a zero point per group. The output names then end in -g128 / -g128a.\n' +
     '  Writes NAME.<recipe>-w4a4kv4-s50.onnx (simulated), NAME.<recipe>-w4-s50.packed.onnx (MatMulNBits) and\n' +
     '  NAME.<recipe>-w4a4kv4-s50.report.json. An interrupted job resumes from .NAME.obr-partial/ when rerun.\n' +
     '  --cache-mib: memory for cached block activations (default 2048); beyond it they spill to .NAME.obr-partial/.\n' +
@@ -72,6 +75,8 @@ export const COMPRESS_FLAGS = {
   recipe: { type: 'string' },
   sparsity: { type: 'string' },
   wbits: { type: 'string' },
+  'group-size': { type: 'string' },
+  asym: { type: 'boolean' },
   abits: { type: 'string' },
   kvbits: { type: 'string' },
   alpha: { type: 'string' },
@@ -121,6 +126,15 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
     if (!Number.isInteger(b) || b < 2 || (b > 8 && b !== 16)) throw new UsageError(`--${flag}: expected 2…8 or 16 (off), got "${t}"`);
     return b;
   };
+  let groupSize = base.groupSize;
+  const gs = str('group-size');
+  if (gs !== undefined) {
+    try {
+      groupSize = parseGroupSize(gs);
+    } catch (e) {
+      throw new UsageError(`--group-size: ${(e as Error).message}`);
+    }
+  }
   const mode = str('mode') ?? base.calibrationMode;
   if (mode !== 'sequential' && mode !== 'oneshot') throw new UsageError(`--mode: expected sequential or oneshot, got "${mode}"`);
   const options: CompressOptions = {
@@ -128,6 +142,8 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
     recipe,
     sparsity,
     wbits: str('wbits') !== undefined ? parseIntIn('--wbits', str('wbits')!, 2, 8) : base.wbits,
+    groupSize,
+    asymmetric: v.asym === true ? true : base.asymmetric,
     abits: bits('abits', base.abits),
     kvbits: bits('kvbits', base.kvbits),
     alpha: str('alpha') !== undefined ? parseNumberIn('--alpha', str('alpha')!, 0, 1) : base.alpha,
@@ -270,7 +286,9 @@ export function formatResult(r: CompressionReport, note?: string): string {
     lines.push('perplexity: not evaluated');
   }
   const zeros = r.layers.reduce((s, l) => s + l.sparsity * l.rows * l.cols, 0) / Math.max(1, r.layers.reduce((s, l) => s + l.rows * l.cols, 0));
-  lines.push(`layers: ${r.layers.length} compressed, ${(zeros * 100).toFixed(1)}% zeros, ${r.layers[0]?.wbits ?? '?'}-bit weights`);
+  const g = r.layers[0]?.groupSize ?? 0;
+  const grid = `${g > 0 ? `groups of ${g}` : 'one scale per row'}, ${r.layers[0]?.asymmetric ? 'asymmetric' : 'symmetric'}`;
+  lines.push(`layers: ${r.layers.length} compressed, ${(zeros * 100).toFixed(1)}% zeros, ${r.layers[0]?.wbits ?? '?'}-bit weights (${grid})`);
   if (r.baselines?.length) {
     // Σ tr(ΔW H ΔWᵀ) over the layers, each recipe on the same Hessians.
     const total = (losses: Array<{ loss: { total: number } }>) => losses.reduce((s, l) => s + l.loss.total, 0);
@@ -278,7 +296,10 @@ export function formatResult(r: CompressionReport, note?: string): string {
   }
   lines.push('outputs:');
   if (r.outputs.simulated) lines.push(`  simulated  ${r.outputs.simulated}`);
-  if (r.outputs.packed) lines.push(`  packed     ${r.outputs.packed}`);
+  if (r.outputs.packed) {
+    const ps = r.packedSize;
+    lines.push(`  packed     ${r.outputs.packed}${ps ? ` (${formatBytes(ps.fileBytes)}; layers ${ps.bitsPerWeight.toFixed(2)} bits/weight with scales and zero points)` : ''}`);
+  }
   lines.push(`  report     ${r.outputs.report}`);
   const t = r.timings;
   const parts = ['load', 'rotate', 'calibrate', 'compress', 'baselines', 'write', 'evaluate', 'sensitivity'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k]!.toFixed(1)}`);

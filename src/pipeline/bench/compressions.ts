@@ -36,6 +36,8 @@ export function compressOptionsFor(spec: BenchSpec, job: CompressionJob, workDir
     recipe: job.recipe,
     sparsity: parseSparsity(spec.sparsity),
     wbits: job.wbits,
+    groupSize: spec.groupSize ?? DEFAULT_OPTIONS.groupSize,
+    asymmetric: spec.asymmetric ?? DEFAULT_OPTIONS.asymmetric,
     abits: job.abits,
     kvbits: job.kvbits,
     samples: spec.samples,

@@ -78,7 +78,7 @@ export function renderMarkdown(r: BenchResult, opts: { title?: string; command?:
   if (r.runtime) {
     const rt = r.runtime;
     L.push('## Runtime: dense vs packed (MatMulNBits) in onnxruntime-node', '');
-    L.push(`Packed weights: ${rt.recipe} W${rt.wbits} s=${rt.sparsity} (weight-only). Prefill = one forward over a ${rt.promptTokens}-token prompt without cache; decode = greedy generation of ${rt.decodeTokens} tokens with the KV-cache model after that prompt. Times: median (min–max, n).`, '');
+    L.push(`Packed weights: ${rt.recipe} W${rt.wbits} s=${rt.sparsity}${rt.groupSize ? ` g${rt.groupSize}` : ''}${rt.asymmetric ? ' asymmetric' : ''} (weight-only). Prefill = one forward over a ${rt.promptTokens}-token prompt without cache; decode = greedy generation of ${rt.decodeTokens} tokens with the KV-cache model after that prompt. Times: median (min–max, n).`, '');
     L.push('| | dense | packed | dense / packed |', '|---|---|---|---|');
     const d = rt.dense;
     const p = rt.packed;

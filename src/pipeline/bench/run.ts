@@ -258,6 +258,8 @@ async function runtimeSuite(spec: BenchSpec, ctx: RuntimeContext): Promise<Runti
     recipe,
     wbits,
     sparsity,
+    groupSize: options.groupSize,
+    asymmetric: options.asymmetric,
     promptTokens: prompt.length,
     decodeTokens,
     dense: await measureVariant({ ...common, label: 'dense', modelPath: spec.modelPath, pastModelPath: spec.pastModelPath }),
@@ -320,7 +322,7 @@ async function runtimeSuite(spec: BenchSpec, ctx: RuntimeContext): Promise<Runti
       if (!r) continue;
       layers.push({ rows: r.rows, cols: r.cols, sparsity: r.sparsity, storedBytes: fp.loaded.initializerInfo(l.weightName)?.byteLength ?? r.rows * r.cols * 4 });
     }
-    runtime.sparseStorage = sparseStorageEstimate(layers, wbits, fp.bytes);
+    runtime.sparseStorage = sparseStorageEstimate(layers, wbits, fp.bytes, { groupSize: options.groupSize, asymmetric: options.asymmetric });
   } finally {
     await fp.loaded.close();
   }

@@ -5,14 +5,16 @@
 // The KV-cache model (model_with_past.onnx) is packed here with the SAME quantized weights as the
 // compressed model.onnx: its linear layers are matched to the compressed model's by weight
 // initializer name (else by decoder block and role), the integer codes are recovered as
-// round(w / rowScale) from the simulated model's weights and the report's per-row scales, and the
-// pipeline's packed writer turns them into MatMulNBits nodes.
+// round(w / rowScale) from the simulated model's weights and the report's per-row scales (with
+// groups or zero points, read back from the job's packed model instead: the report carries no
+// per-group scales), and the pipeline's packed writer turns them into MatMulNBits nodes.
 // A rotated job (A4/KV4) rotates the cache model with the same seed first.
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { roundHalfEven } from '../../core/quantize';
 import { findLinearLayers } from '../../onnx/linear';
+import { unpackMatMulNBits } from '../../onnx/packed';
 import { loadModel, type LoadedModel } from '../../onnx/load';
 import { rotateModel } from '../../onnx/rotate';
 import type { LinearLayer } from '../../onnx/types';
@@ -72,8 +74,13 @@ export async function packWithCompressedWeights(
   if (!simulatedPath) return { warning: 'the compression wrote no simulated model to take the weights from', maxCodeError: 0 };
   const wbits = report.layers[0]?.wbits ?? 4;
   const qmax = 2 ** (wbits - 1);
+  const groupSize = report.layers[0]?.groupSize ?? 0;
+  const asymmetric = report.layers[0]?.asymmetric ?? false;
+  const fromPacked = groupSize > 0 || asymmetric;
+  if (fromPacked && !report.outputs.packed) return { warning: 'the compression wrote no packed model to take the group scales and zero points from', maxCodeError: 0 };
   const sim = await loadModel(simulatedPath);
   const target = await loadModel(modelPath);
+  const packedJob = fromPacked ? await loadModel(report.outputs.packed!) : undefined;
   try {
     const simLayers = findLinearLayers(sim.model);
     const scalesByName = new Map(report.layers.map((l) => [l.name, l.rowScales]));
@@ -86,6 +93,18 @@ export async function packWithCompressedWeights(
     let maxCodeError = 0;
     for (const layer of working.compressible().layers) {
       const src = matchLayer(layer, simLayers);
+      if (src && packedJob) {
+        const u = await unpackMatMulNBits(packedJob, src.name);
+        if (!u) continue; // left dense in the compressed model too
+        if (u.rows !== layer.outFeatures || u.cols !== layer.inFeatures) {
+          return { warning: `layer ${layer.name} is ${layer.outFeatures}×${layer.inFeatures} in ${modelPath} but ${u.rows}×${u.cols} in the packed model`, maxCodeError };
+        }
+        // The packed blocks are the groups (groupSize > 0) or per-row values repeated per block.
+        const groups = groupSize > 0 ? u.blocks : 1;
+        const pick = (a: ArrayLike<number>) => Float64Array.from({ length: u.rows * groups }, (_, i) => a[groupSize > 0 ? i : i * u.blocks]!);
+        packed.push({ layer, codes: u.codes, scales: pick(u.scales), ...(asymmetric ? { zeros: pick(u.zeros) } : {}), groupSize });
+        continue;
+      }
       const rowScales = src ? scalesByName.get(src.name) : undefined;
       if (!src || !rowScales) continue; // left dense in the compressed model too
       if (src.outFeatures !== layer.outFeatures || src.inFeatures !== layer.inFeatures) {
@@ -105,7 +124,7 @@ export async function packWithCompressedWeights(
           codes[r * cols + c] = q;
         }
       }
-      packed.push({ layer, codes, scales });
+      packed.push({ layer, codes, scales, groupSize: 0 });
     }
     if (packed.length === 0) return { warning: `no linear layer of ${modelPath} matched the compressed model`, maxCodeError };
     const out = packedModel(working.proto, working.layers, packed, wbits);
@@ -116,6 +135,7 @@ export async function packWithCompressedWeights(
   } finally {
     await sim.close();
     await target.close();
+    await packedJob?.close();
   }
 }
 

@@ -13,7 +13,8 @@ export interface CompressedLinear {
 }
 
 /**
- * Byte counts for the compressed linear layers with N-bit codes and one fp32 scale per row:
+ * Byte counts for the compressed linear layers with N-bit codes and one fp32 scale per row, or
+ * per group of `groupSize` columns (plus an N-bit zero point per row or group when asymmetric):
  * - dense int-N: rows·cols·N/8 (what a MatMulNBits-style packing holds, zeros included);
  * - bitmap: 1 bit per weight marking non-zeros + N bits per non-zero;
  * - 2:4 semi-structured (NVIDIA sparse tensor cores): N bits per kept value + 2-bit position
@@ -21,7 +22,13 @@ export interface CompressedLinear {
  * - CSR: N-bit values + 16-bit column indices + 32-bit row pointers.
  * `denseModelBytes` is the dense model on disk; everything but these layers is kept as stored.
  */
-export function sparseStorageEstimate(layers: readonly CompressedLinear[], wbits: number, denseModelBytes: number): SparseStorageEstimate {
+export function sparseStorageEstimate(
+  layers: readonly CompressedLinear[],
+  wbits: number,
+  denseModelBytes: number,
+  grid: { groupSize?: number; asymmetric?: boolean } = {},
+): SparseStorageEstimate {
+  const groupSize = grid.groupSize ?? 0;
   let params = 0;
   let nonzeros = 0;
   let stored = 0;
@@ -32,7 +39,8 @@ export function sparseStorageEstimate(layers: readonly CompressedLinear[], wbits
     params += n;
     nonzeros += Math.round(n * (1 - l.sparsity));
     stored += l.storedBytes;
-    scales += 4 * l.rows;
+    const groups = l.rows * (groupSize > 0 ? Math.ceil(l.cols / groupSize) : 1);
+    scales += 4 * groups + (grid.asymmetric ? Math.ceil((groups * wbits) / 8) : 0);
     rowPointers += 4 * (l.rows + 1);
   }
   const bits = (b: number) => Math.ceil(b / 8);

@@ -38,7 +38,7 @@ export async function compressOneLayer(job: Job, working: WorkingModel, layer: L
   const weight = await working.readWeight(layer);
   const r = await compressLayer(
     { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
-    { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
+    { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
     { signal, threads: extra.threads },
   );
   p.compressSeconds += (performance.now() - t0) / 1000;
@@ -51,10 +51,15 @@ export async function compressOneLayer(job: Job, working: WorkingModel, layer: L
     cols: layer.inFeatures,
     sparsity: r.stats.sparsity,
     wbits: options.wbits,
+    groupSize: options.groupSize,
+    asymmetric: options.asymmetric,
     loss: r.stats.loss,
     seconds: r.stats.seconds,
     codeHistogram: r.stats.codeHistogram,
-    rowScales: Array.from(r.scales, round6),
+    // Per row only: group scales (rows × groups) live in the packed model's MatMulNBits
+    // initializers, where the inspector reads them; the report stays small.
+    ...(options.groupSize === 0 ? { rowScales: Array.from(r.scales, round6) } : {}),
+    ...(options.groupSize === 0 && r.zeros ? { rowZeros: Array.from(r.zeros) } : {}),
   };
   p.layersDone++;
   job.hooks.onLayer?.(report);
@@ -66,7 +71,7 @@ export async function compressOneLayer(job: Job, working: WorkingModel, layer: L
     const t1 = performance.now();
     const b = await compressLayer(
       { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
-      { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, alpha: options.alpha, damp: options.damp },
+      { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
       { signal, threads: extra.threads },
     );
     baselineLayers.push({ recipe, loss: b.stats.loss, weight: Float32Array.from(b.weight) });
@@ -75,5 +80,5 @@ export async function compressOneLayer(job: Job, working: WorkingModel, layer: L
     p.baselineLayersDone++;
     job.progress.report('baseline', p.baselineLayersDone, p.layers * baselines.length, `${recipe}: ${layer.name}`, p.overall());
   }
-  return { report, weight: r.weight, scales: r.scales, codes: r.codes, ...(baselines.length ? { baselines: baselineLayers } : {}) };
+  return { report, weight: r.weight, scales: r.scales, codes: r.codes, ...(r.zeros ? { zeros: r.zeros } : {}), ...(baselines.length ? { baselines: baselineLayers } : {}) };
 }

@@ -11,7 +11,7 @@ import { calibrationWindows, evaluationWindows, readText, type LoadedText, type 
 import { loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer';
 import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from '../assets';
 import { checkSeqlen, contextLength } from '../evaluate';
-import { numericOptions, TOOL_VERSION, type Job } from '../job';
+import { checkGroupSizeFits, numericOptions, TOOL_VERSION, type Job } from '../job';
 import { WorkingModel } from '../working';
 
 export interface LoadedJob {
@@ -69,6 +69,7 @@ export async function loadStage(job: Job): Promise<LoadedJob> {
     if (compressible.length === 0) {
       throw new OptionError('found no decoder-block projections (q/k/v/o/gate/up/down) to compress in this model; run `obr inspect` to see what was found');
     }
+    checkGroupSizeFits(options.groupSize, compressible.filter((l) => !extra.onlyBlocks || extra.onlyBlocks.includes(l.block ?? -1)));
     const externalSizes = loaded.initializerNames().flatMap((n) => {
       const e = loaded.initializerInfo(n)?.external;
       return e ? [`${e.location}:${e.offset}:${e.length}`] : [];

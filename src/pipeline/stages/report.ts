@@ -45,6 +45,7 @@ export async function reportStage(
     },
     calibration: { text: calibText.path, sha256: calibText.sha256, samples: calib.count, seqlen, tokens: calib.count * seqlen, mode: options.calibrationMode },
     executionProvider: job.executionProvider ?? { used: 'none', tried: [] },
+    ...(written.packedSize ? { packedSize: written.packedSize } : {}),
     layers: layers.map((l) => states.get(l.name)!.report),
     perplexity: evaluated.perplexity,
     ...(baselines.length

@@ -2,11 +2,12 @@
 // A/KV quantization nodes), the packed model (MatMulNBits) and, for outputs written elsewhere, the
 // tokenizer and config beside them.
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { ModelProto } from '../../onnx/proto';
 import { writeModel } from '../../onnx/write';
 import { throwIfAborted } from '../cancel';
+import type { CompressionReport } from '../../protocol/report';
 import type { Job } from '../job';
 import { staged } from '../outputs';
 import { packedModel, withFakeQuant } from '../transforms';
@@ -17,6 +18,8 @@ export interface WrittenJob {
   /** The simulated model as written (fake-quant nodes included): evaluated next. */
   simulated: ModelProto;
   packedWritten: boolean;
+  /** The packed model's bytes on disk and its layers' storage (codes + scales + zero points). */
+  packedSize?: CompressionReport['packedSize'];
 }
 
 export async function writeStage(job: Job, input: LoadedJob, compressed: CompressedJob): Promise<WrittenJob> {
@@ -35,13 +38,19 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   const packed = packedModel(
     working.proto,
     working.layers,
-    layers.map((l) => ({ layer: working.layer(l.name), codes: states.get(l.name)!.codes, scales: states.get(l.name)!.scales })),
+    layers.map((l) => {
+      const st = states.get(l.name)!;
+      return { layer: working.layer(l.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize };
+    }),
     options.wbits,
   );
   let packedWritten = false;
+  let packedSize: WrittenJob['packedSize'];
   if (packed.model) {
-    await writeModel(packed.model, staged(paths, paths.packed), { externalData: external });
+    const packedPath = staged(paths, paths.packed);
+    await writeModel(packed.model, packedPath, { externalData: external });
     packedWritten = true;
+    packedSize = { ...packed.size!, fileBytes: await filesBytes(packedPath) };
   } else if (packed.warning) job.warnings.push(packed.warning);
   // Outputs written elsewhere keep their tokenizer and config beside them (obr eval needs them).
   if (paths.dir !== path.dirname(job.source)) {
@@ -53,5 +62,13 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   job.timings.write = (performance.now() - t) / 1000;
   job.progress.report('write', 3, 3, undefined, 0.78);
   throwIfAborted(signal);
-  return { simulated: fq.model, packedWritten };
+  return { simulated: fq.model, packedWritten, ...(packedSize ? { packedSize } : {}) };
+}
+
+/** Bytes on disk of a written model: the .onnx file plus its external data file, if any. */
+async function filesBytes(modelPath: string): Promise<number> {
+  let bytes = (await stat(modelPath)).size;
+  const data = `${modelPath}.data`;
+  if (existsSync(data)) bytes += (await stat(data)).size;
+  return bytes;
 }

@@ -17,6 +17,12 @@ test('obr bench flags become a spec; unknown suites and recipes are usage errors
   assert.throws(() => parseBenchArgs([tiny, '--suite', 'fast']), /unknown suite/);
   assert.throws(() => parseBenchArgs([tiny, '--recipes', 'magic']), /unknown recipe/);
   assert.throws(() => parseBenchArgs([tiny, '--abits', '12']), /16 to disable/);
+  // The weight grid: groups and zero points for every compression of the run.
+  const g = parseBenchArgs([tiny, '--group-size', '64', '--asym']);
+  assert.equal(g.groupSize, 64);
+  assert.equal(g.asymmetric, true);
+  assert.equal(parseBenchArgs([tiny]).groupSize, undefined);
+  assert.throws(() => parseBenchArgs([tiny, '--group-size', '100']), /--group-size: group size 100: use one of 0, 32, 64, 128, 256/);
 });
 
 test('resolveBenchSpec fills defaults and finds model_with_past.onnx beside the model', () => {

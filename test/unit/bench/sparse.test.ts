@@ -18,3 +18,12 @@ test('sparse storage bytes of one 8×16 layer at 50% sparsity, 4-bit, fp32 row s
   // At exactly 50% both sparse formats beat dense 4-bit codes by 25% on the codes.
   assert.ok(e.bitmapBytes < e.denseIntBytes && e.twoFourBytes < e.denseIntBytes);
 });
+
+test('with groups of 8 and zero points the scales and zero points are counted per group', () => {
+  // 8 rows × 2 groups = 16 fp32 scales (64 bytes) + 16 4-bit zero points (8 bytes).
+  const e = sparseStorageEstimate([{ rows: 8, cols: 16, sparsity: 0.5, storedBytes: 512 }], 4, 1512, { groupSize: 8, asymmetric: true });
+  assert.equal(e.denseIntBytes, 64 + 64 + 8);
+  assert.equal(e.bitmapBytes, 16 + 32 + 72);
+  // Symmetric groups: scales only.
+  assert.equal(sparseStorageEstimate([{ rows: 8, cols: 16, sparsity: 0.5, storedBytes: 512 }], 4, 1512, { groupSize: 8 }).denseIntBytes, 64 + 64);
+});

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
-import { packMatMulNBits, type QuantizedLayer } from '../../../src/onnx/packed';
+import { packMatMulNBits, unpackMatMulNBits, type QuantizedLayer } from '../../../src/onnx/packed';
 import { findLinearLayers } from '../../../src/onnx/linear';
 import { wrapModel } from '../../../src/onnx/load';
 import { readLayerWeight, replaceLayerWeights } from '../../../src/onnx/weights';
@@ -125,4 +125,63 @@ test('codes outside the bit range and wrong sizes are refused', () => {
   assert.throws(() => packMatMulNBits(m, layers, new Map([[l.name, bad]]), { blockSize: 32 }), ModelWriteInputError);
   const short = { codes: new Int8Array(3), scales: new Float32Array(l.outFeatures), bits: 4 };
   assert.throws(() => packMatMulNBits(m, layers, new Map([[l.name, short]]), { blockSize: 32 }), ModelWriteInputError);
+});
+
+for (const [K, groupSize, asymmetric] of [[80, 32, true], [80, 32, false], [64, 64, true], [48, 0, true]] as const) {
+  test(`per-group dequantization is exactly scale_g·(code − zero_g), the last partial group too (K=${K}, ${groupSize ? `g${groupSize}` : 'per row'}, ${asymmetric ? 'asymmetric' : 'symmetric'})`, async () => {
+    const N = 3;
+    const bits = 4;
+    const rand = rng(K * 7 + groupSize + Number(asymmetric));
+    const groups = groupSize ? Math.ceil(K / groupSize) : 1;
+    const width = groupSize || K;
+    const m = model({
+      name: 'g',
+      node: [node('MatMul', ['x', 'w'], ['y'], 'mm')],
+      initializer: [floatTensor('w', [K, N], new Float32Array(K * N))],
+      input: [valueInfo('x', DataType.FLOAT, ['m', K])],
+      output: [valueInfo('y', DataType.FLOAT, ['m', N])],
+    });
+    const [layer] = findLinearLayers(m);
+    const codes = new Int8Array(N * K).map(() => -8 + Math.floor(rand() * 16));
+    const scales = Float32Array.from({ length: N * groups }, () => 0.01 + rand());
+    const zeros = asymmetric ? Float64Array.from({ length: N * groups }, () => -8 + Math.floor(rand() * 16)) : undefined;
+    const q: QuantizedLayer = { codes, scales, ...(zeros ? { zeros } : {}), groupSize, bits };
+    const blockSize = groupSize || 16;
+    const packed = packMatMulNBits(m, [layer], new Map([[layer.name, q]]), { blockSize });
+    const s = await ort.InferenceSession.create(encodeModel(packed.model), ONE_THREAD);
+    const eye = new Float32Array(K * K);
+    for (let k = 0; k < K; k++) eye[k * K + k] = 1;
+    const y = (await s.run({ x: new ort.Tensor('float32', eye, [K, K]) })).y.data as Float32Array;
+    await s.release();
+    for (let n = 0; n < N; n++) {
+      for (let k = 0; k < K; k++) {
+        const g = n * groups + Math.floor(k / width);
+        assert.equal(y[k * N + n], Math.fround(scales[g]! * (codes[n * K + k]! - (zeros ? zeros[g]! : 0))), `(${n},${k})`);
+      }
+    }
+    // Read back through the packed model's initializers: the same codes, scales and zero points.
+    const u = (await unpackMatMulNBits(wrapModel(packed.model), 'mm'))!;
+    assert.deepEqual(u.codes, codes);
+    const blocks = Math.ceil(K / blockSize);
+    for (let n = 0; n < N; n++) {
+      for (let blk = 0; blk < blocks; blk++) {
+        const g = n * groups + (groupSize ? blk : 0);
+        assert.equal(u.scales[n * blocks + blk], scales[g]);
+        assert.equal(u.zeros[n * blocks + blk], zeros ? zeros[g] : 0);
+      }
+    }
+  });
+}
+
+test('zero points outside the code range, or scales of the wrong count, are refused', () => {
+  const m = buildLlamaGraph({ layers: 1, hidden: 32 });
+  const layers = findLinearLayers(m);
+  const l = layers[0];
+  const g = 16;
+  const groups = Math.ceil(l.inFeatures / g);
+  assert.ok(groups > 1, `${l.inFeatures} columns: several groups of ${g}`);
+  const codes = new Int8Array(l.inFeatures * l.outFeatures);
+  const zeros = new Float64Array(l.outFeatures * groups).fill(8);
+  assert.throws(() => packMatMulNBits(m, layers, new Map([[l.name, { codes, scales: new Float32Array(l.outFeatures * groups).fill(1), zeros, groupSize: g, bits: 4 }]]), { blockSize: 16 }), /zero point 8/);
+  assert.throws(() => packMatMulNBits(m, layers, new Map([[l.name, { codes, scales: new Float32Array(l.outFeatures).fill(1), groupSize: g, bits: 4 }]]), { blockSize: 16 }), /scales/);
 });

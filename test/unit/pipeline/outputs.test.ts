@@ -22,6 +22,18 @@ test('outputs are named NAME.<recipe>-w4a4kv4-s50.onnx / NAME.<recipe>-w4-s50.pa
   assert.equal(outputPaths('/m/x.onnx', { ...DEFAULT_OPTIONS, recipe: 'gptq' }).simulated, '/m/x.gptq-w4a4kv4-s0.onnx');
 });
 
+test('group-wise outputs carry the group tag (-g128, -g32a; per-row asymmetric -g0a); per-row symmetric names are unchanged', () => {
+  const g128 = outputPaths('/models/llama.onnx', { ...DEFAULT_OPTIONS, groupSize: 128 });
+  assert.equal(g128.simulated, '/models/llama.obr-gptq-w4a4kv4-s50-g128.onnx');
+  assert.equal(g128.packed, '/models/llama.obr-gptq-w4-s50-g128.packed.onnx');
+  assert.equal(g128.report, '/models/llama.obr-gptq-w4a4kv4-s50-g128.report.json');
+  const g32a = outputPaths('/models/llama.onnx', { ...DEFAULT_OPTIONS, recipe: 'rtn', abits: 16, kvbits: 16, groupSize: 32, asymmetric: true });
+  assert.equal(g32a.simulated, '/models/llama.rtn-w4a16kv16-s0-g32a.onnx');
+  assert.equal(g32a.packed, '/models/llama.rtn-w4-s0-g32a.packed.onnx');
+  assert.equal(outputPaths('/m/x.onnx', { ...DEFAULT_OPTIONS, asymmetric: true }).simulated, '/m/x.obr-gptq-w4a4kv4-s50-g0a.onnx');
+  assert.equal(outputPaths('/m/x.onnx', { ...DEFAULT_OPTIONS, groupSize: 0, asymmetric: false }).simulated, '/m/x.obr-gptq-w4a4kv4-s50.onnx');
+});
+
 test('progress: stage shares add up, ETA appears once work is done', () => {
   const events: ProgressEvent[] = [];
   const p = new ProgressTracker((e) => events.push(e), { load: 1, compress: 3 });
@@ -72,6 +84,23 @@ test('checkpoint: blocks round-trip bit-exactly; another job key starts over', a
     ['rtn', 0, Array.from(Float32Array.from([0.25, -0.75, 1e-3, 4, 5, -6]))],
   ]);
   await withBaselines.remove();
+
+  // Group-wise, asymmetric: scales and zero points rows×groups ride along bit-exactly.
+  const grouped = await Checkpoint.open(path.join(path.dirname(dir), '.g.obr-partial'), 'key-g', true);
+  const gScales = Float64Array.from([0.5, 0.25, 0.125, 1 / 3]); // 2 rows × 2 groups
+  const gZeros = Float64Array.from([0, -3, 7, -8]);
+  await grouped.saveBlock('0', [{ ...layer, scales: gScales, zeros: gZeros, baselines: [{ recipe: 'rtn', loss, weight: Float32Array.from([1, 2, 3, 4, 5, 6]) }] }]);
+  await grouped.saveBlock('1', [layer]);
+  const again2 = await Checkpoint.open(grouped.dir, 'key-g', true);
+  const [gl] = await again2.loadBlock('0');
+  assert.deepEqual(Array.from(gl!.scales), Array.from(gScales));
+  assert.deepEqual(Array.from(gl!.zeros!), Array.from(gZeros));
+  assert.deepEqual(Array.from(gl!.codes), [1, -2, 0, 0, 7, -8]);
+  assert.deepEqual(Array.from(gl!.baselines![0]!.weight), [1, 2, 3, 4, 5, 6]);
+  const [pl] = await again2.loadBlock('1');
+  assert.equal(pl!.zeros, undefined, 'a symmetric per-row layer has no zero points');
+  assert.deepEqual(Array.from(pl!.scales), [0.5, 0.25]);
+  await grouped.remove();
   const other = await Checkpoint.open(dir, 'key-b', true);
   assert.equal(other.resumed, false);
   assert.deepEqual(other.finishedBlocks, []);

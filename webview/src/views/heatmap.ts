@@ -117,9 +117,44 @@ export function maskSummary(d: LayerDetail): string {
   return parts.join(' · ');
 }
 
+/** Whether the row's grid is drawn in code units (groups or zero points: one scale no longer fits the row). */
+export function gridInCodeUnits(d: LayerDetail): boolean {
+  return d.groupSize > 0 || d.asymmetric;
+}
+
+/** The chosen row's group of column c. */
+function groupOf(d: LayerDetail, c: number): number {
+  return d.groupSize > 0 ? Math.floor(c / d.groupSize) : 0;
+}
+
+/**
+ * Per group of the chosen row: columns, scale, zero point, kept weights and the codes they use
+ * (from the worker's codeCounts: the packed model's codes, or round(w / scale) + zero).
+ */
+export function rowGroupSummaries(d: LayerDetail): Array<{ group: number; from: number; to: number; scale: number; zero: number; kept: number; codes: Map<number, number> }> {
+  const levels = 2 ** d.wbits;
+  const qmin = -(levels / 2);
+  const n = d.rowGroups.scales.length;
+  const width = d.groupSize > 0 ? d.groupSize : d.cols;
+  const out = [];
+  for (let g = 0; g < n; g++) {
+    const codes = new Map<number, number>();
+    let kept = 0;
+    for (let i = 0; i < levels; i++) {
+      const k = d.rowGroups.codeCounts[g * levels + i]!;
+      if (k > 0) codes.set(qmin + i, k);
+      kept += k;
+    }
+    out.push({ group: g, from: g * width, to: Math.min(d.cols, (g + 1) * width) - 1, scale: d.rowGroups.scales[g]!, zero: d.rowGroups.zeros?.[g] ?? 0, kept, codes });
+  }
+  return out;
+}
+
 /**
  * Histogram of the chosen row's kept weights with the quantization levels code·scale
- * (code = −2^(b−1) … 2^(b−1)−1) and the clipping range drawn over it.
+ * (code = −2^(b−1) … 2^(b−1)−1) and the clipping range drawn over it. With groups or zero points
+ * every weight is first mapped to code units, w / scale_g + zero_g of its group, so the levels are
+ * the integers and all groups share one picture.
  */
 export function drawRowGrid(canvas: HTMLCanvasElement, d: LayerDetail, width: number): { codes: Map<number, number>; offGrid: number } {
   const p = palette();
@@ -128,11 +163,20 @@ export function drawRowGrid(canvas: HTMLCanvasElement, d: LayerDetail, width: nu
   const padB = 26;
   const ctx = setup(canvas, width, h);
   ctx.clearRect(0, 0, width, h);
-  const scale = d.rowScales[d.row]!;
+  const codeUnits = gridInCodeUnits(d);
+  const scale = codeUnits ? 1 : d.rowScales[d.row]!;
   const qmin = -(2 ** (d.wbits - 1));
   const qmax = 2 ** (d.wbits - 1) - 1;
   const kept: number[] = [];
-  for (const v of d.rowValues) if (v !== 0) kept.push(v);
+  d.rowValues.forEach((v, c) => {
+    if (v === 0) return;
+    if (!codeUnits) kept.push(v);
+    else {
+      const g = groupOf(d, c);
+      const s = d.rowGroups.scales[g]!;
+      kept.push(s > 0 ? v / s + (d.rowGroups.zeros?.[g] ?? 0) : 0);
+    }
+  });
   let lo = qmin * scale;
   let hi = qmax * scale;
   for (const v of kept) {
@@ -200,13 +244,9 @@ export function drawRowGrid(canvas: HTMLCanvasElement, d: LayerDetail, width: nu
   ctx.fillText(String(maxCount), padL - 4, 16);
   ctx.fillText('0', padL - 4, 8 + plotH);
 
-  // Codes of the kept weights and how far they are from the grid (simulated weights sit on it).
+  // Codes of the kept weights over all groups, and how many are off their grid (the simulated
+  // weights sit on it), as the worker counted them.
   const codes = new Map<number, number>();
-  let offGrid = 0;
-  for (const v of kept) {
-    const c = Math.round(v / scale);
-    codes.set(c, (codes.get(c) ?? 0) + 1);
-    if (Math.abs(v - c * scale) > 1e-3 * scale + 1e-7) offGrid++;
-  }
-  return { codes, offGrid };
+  for (const g of rowGroupSummaries(d)) for (const [c, k] of g.codes) codes.set(c, (codes.get(c) ?? 0) + k);
+  return { codes, offGrid: d.rowGroups.offGrid };
 }

@@ -30,6 +30,7 @@ const REPORT_COLUMNS: GridColumn[] = [
   ...LAYER_COLUMNS,
   { key: 'sparsity', title: 'Sparsity', width: '92px', align: 'end' },
   { key: 'wbits', title: 'Bits', width: '60px', align: 'end' },
+  { key: 'group', title: 'Group', width: '84px', align: 'end' },
   { key: 'pruning', title: 'Pruning/E', width: '100px', align: 'end' },
   { key: 'quantization', title: 'Quant/E', width: '92px', align: 'end' },
   { key: 'recovered', title: 'Recovered/E', width: '116px', align: 'end' },
@@ -46,6 +47,12 @@ const MODEL_COLUMNS: GridColumn[] = [
   { key: 'crest', title: 'Crest', width: '72px', align: 'end' },
   { key: 'zeros', title: 'Zeros', width: '72px', align: 'end' },
 ];
+
+/** The weight grid of a layer for the table: "row" (one scale per row) or "g128", "+zp" when asymmetric. */
+export function groupLabel(l: Pick<LayerReport, 'groupSize' | 'asymmetric'>): string {
+  const g = l.groupSize ?? 0;
+  return `${g > 0 ? `g${g}` : 'row'}${l.asymmetric ? '+zp' : ''}`;
+}
 
 /** Relative loss terms of a layer: each divided by the dense output energy tr(W H Wᵀ). */
 export function relativeLoss(l: LayerReport): { pruning: number; quantization: number; recovered: number; total: number } {
@@ -71,6 +78,8 @@ function reportRows(layers: LayerReport[]): Row[] {
         shape: l.rows * l.cols,
         sparsity: l.sparsity,
         wbits: l.wbits,
+        // Per row sorts as the widest group; asymmetric after symmetric of the same size.
+        group: (l.groupSize || 1e9) + (l.asymmetric ? 0.5 : 0),
         pruning: r.pruning,
         quantization: r.quantization,
         recovered: r.recovered,
@@ -85,6 +94,7 @@ function reportRows(layers: LayerReport[]): Row[] {
         shape: `${l.rows}×${l.cols}`,
         sparsity: pct(l.sparsity),
         wbits: String(l.wbits),
+        group: groupLabel(l),
         pruning: rel(r.pruning),
         quantization: rel(r.quantization),
         recovered: rel(r.recovered),
@@ -96,6 +106,7 @@ function reportRows(layers: LayerReport[]): Row[] {
         quantization: `quantization loss ${num(l.loss.quantization)}`,
         recovered: `recovered by compensation ${num(l.loss.recovered)} (pruning + quantization − total)`,
         total: `total loss tr(ΔW H ΔWᵀ) = ${num(l.loss.total)}`,
+        group: `${(l.groupSize ?? 0) > 0 ? `one scale per ${l.groupSize} input columns of a row` : 'one scale per output row'}${l.asymmetric ? ', with a zero point each' : ', symmetric'}`,
       },
     };
   });
