@@ -143,6 +143,7 @@ export async function probeCore(
   recipes: readonly RecipeName[],
   options: CompressOptions,
   threads: number | undefined,
+  probeRows: { r1: number; r2: number } = { r1: 16, r2: 64 },
 ): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const rand = seededRandom(1);
@@ -162,8 +163,8 @@ export async function probeCore(
         );
         return (performance.now() - t0) / 1000;
       };
-      const r1 = Math.min(rows, 16);
-      const r2 = Math.min(rows, 64);
+      const r1 = Math.min(rows, probeRows.r1);
+      const r2 = Math.min(rows, probeRows.r2);
       await time(Math.min(rows, 4)); // warm-up: kernels compiled, worker threads started
       // Best of two at each row count: the probe shares the machine with whatever else runs.
       const t1 = Math.min(await time(r1), await time(r1));
