@@ -11,7 +11,7 @@ import { encodeModel, type ModelProto } from '../onnx/proto';
 import type { PerplexityResult } from '../protocol/report';
 import { CausalLm } from '../runtime/lm';
 import { readText, evaluationWindows, type TokenWindows } from '../runtime/text';
-import { checkTokenizerFits, loadTokenizer, type TextTokenizer } from '../runtime/tokenizer';
+import { checkTokenizerFits, encodePrefix, loadTokenizer, type TextTokenizer } from '../runtime/tokenizer';
 import { modelVocabulary } from '../onnx/vocab';
 import type { SpillOptions } from './activations';
 import { BlockStream } from './blockStream';
@@ -211,7 +211,7 @@ export async function evaluateModel(modelPath: string, opts: EvaluateOptions): P
   const tokenizer = opts.tokenizer ?? (await loadTokenizer(modelPath));
   const text = await readText(opts.text);
   const seqlen = opts.seqlen ?? contextLength(modelPath);
-  const ids = tokenizer.encode(text.text);
+  const ids = encodePrefix(tokenizer, text.text, opts.maxWindows !== undefined ? opts.maxWindows * seqlen : undefined);
   {
     const loaded = await loadModel(modelPath);
     try {

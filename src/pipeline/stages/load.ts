@@ -9,7 +9,7 @@ import { refuseQuantized } from '../../onnx/quantized';
 import { OptionError } from '../../protocol/recipes';
 import { REPORT_SCHEMA_VERSION } from '../../protocol/report';
 import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../../runtime/text';
-import { checkTokenizerFits, loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer';
+import { checkTokenizerFits, encodePrefix, loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer';
 import { BUNDLED_CALIBRATION_TEXT, bundledText, defaultEvaluationText } from '../assets';
 import { checkSeqlen, contextLength } from '../evaluate';
 import { checkGroupSizeFits, numericOptions, TOOL_VERSION, type Job } from '../job';
@@ -62,7 +62,9 @@ export async function loadStage(job: Job): Promise<LoadedJob> {
     if (extra.evalText !== null) {
       const evalFile = extra.evalText ?? defaultEvaluationText(source);
       evalText = await readText(evalFile);
-      evalWin = evaluationWindows(tokenizer.encode(evalText.text), seqlen, { maxWindows: extra.evalWindows, source: evalFile });
+      const evalIds = encodePrefix(tokenizer, evalText.text, extra.evalWindows !== undefined ? extra.evalWindows * seqlen : undefined);
+      checkTokenizerFits(tokenizer, modelVocabulary(loaded.model), evalIds);
+      evalWin = evaluationWindows(evalIds, seqlen, { maxWindows: extra.evalWindows, source: evalFile });
     }
     const sourceSha = await sha256File(source);
     const sourceBytes = (await stat(source)).size;
