@@ -121,7 +121,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     let evaluateSeconds: number;
     let compressSeconds: number;
     let windowSeconds: number | undefined;
-    const probe = pre.probe !== false ? await probeForward(loaded, all, batch, seqlen, vocab, options.executionProviders) : undefined;
+    const probe = pre.probe !== false ? await probeForward(loaded, all, Math.max(1, Math.min(batch, options.samples)), seqlen, vocab, options.executionProviders) : undefined;
     if (probe) {
       // Streamed (§1.5): one prelude, then per block `groups` capture forwards (~10 % more work
       // for the XᵀX products) and one forward to the next block; one-shot: one capture forward.

@@ -96,7 +96,7 @@ test('streamed calibration = whole-model calibration: small model (fp32 and fp16
   t.diagnostic(await compare('small fp16 oneshot', SMALL_FP16, { recipe: 'obr-rtn', abits: 16, kvbits: 16, samples: 2, calibrationMode: 'oneshot' }, { onlyBlocks: [1, 2] }));
 });
 
-test('block forwards are linear in depth: one prelude, then groups + 1 per block (one-shot: 1)', { timeout: 300_000 }, async () => {
+test('block forwards are linear in depth: one prelude, then groups + 1 per block (one-shot: 1), none after the last block compressed', { timeout: 300_000 }, async () => {
   const dir = tempDir();
   const layers = findLinearLayers((await loadModel(TINY)).model);
   const blocks = new Set(layers.filter((l) => l.block !== null).map((l) => l.block)).size;
@@ -106,12 +106,16 @@ test('block forwards are linear in depth: one prelude, then groups + 1 per block
   for (let b = 0; b < blocks; b++) {
     const mine = seq.forwards.filter((f) => f.block === String(b));
     assert.equal(mine.filter((f) => f.kind === 'capture').length, groups, `block ${b}: one capture per group`);
-    assert.equal(mine.filter((f) => f.kind === 'advance').length, 1, `block ${b}: one forward to the next block`);
+    // The last block's outputs feed nothing: no forward after its captures.
+    assert.equal(mine.filter((f) => f.kind === 'advance').length, b < blocks - 1 ? 1 : 0, `block ${b}: one forward to the next block`);
   }
-  assert.equal(seq.forwards.length, 1 + blocks * (groups + 1));
+  assert.equal(seq.forwards.length, 1 + blocks * (groups + 1) - 1);
   const one = await run(TINY, { recipe: 'rtn', abits: 16, kvbits: 16, calibrationMode: 'oneshot' }, {}, path.join(dir, 'b'));
   assert.equal(one.forwards.length, 1 + blocks);
-  assert.ok(one.forwards.slice(1).every((f) => f.kind === 'capture+advance'));
+  assert.deepEqual(one.forwards.slice(1).map((f) => f.kind), [...Array(blocks - 1).fill('capture+advance'), 'capture']);
+  // Blocks after the last one compressed are not run at all.
+  const first = await run(TINY, { recipe: 'rtn', abits: 16, kvbits: 16 }, { onlyBlocks: [0] }, path.join(dir, 'd'));
+  assert.deepEqual(first.forwards.map((f) => f.block), [null, '0', '0', '0', '0']);
   // The whole-model path runs one (0…b)-deep forward per capture: Σ_b groups·(b + 1) block forwards.
   const old = await run(TINY, { recipe: 'rtn', abits: 16, kvbits: 16 }, { calibrationForwards: 'whole-model' }, path.join(dir, 'c'));
   const oldBlockForwards = old.forwards.reduce((s, f) => s + Number(f.block) + 1, 0);
