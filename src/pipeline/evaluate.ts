@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { findLinearLayers } from '../onnx/linear';
-import { loadModel } from '../onnx/load';
+import { loadModel, type LoadedModel } from '../onnx/load';
 import { addNllHead } from '../onnx/nll';
 import { graphPositionLimit, type PositionLimit } from '../onnx/positions';
 import { OptionError } from '../protocol/recipes';
@@ -161,15 +161,17 @@ export async function streamedPerplexity(
     onProgress?(fraction: number): void;
     onExecutionProvider?(ep: CausalLm['executionProvider']): void;
     log?(message: string): void;
+    /** The model as opened from disk: external weights are read per block from it, and the whole-model fallback opens its file. */
+    source?: LoadedModel;
   },
 ): Promise<{ nll: number; perplexity: number; tokens: number }> {
   const batch = Math.max(1, opts.batch ?? defaultBatch(windows.seqlen));
   const layers = findLinearLayers(model, { allowEmpty: true, unsupportedDtype: 'skip' });
   const hasHead = (model.graph?.output ?? []).some((o) => o.name === 'logits') && (model.graph?.input ?? []).some((v) => v.name === 'input_ids');
-  const opened = hasHead ? BlockStream.open(model, layers, windows, { executionProviders: opts.executionProviders, batch, signal: opts.signal, spill: opts.spill, onExecutionProvider: opts.onExecutionProvider }) : { err: 'no logits output' };
+  const opened = hasHead ? BlockStream.open(model, layers, windows, { executionProviders: opts.executionProviders, batch, signal: opts.signal, spill: opts.spill, onExecutionProvider: opts.onExecutionProvider, weights: opts.source }) : { err: 'no logits output' };
   if ('err' in opened) {
     opts.log?.(`perplexity runs the whole model: the graph can't be cut into blocks (${opened.err})`);
-    const lm = await openForPerplexity(model, opts.executionProviders);
+    const lm = await openForPerplexity(opts.source ? opts.source.path : model, opts.executionProviders);
     opts.onExecutionProvider?.(lm.executionProvider);
     try {
       return await perplexityOf(lm, windows, { batch, signal: opts.signal, onWindow: (done, total) => opts.onProgress?.(done / total) });
