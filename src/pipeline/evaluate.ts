@@ -212,28 +212,25 @@ export async function evaluateModel(modelPath: string, opts: EvaluateOptions): P
   const tokenizer = opts.tokenizer ?? (await loadTokenizer(modelPath));
   const text = await readText(opts.text);
   const seqlen = opts.seqlen ?? contextLength(modelPath);
-  {
-    const loaded = await loadModel(modelPath);
-    try {
-      checkSeqlen(loaded.model, modelPath, seqlen);
-    } finally {
-      await loaded.close();
-    }
-  }
-  const windows = evaluationWindows(tokenizer.encode(text.text), seqlen, { maxWindows: opts.maxWindows, source: opts.text });
-  throwIfAborted(opts.signal);
-  const lm = await openForPerplexity(modelPath, opts.executionProviders);
+  const loaded = await loadModel(modelPath);
   try {
-    const r = await perplexityOf(lm, windows, opts);
-    return {
-      ...r,
-      windows: windows.count,
-      seqlen,
-      text: opts.text,
-      seconds: (performance.now() - started) / 1000,
-      executionProvider: lm.executionProvider,
-    };
+    checkSeqlen(loaded.model, modelPath, seqlen);
+    const windows = evaluationWindows(tokenizer.encode(text.text), seqlen, { maxWindows: opts.maxWindows, source: opts.text });
+    throwIfAborted(opts.signal);
+    // Streamed through the blocks, external weights read per block: one block in a session at a time.
+    let executionProvider: EvaluateResult['executionProvider'] = { used: 'none', tried: [] };
+    const r = await streamedPerplexity(loaded.model, windows, {
+      executionProviders: opts.executionProviders,
+      batch: opts.batch,
+      signal: opts.signal,
+      source: loaded,
+      onProgress: (f) => opts.onWindow?.(Math.floor(f * windows.count), windows.count),
+      onExecutionProvider: (ep) => {
+        if (executionProvider.used === 'none') executionProvider = ep;
+      },
+    });
+    return { ...r, windows: windows.count, seqlen, text: opts.text, seconds: (performance.now() - started) / 1000, executionProvider };
   } finally {
-    await lm.release();
+    await loaded.close();
   }
 }
