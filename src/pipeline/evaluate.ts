@@ -11,7 +11,8 @@ import { encodeModel, type ModelProto } from '../onnx/proto';
 import type { PerplexityResult } from '../protocol/report';
 import { CausalLm } from '../runtime/lm';
 import { readText, evaluationWindows, type TokenWindows } from '../runtime/text';
-import { loadTokenizer, type TextTokenizer } from '../runtime/tokenizer';
+import { checkTokenizerFits, encodePrefix, loadTokenizer, type TextTokenizer } from '../runtime/tokenizer';
+import { modelVocabulary } from '../onnx/vocab';
 import type { SpillOptions } from './activations';
 import { BlockStream } from './blockStream';
 import { throwIfAborted } from './cancel';
@@ -212,10 +213,12 @@ export async function evaluateModel(modelPath: string, opts: EvaluateOptions): P
   const tokenizer = opts.tokenizer ?? (await loadTokenizer(modelPath));
   const text = await readText(opts.text);
   const seqlen = opts.seqlen ?? contextLength(modelPath);
+  const ids = encodePrefix(tokenizer, text.text, opts.maxWindows !== undefined ? opts.maxWindows * seqlen : undefined);
   const loaded = await loadModel(modelPath);
   try {
     checkSeqlen(loaded.model, modelPath, seqlen);
-    const windows = evaluationWindows(tokenizer.encode(text.text), seqlen, { maxWindows: opts.maxWindows, source: opts.text });
+    checkTokenizerFits(tokenizer, modelVocabulary(loaded.model), ids);
+    const windows = evaluationWindows(ids, seqlen, { maxWindows: opts.maxWindows, source: opts.text });
     throwIfAborted(opts.signal);
     // Streamed through the blocks, external weights read per block: one block in a session at a time.
     let executionProvider: EvaluateResult['executionProvider'] = { used: 'none', tried: [] };

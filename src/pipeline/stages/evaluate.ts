@@ -71,6 +71,10 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
   perplexity.compressed = await evaluate(written.simulated, evalWin.count, 'compressed');
   job.log('info', `perplexity dense ${perplexity.dense.perplexity.toFixed(3)} → compressed ${perplexity.compressed.perplexity.toFixed(3)}`);
   if (!Number.isFinite(perplexity.compressed.perplexity)) job.warnings.push('the compressed model\'s perplexity is not finite');
+  else if (perplexity.compressed.perplexity < perplexity.dense.perplexity * (1 - 1e-3)) {
+    // Compression can't add knowledge: a better score means the text is far from what the model knows.
+    job.warnings.push(`the compressed model scores better than the dense one on ${path.basename(perplexity.dense.text)} (${perplexity.compressed.perplexity.toFixed(2)} < ${perplexity.dense.perplexity.toFixed(2)}): the evaluation text may not match the model's domain — pass an evaluation text like the model's training data`);
+  }
   job.timings.evaluate = (performance.now() - t) / 1000;
 
   // Each baseline: the rotated dense model with every compressed layer replaced by the
