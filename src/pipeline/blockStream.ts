@@ -204,6 +204,14 @@ export class BlockStream {
       sub = hessian.model;
       outputs = [...outputs, ...StatsAccumulator.outputs(hessian, capture.requests)];
     }
+    // An empty region with nothing to hand on (e.g. no prelude when the embedding op also holds
+    // block 0's norm, as onnxruntime's EmbedLayerNormalization) has no session to run.
+    if (outputs.length === 0 && region.end <= region.start) {
+      this.forwards++;
+      this.options.onForward?.(region, kind);
+      if (advancing) this.next = this.split.regions.indexOf(region) + 1;
+      return;
+    }
     const choice = await createSessionWithFallback(encodeModel(sub), this.options.executionProviders, { logSeverityLevel: 3 });
     this.options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });
     const session = choice.session;

@@ -64,6 +64,8 @@ export async function probeForward(loaded: LoadedModel, layers: readonly LinearL
   const state = new Map<string, ort.Tensor>();
   let used = 'cpu';
   const time = async (region: GraphRegion, build: (types: Map<string, number>) => Promise<ModelProto>, outputs: string[]): Promise<RegionTiming> => {
+    // An empty region (no prelude when the embedding op also holds block 0's norm) costs nothing.
+    if (region.end <= region.start && outputs.length === 0) return { session: 0, warmup: 0, run: 0 };
     const types = new Map(region.reads.map((r) => [r, elementTypeOf(state.get(r)!.type)]));
     const sub = await build(types);
     const t0 = performance.now();

@@ -92,13 +92,13 @@ test('third-party torch.onnx GPT-2 with Gemm: fused c_attn is qkv, mlp.c_proj is
   }
 });
 
-test('a W4A16 compression of the optimized GPT-2 layout runs end to end (whole-model calibration forwards)', { timeout: 300_000 }, async () => {
+test('a W4A16 compression of the optimized GPT-2 layout runs end to end (block-streamed calibration and evaluation)', { timeout: 300_000 }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'obr-ortgpt2-'));
   try {
     const model = path.join(dir, 'model.onnx');
     writeFileSync(model, encodeModel(ortGpt2({ vocab: 4096, hidden: 64, heads: 4, layers: 2 })));
     copyFileSync(path.join(ROOT, 'test', 'fixtures', 'models', 'tiny', 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
-    const r = await runCompression(model, { ...DEFAULT_OPTIONS, seqlen: 32, samples: 8, abits: 16, kvbits: 16, executionProviders: ['cpu'] }, {}, { evalWindows: 4, calibrationForwards: 'whole-model' });
+    const r = await runCompression(model, { ...DEFAULT_OPTIONS, seqlen: 32, samples: 8, abits: 16, kvbits: 16, executionProviders: ['cpu'] }, {}, { evalWindows: 4 });
     assert.equal(r.layers.map((l) => `${l.block}:${l.role}`).join(' '), '0:qkv 0:o 0:up 0:down 1:qkv 1:o 1:up 1:down');
     assert.ok(r.layers.every((l) => Math.abs(l.sparsity - 0.5) < 0.02));
     assert.ok(Number.isFinite(r.perplexity.dense!.perplexity) && Number.isFinite(r.perplexity.compressed!.perplexity));
