@@ -15,13 +15,13 @@ import { seededRandom } from '../core/random';
 import { elementTypeOf, regionModel, splitBlocks, type GraphRegion } from '../onnx/blocks';
 import type { LoadedModel } from '../onnx/load';
 import { addNllHead } from '../onnx/nll';
-import { DataType, encodeModel, type ModelProto, type TensorProto } from '../onnx/proto';
-import { isExternal } from '../onnx/tensor';
+import { encodeModel, type ModelProto } from '../onnx/proto';
 import type { LinearLayer } from '../onnx/types';
 import type { CompressOptions, RecipeName } from '../protocol/recipes';
 import { windowFeeds } from '../runtime/lm';
 import { createOrtBackend, type OrtMatrixBackend } from '../runtime/ortBackend';
 import { createSessionWithFallback } from '../runtime/providers';
+import { inlineExternalWeights } from './blockStream';
 import { sparsityFor } from './job';
 
 /** Seconds to open a region's session, extra seconds of its first runs, seconds per batch run after that. */
@@ -49,15 +49,7 @@ export function forwardSeconds(t: RegionTiming, windows: number, batch: number, 
 
 /** A region of the loaded model as a model of its own, with its external weights read inline. */
 export async function inlineRegion(loaded: LoadedModel, model: ModelProto, region: GraphRegion, types: ReadonlyMap<string, number>, outputs?: readonly string[]): Promise<ModelProto> {
-  const sub = regionModel(model, region, types, outputs);
-  const inits = sub.graph!.initializer!;
-  for (let i = 0; i < inits.length; i++) {
-    const t = inits[i]!;
-    if (!isExternal(t)) continue;
-    const inline: TensorProto = { name: t.name, dims: t.dims, dataType: t.dataType ?? DataType.FLOAT, rawData: await loaded.readBytes(t.name ?? '') };
-    inits[i] = inline;
-  }
-  return sub;
+  return inlineExternalWeights(regionModel(model, region, types, outputs), loaded);
 }
 
 /** Times prelude, block 0 and tail forwards on one batch of `batch` windows of `seqlen` tokens. */

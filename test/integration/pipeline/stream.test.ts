@@ -11,6 +11,9 @@ import { readLayerWeight64 } from '../../../src/onnx/weights';
 import { AbortError } from '../../../src/pipeline/cancel';
 import { runCompression, type PipelineOptions } from '../../../src/pipeline/compress';
 import type { CapturedStats } from '../../../src/pipeline/capture';
+import { openForPerplexity, perplexityOf, streamedPerplexity } from '../../../src/pipeline/evaluate';
+import { evaluationWindows, readText } from '../../../src/runtime/text';
+import { loadTokenizer } from '../../../src/runtime/tokenizer';
 import type { CompressOptions } from '../../../src/protocol/recipes';
 import { quickOptions, ROOT, shortText, tempDir, TINY } from './fixtures';
 
@@ -184,4 +187,21 @@ test('perplexity streamed through the blocks = the whole model in one session (d
     assert.equal(a.perplexity[k]!.nll, b.perplexity[k]!.nll, `${k}: streamed NLL ${a.perplexity[k]!.nll} vs whole ${b.perplexity[k]!.nll}`);
   }
   assert.ok(a.perplexity.compressed!.perplexity > a.perplexity.dense!.perplexity);
+});
+
+test('dense perplexity of an external-data model with its weights read from the file block by block = one whole-model session', { timeout: 300_000 }, async () => {
+  const file = path.join(ROOT, 'media', 'models', 'small', 'model.external.onnx');
+  const dir = tempDir();
+  const text = await readText(shortText(dir, 'sotu-test.txt', 20_000));
+  const tokenizer = await loadTokenizer(file);
+  const windows = evaluationWindows(tokenizer.encode(text.text), 64, { maxWindows: 5 });
+  const loaded = await loadModel(file);
+  const forwards: string[] = [];
+  const streamed = await streamedPerplexity(loaded.model, windows, { executionProviders: ['cpu'], batch: 2, source: loaded, log: (m) => forwards.push(m) });
+  await loaded.close();
+  assert.deepEqual(forwards, [], 'streamed, no whole-model fallback');
+  const lm = await openForPerplexity(file, ['cpu']);
+  const whole = await perplexityOf(lm, windows, { batch: 2 });
+  await lm.release();
+  assert.equal(streamed.nll, whole.nll);
 });
