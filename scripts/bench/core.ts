@@ -198,7 +198,8 @@ async function main(): Promise<void> {
         };
         const [tHalf] = await timeExact(half);
         const [tRef, exWeight] = await timeExact(ref);
-        const perRow = ref > half ? Math.max(0, (tRef - tHalf) / (ref - half)) : tRef / ref;
+        // Under load the smaller run can come out slower; then scale the whole time linearly.
+        const perRow = ref > half && tRef > tHalf ? (tRef - tHalf) / (ref - half) : tRef / ref;
         row.exact = { seconds: tRef, secondsFullLayer: tRef + perRow * (rows - ref), rowsMeasured: ref, lossRefRows: refLoss(exWeight), load };
         row.timeRatioExact = row.batched.secondsFullLayer / row.exact.secondsFullLayer;
         row.lossRatioExact = row.batched.lossRefRows / row.exact.lossRefRows;
