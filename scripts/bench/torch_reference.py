@@ -9,8 +9,13 @@ Wanda mask as src/core. Only the two fixes of docs/obr-algorithm.md P4/P5 differ
 official code, and neither applies to the benchmark layers (alpha*n is a multiple of 128 and no
 row is dense).
 
-Usage: torch_reference.py LAYER_DIR [--method obr-gptq|obr-rtn] [--alpha 0.5] [--damp 0.01]
-       [--wbits 4] [--threads 2] [--rows N]
+With --method sparsegpt-gptq: the paper's cheap baseline (OBR_Wrapper.
+baseline_with_sparsegpt_gptq_obs, pitfall P15): joint SparseGPT pruning (mask chosen per
+128-column block over all rows) and GPTQ quantization with lazy-batch error feedback, fp32,
+vectorized over rows.
+
+Usage: torch_reference.py LAYER_DIR [--method obr-gptq|obr-rtn|sparsegpt-gptq] [--alpha 0.5]
+       [--damp 0.01] [--wbits 4] [--threads 2] [--rows N]
 LAYER_DIR holds W.npy [out, in], H.npy [in, in] (undamped), act.npy [in] (Wanda energies).
 Writes LAYER_DIR/Q_torch_<method>.npy and prints one JSON line: seconds, loss (undamped H,
 float64), rows, cols.
@@ -107,10 +112,46 @@ def obr(W, H, act, method, alpha, damp, bits, blocksize=128):
     return Q
 
 
+def sparsegpt_gptq(W, H, damp, bits, sparsity=0.5, blocksize=128):
+    rows, n = W.shape
+    maxq = 2 ** (bits - 1) - 1
+    scale = find_scales(W, bits)[:, None]
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(n, dtype=H.dtype)
+    Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H))
+    Hinv = torch.linalg.cholesky(Hinv, upper=True)
+    Q = torch.zeros_like(W)
+    for i1 in range(0, n, blocksize):
+        i2 = min(i1 + blocksize, n)
+        count = i2 - i1
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        tmp = W1 ** 2 / (torch.diag(Hinv1).reshape((1, -1))) ** 2
+        thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * sparsity)]
+        mask1 = tmp <= thresh
+        for j in range(count):
+            w = W1[:, j]
+            d = Hinv1[j, j]
+            q = w.clone()
+            q[mask1[:, j]] = 0
+            q = quant(q, scale[:, 0], maxq) * (~mask1[:, j])
+            Q1[:, j] = q
+            err1 = (w - q) / d
+            W1[:, j:] -= err1.unsqueeze(1).matmul(Hinv1[j, j:].unsqueeze(0))
+            Err1[:, j] = err1
+        Q[:, i1:i2] = Q1
+        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    return Q
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('layer_dir')
-    ap.add_argument('--method', default='obr-gptq', choices=['obr-gptq', 'obr-rtn'])
+    ap.add_argument('--method', default='obr-gptq', choices=['obr-gptq', 'obr-rtn', 'sparsegpt-gptq'])
     ap.add_argument('--alpha', type=float, default=0.5)
     ap.add_argument('--damp', type=float, default=0.01)
     ap.add_argument('--wbits', type=int, default=4)
@@ -127,7 +168,10 @@ def main():
     W = torch.from_numpy(W64.astype(np.float32))
     H = torch.from_numpy(H64.astype(np.float32))
     t0 = time.perf_counter()
-    Q = obr(W.clone(), H.clone(), torch.from_numpy(act), args.method, args.alpha, args.damp, args.wbits)
+    if args.method == 'sparsegpt-gptq':
+        Q = sparsegpt_gptq(W.clone(), H.clone(), args.damp, args.wbits)
+    else:
+        Q = obr(W.clone(), H.clone(), torch.from_numpy(act), args.method, args.alpha, args.damp, args.wbits)
     seconds = time.perf_counter() - t0
     Qn = Q.numpy().astype(np.float32)
     np.save(os.path.join(args.layer_dir, f'Q_torch_{args.method}.npy'), Qn)

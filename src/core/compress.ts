@@ -8,6 +8,7 @@
 // Loss terms are reported with the UNDAMPED H (LayerLoss in src/protocol/report.ts).
 import { type RecipeName, type Sparsity, validateGroupSize } from '../protocol/recipes';
 import type { LayerLoss } from '../protocol/report';
+import { type AdmmProgress, type AdmmSettings, type AdmmStats, DEFAULT_ADMM, compensateAdmm } from './admm';
 import { type MatrixBackend, jsBackend } from './backend';
 import { sparseGptInPlace } from './gptq';
 import { rowKernels } from './kernels';
@@ -73,14 +74,31 @@ export interface CompressOptionsCore {
   /** Worker threads for the per-row compensation (default: min(2, cpus)); 1 = this thread. */
   threads?: number;
   backend?: MatrixBackend;
-  /** Per-row solver for the OBR compensation: exact Cholesky ('direct') or batched PCG ('pcg'). */
-  solver?: 'direct' | 'pcg' | 'auto' | 'pcg-batched';
+  /**
+   * OBR compensation solver: 'batched' (ADMM over all rows at once on the backend's float32
+   * products, ./admm.ts), 'exact' (= 'direct': one Cholesky per row, float64), 'pcg' (per-row
+   * CG), 'pcg-batched' (the earlier batched PCG experiment). Default: 'batched' when the backend
+   * has fast products (matmulF32, e.g. onnxruntime), else 'exact'.
+   */
+  solver?: OBRSolver;
+  /** 'batched' only: ADMM settings, the per-iteration progress, and the final statistics. */
+  admm?: Partial<AdmmSettings>;
+  onSolverIteration?: (progress: AdmmProgress) => void;
+  onAdmmStats?: (stats: AdmmStats) => void;
   /** 'pcg-batched' only: settings, and a callback receiving the solver statistics. */
   batchedPcg?: Partial<BatchedPcgSettings>;
   onSolverStats?: (stats: BatchedPcgStats) => void;
   /** Skip the four loss quadratic forms (bench timing); loss fields are then NaN. `stats.seconds`
    *  never includes them. */
   skipLoss?: boolean;
+}
+
+export type OBRSolver = 'batched' | 'exact' | 'direct' | 'pcg' | 'auto' | 'pcg-batched';
+
+/** The solver compressLayer uses for these options (see CompressOptionsCore.solver). */
+export function resolveSolver(options: Pick<CompressOptionsCore, 'solver' | 'backend'>): 'batched' | 'direct' | 'pcg' | 'pcg-batched' {
+  const s = options.solver ?? (options.backend?.matmulF32 ? 'batched' : 'exact');
+  return s === 'exact' || s === 'auto' ? 'direct' : s;
 }
 
 export class InputError extends Error {
@@ -220,12 +238,14 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         mask = maskFor();
         const k = Math.floor(config.alpha * cols + 1e-9);
         const wc = f64(rows * cols);
-        const solver = options.solver === 'pcg' ? 'pcg' : 'direct';
+        const solver = resolveSolver(options);
         const cproblem = { weight: w, rows, cols, hessian: hdShared, mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
         const compensation =
-          options.solver === 'pcg-batched'
-            ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
-            : runRows(pool, { kind: 'compensate', problem: cproblem, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
+          solver === 'batched'
+            ? compensateAdmm(cproblem, backend, { ...DEFAULT_ADMM, ...options.admm }, signal, wc, options.onSolverIteration).then((r) => options.onAdmmStats?.(r.stats))
+            : solver === 'pcg-batched'
+              ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
+              : runRows(pool, { kind: 'compensate', problem: cproblem, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
         // While the workers compensate, this thread factors H⁻¹ for the GPTQ tail.
         if (pool && config.method === 'obr-gptq' && k < cols) getTailUpper(k);
         await compensation;

@@ -47,9 +47,10 @@ export interface SyntheticLayer {
 /**
  * A layer with correlated inputs, shaped like rotated LLM activations: X = (F·Z + N)·diag(c),
  * F a cols×rank factor loading (a few strong shared directions), N independent noise, c
- * per-channel scales spread over about one decade. W has Gaussian rows with mild outliers.
+ * per-channel scales spread over about one decade (optionally a few outlier channels scaled by
+ * `outlierScale`). W has Gaussian rows with mild outliers.
  */
-export function syntheticLayer(rows: number, cols: number, seed: number, options: { tokens?: number; rank?: number; noise?: number } = {}): SyntheticLayer {
+export function syntheticLayer(rows: number, cols: number, seed: number, options: { tokens?: number; rank?: number; noise?: number; outlierChannels?: number; outlierScale?: number } = {}): SyntheticLayer {
   const tokens = options.tokens ?? Math.max(2 * cols, 256);
   const rank = options.rank ?? Math.max(4, Math.floor(cols / 8));
   const noise = options.noise ?? 0.5;
@@ -63,6 +64,10 @@ export function syntheticLayer(rows: number, cols: number, seed: number, options
   for (let i = 0; i < z.length; i++) z[i] = g();
   const c = new Float64Array(cols);
   for (let j = 0; j < cols; j++) c[j] = Math.exp(1.2 * g() * 0.5);
+  // Outlier input channels (as LLM activations have before rotation): every ⌊cols/count⌋-th
+  // channel, offset 3, scaled up. The default (none) leaves the random stream unchanged.
+  const outliers = options.outlierChannels ?? 0;
+  for (let t = 0; t < outliers; t++) c[(3 + t * Math.floor(cols / outliers)) % cols] *= options.outlierScale ?? 20;
   const x = new Float64Array(cols * tokens);
   for (let j = 0; j < cols; j++) {
     const xo = j * tokens;

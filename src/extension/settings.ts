@@ -5,6 +5,7 @@ import {
   DEFAULT_OPTIONS,
   EXECUTION_PROVIDERS,
   isRecipe,
+  OBR_SOLVERS,
   parseSparsity,
   type CompressOptions,
   type ExecutionProviderName,
@@ -48,6 +49,7 @@ export function readCompressOptions(recipe: RecipeName, modelUri: vscode.Uri): C
     seqlen: seqlen > 0 ? seqlen : undefined,
     calibText: calib ? resolveWorkspacePath(calib, modelUri) : undefined,
     executionProviders: providers,
+    solver: OBR_SOLVERS.find((s) => s === c.get<string>('solver', 'batched')) ?? 'batched',
   };
 }
 

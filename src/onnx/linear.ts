@@ -78,6 +78,7 @@ export function groupLayersByInput(layers: readonly LinearLayer[]): LayerGroup[]
 }
 
 function linearLayerOf(n: NodeProto, order: number, idx: GraphIndex, options: FindLinearLayersOptions): LinearLayer | undefined {
+  if (n.opType === 'Attention' && n.domain === 'com.microsoft') return packedAttentionLayer(n, order, idx);
   if (!isDefaultDomain(n) || (n.opType !== 'MatMul' && n.opType !== 'Gemm')) return undefined;
   if (NOT_A_LAYER.test(n.name ?? '')) return undefined;
   const inputs = n.input ?? [];
@@ -137,6 +138,51 @@ function linearLayerOf(n: NodeProto, order: number, idx: GraphIndex, options: Fi
     weightShared: weightUsers > 1 || idx.outputNames.has(name),
     biasName,
     roleSource: 'none',
+  };
+}
+
+/**
+ * onnxruntime's fused `Attention` (transformers optimizer, e.g. GPT-2): input 1 is the packed
+ * [hidden, 3·hidden] weight [W_q | W_k | W_v] applied to input 0 inside the op. It is one linear
+ * layer (role qkv) compressed as one matrix; `parts` says which rows are q, k and v.
+ */
+function packedAttentionLayer(n: NodeProto, order: number, idx: GraphIndex): LinearLayer | undefined {
+  const [x, wName] = n.input ?? [];
+  if (!x || !wName) return undefined;
+  const init = idx.initializers.get(wName);
+  if (!init || idx.inputNames.has(wName)) return undefined;
+  const dims = tensorDims(init);
+  const dtype = weightDtypeOf(init.dataType ?? 0);
+  if (dims.length !== 2 || !dtype) return undefined;
+  const [k, total] = dims as [number, number];
+  // qkv_hidden_sizes gives unequal parts (GQA-style); otherwise three equal thirds.
+  const sizes = attrInts(n, 'qkv_hidden_sizes') ?? (total % 3 === 0 ? [total / 3, total / 3, total / 3] : undefined);
+  if (!sizes || sizes.length !== 3 || sizes.reduce((a, b) => a + b, 0) !== total) return undefined;
+  const parts: NonNullable<LinearLayer['parts']> = [];
+  let at = 0;
+  (['q', 'k', 'v'] as const).forEach((role, i) => {
+    parts.push({ role, rows: [at, at + sizes[i]!] });
+    at += sizes[i]!;
+  });
+  return {
+    name: n.name || (n.output?.[0] ?? ''),
+    nodeName: n.name ?? '',
+    opType: 'Attention',
+    weightName: wName,
+    orientation: 'in-out',
+    dtype,
+    inFeatures: k,
+    outFeatures: total,
+    inputName: x,
+    block: null,
+    role: 'qkv',
+    outputName: n.output?.[0] ?? '',
+    order,
+    weightPath: [],
+    storedDtype: dataTypeName(init.dataType ?? 0),
+    weightShared: (idx.consumers.get(wName)?.length ?? 0) > 1 || idx.outputNames.has(wName),
+    roleSource: 'topology',
+    parts,
   };
 }
 
@@ -221,6 +267,10 @@ const NORM_OPS = new Set([
 ]);
 const ACTIVATION_OPS = new Set(['Sigmoid', 'Tanh', 'Relu', 'Gelu', 'FastGelu', 'QuickGelu', 'Erf', 'Elu', 'Selu', 'Softplus', 'HardSigmoid', 'HardSwish', 'Mish', 'LeakyRelu']);
 const FUSED_ATTENTION_OPS = new Set(['Attention', 'MultiHeadAttention', 'GroupQueryAttention', 'PackedAttention', 'SparseAttention']);
+/** Ops whose output describes a shape, not activations. */
+const SHAPE_OPS = new Set(['Shape', 'Size']);
+/** Ops whose inputs after the first are shapes, indices or axes (torch.onnx exports compute them at run time). */
+const DATA_INPUT_ONLY = new Set(['Reshape', 'Expand', 'Slice', 'Tile', 'Pad', 'Unsqueeze', 'Squeeze', 'Split', 'ConstantOfShape', 'Resize', 'TopK']);
 /** Bound on nodes visited per trace: keeps role finding linear in the model size. */
 const TRACE_LIMIT = 600;
 
@@ -264,7 +314,7 @@ function toSoftmax(idx: GraphIndex, n: NodeProto): boolean {
   return false;
 }
 
-type AttentionSlot = 'q' | 'k' | 'v';
+type AttentionSlot = 'q' | 'k' | 'v' | 'qkv';
 
 /** Forward trace from a layer's output to the attention it feeds, if any. */
 function attentionSlot(layer: LinearLayer, idx: GraphIndex, linearNodes: Set<NodeProto>): AttentionSlot | undefined {
@@ -291,10 +341,13 @@ function attentionSlot(layer: LinearLayer, idx: GraphIndex, linearNodes: Set<Nod
         else if (toSoftmax(idx, c)) hits.add(slot === 0 ? 'q' : 'k');
         continue;
       }
-      if (c.opType === 'Softmax') continue;
+      // A normalization starts the next sub-block: what lies beyond it is not this layer's slot.
+      if (c.opType === 'Softmax' || SHAPE_OPS.has(c.opType ?? '') || NORM_OPS.has(c.opType ?? '')) continue;
+      if (DATA_INPUT_ONLY.has(c.opType ?? '') && slot !== 0) continue; // t is a shape/index operand here
       queue.push(...(c.output ?? []).filter(Boolean));
     }
   }
+  if (hits.size === 3) return 'qkv'; // one projection split into q, k and v (GPT-2's c_attn)
   return hits.size === 1 ? [...hits][0] : undefined;
 }
 
@@ -319,6 +372,10 @@ function traceInput(input: string, idx: GraphIndex, linearNodes: Set<NodeProto>,
     if (seen.has(key)) continue;
     seen.add(key);
     const layer = byOutput.get(t);
+    if (layer && layer.opType === 'Attention') {
+      result.attention = true; // the fused op's output is attention, not its packed projection
+      continue;
+    }
     if (layer) {
       result.hits.set(layer, (result.hits.get(layer) ?? false) || act);
       continue;
@@ -346,9 +403,11 @@ function traceInput(input: string, idx: GraphIndex, linearNodes: Set<NodeProto>,
       result.source = true;
       continue;
     }
-    if (op === 'Softmax') continue;
+    if (op === 'Softmax' || SHAPE_OPS.has(op)) continue; // a shape query reads no data
     const viaAct = act || ACTIVATION_OPS.has(op) || (op === 'Mul' && selfGated(p, idx));
-    for (const x of p.input ?? []) if (x && !isConstantTensor(idx, x)) queue.push({ t: x, act: viaAct });
+    // Reshape/Expand/Slice/…: only the data input carries activations; the others are shapes.
+    const dataInputs = DATA_INPUT_ONLY.has(op) ? (p.input ?? []).slice(0, 1) : (p.input ?? []);
+    for (const x of dataInputs) if (x && !isConstantTensor(idx, x)) queue.push({ t: x, act: viaAct });
   }
   return result;
 }
@@ -396,6 +455,12 @@ function assignRoles(layers: LinearLayer[], idx: GraphIndex): void {
   for (const l of layers) {
     const slot = attentionSlot(l, idx, linearNodes);
     if (slot) set(l, slot);
+  }
+  // A fused q/k/v projection split after the product (GPT-2's c_attn): three equal row blocks.
+  for (const l of layers) {
+    if (l.role !== 'qkv' || l.parts || l.outFeatures % 3 !== 0) continue;
+    const third = l.outFeatures / 3;
+    l.parts = (['q', 'k', 'v'] as const).map((role, i) => ({ role, rows: [i * third, (i + 1) * third] as [number, number] }));
   }
   // 2. o / down (+ gate/up) by where a group's input comes from.
   for (const g of groupLayersByInput(layers)) {
@@ -452,7 +517,7 @@ function reachesGraphOutput(layer: LinearLayer, idx: GraphIndex, linearNodes: Se
 
 // ---- blocks -------------------------------------------------------------------------------------
 
-const STAGE: Partial<Record<LayerRole, number>> = { q: 0, k: 0, v: 0, o: 1, gate: 2, up: 2, down: 3 };
+const STAGE: Partial<Record<LayerRole, number>> = { q: 0, k: 0, v: 0, qkv: 0, o: 1, gate: 2, up: 2, down: 3 };
 const BLOCK_NAME = /(?:layers?|blocks?|h|decoder\.layers)[._/](\d+)(?:[._/]|$)/;
 
 function assignBlocks(layers: LinearLayer[]): void {

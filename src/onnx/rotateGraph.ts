@@ -95,7 +95,7 @@ export interface Decoder {
   numKvHeads: number;
 }
 
-const BLOCK_ROLES: Array<Exclude<LayerRole, 'lm_head' | 'other'>> = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+const BLOCK_ROLES: Array<Exclude<LayerRole, 'lm_head' | 'other' | 'qkv'>> = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 
 /**
  * The LLaMA projections per block (via findLinearLayers) and the attention geometry, from (first
@@ -113,6 +113,9 @@ export function findDecoder(model: ModelProto, idx: GraphIndex, explicit?: numbe
       continue;
     }
     if (l.block === null || l.role === 'other') continue;
+    if (l.role === 'qkv') {
+      throw new GraphPatternFormatError(`"${l.name}" is a fused q/k/v projection; rotation (A4/KV4) supports separate q/k/v MatMuls (LLaMA-style exports) — compress this model with --abits 16 --kvbits 16`);
+    }
     let b = byBlock.get(l.block);
     if (!b) byBlock.set(l.block, (b = { index: l.block }));
     if (b[l.role]) throw new GraphPatternFormatError(`block ${l.block} has two ${l.role} projections ("${b[l.role]!.nodeName}", "${l.nodeName}"); only LLaMA-style decoders (q/k/v/o, gate/up/down) can be rotated`);

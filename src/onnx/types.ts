@@ -13,7 +13,8 @@ export interface LinearLayer {
   /** Stable id: the MatMul/Gemm node name (or its first output when unnamed). */
   name: string;
   nodeName: string;
-  opType: 'MatMul' | 'Gemm';
+  /** `Attention`: onnxruntime's fused attention op holding a packed [in, 3·out] q/k/v weight (input 1). */
+  opType: 'MatMul' | 'Gemm' | 'Attention';
   /** The initializer holding the weight values. */
   weightName: string;
   /** Storage orientation of the initializer: `in-out` = [in, out] (MatMul), `out-in` = [out, in]. */
@@ -43,6 +44,8 @@ export interface LinearLayer {
   biasName?: string;
   /** How `role` was found: graph topology, the node/weight name, or neither. */
   roleSource?: 'topology' | 'name' | 'none';
+  /** For a fused `qkv` layer: which output rows (in the [out, in] convention) are q, k and v. */
+  parts?: Array<{ role: 'q' | 'k' | 'v'; rows: [number, number] }>;
 }
 
 /** Layers that read the same activation (and therefore share one Hessian XᵀX). */

@@ -10,7 +10,9 @@ import type * as ort from 'onnxruntime-node';
 import { elementTypeOf, regionModel, splitBlocks, type BlockSplit, type GraphRegion } from '../onnx/blocks';
 import { addHessianCapture } from '../onnx/hessian';
 import { addNllHead } from '../onnx/nll';
-import { encodeModel, type ModelProto } from '../onnx/proto';
+import type { LoadedModel } from '../onnx/load';
+import { DataType, encodeModel, type ModelProto, type TensorProto } from '../onnx/proto';
+import { isExternal } from '../onnx/tensor';
 import type { LinearLayer } from '../onnx/types';
 import { createSessionWithFallback } from '../runtime/providers';
 import { windowFeeds } from '../runtime/lm';
@@ -33,6 +35,23 @@ export interface BlockStreamOptions {
   onExecutionProvider?(ep: ExecutionProviderChoice): void;
   /** Memory budget of the activation cache and where it spills beyond it. */
   spill?: SpillOptions;
+  /**
+   * Where external-data weights of the model are read from (the source model, opened lazily):
+   * each region subgraph reads only its own weights, when its session is opened.
+   */
+  weights?: LoadedModel;
+}
+
+/** Replaces the external-data initializers of a region subgraph by their bytes read from `loaded`. */
+export async function inlineExternalWeights(sub: ModelProto, loaded: LoadedModel): Promise<ModelProto> {
+  const inits = sub.graph!.initializer!;
+  for (let i = 0; i < inits.length; i++) {
+    const t = inits[i]!;
+    if (!isExternal(t)) continue;
+    const inline: TensorProto = { name: t.name, dims: t.dims, dataType: t.dataType ?? DataType.FLOAT, rawData: await loaded.readBytes(t.name ?? '') };
+    inits[i] = inline;
+  }
+  return sub;
 }
 
 export class BlockStream {
@@ -111,6 +130,7 @@ export class BlockStream {
     if (!logits) throw new Error('internal: the model has no "logits" output');
     const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.typeOf(r))]));
     const sub = regionModel(model, region, types, ['logits']);
+    if (this.options.weights) await inlineExternalWeights(sub, this.options.weights);
     // The head reads the targets from input_ids, which the tail itself doesn't.
     const ids = (model.graph?.input ?? []).find((v) => v.name === 'input_ids');
     if (!ids) throw new Error('internal: the model has no "input_ids" input');
@@ -172,6 +192,7 @@ export class BlockStream {
     const advancing = kind !== 'capture';
     const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.typeOf(r))]));
     let sub = regionModel(model, region, types, advancing ? region.writes : []);
+    if (this.options.weights) sub = await inlineExternalWeights(sub, this.options.weights);
     let outputs = advancing ? [...region.writes] : [];
     let hessian: ReturnType<typeof addHessianCapture> | undefined;
     if (capture) {
@@ -182,6 +203,14 @@ export class BlockStream {
       });
       sub = hessian.model;
       outputs = [...outputs, ...StatsAccumulator.outputs(hessian, capture.requests)];
+    }
+    // An empty region with nothing to hand on (e.g. no prelude when the embedding op also holds
+    // block 0's norm, as onnxruntime's EmbedLayerNormalization) has no session to run.
+    if (outputs.length === 0 && region.end <= region.start) {
+      this.forwards++;
+      this.options.onForward?.(region, kind);
+      if (advancing) this.next = this.split.regions.indexOf(region) + 1;
+      return;
     }
     const choice = await createSessionWithFallback(encodeModel(sub), this.options.executionProviders, { logSeverityLevel: 3 });
     this.options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });

@@ -50,6 +50,7 @@ export function validateOptions(o: CompressOptions): void {
   if (o.calibrationMode !== 'sequential' && o.calibrationMode !== 'oneshot') throw new OptionError(`calibration mode must be sequential or oneshot (got ${String(o.calibrationMode)})`);
   validateGroupSize(o.groupSize);
   if (typeof o.asymmetric !== 'boolean') throw new OptionError(`asymmetric must be true or false (got ${String(o.asymmetric)})`);
+  if (o.solver !== undefined && o.solver !== 'batched' && o.solver !== 'exact') throw new OptionError(`solver must be batched or exact (got ${String(o.solver)})`);
 }
 
 /**
@@ -117,6 +118,7 @@ export async function runCompression(
   try {
     return await runLocked(job);
   } finally {
+    await job.matrixBackend?.release().catch(() => undefined);
     await lock.release();
     // A folder this job created and left empty (cancelled, or failed before any block) goes too.
     if (!outDirExisted) await rmdir(paths.dir).catch(() => undefined);

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { findLinearLayers } from '../onnx/linear';
-import { loadModel } from '../onnx/load';
+import { loadModel, type LoadedModel } from '../onnx/load';
 import { addNllHead } from '../onnx/nll';
 import { graphPositionLimit, type PositionLimit } from '../onnx/positions';
 import { OptionError } from '../protocol/recipes';
@@ -11,7 +11,8 @@ import { encodeModel, type ModelProto } from '../onnx/proto';
 import type { PerplexityResult } from '../protocol/report';
 import { CausalLm } from '../runtime/lm';
 import { readText, evaluationWindows, type TokenWindows } from '../runtime/text';
-import { loadTokenizer, type TextTokenizer } from '../runtime/tokenizer';
+import { checkTokenizerFits, encodePrefix, loadTokenizer, type TextTokenizer } from '../runtime/tokenizer';
+import { modelVocabulary } from '../onnx/vocab';
 import type { SpillOptions } from './activations';
 import { BlockStream } from './blockStream';
 import { throwIfAborted } from './cancel';
@@ -161,15 +162,17 @@ export async function streamedPerplexity(
     onProgress?(fraction: number): void;
     onExecutionProvider?(ep: CausalLm['executionProvider']): void;
     log?(message: string): void;
+    /** The model as opened from disk: external weights are read per block from it, and the whole-model fallback opens its file. */
+    source?: LoadedModel;
   },
 ): Promise<{ nll: number; perplexity: number; tokens: number }> {
   const batch = Math.max(1, opts.batch ?? defaultBatch(windows.seqlen));
   const layers = findLinearLayers(model, { allowEmpty: true, unsupportedDtype: 'skip' });
   const hasHead = (model.graph?.output ?? []).some((o) => o.name === 'logits') && (model.graph?.input ?? []).some((v) => v.name === 'input_ids');
-  const opened = hasHead ? BlockStream.open(model, layers, windows, { executionProviders: opts.executionProviders, batch, signal: opts.signal, spill: opts.spill, onExecutionProvider: opts.onExecutionProvider }) : { err: 'no logits output' };
+  const opened = hasHead ? BlockStream.open(model, layers, windows, { executionProviders: opts.executionProviders, batch, signal: opts.signal, spill: opts.spill, onExecutionProvider: opts.onExecutionProvider, weights: opts.source }) : { err: 'no logits output' };
   if ('err' in opened) {
     opts.log?.(`perplexity runs the whole model: the graph can't be cut into blocks (${opened.err})`);
-    const lm = await openForPerplexity(model, opts.executionProviders);
+    const lm = await openForPerplexity(opts.source ? opts.source.path : model, opts.executionProviders);
     opts.onExecutionProvider?.(lm.executionProvider);
     try {
       return await perplexityOf(lm, windows, { batch, signal: opts.signal, onWindow: (done, total) => opts.onProgress?.(done / total) });
@@ -210,28 +213,27 @@ export async function evaluateModel(modelPath: string, opts: EvaluateOptions): P
   const tokenizer = opts.tokenizer ?? (await loadTokenizer(modelPath));
   const text = await readText(opts.text);
   const seqlen = opts.seqlen ?? contextLength(modelPath);
-  {
-    const loaded = await loadModel(modelPath);
-    try {
-      checkSeqlen(loaded.model, modelPath, seqlen);
-    } finally {
-      await loaded.close();
-    }
-  }
-  const windows = evaluationWindows(tokenizer.encode(text.text), seqlen, { maxWindows: opts.maxWindows, source: opts.text });
-  throwIfAborted(opts.signal);
-  const lm = await openForPerplexity(modelPath, opts.executionProviders);
+  const ids = encodePrefix(tokenizer, text.text, opts.maxWindows !== undefined ? opts.maxWindows * seqlen : undefined);
+  const loaded = await loadModel(modelPath);
   try {
-    const r = await perplexityOf(lm, windows, opts);
-    return {
-      ...r,
-      windows: windows.count,
-      seqlen,
-      text: opts.text,
-      seconds: (performance.now() - started) / 1000,
-      executionProvider: lm.executionProvider,
-    };
+    checkSeqlen(loaded.model, modelPath, seqlen);
+    checkTokenizerFits(tokenizer, modelVocabulary(loaded.model), ids);
+    const windows = evaluationWindows(ids, seqlen, { maxWindows: opts.maxWindows, source: opts.text });
+    throwIfAborted(opts.signal);
+    // Streamed through the blocks, external weights read per block: one block in a session at a time.
+    let executionProvider: EvaluateResult['executionProvider'] = { used: 'none', tried: [] };
+    const r = await streamedPerplexity(loaded.model, windows, {
+      executionProviders: opts.executionProviders,
+      batch: opts.batch,
+      signal: opts.signal,
+      source: loaded,
+      onProgress: (f) => opts.onWindow?.(Math.floor(f * windows.count), windows.count),
+      onExecutionProvider: (ep) => {
+        if (executionProvider.used === 'none') executionProvider = ep;
+      },
+    });
+    return { ...r, windows: windows.count, seqlen, text: opts.text, seconds: (performance.now() - started) / 1000, executionProvider };
   } finally {
-    await lm.release();
+    await loaded.close();
   }
 }

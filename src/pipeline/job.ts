@@ -2,6 +2,7 @@
 // calibrate ⇄ compress → write → evaluate → report): the options, hooks, progress, warnings,
 // timings and output paths. Each stage reads what it needs from here and from the previous
 // stage's result, and returns its own result.
+import type { OrtMatrixBackend } from '../runtime/ortBackend';
 import { formatSparsity, recipePrunes, validateGroupSize, type CompressOptions, type RecipeName, type Sparsity } from '../protocol/recipes';
 import type { CompressionReport } from '../protocol/report';
 import type { AttentionGeometry } from '../onnx/types';
@@ -89,6 +90,9 @@ export interface Job {
   started: number;
   /** The execution provider of the first session (kept for the report). */
   executionProvider?: CompressionReport['executionProvider'];
+  /** The batched OBR solver's product engine (onnxruntime on the job's providers): opened at the
+   *  first OBR layer (stages/layers.ts), released when the job ends. */
+  matrixBackend?: OrtMatrixBackend;
 }
 
 /** Records the execution provider the first time a session reports one. */
@@ -120,6 +124,7 @@ export function numericOptions(o: CompressOptions, seqlen: number): Record<strin
     seqlen,
     seed: o.seed,
     calibrationMode: o.calibrationMode,
+    solver: o.solver ?? 'batched',
   };
 }
 

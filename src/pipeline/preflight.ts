@@ -15,7 +15,7 @@ import { checkGroupSizeFits, planBlocks } from './compress';
 import { forwardSeconds, probeCore, probeForward } from './probe';
 import { BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
 import { readText } from '../runtime/text';
-import { loadTokenizer } from '../runtime/tokenizer';
+import { encodePrefix, loadTokenizer } from '../runtime/tokenizer';
 
 export interface PreflightOptions {
   /** Run the probes: block forwards and the core on each layer shape (default true). */
@@ -110,7 +110,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       try {
         const tokenizer = await loadTokenizer(modelPath);
         const text = await readText(pre.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT));
-        const all = Math.floor(tokenizer.encode(text.text).length / seqlen);
+        const all = Math.floor(encodePrefix(tokenizer, text.text, pre.evalWindows ? pre.evalWindows * seqlen : undefined).length / seqlen);
         evalWindows = pre.evalWindows ? Math.min(pre.evalWindows, all) : all;
       } catch {
         // no tokenizer or text here: the job itself reports that
@@ -121,7 +121,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     let evaluateSeconds: number;
     let compressSeconds: number;
     let windowSeconds: number | undefined;
-    const probe = pre.probe !== false ? await probeForward(loaded, all, batch, seqlen, vocab, options.executionProviders) : undefined;
+    const probe = pre.probe !== false ? await probeForward(loaded, all, Math.max(1, Math.min(batch, options.samples)), seqlen, vocab, options.executionProviders) : undefined;
     if (probe) {
       // Streamed (§1.5): one prelude, then per block `groups` capture forwards (~10 % more work
       // for the XᵀX products) and one forward to the next block; one-shot: one capture forward.

@@ -15,12 +15,12 @@ import { seededRandom } from '../core/random';
 import { elementTypeOf, regionModel, splitBlocks, type GraphRegion } from '../onnx/blocks';
 import type { LoadedModel } from '../onnx/load';
 import { addNllHead } from '../onnx/nll';
-import { DataType, encodeModel, type ModelProto, type TensorProto } from '../onnx/proto';
-import { isExternal } from '../onnx/tensor';
+import { encodeModel, type ModelProto } from '../onnx/proto';
 import type { LinearLayer } from '../onnx/types';
 import type { CompressOptions, RecipeName } from '../protocol/recipes';
 import { windowFeeds } from '../runtime/lm';
 import { createSessionWithFallback } from '../runtime/providers';
+import { inlineExternalWeights } from './blockStream';
 import { sparsityFor } from './job';
 
 /** Seconds to open a region's session, extra seconds of its first runs, seconds per batch run after that. */
@@ -48,15 +48,7 @@ export function forwardSeconds(t: RegionTiming, windows: number, batch: number, 
 
 /** A region of the loaded model as a model of its own, with its external weights read inline. */
 export async function inlineRegion(loaded: LoadedModel, model: ModelProto, region: GraphRegion, types: ReadonlyMap<string, number>, outputs?: readonly string[]): Promise<ModelProto> {
-  const sub = regionModel(model, region, types, outputs);
-  const inits = sub.graph!.initializer!;
-  for (let i = 0; i < inits.length; i++) {
-    const t = inits[i]!;
-    if (!isExternal(t)) continue;
-    const inline: TensorProto = { name: t.name, dims: t.dims, dataType: t.dataType ?? DataType.FLOAT, rawData: await loaded.readBytes(t.name ?? '') };
-    inits[i] = inline;
-  }
-  return sub;
+  return inlineExternalWeights(regionModel(model, region, types, outputs), loaded);
 }
 
 /** Times prelude, block 0 and tail forwards on one batch of `batch` windows of `seqlen` tokens. */
@@ -72,6 +64,8 @@ export async function probeForward(loaded: LoadedModel, layers: readonly LinearL
   const state = new Map<string, ort.Tensor>();
   let used = 'cpu';
   const time = async (region: GraphRegion, build: (types: Map<string, number>) => Promise<ModelProto>, outputs: string[]): Promise<RegionTiming> => {
+    // An empty region (no prelude when the embedding op also holds block 0's norm) costs nothing.
+    if (region.end <= region.start && outputs.length === 0) return { session: 0, warmup: 0, run: 0 };
     const types = new Map(region.reads.map((r) => [r, elementTypeOf(state.get(r)!.type)]));
     const sub = await build(types);
     const t0 = performance.now();
@@ -143,6 +137,7 @@ export async function probeCore(
   recipes: readonly RecipeName[],
   options: CompressOptions,
   threads: number | undefined,
+  probeRows: { r1: number; r2: number } = { r1: 16, r2: 64 },
 ): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const rand = seededRandom(1);
@@ -162,8 +157,8 @@ export async function probeCore(
         );
         return (performance.now() - t0) / 1000;
       };
-      const r1 = Math.min(rows, 16);
-      const r2 = Math.min(rows, 64);
+      const r1 = Math.min(rows, probeRows.r1);
+      const r2 = Math.min(rows, probeRows.r2);
       await time(Math.min(rows, 4)); // warm-up: kernels compiled, worker threads started
       // Best of two at each row count: the probe shares the machine with whatever else runs.
       const t1 = Math.min(await time(r1), await time(r1));

@@ -12,7 +12,7 @@ import type { CompressionReport } from '../protocol/report';
 import { evaluationWindows, readText, type TokenWindows } from '../runtime/text';
 import { loadTokenizer } from '../runtime/tokenizer';
 import type { PipelineHooks } from './api';
-import { BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
+import { defaultEvaluationText } from './assets';
 import { throwIfAborted } from './cancel';
 import { atomicWrite } from './checkpoint';
 import { defaultBatch, openForPerplexity, perplexityOf } from './evaluate';
@@ -69,7 +69,7 @@ export async function computeSensitivity(
       if (s) compressed.push({ name: l.name, weight: await readLayerWeight64(sim, s) });
     }
     const tokenizer = await loadTokenizer(report.source.path);
-    const text = await readText(o.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT));
+    const text = await readText(o.evalText ?? (typeof report.options.evalText === 'string' ? report.options.evalText : defaultEvaluationText(report.source.path)));
     const windows = evaluationWindows(tokenizer.encode(text.text), report.calibration.seqlen, { maxWindows: windowsWanted, spread: true });
     const result = await layerSensitivity(working.proto, working.layers, compressed, windows, {
       executionProviders: eps,

@@ -46,16 +46,19 @@ export function packedModel(
   wbits: number,
 ): { model?: ModelProto; size?: PackedSize; warning?: string } {
   if (wbits !== 4 && wbits !== 8 && wbits !== 2) return { warning: `no packed model: MatMulNBits stores 2, 4 or 8-bit weights, not ${wbits}-bit` };
-  const groupSizes = new Set(layers.map((p) => p.groupSize));
+  // onnxruntime's fused Attention keeps its packed q/k/v weight inside the op: MatMulNBits can't
+  // replace it, so those layers stay as (already compressed) float weights in the packed model.
+  const packable = layers.filter((p) => p.layer.opType !== 'Attention');
+  const groupSizes = new Set(packable.map((p) => p.groupSize));
   if (groupSizes.size > 1) throw new Error(`internal: layers packed with different group sizes (${[...groupSizes].join(', ')})`);
-  const groupSize = layers[0]?.groupSize ?? 0;
+  const groupSize = packable[0]?.groupSize ?? 0;
   const quantized = new Map<string, QuantizedLayer>(
-    layers.map((p) => [
+    packable.map((p) => [
       p.layer.name,
       { codes: p.codes, scales: Float32Array.from(p.scales), ...(p.zeros ? { zeros: p.zeros } : {}), groupSize: p.groupSize, bits: wbits },
     ]),
   );
-  const blockSize = (groupSize > 0 ? groupSize : layers.every((p) => p.layer.inFeatures % 128 === 0) ? 128 : 32) as PackOptions['blockSize'];
+  const blockSize = (groupSize > 0 ? groupSize : packable.every((p) => p.layer.inFeatures % 128 === 0) ? 128 : 32) as PackOptions['blockSize'];
   const r = packMatMulNBits(model, all, quantized, { blockSize });
   return { model: r.model, size: { layerBytes: r.packedBytes, weights: r.layers.reduce((n, l) => n + l.weights, 0), bitsPerWeight: Number((r.bytesPerWeight * 8).toFixed(4)) } };
 }

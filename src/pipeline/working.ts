@@ -10,7 +10,7 @@ import { readLayerWeight64, replaceLayerWeights } from '../onnx/weights';
 import type { LayerRole } from '../protocol/report';
 
 /** The projections OBR compresses (P14); lm_head and embeddings stay dense. */
-export const COMPRESSED_ROLES: ReadonlySet<LayerRole> = new Set(['q', 'k', 'v', 'o', 'gate', 'up', 'down']);
+export const COMPRESSED_ROLES: ReadonlySet<LayerRole> = new Set(['q', 'k', 'v', 'qkv', 'o', 'gate', 'up', 'down']);
 
 export class WorkingModel {
   private constructor(

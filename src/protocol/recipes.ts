@@ -176,7 +176,16 @@ export interface CompressOptions {
   outDir?: string;
   /** `sequential`: each block calibrated on compressed predecessors (official); `oneshot`: all at once. */
   calibrationMode: 'sequential' | 'oneshot';
+  /**
+   * OBR compensation solver: `batched` (ADMM over all rows at once, its products on onnxruntime
+   * with the job's execution providers; the default) or `exact` (one Cholesky per row, float64).
+   * Absent = batched.
+   */
+  solver?: OBRSolverName;
 }
+
+export const OBR_SOLVERS = ['batched', 'exact'] as const;
+export type OBRSolverName = (typeof OBR_SOLVERS)[number];
 
 export const DEFAULT_OPTIONS: CompressOptions = {
   recipe: DEFAULT_RECIPE,
@@ -192,4 +201,5 @@ export const DEFAULT_OPTIONS: CompressOptions = {
   seed: 0,
   executionProviders: [...EXECUTION_PROVIDERS],
   calibrationMode: 'sequential',
+  solver: 'batched',
 };

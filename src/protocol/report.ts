@@ -4,7 +4,8 @@ import type { RecipeName } from './recipes';
 
 export const REPORT_SCHEMA_VERSION = 1;
 
-export type LayerRole = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down' | 'lm_head' | 'other';
+/** `qkv`: a fused query/key/value projection (GPT-2's c_attn, a packed Attention weight) whose rows are q, k, v in that order. */
+export type LayerRole = 'q' | 'k' | 'v' | 'qkv' | 'o' | 'gate' | 'up' | 'down' | 'lm_head' | 'other';
 
 /** Layer loss terms, all tr(ΔW H ΔWᵀ) with the undamped Hessian of the layer's input. */
 export interface LayerLoss {

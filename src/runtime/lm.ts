@@ -107,8 +107,8 @@ export class CausalLm {
       throw new LmFormatError('unsupported-inputs', `the model has no "input_ids" input (inputs: ${names.join(', ')}); export a causal LM with Optimum or torch.onnx.export`);
     }
     for (const n of names) {
-      if (!['input_ids', 'attention_mask', 'position_ids'].includes(n) && !n.startsWith('past_key_values.') && !n.startsWith('past.')) {
-        throw new LmFormatError('unsupported-inputs', `the model has an input "${n}" OBR Studio does not know how to feed (it feeds input_ids, attention_mask, position_ids, past_key_values.*)`);
+      if (!FED_INPUTS.has(n) && !isPastInput(n)) {
+        throw new LmFormatError('unsupported-inputs', `the model has an input "${n}" OBR Studio does not know how to feed (it feeds input_ids, attention_mask, position_ids, seqlens_k, total_sequence_length and empty past_key_values.* / past_N caches)`);
       }
     }
     if (!outputsOnly && !this.hasNllHead && !this.session.outputNames.includes('logits')) {
@@ -184,6 +184,14 @@ export class CausalLm {
  * past_key_values.* [batch, heads, 0, head_dim]. Block subgraphs (src/onnx/blocks.ts) use it for
  * the graph inputs they read.
  */
+/** Inputs fed from the token windows (besides the empty caches). */
+const FED_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'seqlens_k', 'total_sequence_length']);
+
+/** A KV-cache input: past_key_values.N.key/value, past.N…, or a packed past_N. */
+export function isPastInput(name: string): boolean {
+  return name.startsWith('past_key_values.') || name.startsWith('past.') || /^past_\d+$/.test(name) || /^past_(key|value)/.test(name);
+}
+
 export function windowFeeds(session: ort.InferenceSession, names: readonly string[], ids: Int32Array, batch: number, seqlen: number): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
   const meta = new Map(session.inputMetadata.map((m) => [m.name, m]));
@@ -203,15 +211,25 @@ export function windowFeeds(session: ort.InferenceSession, names: readonly strin
     if (name === 'input_ids') feeds[name] = int(name, (i) => ids[i]!);
     else if (name === 'attention_mask') feeds[name] = int(name, () => 1);
     else if (name === 'position_ids') feeds[name] = int(name, (i) => i % seqlen);
-    else if (name.startsWith('past_key_values.') || name.startsWith('past.')) {
-      // past_key_values.*: [batch, heads, past = 0, head_dim]
+    else if (name === 'seqlens_k') {
+      // GroupQueryAttention: per sequence, total length − 1 (no padding, empty past).
+      feeds[name] = new ort.Tensor('int32', new Int32Array(batch).fill(seqlen - 1), [batch]);
+    } else if (name === 'total_sequence_length') {
+      feeds[name] = new ort.Tensor('int32', Int32Array.of(seqlen), []);
+    } else if (isPastInput(name)) {
+      // An empty cache: past_key_values.* [batch, heads, 0, head_dim], or a packed past_N
+      // [2, batch, heads, 0, head_dim] (keys and values stacked, GPT-2 exports).
       const m = meta.get(name);
       const shape = m && m.isTensor ? m.shape : [];
-      if (shape.length !== 4 || typeof shape[1] !== 'number' || typeof shape[3] !== 'number') {
-        throw new LmFormatError('unsupported-inputs', `can't feed "${name}": its shape [${shape.join(', ')}] is not [batch, heads, past, head_dim]; use the model without past`);
-      }
       const type = m && m.isTensor && m.type === 'float16' ? 'float16' : 'float32';
-      feeds[name] = new ort.Tensor(type, type === 'float16' ? new Uint16Array(0) : new Float32Array(0), [batch, shape[1], 0, shape[3]]);
+      const empty = type === 'float16' ? new Uint16Array(0) : new Float32Array(0);
+      if (shape.length === 4 && typeof shape[1] === 'number' && typeof shape[3] === 'number') {
+        feeds[name] = new ort.Tensor(type, empty, [batch, shape[1], 0, shape[3]]);
+      } else if (shape.length === 5 && shape[0] === 2 && typeof shape[2] === 'number' && typeof shape[4] === 'number') {
+        feeds[name] = new ort.Tensor(type, empty, [2, batch, shape[2], 0, shape[4]]);
+      } else {
+        throw new LmFormatError('unsupported-inputs', `can't feed "${name}": its shape [${shape.join(', ')}] is neither [batch, heads, past, head_dim] nor [2, batch, heads, past, head_dim]; use the model without past`);
+      }
     }
   }
   return feeds;

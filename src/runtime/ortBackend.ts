@@ -1,9 +1,12 @@
-// A MatrixBackend whose float32 products run on onnxruntime's MatMul (multi-threaded, blocked
-// SGEMM), for the batched PCG compensation (src/core/pcgBatched.ts). src/core never imports
-// onnxruntime; this backend is injected through compressLayer(..., { backend }).
+// A MatrixBackend whose float32 products run on onnxruntime's MatMul, on the first execution
+// provider of the job's preference that loads (CUDA, DirectML, CoreML, WebGPU; CPU otherwise:
+// multi-threaded blocked SGEMM), for the batched OBR compensation (src/core/admm.ts; also the
+// older src/core/pcgBatched.ts). src/core never imports onnxruntime; this backend is injected
+// through compressLayer(..., { backend }).
 import * as ort from 'onnxruntime-node';
 import type { MatrixBackend } from '../core/backend';
 import { DataType, encodeModel, onnx } from '../onnx/proto';
+import { createSessionWithFallback } from './providers';
 
 function matmulModel(): Uint8Array {
   const vi = (name: string, dims: string[]): onnx.IValueInfoProto => ({
@@ -26,16 +29,19 @@ function matmulModel(): Uint8Array {
 export interface OrtBackendOptions {
   /** intra-op threads (default 2). */
   threads?: number;
+  /** Execution providers in order of preference (default CPU); CPU is always the last resort. */
+  executionProviders?: readonly string[];
 }
 
 export interface OrtMatrixBackend extends MatrixBackend {
+  /** The execution provider the products run on, and why the preferred ones did not load. */
+  provider: { used: string; tried: Array<{ name: string; error?: string }> };
   release(): Promise<void>;
 }
 
-/** A MatrixBackend with float32 MatMul on onnxruntime (CPU). Call release() when done. */
+/** A MatrixBackend with float32 MatMul on onnxruntime. Call release() when done. */
 export async function createOrtBackend(options: OrtBackendOptions = {}): Promise<OrtMatrixBackend> {
-  const session = await ort.InferenceSession.create(matmulModel(), {
-    executionProviders: ['cpu'],
+  const { session, used, tried } = await createSessionWithFallback(matmulModel(), options.executionProviders ?? ['cpu'], {
     intraOpNumThreads: options.threads ?? 2,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
@@ -58,7 +64,8 @@ export async function createOrtBackend(options: OrtBackendOptions = {}): Promise
     return run;
   };
   return {
-    name: 'ort',
+    name: `ort-${used}`,
+    provider: { used, tried },
     matmulF32,
     release: () => session.release(),
   };

@@ -9,6 +9,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { runtimeRejectedError } from '../onnx/runtimeError';
 
 /** Providers that can exist on this platform, in the order given. */
 export function platformProviders(preference: readonly string[], platform = process.platform): string[] {
@@ -136,8 +137,9 @@ export async function createSessionWithFallback(
       continue;
     }
     try {
-      // GPU attempts log nothing below fatal: their failure is reported as a skip reason.
-      const opts = { ...options, executionProviders: [name], ...(name === 'cpu' ? {} : { logSeverityLevel: 4 as const }) };
+      // Sessions log nothing below fatal: a failure comes back as an exception (a skip reason, or
+      // the translated error below), never as red native lines on the console.
+      const opts = { ...options, executionProviders: [name], logSeverityLevel: 4 as const };
       const session =
         typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
       tried.push({ name });
@@ -149,10 +151,9 @@ export async function createSessionWithFallback(
       if (name !== 'cpu' && isInitFailure(detail)) unavailable.set(name, attempt);
     }
   }
-  throw new ProviderError(
-    `no execution provider could load the model: ${tried.map((t) => `${t.name}: ${t.detail ?? t.error}`).join('; ')}`,
-    { cause: tried.find((t) => t.name === 'cpu')?.detail },
-  );
+  // Every provider, CPU included, rejected the graph: that is the graph's fault — say so in words.
+  const cpu = tried.find((t) => t.name === 'cpu');
+  throw runtimeRejectedError(cpu?.detail ?? tried.map((t) => `${t.name}: ${t.detail ?? t.error}`).join('; '), typeof model === 'string' ? model : 'the model');
 }
 
 function firstLine(e: unknown): string {

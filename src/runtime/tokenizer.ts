@@ -44,6 +44,43 @@ export function tokenizerPathFor(modelPath: string): string {
 }
 
 /** Loads the tokenizer beside `modelPath` (or the tokenizer.json given directly). */
+/**
+ * Refuses a tokenizer whose ids don't fit the model: an id ≥ the model's vocabulary would index
+ * past its embedding table (onnxruntime fails deep inside, or silently reads garbage).
+ */
+export function checkTokenizerFits(tokenizer: TextTokenizer, modelVocabulary: number | undefined, ...tokens: Int32Array[]): void {
+  if (!modelVocabulary) return;
+  let maxId = -1;
+  for (const t of tokens) for (let i = 0; i < t.length; i++) if (t[i]! > maxId) maxId = t[i]!;
+  if (maxId < modelVocabulary) return;
+  throw new TokenizerError(
+    'vocab-mismatch',
+    `the tokenizer ${path.basename(tokenizer.path)} has ${tokenizer.vocabSize} tokens (this text uses ids up to ${maxId}) but the model's vocabulary has ${modelVocabulary} entries: the tokenizer does not belong to this model — put the model's own tokenizer.json beside it`,
+  );
+}
+
+/**
+ * The first tokens of `text` — at least `needed` of them when the text has that many — without
+ * tokenizing all of it: growing prefixes cut at a line break, until the prefix yields `needed`
+ * tokens plus a margin. Tokenizers split words at whitespace, so the tokens well before the cut
+ * equal those of the whole text; the margin keeps the cut's neighbourhood out of what is used.
+ * (A large tokenizer in JavaScript encodes a few KB per second; evaluation on K windows needs only
+ * K·seqlen tokens of a 1.3 MB WikiText-2 split.) Returns all tokens when `needed` is undefined.
+ */
+export function encodePrefix(tokenizer: TextTokenizer, text: string, needed: number | undefined): Int32Array {
+  if (needed === undefined) return tokenizer.encode(text);
+  const margin = 256;
+  let chars = Math.max(4096, (needed + margin) * 8);
+  for (;;) {
+    if (chars >= text.length) return tokenizer.encode(text);
+    const cut = text.lastIndexOf('\n', chars);
+    const prefix = text.slice(0, cut > chars / 2 ? cut : chars);
+    const ids = tokenizer.encode(prefix);
+    if (ids.length >= needed + margin) return ids.subarray(0, ids.length - margin);
+    chars *= 2;
+  }
+}
+
 export async function loadTokenizer(modelOrTokenizerPath: string): Promise<TextTokenizer> {
   const file = modelOrTokenizerPath.endsWith('.json') ? path.resolve(modelOrTokenizerPath) : tokenizerPathFor(modelOrTokenizerPath);
   if (!existsSync(file)) {

@@ -140,7 +140,7 @@ function renderReport(s: Extract<InspectorSnapshot, { kind: 'report' }>): void {
   if (report) {
     badges.push(report.recipe, `EP ${report.executionProvider.used}`, `${report.layers.length} layers`);
     if (report.perplexity.dense && report.perplexity.compressed) {
-      badges.push(`ppl ${report.perplexity.dense.perplexity.toFixed(2)} → ${report.perplexity.compressed.perplexity.toFixed(2)}`);
+      badges.push(`ppl ${report.perplexity.dense.perplexity.toFixed(2)} → ${report.perplexity.compressed.perplexity.toFixed(2)} on ${report.perplexity.dense.text.split(/[\\/]/).pop()}`);
     }
   } else if (job) {
     badges.push(job.recipe);
@@ -361,6 +361,7 @@ function renderPerplexity(report: CompressionReport | null): void {
   const rows: Array<[string, string]> = [];
   const d = report.perplexity.dense;
   const c = report.perplexity.compressed;
+  if (d) rows.push(['evaluation text', d.text.split(/[\\/]/).pop() ?? d.text]);
   if (d) rows.push(['dense perplexity', `${d.perplexity.toFixed(3)} (${d.windows} × ${d.seqlen} tokens)`]);
   if (c) rows.push([`${report.recipe} perplexity`, `${c.perplexity.toFixed(3)} (${d ? `${(((c.perplexity - d.perplexity) / d.perplexity) * 100).toFixed(1)}% vs dense` : ''})`]);
   for (const b of report.baselines ?? []) {

@@ -48,7 +48,7 @@ export const compressCommand: CliCommand = {
     'obr compress MODEL.onnx [--recipe obr-gptq] [--sparsity 0.5|2:4|4:8] [--wbits 4] [--group-size 0|32|64|128|256] [--asym]\n' +
     '       [--abits 4|16] [--kvbits 4|16]\n' +
     '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
-    '       [--ep cuda,cpu] [--mode sequential|oneshot] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
+    '       [--ep cuda,cpu] [--mode sequential|oneshot] [--solver batched|exact] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
     '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--cache-mib M] [--json] [--yes]\n' +
     '       [--heads N] [--kv-heads N] [--head-dim D]\n\n' +
     `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
@@ -59,6 +59,8 @@ export const compressCommand: CliCommand = {
     '  Writes NAME.<recipe>-w4a4kv4-s50.onnx (simulated), NAME.<recipe>-w4-s50.packed.onnx (MatMulNBits) and\n' +
     '  NAME.<recipe>-w4a4kv4-s50.report.json. An interrupted job resumes from .NAME.obr-partial/ when rerun.\n' +
     '  --cache-mib: memory for cached block activations (default 2048); beyond it they spill to .NAME.obr-partial/.\n' +
+    '  --solver: OBR compensation solver; batched (default: ADMM over all rows, products on onnxruntime with the\n' +
+    '  --ep providers) or exact (one Cholesky per row, float64; the reference).\n' +
     '  --yes runs even when the pre-flight estimate says memory will not suffice.\n' +
     '  --heads/--kv-heads/--head-dim: attention geometry for the rotation (A4/KV4) when neither the graph nor a\n' +
     '  config.json / genai_config.json beside the model tells it; they win over both.',
@@ -88,6 +90,7 @@ export const COMPRESS_FLAGS = {
   out: { type: 'string' },
   ep: { type: 'string' },
   mode: { type: 'string' },
+  solver: { type: 'string' },
   sensitivity: { type: 'boolean' },
   baselines: { type: 'string' },
   'eval-text': { type: 'string' },
@@ -137,8 +140,11 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
   }
   const mode = str('mode') ?? base.calibrationMode;
   if (mode !== 'sequential' && mode !== 'oneshot') throw new UsageError(`--mode: expected sequential or oneshot, got "${mode}"`);
+  const solver = str('solver') ?? base.solver ?? 'batched';
+  if (solver !== 'batched' && solver !== 'exact') throw new UsageError(`--solver: expected batched or exact, got "${solver}"`);
   const options: CompressOptions = {
     ...base,
+    solver,
     recipe,
     sparsity,
     wbits: str('wbits') !== undefined ? parseIntIn('--wbits', str('wbits')!, 2, 8) : base.wbits,

@@ -3,13 +3,17 @@
 // [in] or raw inputs [tokens, in]. Prints one JSON object; writes the compressed weight as .npy
 // in W's dtype, atomically.
 import { parseArgs } from 'node:util';
+import type { AdmmStats } from '../../core/admm';
 import { compressLayer, InputError, type LayerConfig, type MaskScore } from '../../core/compress';
+import { createOrtBackend, type OrtMatrixBackend } from '../../runtime/ortBackend';
 import { isRecipe, parseGroupSize, parseSparsity, OptionError, RECIPES, recipePrunes, type Sparsity, validateGroupSize } from '../../protocol/recipes';
 import { type CliCommand, UsageError } from '../command';
 import { type NpyArray, readNpy, writeNpyAtomic } from '../npy';
 
 const USAGE =
-  'obr layer --weight W.npy --hessian H.npy [--act A.npy] --method M [--sparsity 0.5|2:4|4:8] [--alpha 0.5] [--wbits 4] [--damp 0.01] [--mask wanda|magnitude|sparsegpt] [--group-size 0|32|64|128|256] [--asym] [--threads N] [--solver auto|direct|pcg] --out Q.npy';
+  'obr layer --weight W.npy --hessian H.npy [--act A.npy] --method M [--sparsity 0.5|2:4|4:8] [--alpha 0.5] [--wbits 4] [--damp 0.01] [--mask wanda|magnitude|sparsegpt] [--group-size 0|32|64|128|256] [--asym] [--threads N] [--solver batched|exact|pcg] [--ep cuda,cpu] --out Q.npy\n' +
+  '  --solver: OBR compensation solver; batched (default: ADMM over all rows, products on onnxruntime with the\n' +
+  '  --ep providers, default cpu), exact (one Cholesky per row, float64; also "direct"), pcg (per-row CG).';
 
 function numberOption(name: string, text: string | undefined, fallback: number, check: (v: number) => boolean, hint: string): number {
   if (text === undefined) return fallback;
@@ -48,6 +52,7 @@ export const layerCommand: CliCommand = {
           asym: { type: 'boolean' },
           threads: { type: 'string' },
           solver: { type: 'string' },
+          ep: { type: 'string' },
           out: { type: 'string' },
         },
         strict: true,
@@ -72,8 +77,9 @@ export const layerCommand: CliCommand = {
     const mask = values.mask ?? 'wanda';
     if (mask !== 'wanda' && mask !== 'magnitude' && mask !== 'sparsegpt') throw new OptionError(`--mask ${mask}: use wanda, magnitude or sparsegpt`);
     const groupSize = values['group-size'] === undefined ? 0 : parseGroupSize(values['group-size']);
-    const solver = values.solver ?? 'auto';
-    if (solver !== 'auto' && solver !== 'direct' && solver !== 'pcg') throw new OptionError(`--solver ${solver}: use auto, direct or pcg`);
+    const solver = values.solver ?? 'batched';
+    if (solver !== 'batched' && solver !== 'exact' && solver !== 'auto' && solver !== 'direct' && solver !== 'pcg') throw new OptionError(`--solver ${solver}: use batched, exact or pcg`);
+    const providers = (values.ep ?? 'cpu').split(',').map((p) => p.trim()).filter(Boolean);
 
     const w = readNpy(values.weight);
     if (w.shape.length !== 2 || w.shape[0] === 0 || w.shape[1] === 0) throw new InputError(`${values.weight}: weight must be a 2-D [out, in] array, got shape (${w.shape.join(', ')})`);
@@ -112,7 +118,16 @@ export const layerCommand: CliCommand = {
     }
 
     const config: LayerConfig = { method, sparsity, wbits, alpha, damp, mask: mask as MaskScore, groupSize, asymmetric };
-    const result = await compressLayer({ weight: w.data, rows, cols, hessian: h.data, channelEnergy }, config, { threads, solver });
+    const batched = solver === 'batched' && (method === 'obr-rtn' || method === 'obr-gptq');
+    let backend: OrtMatrixBackend | undefined;
+    let admm: AdmmStats | undefined;
+    let result;
+    try {
+      if (batched) backend = await createOrtBackend({ executionProviders: providers, threads });
+      result = await compressLayer({ weight: w.data, rows, cols, hessian: h.data, channelEnergy }, config, { threads, solver, backend, onAdmmStats: (s) => (admm = s) });
+    } finally {
+      await backend?.release();
+    }
     writeNpyAtomic(values.out, result.weight, [rows, cols], w.dtype);
     const { loss } = result.stats;
     console.log(
@@ -126,6 +141,7 @@ export const layerCommand: CliCommand = {
           lossBreakdown: loss,
           relativeLoss: loss.outputEnergy > 0 ? loss.total / loss.outputEnergy : null,
           seconds: result.stats.seconds,
+          solver: batched ? { name: 'batched', provider: backend!.provider.used, iterations: admm?.iterations } : { name: solver === 'batched' || solver === 'auto' ? 'exact' : solver },
           config: { sparsity: values.sparsity ?? (recipePrunes(method) ? '0.5' : '0'), alpha, wbits, damp, mask, groupSize, asymmetric },
           out: values.out,
         },

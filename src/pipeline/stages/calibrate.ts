@@ -5,7 +5,8 @@
 //
 // Forwards stream through the blocks (src/pipeline/blockStream.ts): the prelude runs once, then
 // per block one forward per group capture and one more that produces the next block's inputs
-// (groups + 1 block forwards; one-shot: 1). Graphs that can't be cut into blocks fall back to
+// (groups + 1 block forwards; one-shot: 1); the last block to compress needs no forward after its
+// captures, and blocks after it are not run. Graphs that can't be cut into blocks fall back to
 // whole-model forwards, which re-run blocks 0…b from the token ids for every capture of block b.
 import path from 'node:path';
 import { groupLayersByInput } from '../../onnx/linear';
@@ -96,8 +97,12 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
   // runs once (restored or dense blocks), or groups + 1 times (one-shot: once) when compressed.
   const groupsTotal = blocks.reduce((s, b) => s + b.groups.length, 0);
   const toCompress = new Map(blocks.filter((b) => !checkpoint.has(b.id)).map((b) => [b.id, b]));
+  // Streamed, nothing after the last planned block is run (its outputs feed no capture).
+  const planned = new Set(blocks.map((b) => b.id));
+  const lastRegion = stream ? Math.max(-1, ...stream.blockRegions.map((r, i) => (planned.has(String(r.block)) ? i : -1))) : -1;
+  const regionsRun = stream ? stream.blockRegions.slice(0, lastRegion + 1) : [];
   const passes = stream
-    ? 1 + stream.blockRegions.reduce((s, r) => s + (toCompress.has(String(r.block)) && !oneshot ? toCompress.get(String(r.block))!.groups.length + 1 : 1), 0)
+    ? regionsRun.reduce((s, r, i) => s + (toCompress.has(String(r.block)) ? (oneshot ? 1 : toCompress.get(String(r.block))!.groups.length) : 0) + (i < lastRegion && !(oneshot && toCompress.has(String(r.block))) ? 1 : 0), 1)
     : oneshot
       ? 1
       : groupsTotal;
@@ -155,12 +160,14 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
       // ---- streamed: prelude once, then each block region on the cached activations
       await timed(() => stream.begin(forwardModel(), onBatch('block inputs')));
       const byId = new Map(blocks.map((b) => [b.id, b]));
-      for (const region of stream.blockRegions) {
+      for (let i = 0; i < regionsRun.length; i++) {
+        const region = regionsRun[i]!;
+        const last = i === regionsRun.length - 1;
         throwIfAborted(signal);
         const block = byId.get(String(region.block));
         if (!block || checkpoint.has(block.id)) {
           if (block) await restore(block);
-          await timed(() => stream.advance(forwardModel(), onBatch(`block ${region.block} forward`)));
+          if (!last) await timed(() => stream.advance(forwardModel(), onBatch(`block ${region.block} forward`)));
           continue;
         }
         extra.onBlockStart?.(block.id, blocks.indexOf(block), blocks.length);
@@ -168,7 +175,7 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
         const blockStates: LayerState[] = [];
         if (oneshot) {
           const all = block.groups.flat();
-          const stats = await timed(() => stream.capture(rot.baseProto, all, requestsFor(all), { advance: true, onBatch: onBatch(`block ${block.id} all inputs`) }));
+          const stats = await timed(() => stream.capture(rot.baseProto, all, requestsFor(all), { advance: !last, onBatch: onBatch(`block ${block.id} all inputs`) }));
           reportCaptured(block, stats);
           for (const group of block.groups) blockStates.push(...(await compressGroup(group, stats)));
         } else {
@@ -178,7 +185,7 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
             reportCaptured(block, stats);
             blockStates.push(...(await compressGroup(group, stats)));
           }
-          await timed(() => stream.advance(working.proto, onBatch(`block ${block.id} compressed forward`)));
+          if (!last) await timed(() => stream.advance(working.proto, onBatch(`block ${block.id} compressed forward`)));
         }
         await finishBlock(block, blockStates);
       }

@@ -3,6 +3,7 @@
 // streams through the blocks like calibration (one block subgraph per session, cached hidden
 // states, spilled beyond the activation budget).
 import path from 'node:path';
+import type { LoadedModel } from '../../onnx/load';
 import type { ModelProto } from '../../onnx/proto';
 import { replaceLayerWeights } from '../../onnx/weights';
 import type { RecipeName } from '../../protocol/recipes';
@@ -36,7 +37,8 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
   const streamed = (extra.calibrationForwards ?? 'stream') === 'stream';
   let t = performance.now();
   const total = evalWin.count * (2 + baselines.length);
-  const evaluate = async (model: ModelProto, offset: number, label: string, stage: 'evaluate' | 'baseline' = 'evaluate'): Promise<PerplexityResult> => {
+  /** `source`: the model is the source file as opened (weights read from it per block, not held inline). */
+  const evaluate = async (model: ModelProto, offset: number, label: string, stage: 'evaluate' | 'baseline' = 'evaluate', source?: LoadedModel): Promise<PerplexityResult> => {
     const t0 = performance.now();
     job.progress.report(stage, offset, total, `perplexity ${label} 0/${evalWin.count}`, 0.78 + 0.2 * (offset / total), true);
     const onWindow = (done: number) => job.progress.report(stage, offset + done, total, `perplexity ${label} ${done}/${evalWin.count}`, 0.78 + 0.2 * ((offset + done) / total));
@@ -51,9 +53,10 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
         onProgress: (f) => onWindow(Math.floor(f * evalWin.count)),
         onExecutionProvider: (ep) => noteExecutionProvider(job, ep),
         log: (m) => job.log('info', m),
+        source,
       });
     } else {
-      const lm = await openForPerplexity(model, eps);
+      const lm = await openForPerplexity(source ? source.path : model, eps);
       noteExecutionProvider(job, lm.executionProvider);
       try {
         r = await perplexityOf(lm, evalWin, { batch, signal, onWindow });
@@ -63,10 +66,15 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
     }
     return { ...r, windows: evalWin.count, seqlen, text: evalText.path, seconds: (performance.now() - t0) / 1000 };
   };
-  perplexity.dense = await evaluate(rot.sourceProto, 0, 'dense');
+  // The dense reference is the source model itself: its weights are read from the file per block.
+  perplexity.dense = await evaluate(input.loaded.model, 0, 'dense', 'evaluate', input.loaded);
   perplexity.compressed = await evaluate(written.simulated, evalWin.count, 'compressed');
   job.log('info', `perplexity dense ${perplexity.dense.perplexity.toFixed(3)} → compressed ${perplexity.compressed.perplexity.toFixed(3)}`);
   if (!Number.isFinite(perplexity.compressed.perplexity)) job.warnings.push('the compressed model\'s perplexity is not finite');
+  else if (perplexity.compressed.perplexity < perplexity.dense.perplexity * (1 - 1e-3)) {
+    // Compression can't add knowledge: a better score means the text is far from what the model knows.
+    job.warnings.push(`the compressed model scores better than the dense one on ${path.basename(perplexity.dense.text)} (${perplexity.compressed.perplexity.toFixed(2)} < ${perplexity.dense.perplexity.toFixed(2)}): the evaluation text may not match the model's domain — pass an evaluation text like the model's training data`);
+  }
   job.timings.evaluate = (performance.now() - t) / 1000;
 
   // Each baseline: the rotated dense model with every compressed layer replaced by the

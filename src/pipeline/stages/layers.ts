@@ -1,7 +1,10 @@
 // Compressing one layer on its captured Hessian (§1.7, src/core), with the job's recipe and every
 // baseline recipe on the same Hessian; progress and live inspector updates per layer.
-import { compressLayer } from '../../core/compress';
+import type { MatrixBackend } from '../../core/backend';
+import { compressLayer, type CompressOptionsCore } from '../../core/compress';
 import type { LinearLayer } from '../../onnx/types';
+import type { RecipeName } from '../../protocol/recipes';
+import { createOrtBackend } from '../../runtime/ortBackend';
 import type { LayerReport } from '../../protocol/report';
 import { throwIfAborted } from '../cancel';
 import type { CapturedStats } from '../capture';
@@ -31,15 +34,39 @@ export class LayerProgress {
   }
 }
 
+/**
+ * Core options for one recipe on one layer: OBR recipes get the job's solver; the batched one
+ * runs its products on onnxruntime with the job's providers (one backend per job, opened here at
+ * the first OBR layer) and reports its iterations as progress.
+ */
+async function solverOptions(job: Job, recipe: RecipeName, label: string, p: LayerProgress): Promise<CompressOptionsCore> {
+  const { signal, extra, options } = job;
+  if (recipe !== 'obr-rtn' && recipe !== 'obr-gptq') return { signal, threads: extra.threads };
+  if ((options.solver ?? 'batched') === 'exact') return { signal, threads: extra.threads, solver: 'exact' };
+  if (!job.matrixBackend) {
+    job.matrixBackend = await createOrtBackend({ executionProviders: options.executionProviders, threads: extra.threads });
+    const { used, tried } = job.matrixBackend.provider;
+    const failed = tried.filter((x) => x.error);
+    job.log('info', `batched OBR solver: products on ${used}${failed.length ? ` (fell back from ${failed.map((x) => `${x.name}: ${x.error}`).join('; ')})` : ''}`);
+  }
+  return {
+    signal,
+    threads: extra.threads,
+    solver: 'batched',
+    backend: job.matrixBackend as MatrixBackend,
+    onSolverIteration: (q) => job.progress.report('compress', p.layersDone, p.layers, `${label}: solver step ${q.step}, iteration ${q.iteration}`, p.overall()),
+  };
+}
+
 export async function compressOneLayer(job: Job, working: WorkingModel, layer: LinearLayer, st: CapturedStats, p: LayerProgress): Promise<LayerState> {
-  const { options, extra, signal, baselines } = job;
+  const { options, signal, baselines } = job;
   throwIfAborted(signal);
   const t0 = performance.now();
   const weight = await working.readWeight(layer);
   const r = await compressLayer(
     { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
     { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
-    { signal, threads: extra.threads },
+    await solverOptions(job, options.recipe, layer.name, p),
   );
   p.compressSeconds += (performance.now() - t0) / 1000;
   p.unitsDone++;
@@ -72,7 +99,7 @@ export async function compressOneLayer(job: Job, working: WorkingModel, layer: L
     const b = await compressLayer(
       { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
       { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
-      { signal, threads: extra.threads },
+      await solverOptions(job, recipe, `${recipe}: ${layer.name}`, p),
     );
     baselineLayers.push({ recipe, loss: b.stats.loss, weight: Float32Array.from(b.weight) });
     p.baselineSeconds += (performance.now() - t1) / 1000;

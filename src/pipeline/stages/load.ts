@@ -4,12 +4,13 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { loadModel, type LoadedModel } from '../../onnx/load';
+import { modelVocabulary } from '../../onnx/vocab';
 import { refuseQuantized } from '../../onnx/quantized';
 import { OptionError } from '../../protocol/recipes';
 import { REPORT_SCHEMA_VERSION } from '../../protocol/report';
 import { calibrationWindows, evaluationWindows, readText, type LoadedText, type TokenWindows } from '../../runtime/text';
-import { loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer';
-import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from '../assets';
+import { checkTokenizerFits, encodePrefix, loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer';
+import { BUNDLED_CALIBRATION_TEXT, bundledText, defaultEvaluationText } from '../assets';
 import { checkSeqlen, contextLength } from '../evaluate';
 import { checkGroupSizeFits, numericOptions, TOOL_VERSION, type Job } from '../job';
 import { WorkingModel } from '../working';
@@ -52,14 +53,18 @@ export async function loadStage(job: Job): Promise<LoadedJob> {
     const calibText = await readText(calibFile);
     const seqlen = options.seqlen ?? contextLength(source);
     checkSeqlen(loaded.model, source, seqlen);
-    const calib = calibrationWindows(tokenizer.encode(calibText.text), options.samples, seqlen, options.seed, calibFile);
+    const calibIds = tokenizer.encode(calibText.text);
+    checkTokenizerFits(tokenizer, modelVocabulary(loaded.model), calibIds);
+    const calib = calibrationWindows(calibIds, options.samples, seqlen, options.seed, calibFile);
     job.progress.report('load', 1, 3, 'tokenized the calibration text');
     let evalText: LoadedText | undefined;
     let evalWin: TokenWindows | undefined;
     if (extra.evalText !== null) {
-      const evalFile = extra.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT);
+      const evalFile = extra.evalText ?? defaultEvaluationText(source);
       evalText = await readText(evalFile);
-      evalWin = evaluationWindows(tokenizer.encode(evalText.text), seqlen, { maxWindows: extra.evalWindows, source: evalFile });
+      const evalIds = encodePrefix(tokenizer, evalText.text, extra.evalWindows !== undefined ? extra.evalWindows * seqlen : undefined);
+      checkTokenizerFits(tokenizer, modelVocabulary(loaded.model), evalIds);
+      evalWin = evaluationWindows(evalIds, seqlen, { maxWindows: extra.evalWindows, source: evalFile });
     }
     const sourceSha = await sha256File(source);
     const sourceBytes = (await stat(source)).size;

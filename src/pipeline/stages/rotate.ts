@@ -1,6 +1,6 @@
 // Stage 2, rotate: QuaRot (§1.3) for activation / KV quantization, as a graph transform on the
-// working model. Keeps the unrotated dense graph (the perplexity reference) and the rotated dense
-// graph (the reference for baselines, sensitivity and one-shot calibration).
+// working model, checked against the unrotated graph. Keeps the rotated dense graph (the reference
+// for baselines, sensitivity and one-shot calibration); the dense perplexity reads the source file.
 import type { ModelProto } from '../../onnx/proto';
 import { rotateModel } from '../../onnx/rotate';
 import { configGeometry } from '../geometry';
@@ -9,9 +9,7 @@ import { checkRotation } from '../rotationCheck';
 import type { LoadedJob } from './load';
 
 export interface RotatedJob {
-  /** Inline, unrotated, dense: the dense perplexity reference. */
-  sourceProto: ModelProto;
-  /** Rotated (when `rotated`), dense. */
+  /** Rotated (when `rotated`), dense. The unrotated inline copy is not kept: the dense perplexity reads the source model's file. */
   baseProto: ModelProto;
   rotated: boolean;
 }
@@ -39,5 +37,5 @@ export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJo
     job.timings.rotate = (performance.now() - t) / 1000;
     job.progress.report('rotate', 1, 1);
   }
-  return { sourceProto, baseProto: working.proto, rotated };
+  return { baseProto: working.proto, rotated };
 }

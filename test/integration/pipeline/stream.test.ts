@@ -11,6 +11,9 @@ import { readLayerWeight64 } from '../../../src/onnx/weights';
 import { AbortError } from '../../../src/pipeline/cancel';
 import { runCompression, type PipelineOptions } from '../../../src/pipeline/compress';
 import type { CapturedStats } from '../../../src/pipeline/capture';
+import { openForPerplexity, perplexityOf, streamedPerplexity } from '../../../src/pipeline/evaluate';
+import { evaluationWindows, readText } from '../../../src/runtime/text';
+import { loadTokenizer } from '../../../src/runtime/tokenizer';
 import type { CompressOptions } from '../../../src/protocol/recipes';
 import { quickOptions, ROOT, shortText, tempDir, TINY } from './fixtures';
 
@@ -96,7 +99,7 @@ test('streamed calibration = whole-model calibration: small model (fp32 and fp16
   t.diagnostic(await compare('small fp16 oneshot', SMALL_FP16, { recipe: 'obr-rtn', abits: 16, kvbits: 16, samples: 2, calibrationMode: 'oneshot' }, { onlyBlocks: [1, 2] }));
 });
 
-test('block forwards are linear in depth: one prelude, then groups + 1 per block (one-shot: 1)', { timeout: 300_000 }, async () => {
+test('block forwards are linear in depth: one prelude, then groups + 1 per block (one-shot: 1), none after the last block compressed', { timeout: 300_000 }, async () => {
   const dir = tempDir();
   const layers = findLinearLayers((await loadModel(TINY)).model);
   const blocks = new Set(layers.filter((l) => l.block !== null).map((l) => l.block)).size;
@@ -106,12 +109,16 @@ test('block forwards are linear in depth: one prelude, then groups + 1 per block
   for (let b = 0; b < blocks; b++) {
     const mine = seq.forwards.filter((f) => f.block === String(b));
     assert.equal(mine.filter((f) => f.kind === 'capture').length, groups, `block ${b}: one capture per group`);
-    assert.equal(mine.filter((f) => f.kind === 'advance').length, 1, `block ${b}: one forward to the next block`);
+    // The last block's outputs feed nothing: no forward after its captures.
+    assert.equal(mine.filter((f) => f.kind === 'advance').length, b < blocks - 1 ? 1 : 0, `block ${b}: one forward to the next block`);
   }
-  assert.equal(seq.forwards.length, 1 + blocks * (groups + 1));
+  assert.equal(seq.forwards.length, 1 + blocks * (groups + 1) - 1);
   const one = await run(TINY, { recipe: 'rtn', abits: 16, kvbits: 16, calibrationMode: 'oneshot' }, {}, path.join(dir, 'b'));
   assert.equal(one.forwards.length, 1 + blocks);
-  assert.ok(one.forwards.slice(1).every((f) => f.kind === 'capture+advance'));
+  assert.deepEqual(one.forwards.slice(1).map((f) => f.kind), [...Array(blocks - 1).fill('capture+advance'), 'capture']);
+  // Blocks after the last one compressed are not run at all.
+  const first = await run(TINY, { recipe: 'rtn', abits: 16, kvbits: 16 }, { onlyBlocks: [0] }, path.join(dir, 'd'));
+  assert.deepEqual(first.forwards.map((f) => f.block), [null, '0', '0', '0', '0']);
   // The whole-model path runs one (0…b)-deep forward per capture: Σ_b groups·(b + 1) block forwards.
   const old = await run(TINY, { recipe: 'rtn', abits: 16, kvbits: 16 }, { calibrationForwards: 'whole-model' }, path.join(dir, 'c'));
   const oldBlockForwards = old.forwards.reduce((s, f) => s + Number(f.block) + 1, 0);
@@ -180,4 +187,21 @@ test('perplexity streamed through the blocks = the whole model in one session (d
     assert.equal(a.perplexity[k]!.nll, b.perplexity[k]!.nll, `${k}: streamed NLL ${a.perplexity[k]!.nll} vs whole ${b.perplexity[k]!.nll}`);
   }
   assert.ok(a.perplexity.compressed!.perplexity > a.perplexity.dense!.perplexity);
+});
+
+test('dense perplexity of an external-data model with its weights read from the file block by block = one whole-model session', { timeout: 300_000 }, async () => {
+  const file = path.join(ROOT, 'media', 'models', 'small', 'model.external.onnx');
+  const dir = tempDir();
+  const text = await readText(shortText(dir, 'sotu-test.txt', 20_000));
+  const tokenizer = await loadTokenizer(file);
+  const windows = evaluationWindows(tokenizer.encode(text.text), 64, { maxWindows: 5 });
+  const loaded = await loadModel(file);
+  const forwards: string[] = [];
+  const streamed = await streamedPerplexity(loaded.model, windows, { executionProviders: ['cpu'], batch: 2, source: loaded, log: (m) => forwards.push(m) });
+  await loaded.close();
+  assert.deepEqual(forwards, [], 'streamed, no whole-model fallback');
+  const lm = await openForPerplexity(file, ['cpu']);
+  const whole = await perplexityOf(lm, windows, { batch: 2 });
+  await lm.release();
+  assert.equal(streamed.nll, whole.nll);
 });

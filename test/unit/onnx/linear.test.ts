@@ -168,8 +168,8 @@ test('fused qkv projection (Split) and GQA-style Expand: o/down found, qkv kept 
   });
   const layers = findLinearLayers(m);
   assert.deepEqual(layers.map((l) => [l.role, l.block]), [
-    ['other', 0], ['o', 0], ['up', 0], ['down', 0],
-    ['other', 1], ['o', 1], ['up', 1], ['down', 1],
+    ['qkv', 0], ['o', 0], ['up', 0], ['down', 0],
+    ['qkv', 1], ['o', 1], ['up', 1], ['down', 1],
     ['lm_head', null],
   ]);
 });
