@@ -2,7 +2,8 @@
 // ADMM with one factorization shared by every row (Boža, "Fast and Effective Weight Update for
 // Pruned Large Language Models", TMLR 2024). Both steps are masked least squares
 //   min_X tr((X − W) H (X − W)ᵀ)  s.t.  X = 0 off a per-row support S, X fixed on a per-row set F,
-// whose row problems share H. With the splitting X = Z, Z supported on S, and a scaled dual U:
+// whose row problems share H (the damped H of P6). With the splitting X = Z, Z supported on S,
+// and a scaled dual U:
 //   X ← (B + ρ(Z − U)) (H + ρI)⁻¹        one rows×n by n×n product (B = the rows' right sides)
 //   Z ← (X̂ + U) ⊙ S,  U ← U + X̂ − Z      (X̂ = λX + (1 − λ)Z: over-relaxation)
 // (H + ρI)⁻¹ is factored once per layer and step (wasm Cholesky + triangular inverse, the
@@ -18,11 +19,11 @@
 //                       (§2.4 "exactness facts"), so this step also removes what is left of step
 //                       1's error on R2; it is warm-started from step 1's Z and costs a quarter.
 //
-// Warm start: Z₀ = the current estimate, U₀ = the scaled gradient on the complement of S
-// ((B − Z₀H)/ρ off S, 0 on S), so the first X is Z₀ plus a (H + ρI)⁻¹-preconditioned gradient
-// step rather than a jump away from Z₀. Stopping rule: the relative change of the layer loss
-// (evaluated at X for free from X H = C − ρX, C the product's left operand) between two
-// iterations falls under `lossTol`, or `maxIter`.
+// Warm start: step 1 from Z₀ = W ⊙ M, step 2 from step 1's Z; U₀ = 0 (a dual started from the
+// gradient overshoots badly in the first iterations). Stopping rule on the layer loss, evaluated
+// at X without a product (X H − B = ρ(Z − U − X)): the loss still to gain is extrapolated from
+// the last two relative changes (linear convergence) and must be ≤ lossTol twice in a row; step 2
+// also needs its residual down to residualTol2 of the first (see AdmmSettings). ρ: autoRho.
 //
 // Memory: O(n² + rows·n) (the inverse, H's float32 copy, and a handful of rows×n arrays).
 import type { MatrixBackend } from './backend';
@@ -189,9 +190,10 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, signal: Abo
   let g0 = 0;
   let residual = Infinity;
   let it = 0;
+  // C = B + ρ(Z − U), the product's left operand; refreshed in the update loop for the next one.
+  for (let i = 0; i < size; i++) c[i] = b[i] + rho * z[i];
   while (it < s.maxIter) {
     if (signal?.aborted) throw signal.reason ?? new Error('aborted');
-    for (let i = 0; i < size; i++) c[i] = b[i] + rho * (z[i] - u[i]);
     const x = await matmul(c, inverse, rows, w, w);
     it++;
     let f = 0;
@@ -214,11 +216,15 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, signal: Abo
         const xr = relax * xv + (1 - relax) * zi;
         if (support[so + j]) {
           gg += g * g;
-          z[i] = xr + ui;
+          const zn = xr + ui;
+          z[i] = zn;
           u[i] = 0;
+          c[i] = b[i] + rho * zn;
         } else {
           z[i] = 0;
-          u[i] = ui + xr;
+          const un = ui + xr;
+          u[i] = un;
+          c[i] = b[i] - rho * un;
         }
       }
     }
@@ -248,7 +254,7 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, signal: Abo
 /**
  * compensateAdmm(p, backend): W_c = W⊙M + Δ for every row (as compensateRowsDirect, §2.3–2.4),
  * by batched ADMM on the backend's float32 products. `out` receives W_c (pruned entries 0).
- * `onIteration` is called after every iteration (step, iteration, relative loss change).
+ * `onIteration` is called after every iteration (step, iteration, relative loss change, residual).
  */
 export async function compensateAdmm(
   p: CompensationProblem,

@@ -19,6 +19,7 @@ import { encodeModel, type ModelProto } from '../onnx/proto';
 import type { LinearLayer } from '../onnx/types';
 import type { CompressOptions, RecipeName } from '../protocol/recipes';
 import { windowFeeds } from '../runtime/lm';
+import { createOrtBackend, type OrtMatrixBackend } from '../runtime/ortBackend';
 import { createSessionWithFallback } from '../runtime/providers';
 import { inlineExternalWeights } from './blockStream';
 import { sparsityFor } from './job';
@@ -141,31 +142,38 @@ export async function probeCore(
 ): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const rand = seededRandom(1);
-  const shapes = new Map<string, { rows: number; cols: number }>();
-  for (const l of layers) shapes.set(`${l.outFeatures}x${l.inFeatures}`, { rows: l.outFeatures, cols: l.inFeatures });
-  for (const { rows, cols } of shapes.values()) {
-    const hessian = randomSpd(cols, rand);
-    const channelEnergy = new Float64Array(cols).map((_, j) => hessian[j * cols + j]!);
-    for (const recipe of recipes) {
-      const time = async (r: number): Promise<number> => {
-        const weight = new Float64Array(r * cols).map(() => (rand() - 0.5) * 0.1);
-        const t0 = performance.now();
-        await compressLayer(
-          { weight, rows: r, cols, hessian, channelEnergy },
-          { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
-          { threads },
-        );
-        return (performance.now() - t0) / 1000;
-      };
-      const r1 = Math.min(rows, probeRows.r1);
-      const r2 = Math.min(rows, probeRows.r2);
-      await time(Math.min(rows, 4)); // warm-up: kernels compiled, worker threads started
-      // Best of two at each row count: the probe shares the machine with whatever else runs.
-      const t1 = Math.min(await time(r1), await time(r1));
-      const t2 = r2 > r1 ? Math.min(await time(r2), await time(r2)) : t1;
-      const perRow = r2 > r1 ? Math.max(0, (t2 - t1) / (r2 - r1)) : 0;
-      out.set(`${recipe} ${rows}x${cols}`, t1 + perRow * (rows - r1));
+  // OBR recipes are timed with the job's solver (the batched one on onnxruntime by default).
+  const batched = (options.solver ?? 'batched') === 'batched' && recipes.some((r) => r === 'obr-rtn' || r === 'obr-gptq');
+  const backend: OrtMatrixBackend | undefined = batched ? await createOrtBackend({ executionProviders: options.executionProviders, threads }) : undefined;
+  try {
+    const shapes = new Map<string, { rows: number; cols: number }>();
+    for (const l of layers) shapes.set(`${l.outFeatures}x${l.inFeatures}`, { rows: l.outFeatures, cols: l.inFeatures });
+    for (const { rows, cols } of shapes.values()) {
+      const hessian = randomSpd(cols, rand);
+      const channelEnergy = new Float64Array(cols).map((_, j) => hessian[j * cols + j]!);
+      for (const recipe of recipes) {
+        const time = async (r: number): Promise<number> => {
+          const weight = new Float64Array(r * cols).map(() => (rand() - 0.5) * 0.1);
+          const t0 = performance.now();
+          await compressLayer(
+            { weight, rows: r, cols, hessian, channelEnergy },
+            { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
+            { threads, ...(backend ? { backend } : { solver: 'exact' as const }) },
+          );
+          return (performance.now() - t0) / 1000;
+        };
+        const r1 = Math.min(rows, probeRows.r1);
+        const r2 = Math.min(rows, probeRows.r2);
+        await time(Math.min(rows, 4)); // warm-up: kernels compiled, worker threads started
+        // Best of two at each row count: the probe shares the machine with whatever else runs.
+        const t1 = Math.min(await time(r1), await time(r1));
+        const t2 = r2 > r1 ? Math.min(await time(r2), await time(r2)) : t1;
+        const perRow = r2 > r1 ? Math.max(0, (t2 - t1) / (r2 - r1)) : 0;
+        out.set(`${recipe} ${rows}x${cols}`, t1 + perRow * (rows - r1));
+      }
     }
+  } finally {
+    await backend?.release();
   }
   return out;
 }
