@@ -2,7 +2,7 @@
 // that can't be created, and a second job on the same model and output folder (a pid lock on
 // the working folder; stale locks of dead processes are taken over).
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -11,18 +11,7 @@ import { graphPositionLimit } from '../../../src/onnx/positions';
 import { DataType } from '../../../src/onnx/proto';
 import { runCompression } from '../../../src/pipeline/compress';
 import { JobLockError } from '../../../src/pipeline/lock';
-import { quickOptions, ROOT, tempDir, TINY } from './fixtures';
-
-function obr(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+import { quickOptions, ROOT, tempDir, TINY, runObr } from './fixtures';
 
 function deadPid(): number {
   const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
@@ -60,7 +49,7 @@ test('--seqlen beyond the model\'s positions, an --out under a file: exit 2 befo
     [['eval', TINY, '--text', text, '--seqlen', '300', '--ep', 'cpu'], /this model supports at most 256 positions; use --seqlen ≤ 256/],
     [['compress', TINY, '--ep', 'cpu', '--out', path.join(file, 'sub')], /can't create the output folder .*a-file is a file, not a folder/],
   ];
-  const results = await Promise.all(cases.map(([args]) => obr(...args)));
+  const results = await Promise.all(cases.map(([args]) => runObr(...args)));
   results.forEach((r, i) => {
     const [args, message] = cases[i]!;
     assert.equal(r.status, 2, `${args.join(' ')} → exit ${r.status}\n${r.stderr}`);
@@ -100,7 +89,7 @@ test('a second job on the same model and output folder is refused while the firs
   const held = path.join(dir, 'held');
   mkdirSync(held);
   writeFileSync(path.join(held, '.model.obr-partial.lock'), `${process.pid}\n`);
-  const r = await obr('compress', TINY, '--ep', 'cpu', '--out', held);
+  const r = await runObr('compress', TINY, '--ep', 'cpu', '--out', held);
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, new RegExp(`another job \\(pid ${process.pid}\\) is compressing this model into this folder`));
 });

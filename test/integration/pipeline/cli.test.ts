@@ -1,22 +1,11 @@
 // `obr compress` / `obr eval` / `obr demo` as a user runs them: bad inputs are one clear line on
 // stderr and exit code 2, before any long work.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ROOT, tempDir, TINY } from './fixtures';
-
-function obrAsync(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+import { ROOT, tempDir, TINY, runObr } from './fixtures';
 
 function obr(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), ...args], { encoding: 'utf8', cwd: ROOT, timeout: 120_000 });
@@ -48,7 +37,7 @@ test('obr compress: bad inputs exit 2 with a message that says what to fix', { t
     [['eval', TINY, '--text', short, '--seqlen', '64'], /shorter than one window of 64/],
     [['eval', TINY, '--text', empty], /empty/],
   ];
-  const results = await Promise.all(cases.map(([args]) => obrAsync(...args, ...(args[0] === 'compress' && args.length > 2 ? ['--ep', 'cpu'] : []))));
+  const results = await Promise.all(cases.map(([args]) => runObr(...args, ...(args[0] === 'compress' && args.length > 2 ? ['--ep', 'cpu'] : []))));
   for (let i = 0; i < cases.length; i++) {
     const [args, message] = cases[i]!;
     const r = results[i]!;

@@ -1,5 +1,6 @@
 // Shared set-up of the pipeline integration tests: the tiny bundled model, short calibration and
 // evaluation texts (so tokenizing takes milliseconds), and quick job options (few short windows).
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,6 +8,24 @@ import { DEFAULT_OPTIONS, type CompressOptions } from '../../../src/protocol/rec
 
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const TINY = path.join(ROOT, 'test', 'fixtures', 'models', 'tiny', 'model.onnx');
+
+export interface CliRun {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI from source (`obr ARGS…`) in the project root, as a user would; never rejects. */
+export function runObr(...args: string[]): Promise<CliRun> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), ...args], { cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
 
 export function tempDir(prefix = 'obr-pipe-'): string {
   return mkdtempSync(path.join(tmpdir(), prefix));

@@ -3,7 +3,6 @@
 // asymmetry, a packed model whose MatMulNBits blocks are the groups with real scales and zero
 // points and whose logits match the simulated model's; and bad group sizes exit 2 writing nothing.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -14,21 +13,10 @@ import { unpackMatMulNBits } from '../../../src/onnx/packed';
 import { packWithCompressedWeights } from '../../../src/pipeline/bench/runtime';
 import { readLayerWeight64 } from '../../../src/onnx/weights';
 import type { CompressionReport } from '../../../src/protocol/report';
-import { ROOT, shortText, tempDir, TINY } from './fixtures';
+import { ROOT, shortText, tempDir, TINY, runObr } from './fixtures';
 
 const SMALL = path.join(ROOT, 'media', 'models', 'small', 'model.onnx');
 const haveSmall = existsSync(SMALL);
-
-function obr(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 async function logits(file: string, ids: BigInt64Array, seq: number): Promise<Float32Array> {
   const s = await ort.InferenceSession.create(file, { intraOpNumThreads: 1, interOpNumThreads: 1 });
@@ -46,7 +34,7 @@ test('obr compress --group-size 32 --asym (small model): -g32a outputs, report, 
   const evalText = shortText(dir, 'sotu-test.txt', 20_000);
   const out = path.join(dir, 'out');
   // W4A16: the simulated model is the compressed weights alone, so the packed model must match it.
-  const r = await obr('compress', SMALL, '--recipe', 'obr-gptq', '--group-size', '32', '--asym', '--abits', '16', '--kvbits', '16',
+  const r = await runObr('compress', SMALL, '--recipe', 'obr-gptq', '--group-size', '32', '--asym', '--abits', '16', '--kvbits', '16',
     '--calib', calib, '--samples', '4', '--seqlen', '64', '--eval-text', evalText, '--eval-windows', '2', '--ep', 'cpu', '--out', out);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /4-bit weights \(groups of 32, asymmetric\)/);
@@ -155,7 +143,7 @@ test('obr compress: a group size outside 0|32|64|128|256, or wider than a layer,
     // The tiny model's projections are 128 wide: 256 does not fit (checked after loading).
     [['--group-size', '256', '--asym'], /group size 256 is larger than the input width 128 of layer .*; use one of 0, 32, 64, 128/],
   ];
-  const results = await Promise.all(cases.map(([args]) => obr('compress', TINY, ...args, '--ep', 'cpu', '--out', out)));
+  const results = await Promise.all(cases.map(([args]) => runObr('compress', TINY, ...args, '--ep', 'cpu', '--out', out)));
   for (let i = 0; i < cases.length; i++) {
     const [args, message] = cases[i]!;
     const r = results[i]!;
