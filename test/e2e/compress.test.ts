@@ -47,8 +47,9 @@ test('compress the tiny model from the explorer, inspect it, then cancel a secon
     // Every layer in the table, with numbers in its loss columns.
     const rows = await layerRows(inspector, report.layers.length);
     for (const cells of rows) {
-      assert.equal(cells.length, 12, JSON.stringify(cells));
-      for (const i of [5, 7, 8, 9, 10]) assert.match(cells[i]!, /\d/, `numeric cell ${i} in ${JSON.stringify(cells)}`);
+      assert.equal(cells.length, 13, JSON.stringify(cells));
+      for (const i of [5, 8, 9, 10, 11]) assert.match(cells[i]!, /\d/, `numeric cell ${i} in ${JSON.stringify(cells)}`);
+      assert.equal(cells[7], 'row', `per-row scales in the Group column: ${JSON.stringify(cells)}`);
     }
     // Charts and canvases drawn (not blank): error chart, mask heatmap, quantization grid, perplexity.
     for (const id of ['error-chart', 'mask-heatmap', 'quant-grid', 'scale-chart', 'ppl-chart']) {

@@ -4,7 +4,9 @@
 // model → Compress Model… → wanda-rtn → bundled text → confirm → the worker (with the .vsix's own
 // onnxruntime-node binding) compresses it → the inspector shows every layer with numbers. The job
 // also runs the `obr.baselines` setting (obr-gptq on the same Hessians), and the inspector shows
-// the baseline's loss series and perplexity beside the job's own.
+// the baseline's loss series and perplexity beside the job's own. The job uses group-wise weights
+// (`obr.groupSize` 32, `obr.asymmetric`), so the inspector shows the Group column and the selected
+// row's groups with their scales and zero points, read from the packed model.
 import assert from 'node:assert/strict';
 import { lstatSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,6 +33,8 @@ test('the packaged .vsix installs into code-server and compresses, inspects and 
         'obr.evaluationWindows': 16,
         'obr.executionProviders': ['cpu'],
         'obr.baselines': ['obr-gptq'],
+        'obr.groupSize': 32,
+        'obr.asymmetric': true,
       },
       { vsix: vsix.file, logName: 'code-server-vsix' },
     );
@@ -57,9 +61,10 @@ test('the packaged .vsix installs into code-server and compresses, inspects and 
     // The outputs beside the model, nothing else (no baseline models, no working folder).
     const after = listFiles(workspace);
     const added = after.filter((f) => !before.includes(f));
-    assert.deepEqual(added, ['model.wanda-rtn-w4-s50.packed.onnx', 'model.wanda-rtn-w4a4kv4-s50.onnx', 'model.wanda-rtn-w4a4kv4-s50.report.json']);
-    const report = JSON.parse(readFileSync(join(workspace, 'model.wanda-rtn-w4a4kv4-s50.report.json'), 'utf8')) as CompressionReport;
+    assert.deepEqual(added, ['model.wanda-rtn-w4-s50-g32a.packed.onnx', 'model.wanda-rtn-w4a4kv4-s50-g32a.onnx', 'model.wanda-rtn-w4a4kv4-s50-g32a.report.json']);
+    const report = JSON.parse(readFileSync(join(workspace, 'model.wanda-rtn-w4a4kv4-s50-g32a.report.json'), 'utf8')) as CompressionReport;
     assert.equal(report.layers.length, 28);
+    assert.ok(report.layers.every((l) => l.groupSize === 32 && l.asymmetric === true), 'the obr.groupSize / obr.asymmetric settings reached every layer');
     assert.equal(report.executionProvider.used, 'cpu');
     const baseline = report.baselines?.[0];
     assert.ok(baseline && report.baselines!.length === 1 && baseline.recipe === 'obr-gptq', 'the obr.baselines setting reached the pipeline');
@@ -71,10 +76,18 @@ test('the packaged .vsix installs into code-server and compresses, inspects and 
     // Every layer in the table, with numbers in its loss columns.
     const rows = await layerRows(inspector, report.layers.length);
     for (const cells of rows) {
-      assert.equal(cells.length, 12, JSON.stringify(cells));
-      for (const i of [5, 7, 8, 9, 10]) assert.match(cells[i]!, /\d/, `numeric cell ${i} in ${JSON.stringify(cells)}`);
+      assert.equal(cells.length, 13, JSON.stringify(cells));
+      for (const i of [5, 8, 9, 10, 11]) assert.match(cells[i]!, /\d/, `numeric cell ${i} in ${JSON.stringify(cells)}`);
+      assert.equal(cells[7], 'g32+zp', `the Group column: ${JSON.stringify(cells)}`);
     }
-    await page.locator('.explorer-folders-view .label-name', { hasText: 'model.wanda-rtn-w4a4kv4-s50.report.json' }).first().waitFor({ timeout: 30_000 });
+    // The selected row's groups: one line per 32 input columns, each with a scale and a zero point.
+    const groups = await until('the group table of the selected row', 60_000, async () => {
+      const t = (await inspector.evaluate(`Array.from(document.querySelectorAll('#group-table tr')).map((r) => Array.from(r.cells).map((c) => c.textContent))`)) as string[][];
+      return t.length > 2 ? t : undefined;
+    });
+    assert.deepEqual(groups[0]!.slice(0, 4), ['Group', 'Columns', 'Scale', 'Zero'], JSON.stringify(groups[0]));
+    for (const g of groups.slice(1)) assert.match(`${g[2]} ${g[3]}`, /\d.* -?\d/, `a scale and a zero point per group: ${JSON.stringify(g)}`);
+    await page.locator('.explorer-folders-view .label-name', { hasText: 'model.wanda-rtn-w4a4kv4-s50-g32a.report.json' }).first().waitFor({ timeout: 30_000 });
     await s.shot('11-vsix-inspector');
 
     // The baseline in the inspector: its loss series on the error chart, its bar on the perplexity
