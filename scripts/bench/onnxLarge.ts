@@ -10,15 +10,14 @@
 //   --keep  keep the generated files
 //   --ort   also create an onnxruntime session on the rewritten model and run 8 tokens (needs RAM ≈ model size)
 import { spawnSync } from 'node:child_process';
-import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildLlamaGraph } from '../../test/unit/onnx/llamaGraph';
-import { DataType, encodeModel, type TensorProto } from '../../src/onnx/proto';
 import { inspectModel } from '../../src/onnx/inspect';
 import { loadModel } from '../../src/onnx/load';
 import { writeModel } from '../../src/onnx/write';
+import { writeLargeLlama } from './largeLlama';
 
 const HIDDEN = 2048;
 const INTERMEDIATE = 5632;
@@ -60,48 +59,8 @@ async function generate(): Promise<void> {
   const started = performance.now();
   const layers = Math.ceil((Number(values.gib ?? '2.1') * 2 ** 30) / PER_LAYER_BYTES);
   await mkdir(dir, { recursive: true });
-  const data = await open(`${source}.data`, 'w');
-  let offset = 0;
-  const pending: Array<{ offset: number; bytes: number }> = [];
-  const model = buildLlamaGraph({
-    layers,
-    hidden: HIDDEN,
-    heads: HEADS,
-    intermediate: INTERMEDIATE,
-    vocab: VOCAB,
-    weightTensor: (name: string, dims: number[]): TensorProto => {
-      const bytes = dims[0] * dims[1] * 4;
-      pending.push({ offset, bytes });
-      const t: TensorProto = {
-        name,
-        dims,
-        dataType: DataType.FLOAT,
-        dataLocation: 1,
-        externalData: [
-          { key: 'location', value: 'model.onnx.data' },
-          { key: 'offset', value: String(offset) },
-          { key: 'length', value: String(bytes) },
-        ],
-      };
-      offset += bytes;
-      return t;
-    },
-  });
-  // One 16 MiB chunk of small finite values, written over and over (values don't matter here).
-  const chunk = new Float32Array(4 * 1024 * 1024);
-  for (let i = 0; i < chunk.length; i++) chunk[i] = (((i * 2654435761) >>> 0) / 2 ** 32 - 0.5) * 0.04;
-  const chunkBytes = new Uint8Array(chunk.buffer);
-  for (const p of pending) {
-    for (let done = 0; done < p.bytes; ) {
-      const n = Math.min(chunkBytes.length, p.bytes - done);
-      await data.write(chunkBytes, 0, n, p.offset + done);
-      done += n;
-    }
-  }
-  await data.close();
-  const proto = encodeModel(model);
-  await writeFile(source, proto);
-  finish('generate', started, { layers, weightBytes: offset, onnxBytes: proto.length });
+  const { weightBytes, onnxBytes } = await writeLargeLlama(dir, { layers, hidden: HIDDEN, heads: HEADS, intermediate: INTERMEDIATE, vocab: VOCAB });
+  finish('generate', started, { layers, weightBytes, onnxBytes });
 }
 
 async function inspect(): Promise<void> {

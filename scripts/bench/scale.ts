@@ -14,16 +14,15 @@
 // Usage: node --import tsx scripts/bench/scale.ts [--depths 1,2] [--samples 32] [--seqlen 64]
 //          [--eval-windows 4] [--core-rows 2,6] [--no-core] [--dir DIR] [--keep]
 import { spawnSync } from 'node:child_process';
-import { copyFile, mkdir, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildLlamaGraph } from '../../test/unit/onnx/llamaGraph';
-import { DataType, encodeModel, type TensorProto } from '../../src/onnx/proto';
 import { findLinearLayers } from '../../src/onnx/linear';
 import { loadModel } from '../../src/onnx/load';
 import { probeCore } from '../../src/pipeline/probe';
 import { DEFAULT_OPTIONS } from '../../src/protocol/recipes';
+import { writeLargeLlama } from './largeLlama';
 
 const HIDDEN = 2048;
 const INTERMEDIATE = 5632;
@@ -54,47 +53,7 @@ const [coreR1, coreR2] = (values['core-rows'] ?? '2,6').split(',').map(Number) a
 async function generate(blocks: number, out: string): Promise<{ weightBytes: number; seconds: number }> {
   const started = performance.now();
   await mkdir(out, { recursive: true });
-  const data = await open(join(out, 'model.onnx.data'), 'w');
-  let offset = 0;
-  const pending: Array<{ offset: number; bytes: number }> = [];
-  const model = buildLlamaGraph({
-    layers: blocks,
-    hidden: HIDDEN,
-    heads: HEADS,
-    intermediate: INTERMEDIATE,
-    vocab: VOCAB,
-    weightTensor: (name: string, dims: number[]): TensorProto => {
-      const bytes = dims[0]! * dims[1]! * 4;
-      pending.push({ offset, bytes });
-      const t: TensorProto = {
-        name,
-        dims,
-        dataType: DataType.FLOAT,
-        dataLocation: 1,
-        externalData: [
-          { key: 'location', value: 'model.onnx.data' },
-          { key: 'offset', value: String(offset) },
-          { key: 'length', value: String(bytes) },
-        ],
-      };
-      offset += bytes;
-      return t;
-    },
-  });
-  // Small finite values from a multiplicative hash of the index, one 16 MiB chunk written over
-  // and over (values don't matter for time and memory).
-  const chunk = new Float32Array(4 * 1024 * 1024);
-  for (let i = 0; i < chunk.length; i++) chunk[i] = (((i * 2654435761) >>> 0) / 2 ** 32 - 0.5) * 0.04;
-  const chunkBytes = new Uint8Array(chunk.buffer);
-  for (const p of pending) {
-    for (let done = 0; done < p.bytes; ) {
-      const n = Math.min(chunkBytes.length, p.bytes - done);
-      await data.write(chunkBytes, 0, n, p.offset + done);
-      done += n;
-    }
-  }
-  await data.close();
-  await writeFile(join(out, 'model.onnx'), encodeModel(model));
+  await writeLargeLlama(out, { layers: blocks, hidden: HIDDEN, heads: HEADS, intermediate: INTERMEDIATE, vocab: VOCAB });
   const fixture = join(ROOT, 'test', 'fixtures', 'models', 'tiny');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(fixture, f), join(out, f));
   await writeFile(
