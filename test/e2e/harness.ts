@@ -268,13 +268,14 @@ export async function inspectorFrame(page: Page, ms = 60_000): Promise<Frame> {
 
 /**
  * Right-clicks an explorer entry and runs one of its context-menu actions. The workbench shows
- * the explorer before the extension's contributions are registered, so a menu without the action
- * is closed and opened again (bounded).
+ * the explorer before the extension's contributions are registered, and an action gated on
+ * workspace trust shows disabled until the trust state is known (seen under load), so a menu
+ * without the action enabled is closed and opened again (bounded).
  */
 export async function explorerAction(page: Page, fileName: string, action: string): Promise<void> {
   const item = page.locator('.explorer-folders-view .monaco-list-row').filter({ has: page.locator('.label-name', { hasText: new RegExp(`^${fileName.replace(/\./g, '\\.')}$`) }) });
   await item.first().waitFor({ timeout: 60_000 });
-  const entry = page.locator('.monaco-menu .action-item .action-label', { hasText: action });
+  const entry = page.locator('.monaco-menu .action-item:not(.disabled) .action-label:not(.disabled)', { hasText: action });
   await until(`"${action}" in the context menu of ${fileName}`, 90_000, async () => {
     await item.first().click({ button: 'right' });
     try {
