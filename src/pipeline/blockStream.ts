@@ -146,9 +146,7 @@ export class BlockStream {
       for (let b = 0; b < this.cache.batches.length; b++) {
         throwIfAborted(this.options.signal);
         const { start, count } = this.cache.batches[b]!;
-        const ids = windows.ids.subarray(start * windows.seqlen, (start + count) * windows.seqlen);
-        const feeds: Record<string, ort.Tensor> = windowFeeds(session, graphInputs, ids, count, windows.seqlen);
-        for (const r of region.reads) if (session.inputNames.includes(r)) feeds[r] = await this.cache.get(b, r);
+        const feeds = await this.batchFeeds(session, graphInputs, region, b);
         const out = await session.run(feeds, ['token_nll']);
         const nll = out.token_nll!.data as Float32Array;
         const per = windows.seqlen - 1;
@@ -179,6 +177,17 @@ export class BlockStream {
 
   dispose(): void {
     this.cache.dispose();
+  }
+
+  /** Feeds of batch `b` for a region's session: the graph inputs it reads from the token
+   *  windows (ids, mask, positions…) and its cached activations. */
+  private async batchFeeds(session: ort.InferenceSession, graphInputs: string[], region: GraphRegion, b: number): Promise<Record<string, ort.Tensor>> {
+    const { windows } = this;
+    const { start, count } = this.cache.batches[b]!;
+    const ids = windows.ids.subarray(start * windows.seqlen, (start + count) * windows.seqlen);
+    const feeds: Record<string, ort.Tensor> = windowFeeds(session, graphInputs, ids, count, windows.seqlen);
+    for (const r of region.reads) if (session.inputNames.includes(r)) feeds[r] = await this.cache.get(b, r);
+    return feeds;
   }
 
   private async forward(
@@ -221,9 +230,7 @@ export class BlockStream {
       for (let b = 0; b < this.cache.batches.length; b++) {
         throwIfAborted(this.options.signal);
         const { start, count } = this.cache.batches[b]!;
-        const ids = windows.ids.subarray(start * windows.seqlen, (start + count) * windows.seqlen);
-        const feeds: Record<string, ort.Tensor> = windowFeeds(session, graphInputs, ids, count, windows.seqlen);
-        for (const r of region.reads) if (session.inputNames.includes(r)) feeds[r] = await this.cache.get(b, r);
+        const feeds = await this.batchFeeds(session, graphInputs, region, b);
         const out = await session.run(feeds, outputs);
         if (advancing) for (const w of region.writes) await this.cache.put(b, w, out[w]!);
         if (capture && hessian) capture.acc.add(hessian, out);
