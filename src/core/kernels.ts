@@ -830,13 +830,9 @@ export function createRowKernels(wasmBase64: string | null = null) {
             let q = 0;
             let code = z;
             if (!mask || mask[o + j] === 1) {
-              if (zeros) {
-                code = groupCode(v, s, z, maxq);
-                q = (code - z) * s;
-              } else {
-                code = symmetricCode(v, s, maxq);
-                q = code * s;
-              }
+              // z = 0 on a symmetric grid, where (code − 0)·s is exactly code·s.
+              code = zeros ? groupCode(v, s, z, maxq) : symmetricCode(v, s, maxq);
+              q = (code - z) * s;
             }
             w[o + j] = q;
             if (codes) codes[o + j] = code;
