@@ -113,7 +113,10 @@ export interface Decoded {
   logits: Float32Array[];
 }
 
-function i64(values: number[], dims: number[]): ort.Tensor {
+/** An integer tensor in the element type the graph declares for `name` (int32 or int64). */
+function ints(session: ort.InferenceSession, name: string, values: number[], dims: number[]): ort.Tensor {
+  const m = session.inputMetadata.find((x) => x.name === name);
+  if (m?.isTensor && m.type === 'int32') return new ort.Tensor('int32', Int32Array.from(values), dims);
   return new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
 }
 
@@ -143,6 +146,7 @@ function argmax(x: Float32Array): number {
  * Both take the argmax of the last position's logits.
  */
 export async function greedyDecode(session: ort.InferenceSession, prompt: number[], steps: number, mode: 'cached' | 'full'): Promise<Decoded> {
+  // int32 or int64 ids / mask / positions, as the graph declares them (onnxruntime.transformers GPT-2: int32).
   const pastNames = session.inputNames.filter((n) => n.startsWith('past'));
   const meta = new Map(session.inputMetadata.map((m) => [m.name, m]));
   const emptyPast = (name: string): ort.Tensor => {
@@ -154,11 +158,11 @@ export async function greedyDecode(session: ort.InferenceSession, prompt: number
   };
   const feedsFor = (ids: number[], start: number, past: Record<string, ort.Tensor>): Record<string, ort.Tensor> => {
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: i64(ids, [1, ids.length]),
-      attention_mask: i64(new Array(start + ids.length).fill(1), [1, start + ids.length]),
+      input_ids: ints(session, 'input_ids', ids, [1, ids.length]),
+      attention_mask: ints(session, 'attention_mask', new Array(start + ids.length).fill(1), [1, start + ids.length]),
       ...past,
     };
-    if (session.inputNames.includes('position_ids')) feeds.position_ids = i64(ids.map((_, i) => start + i), [1, ids.length]);
+    if (session.inputNames.includes('position_ids')) feeds.position_ids = ints(session, 'position_ids', ids.map((_, i) => start + i), [1, ids.length]);
     return feeds;
   };
   const empty = Object.fromEntries(pastNames.map((n) => [n, emptyPast(n)]));
