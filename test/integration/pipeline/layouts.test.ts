@@ -12,7 +12,7 @@
 // an Optimum folder made from the tiny model, and the third-party onnxruntime-genai LLaMA export in
 // ../shared/data/external-models when present.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
@@ -163,15 +163,21 @@ test('cancelling while writing the genai folder leaves the output folder as it w
 test('Optimum folder (W4A16): the same file layout with the packed decoder_model.onnx in place of the original; the second model is named, not copied', { timeout: 300_000 }, async () => {
   const dir = tempDir('obr-layout-');
   const srcDir = path.join(dir, 'tiny-optimum');
-  const source = writeOptimumFolder(srcDir);
+  const source = await writeOptimumFolder(srcDir);
   const report = await runCompression(source, quickOptions(dir, { abits: 16, kvbits: 16 }), {}, { evalText: null, onlyBlocks: [0] });
   const folder = report.outputs.folder!;
   assert.deepEqual(folder, { path: path.join(dir, 'out', 'tiny-optimum.obr-gptq-w4-s50'), kind: 'optimum' });
   const srcFiles = readdirSync(srcDir).filter((f) => f !== 'decoder_with_past_model.onnx').sort();
-  assert.deepEqual(readdirSync(folder.path).sort(), srcFiles, 'the same files (but the uncompressed second model)');
-  for (const f of srcFiles.filter((f) => !f.endsWith('.onnx'))) assert.ok(readFileSync(path.join(folder.path, f)).equals(readFileSync(path.join(srcDir, f))), `${f} copied as is`);
+  assert.ok(srcFiles.includes('decoder_model.onnx_data'));
+  assert.deepEqual(readdirSync(folder.path).sort(), srcFiles, 'the same files (but the uncompressed second model), external data under Optimum\'s name');
+  for (const f of srcFiles.filter((f) => !/\.onnx(_data)?$/.test(f))) assert.ok(readFileSync(path.join(folder.path, f)).equals(readFileSync(path.join(srcDir, f))), `${f} copied as is`);
   assert.equal(report.outputs.packed, path.join(folder.path, 'decoder_model.onnx'));
   assert.equal(await opCount(report.outputs.packed!, 'MatMulNBits'), 7, 'block 0 packed');
+  const m = await loadModel(report.outputs.packed!);
+  const dataFiles = new Set(m.initializerNames().map((n) => m.initializerInfo(n)?.external?.file).filter((f): f is string => !!f).map((f) => path.basename(f)));
+  await m.close();
+  assert.deepEqual([...dataFiles], ['decoder_model.onnx_data']);
+  assert.equal(report.packedSize?.fileBytes, ['decoder_model.onnx', 'decoder_model.onnx_data'].reduce((s, f) => s + statSync(path.join(folder.path, f)).size, 0), 'packedSize counts the data file');
   await assertSameInterface(source, report);
   assert.ok(report.warnings.some((w) => /decoder_with_past_model\.onnx/.test(w) && /not copied/.test(w)), report.warnings.join('; '));
 
