@@ -4,6 +4,7 @@
 // at reduced rows), scaled to the job by `stageSeconds` below — every formula is written there.
 // The report stores this estimate beside the actual timings (report.estimate / report.timings).
 import { freemem, totalmem } from 'node:os';
+import { decoderView } from '../onnx/merged';
 import { loadModel } from '../onnx/load';
 import { findLinearLayers } from '../onnx/linear';
 import { refuseQuantized } from '../onnx/quantized';
@@ -141,7 +142,7 @@ export function coreSecondsEstimate(rows: number, cols: number, recipe: string):
 
 export async function estimateCompression(modelPath: string, options: CompressOptions, pre: PreflightOptions = {}): Promise<Preflight> {
   const opened = performance.now();
-  const loaded = await loadModel(modelPath);
+  const loaded = decoderView(await loadModel(modelPath));
   const openSeconds = (performance.now() - opened) / 1000;
   try {
     refuseQuantized(loaded.model);

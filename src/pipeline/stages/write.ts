@@ -4,13 +4,15 @@
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { findLinearLayers } from '../../onnx/linear';
+import { mergedSource, remerge, withSharedWeightsOf } from '../../onnx/merged';
 import type { ModelProto } from '../../onnx/proto';
 import { writeModel } from '../../onnx/write';
 import { throwIfAborted } from '../cancel';
 import type { CompressionReport } from '../../protocol/report';
 import type { Job } from '../job';
 import { staged } from '../outputs';
-import { packedModel, withFakeQuant } from '../transforms';
+import { packedModel, withFakeQuant, type PackedLayer } from '../transforms';
 import type { CompressedJob } from './calibrate';
 import type { LoadedJob } from './load';
 
@@ -32,18 +34,32 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
   const fq = options.abits < 16 || options.kvbits < 16 ? withFakeQuant(working.proto, { abits: options.abits, kvbits: options.kvbits }) : { model: working.proto, warnings: [] };
   job.warnings.push(...fq.warnings);
-  await writeModel(fq.model, staged(paths, paths.simulated), { externalData: external });
+  // A merged decoder is written merged again: the same transform on its with-past branch, with
+  // the compressed weights it shares with the no-past branch the pipeline worked on.
+  const merged = mergedSource(loaded);
+  const withPast = merged ? withSharedWeightsOf(merged, merged.withPast, working.proto) : undefined;
+  const asSource = (plain: ModelProto, transform: (withPast: ModelProto) => ModelProto): ModelProto =>
+    merged && withPast ? remerge(merged, plain, transform(withPast)) : plain;
+  await writeModel(
+    asSource(fq.model, (wp) => (options.abits < 16 || options.kvbits < 16 ? withFakeQuant(wp, { abits: options.abits, kvbits: options.kvbits }).model : wp)),
+    staged(paths, paths.simulated),
+    { externalData: external },
+  );
   throwIfAborted(signal);
   job.progress.report('write', 1, 3, 'packed model');
-  const packed = packedModel(
-    working.proto,
-    working.layers,
-    layers.map((l) => {
-      const st = states.get(l.name)!;
-      return { layer: working.layer(l.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize };
-    }),
-    options.wbits,
-  );
+  const packedLayers: PackedLayer[] = layers.map((l) => {
+    const st = states.get(l.name)!;
+    return { layer: working.layer(l.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize };
+  });
+  const packed = packedModel(working.proto, working.layers, packedLayers, options.wbits);
+  if (packed.model) {
+    packed.model = asSource(packed.model, (wp) => {
+      // The with-past branch's layers read the same weights: matched by weight name.
+      const wpLayers = findLinearLayers(wp);
+      const byWeight = new Map(wpLayers.map((l) => [l.weightName, l]));
+      return packedModel(wp, wpLayers, packedLayers.map((p) => ({ ...p, layer: byWeight.get(p.layer.weightName)! })), options.wbits).model!;
+    });
+  }
   let packedWritten = false;
   let packedSize: WrittenJob['packedSize'];
   if (packed.model) {
