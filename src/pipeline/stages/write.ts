@@ -5,7 +5,9 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { findLinearLayers } from '../../onnx/linear';
-import { mergedSource, remerge, withSharedWeightsOf } from '../../onnx/merged';
+import { mergedSource, remerge, withSharedWeightsOf, type MergedDecoder } from '../../onnx/merged';
+import { rotateModel } from '../../onnx/rotate';
+import { configGeometry } from '../geometry';
 import type { ModelProto } from '../../onnx/proto';
 import { writeModel } from '../../onnx/write';
 import { throwIfAborted } from '../cancel';
@@ -37,7 +39,7 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   // A merged decoder is written merged again: the same transform on its with-past branch, with
   // the compressed weights it shares with the no-past branch the pipeline worked on.
   const merged = mergedSource(loaded);
-  const withPast = merged ? withSharedWeightsOf(merged, merged.withPast, working.proto) : undefined;
+  const withPast = merged ? mergedWithPast(job, merged, working.proto) : undefined;
   const asSource = (plain: ModelProto, transform: (withPast: ModelProto) => ModelProto): ModelProto =>
     merged && withPast ? remerge(merged, plain, transform(withPast)) : plain;
   await writeModel(
@@ -57,16 +59,23 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
       // The with-past branch's layers read the same weights: matched by weight name.
       const wpLayers = findLinearLayers(wp);
       const byWeight = new Map(wpLayers.map((l) => [l.weightName, l]));
-      return packedModel(wp, wpLayers, packedLayers.map((p) => ({ ...p, layer: byWeight.get(p.layer.weightName)! })), options.wbits).model!;
+      const mapped = packedLayers.map((p) => {
+        const layer = byWeight.get(p.layer.weightName);
+        if (!layer) throw new Error(`internal: the merged decoder's with-past branch has no layer reading ${p.layer.weightName}`);
+        return { ...p, layer };
+      });
+      return packedModel(wp, wpLayers, mapped, options.wbits).model!;
     });
   }
   let packedWritten = false;
   let packedSize: WrittenJob['packedSize'];
   if (packed.model) {
     const packedPath = staged(paths, paths.packed);
-    await writeModel(packed.model, packedPath, { externalData: external });
+    // In a drop-in folder (layouts.ts) the external data keeps the source's file name.
+    const dataFileName = paths.folder?.dataFile;
+    await writeModel(packed.model, packedPath, { externalData: external, ...(dataFileName ? { dataFileName } : {}) });
     packedWritten = true;
-    packedSize = { ...packed.size!, fileBytes: await filesBytes(packedPath) };
+    packedSize = { ...packed.size!, fileBytes: await filesBytes(packedPath, dataFileName) };
   } else if (packed.warning) job.warnings.push(packed.warning);
   // Outputs written elsewhere keep their tokenizer and config beside them (obr eval needs them).
   if (paths.dir !== path.dirname(job.source)) {
@@ -81,10 +90,25 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   return { simulated: fq.model, packedWritten, ...(packedSize ? { packedSize } : {}) };
 }
 
+/**
+ * A merged decoder's with-past branch as the pipeline's no-past branch now is: rotated the same
+ * way when the job rotates (the rotation is a function of the graph and the seed, so the branch
+ * gets the same online Hadamards; its weights are then replaced), with the compressed weights.
+ */
+function mergedWithPast(job: Job, merged: MergedDecoder, compressed: ModelProto): ModelProto {
+  const { options } = job;
+  let branch = withSharedWeightsOf(merged, merged.withPast, compressed);
+  if (options.abits < 16 || options.kvbits < 16) {
+    branch = rotateModel(branch, { seed: options.seed, geometry: job.extra.geometry, configGeometry: configGeometry(job.source) }).model;
+    branch = withSharedWeightsOf(merged, branch, compressed);
+  }
+  return branch;
+}
+
 /** Bytes on disk of a written model: the .onnx file plus its external data file, if any. */
-async function filesBytes(modelPath: string): Promise<number> {
+async function filesBytes(modelPath: string, dataFileName?: string): Promise<number> {
   let bytes = (await stat(modelPath)).size;
-  const data = `${modelPath}.data`;
+  const data = dataFileName ? path.join(path.dirname(modelPath), dataFileName) : `${modelPath}.data`;
   if (existsSync(data)) bytes += (await stat(data)).size;
   return bytes;
 }
