@@ -71,9 +71,11 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   let packedSize: WrittenJob['packedSize'];
   if (packed.model) {
     const packedPath = staged(paths, paths.packed);
-    await writeModel(packed.model, packedPath, { externalData: external });
+    // In a drop-in folder (layouts.ts) the external data keeps the source's file name.
+    const dataFileName = paths.folder?.dataFile;
+    await writeModel(packed.model, packedPath, { externalData: external, ...(dataFileName ? { dataFileName } : {}) });
     packedWritten = true;
-    packedSize = { ...packed.size!, fileBytes: await filesBytes(packedPath) };
+    packedSize = { ...packed.size!, fileBytes: await filesBytes(packedPath, dataFileName) };
   } else if (packed.warning) job.warnings.push(packed.warning);
   // Outputs written elsewhere keep their tokenizer and config beside them (obr eval needs them).
   if (paths.dir !== path.dirname(job.source)) {
@@ -104,9 +106,9 @@ function mergedWithPast(job: Job, merged: MergedDecoder, compressed: ModelProto)
 }
 
 /** Bytes on disk of a written model: the .onnx file plus its external data file, if any. */
-async function filesBytes(modelPath: string): Promise<number> {
+async function filesBytes(modelPath: string, dataFileName?: string): Promise<number> {
   let bytes = (await stat(modelPath)).size;
-  const data = `${modelPath}.data`;
+  const data = dataFileName ? path.join(path.dirname(modelPath), dataFileName) : `${modelPath}.data`;
   if (existsSync(data)) bytes += (await stat(data)).size;
   return bytes;
 }
