@@ -1,18 +1,27 @@
 // Stage 4, write (staged in the working folder): the simulated model (fake-quant weights plus
 // A/KV quantization nodes), the packed model (MatMulNBits) and, for outputs written elsewhere, the
 // tokenizer and config beside them.
+//
+// Streaming: the working graph holds references to its weights (src/onnx/store.ts), and
+// writeModel copies them into the output's external data file tensor by tensor. The packed model
+// is built one block at a time from the checkpoint's codes and scales; each block's MatMulNBits
+// tensors go to the working data file before the next block is packed.
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { setMetadata } from '../../onnx/graph';
 import type { ModelProto } from '../../onnx/proto';
 import { writeModel } from '../../onnx/write';
 import { throwIfAborted } from '../cancel';
 import type { CompressionReport } from '../../protocol/report';
 import type { Job } from '../job';
 import { staged } from '../outputs';
-import { packedModel, withFakeQuant } from '../transforms';
+import { packedModel, packedRowBlockSize, withFakeQuant, type PackedSize } from '../transforms';
 import type { CompressedJob } from './calibrate';
 import type { LoadedJob } from './load';
+
+/** Metadata key the packing writes its summary under (src/onnx/packed.ts). */
+const PACKED_META = 'obr.transform.matmulnbits';
 
 export interface WrittenJob {
   /** The simulated model as written (fake-quant nodes included): evaluated next. */
@@ -25,33 +34,53 @@ export interface WrittenJob {
 export async function writeStage(job: Job, input: LoadedJob, compressed: CompressedJob): Promise<WrittenJob> {
   const { options, paths, signal } = job;
   const { loaded, working } = input;
-  const { layers, states } = compressed;
+  const { layers, blocks, checkpoint } = compressed;
+  /** Where the graphs' weights are read from: the working store (or the source model, whose external data the in-memory copy reads). */
+  const source = working.store ?? loaded;
   const t = performance.now();
   await mkdir(paths.stagingDir, { recursive: true });
   job.progress.report('write', 0, 3, 'simulated model');
   const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
   const fq = options.abits < 16 || options.kvbits < 16 ? withFakeQuant(working.proto, { abits: options.abits, kvbits: options.kvbits }) : { model: working.proto, warnings: [] };
   job.warnings.push(...fq.warnings);
-  await writeModel(fq.model, staged(paths, paths.simulated), { externalData: external });
+  await writeModel(fq.model, staged(paths, paths.simulated), { externalData: external, source });
   throwIfAborted(signal);
   job.progress.report('write', 1, 3, 'packed model');
-  const packed = packedModel(
-    working.proto,
-    working.layers,
-    layers.map((l) => {
-      const st = states.get(l.name)!;
-      return { layer: working.layer(l.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize };
-    }),
-    options.wbits,
-  );
+  const rowBlockSize = packedRowBlockSize(layers.map((l) => working.layer(l.name)));
+  let model: ModelProto | undefined = working.proto;
+  const size: Omit<PackedSize, 'bitsPerWeight'> = { layerBytes: 0, weights: 0 };
+  let packedLayers = 0;
+  for (const block of blocks) {
+    throwIfAborted(signal);
+    const saved = await checkpoint.loadBlock(block.id, { weights: false });
+    const packed = packedModel(
+      model,
+      working.layers,
+      saved.map((st) => ({ layer: working.layer(st.report.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize })),
+      options.wbits,
+      rowBlockSize,
+    );
+    if (!packed.model) {
+      if (packed.warning) job.warnings.push(packed.warning);
+      model = undefined;
+      break;
+    }
+    model = working.store ? await working.store.externalize(packed.model) : packed.model;
+    packedLayers += JSON.parse(model.metadataProps?.find((p) => p.key === PACKED_META)?.value ?? '{"layers":0}').layers as number;
+    size.layerBytes += packed.size!.layerBytes;
+    size.weights += packed.size!.weights;
+  }
   let packedWritten = false;
   let packedSize: WrittenJob['packedSize'];
-  if (packed.model) {
+  if (model) {
+    // Each block's packing records its own layer count: the model's is their sum.
+    const meta = model.metadataProps?.find((p) => p.key === PACKED_META);
+    if (meta) setMetadata(model, PACKED_META, JSON.stringify({ ...JSON.parse(meta.value ?? '{}'), layers: packedLayers }));
     const packedPath = staged(paths, paths.packed);
-    await writeModel(packed.model, packedPath, { externalData: external });
+    await writeModel(model, packedPath, { externalData: external, source });
     packedWritten = true;
-    packedSize = { ...packed.size!, fileBytes: await filesBytes(packedPath) };
-  } else if (packed.warning) job.warnings.push(packed.warning);
+    packedSize = { ...size, bitsPerWeight: size.weights ? Number(((size.layerBytes / size.weights) * 8).toFixed(4)) : 0, fileBytes: await filesBytes(packedPath) };
+  }
   // Outputs written elsewhere keep their tokenizer and config beside them (obr eval needs them).
   if (paths.dir !== path.dirname(job.source)) {
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'config.json']) {
