@@ -3,6 +3,7 @@
 // forward at the job's batch; the core on each distinct layer shape at reduced rows, scaled —
 // src/pipeline/probe.ts). The report stores this estimate beside the actual timings.
 import { freemem, totalmem } from 'node:os';
+import { decoderView } from '../onnx/merged';
 import { loadModel } from '../onnx/load';
 import { findLinearLayers } from '../onnx/linear';
 import { refuseQuantized } from '../onnx/quantized';
@@ -55,7 +56,7 @@ export function coreSecondsEstimate(rows: number, cols: number, recipe: string):
 }
 
 export async function estimateCompression(modelPath: string, options: CompressOptions, pre: PreflightOptions = {}): Promise<Preflight> {
-  const loaded = await loadModel(modelPath);
+  const loaded = decoderView(await loadModel(modelPath));
   try {
     refuseQuantized(loaded.model);
     const all = findLinearLayers(loaded.model);

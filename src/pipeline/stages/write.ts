@@ -10,6 +10,8 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setMetadata } from '../../onnx/graph';
+import { findLinearLayers } from '../../onnx/linear';
+import { mergedSource, remerge, withSharedWeightsOf } from '../../onnx/merged';
 import type { ModelProto } from '../../onnx/proto';
 import { writeModel } from '../../onnx/write';
 import { throwIfAborted } from '../cancel';
@@ -43,7 +45,17 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
   const fq = options.abits < 16 || options.kvbits < 16 ? withFakeQuant(working.proto, { abits: options.abits, kvbits: options.kvbits }) : { model: working.proto, warnings: [] };
   job.warnings.push(...fq.warnings);
-  await writeModel(fq.model, staged(paths, paths.simulated), { externalData: external, source });
+  // A merged decoder is written merged again: the same transform on its with-past branch, with
+  // the compressed weights it shares with the no-past branch the pipeline worked on.
+  const merged = mergedSource(loaded);
+  let withPast = merged ? withSharedWeightsOf(merged, merged.withPast, working.proto) : undefined;
+  const asSource = (plain: ModelProto, transform: (withPast: ModelProto) => ModelProto): ModelProto =>
+    merged && withPast ? remerge(merged, plain, transform(withPast)) : plain;
+  await writeModel(
+    asSource(fq.model, (wp) => (options.abits < 16 || options.kvbits < 16 ? withFakeQuant(wp, { abits: options.abits, kvbits: options.kvbits }).model : wp)),
+    staged(paths, paths.simulated),
+    { externalData: external, source },
+  );
   throwIfAborted(signal);
   job.progress.report('write', 1, 3, 'packed model');
   const rowBlockSize = packedRowBlockSize(layers.map((l) => working.layer(l.name)));
@@ -53,19 +65,20 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   for (const block of blocks) {
     throwIfAborted(signal);
     const saved = await checkpoint.loadBlock(block.id, { weights: false });
-    const packed = packedModel(
-      model,
-      working.layers,
-      saved.map((st) => ({ layer: working.layer(st.report.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize })),
-      options.wbits,
-      rowBlockSize,
-    );
+    const blockLayers = saved.map((st) => ({ layer: working.layer(st.report.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize }));
+    const packed = packedModel(model, working.layers, blockLayers, options.wbits, rowBlockSize);
     if (!packed.model) {
       if (packed.warning) job.warnings.push(packed.warning);
       model = undefined;
       break;
     }
-    model = working.store ? await working.store.externalize(packed.model) : packed.model;
+    if (withPast) {
+      // The with-past branch's layers read the same weights: matched by weight name. Its packed
+      // tensors stay inline, so the merge finds them equal to the no-past branch's and stores them once.
+      const byWeight = new Map(findLinearLayers(withPast).map((l) => [l.weightName, l]));
+      withPast = packedModel(withPast, [...byWeight.values()], blockLayers.map((p) => ({ ...p, layer: byWeight.get(p.layer.weightName)! })), options.wbits, rowBlockSize).model!;
+      model = packed.model;
+    } else model = working.store ? await working.store.externalize(packed.model) : packed.model;
     packedLayers += JSON.parse(model.metadataProps?.find((p) => p.key === PACKED_META)?.value ?? '{"layers":0}').layers as number;
     size.layerBytes += packed.size!.layerBytes;
     size.weights += packed.size!.weights;
@@ -74,8 +87,11 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   let packedSize: WrittenJob['packedSize'];
   if (model) {
     // Each block's packing records its own layer count: the model's is their sum.
-    const meta = model.metadataProps?.find((p) => p.key === PACKED_META);
-    if (meta) setMetadata(model, PACKED_META, JSON.stringify({ ...JSON.parse(meta.value ?? '{}'), layers: packedLayers }));
+    for (const m of [model, withPast]) {
+      const meta = m?.metadataProps?.find((p) => p.key === PACKED_META);
+      if (m && meta) setMetadata(m, PACKED_META, JSON.stringify({ ...JSON.parse(meta.value ?? '{}'), layers: packedLayers }));
+    }
+    model = asSource(model, () => withPast!);
     const packedPath = staged(paths, paths.packed);
     await writeModel(model, packedPath, { externalData: external, source });
     packedWritten = true;

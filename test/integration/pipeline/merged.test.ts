@@ -1,0 +1,100 @@
+// Compressing an Optimum merged decoder (decoder_model_merged.onnx, built from the tiny fixture's two
+// exports as Optimum merges them): W4A16 writes merged decoders again — the compressed weights
+// stored once, MatMulNBits in both branches — whose cached decoding gives the logits of the
+// uncached run; `obr eval` evaluates the written file; W4A4KV4 is refused before anything runs.
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { loadModel } from '../../../src/onnx/load';
+import { isMergedDecoder, splitMergedDecoder } from '../../../src/onnx/merged';
+import { encodeModel, type GraphProto } from '../../../src/onnx/proto';
+import { runCompression } from '../../../src/pipeline/compress';
+import { evaluateModel } from '../../../src/pipeline/evaluate';
+import { OptionError } from '../../../src/protocol/recipes';
+import { CausalLm } from '../../../src/runtime/lm';
+import { cachedVsFull, TINY_DIR, writeTinyMerged } from '../../unit/onnx/mergedDecoder';
+import { quickOptions, shortText, snapshot, tempDir } from './fixtures';
+
+const IDS = Array.from({ length: 12 }, (_, i) => (i * 53 + 11) % 1000);
+const haveTiny = existsSync(path.join(TINY_DIR, 'model_with_past.onnx'));
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+const opCount = (g: GraphProto, op: string) => (g.node ?? []).filter((n) => n.opType === op).length;
+
+test('W4A16 on a merged decoder: merged outputs, weights once, both branches edited alike, cached = uncached logits, obr eval', { skip: !haveTiny && 'tiny fixture not built', timeout: 600_000 }, async () => {
+  const dir = tempDir('obr-merged-');
+  const source = await writeTinyMerged(dir);
+  const evalText = shortText(dir, 'sotu-test.txt', 8_000);
+  const report = await runCompression(source, quickOptions(dir, { recipe: 'obr-gptq', abits: 16, kvbits: 16, samples: 2, seqlen: 32 }), {}, { evalText, evalWindows: 2 });
+  assert.equal(report.layers.length, 28, 'every projection once');
+  assert.ok(report.perplexity.compressed && Number.isFinite(report.perplexity.compressed.perplexity));
+
+  const dense = await loadModel(source);
+  const sim = await loadModel(report.outputs.simulated!);
+  const packed = await loadModel(report.outputs.packed!);
+  try {
+    for (const [label, m] of [['simulated', sim.model], ['packed', packed.model]] as const) {
+      assert.ok(isMergedDecoder(m), `${label}: a merged decoder again`);
+      assert.deepEqual(m.graph!.input!.map((v) => v.name), dense.model.graph!.input!.map((v) => v.name), `${label}: the source's inputs`);
+      assert.deepEqual(m.graph!.output!.map((v) => v.name), dense.model.graph!.output!.map((v) => v.name), `${label}: the source's outputs`);
+      const split = splitMergedDecoder(m);
+      for (const [branch, g] of [['with past', split.withPast.graph!], ['no past', split.noPast.graph!]] as const) {
+        if (label === 'packed') {
+          assert.equal(opCount(g, 'MatMulNBits'), 28, `${label} ${branch}: every projection packed`);
+          assert.equal(opCount(g, 'MatMul'), 1 + 8, `${label} ${branch}: lm_head + the 8 attention products stay MatMul`);
+        }
+      }
+    }
+    // The compressed weights are stored once, outside the branches, and are the ones in the report.
+    assert.equal(sim.model.graph!.initializer!.length, dense.model.graph!.initializer!.length);
+    const q = 'model.layers.0.self_attn.q_proj.weight';
+    assert.notDeepEqual(await sim.readWeight(q), await dense.readWeight(q), 'compressed weights replaced the shared initializer');
+    const w = await sim.readWeight(q);
+    assert.ok(w.filter((x) => x === 0).length >= w.length * 0.5 - 1, '50% sparsity in the shared weight');
+    const packedInits = packed.model.graph!.initializer!.map((t) => t.name);
+    assert.equal(new Set(packedInits).size, packedInits.length);
+    assert.ok(!packedInits.includes(q), 'packed: the float weight is gone');
+
+    // Both branches stay equal: cached decoding = uncached run, for each written model.
+    for (const [label, m] of [['dense', dense.model], ['simulated', sim.model], ['packed', packed.model]] as const) {
+      const r = await cachedVsFull(encodeModel(m), IDS, 4);
+      const d = maxAbsDiff(r.full, r.cached);
+      assert.ok(d < 1e-4, `${label}: max |Δlogit| cached vs uncached ${d}`);
+    }
+    // Simulated and packed models compute the same function (W4A16: the packed codes are the fake-quant weights).
+    const s = await cachedVsFull(encodeModel(sim.model), IDS, 12);
+    const p = await cachedVsFull(encodeModel(packed.model), IDS, 12);
+    assert.ok(maxAbsDiff(s.full, p.full) < 1e-3, `simulated vs packed ${maxAbsDiff(s.full, p.full)}`);
+  } finally {
+    await Promise.all([dense.close(), sim.close(), packed.close()]);
+  }
+
+  // `obr eval` on the written merged file: the report's perplexity (its no-cache branch).
+  const evaluated = await evaluateModel(report.outputs.simulated!, { text: evalText, seqlen: 32, maxWindows: 2, executionProviders: ['cpu'] });
+  const want = report.perplexity.compressed!.perplexity;
+  assert.ok(Math.abs(evaluated.perplexity - want) / want < 1e-5, `obr eval ${evaluated.perplexity} vs report ${want}`);
+  // And onnxruntime runs the merged file itself, fed use_cache_branch = false with empty caches.
+  const lm = await CausalLm.open(report.outputs.packed!, { executionProviders: ['cpu'] });
+  const ids = Int32Array.from(IDS);
+  const nll = await lm.windowNll(ids, 1, ids.length);
+  assert.ok(Number.isFinite(nll.sums[0]) && nll.sums[0]! > 0);
+});
+
+test('W4A4KV4 on a merged decoder is refused before anything is written', { skip: !haveTiny && 'tiny fixture not built', timeout: 120_000 }, async () => {
+  const dir = tempDir('obr-merged-');
+  const source = await writeTinyMerged(dir);
+  const options = quickOptions(dir, { samples: 2, seqlen: 32, outDir: undefined });
+  const before = snapshot(dir);
+  await assert.rejects(
+    runCompression(source, options, {}, { evalText: null }),
+    (e: Error) => e instanceof OptionError && /merged decoders .* W4A16 only for now; pass --abits 16 --kvbits 16, or compress decoder_model\.onnx/.test(e.message),
+  );
+  assert.deepEqual(snapshot(dir), before);
+  assert.ok(!readdirSync(dir).some((f) => f.startsWith('.')));
+});
