@@ -164,14 +164,28 @@ export function mergedSource(loaded: LoadedModel): MergedDecoder | undefined {
 }
 
 /**
- * The with-past branch with the shared weights `from` (a transformed no-past branch) holds under
- * the same names: the compressed (and rotated) weights go into both branches.
+ * A transformed branch with the weights `from` (the transformed no-past branch the pipeline
+ * compressed) holds under the same names: the shared weights, and initializers the transform
+ * created in both (rotated norms, Hadamard constants). The branch's own small constants, which may
+ * share a name with the other branch's, are kept.
  */
 export function withSharedWeightsOf(merged: MergedDecoder, plain: ModelProto, from: ModelProto): ModelProto {
   const byName = new Map((from.graph?.initializer ?? []).map((t) => [t.name ?? '', t]));
+  const own = new Set((merged.withPast.graph?.initializer ?? []).map((t) => t.name ?? ''));
   const m = cloneModel(plain);
-  m.graph!.initializer = m.graph!.initializer!.map((t) => (merged.shared.has(t.name ?? '') ? (byName.get(t.name ?? '') ?? t) : t));
+  m.graph!.initializer = m.graph!.initializer!.map((t) => {
+    const name = t.name ?? '';
+    const other = byName.get(name);
+    if (!other || !(merged.shared.has(name) || !own.has(name))) return t;
+    // A name the transform gave both branches must stand for the same kind of tensor.
+    const sameShape = other.dataType === t.dataType && dimsKey(other) === dimsKey(t);
+    return sameShape ? other : t;
+  });
   return m;
+}
+
+function dimsKey(t: TensorProto): string {
+  return (t.dims ?? []).map((d) => toNumber(d as number | LongLike)).join(',');
 }
 
 /** Optimum keeps scalars and 1-D int32/int64 tensors inside each branch (onnxruntime needs them there after optimization). */
@@ -183,7 +197,7 @@ function staysInBranch(t: TensorProto): boolean {
 /** Identity of a tensor's contents: type, dims and bytes (or its external-data location). */
 function contentKey(t: TensorProto): string {
   const h = createHash('sha256');
-  h.update(`${t.dataType ?? 0}|${(t.dims ?? []).map((d) => toNumber(d as number | LongLike)).join(',')}|`);
+  h.update(`${t.dataType ?? 0}|${dimsKey(t)}|`);
   if (isExternal(t)) {
     const e = externalDataEntry(t);
     h.update(`external:${e.location}:${e.offset}:${e.length ?? ''}`);

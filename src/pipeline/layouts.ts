@@ -152,7 +152,7 @@ export async function writeLayout(paths: OutputPaths, input: LayoutInput, signal
   if (!input.packedWritten) {
     // No packed model (e.g. 3-bit weights): the folder holds the simulated model instead.
     const external = existsSync(`${staged(paths, paths.simulated)}.data`) ? true : 'auto';
-    await writeModel(input.simulated, staged(paths, paths.packed), { externalData: external });
+    await writeModel(input.simulated, staged(paths, paths.packed), { externalData: external, ...(folder.dataFile ? { dataFileName: folder.dataFile } : {}) });
     warnings.push(`the output folder ${folder.dir} holds the simulated model (fake-quantized float weights): no packed model could be built`);
   }
   const { files, otherModels } = companionFiles(folder.sourceDir, folder.modelFile);

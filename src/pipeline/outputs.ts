@@ -37,6 +37,12 @@ export interface FolderOutput {
   sourceDir: string;
   /** The model's file name inside the folder: the source model's own name. */
   modelFile: string;
+  /**
+   * The source's external data file name when it follows an exporter's convention
+   * (`NAME.onnx_data` from Optimum, `NAME.onnx.data` from onnxruntime-genai): the packed model's
+   * external data takes the same name.
+   */
+  dataFile?: string;
 }
 
 /** Sparsity actually applied: quantization-only recipes never prune. */
@@ -60,8 +66,10 @@ export function outputPaths(modelPath: string, options: CompressOptions, folder?
   const partialDir = path.join(dir, `.${base}.obr-partial`);
   const packedTag = `${options.recipe}-w${options.wbits}-${s}${g}`;
   const sourceDir = path.dirname(src);
+  const modelFile = path.basename(src);
+  const dataFile = [`${modelFile}_data`, `${modelFile}.data`].find((f) => existsSync(path.join(sourceDir, f)));
   const folderOut: FolderOutput | undefined = folder
-    ? { kind: folder, dir: path.join(dir, `${path.basename(sourceDir)}.${packedTag}`), sourceDir, modelFile: path.basename(src) }
+    ? { kind: folder, dir: path.join(dir, `${path.basename(sourceDir)}.${packedTag}`), sourceDir, modelFile, ...(dataFile ? { dataFile } : {}) }
     : undefined;
   return {
     dir,

@@ -234,7 +234,7 @@ export async function runCompressCli(
   await loadTokenizer(model);
   if (options.calibText) await readText(options.calibText);
   if (extra.evalText) await readText(extra.evalText);
-  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, batch: extra.batch, evaluate: extra.evalText !== null, evalText: extra.evalText ?? undefined, threads: extra.threads });
+  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, batch: extra.batch, evaluate: extra.evalText !== null, evalText: extra.evalText ?? undefined, threads: extra.threads, geometry: extra.geometry, onlyBlocks: extra.onlyBlocks });
   extra = { ...extra, estimate: stageEstimate(pre) };
   printPreflight(pre);
   if (!pre.fits && !cli.yes) {
@@ -284,7 +284,7 @@ export function printPreflight(pre: Preflight): void {
     `pre-flight: ${pre.layers} layers, ${(pre.params / 1e6).toFixed(2)} M parameters; ` +
       `peak memory ≈ ${formatBytes(pre.peakBytes)} (available ${formatBytes(pre.availableBytes)}), ` +
       `disk ≈ ${formatBytes(pre.outputBytes ?? 0)}, time ≈ ${formatSeconds(pre.seconds)} ` +
-      `(load ${formatSeconds(pre.breakdown.loadSeconds)}, calibrate ${formatSeconds(pre.breakdown.calibrateSeconds)}, compress ${formatSeconds(pre.breakdown.compressSeconds)}, write ${formatSeconds(pre.breakdown.writeSeconds)}, evaluate ${formatSeconds(pre.breakdown.evaluateSeconds)})`,
+      `(load ${formatSeconds(pre.breakdown.loadSeconds)}, ${pre.breakdown.rotateSeconds > 0 ? `rotate ${formatSeconds(pre.breakdown.rotateSeconds)}, ` : ''}calibrate ${formatSeconds(pre.breakdown.calibrateSeconds)}, compress ${formatSeconds(pre.breakdown.compressSeconds)}, write ${formatSeconds(pre.breakdown.writeSeconds)}, evaluate ${formatSeconds(pre.breakdown.evaluateSeconds)})`,
   );
   for (const n of pre.notes) console.error(`  ${n}`);
 }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { stat } from 'node:fs/promises';
 import { loadModel, type LoadedModel } from '../../onnx/load';
 import { modelVocabulary } from '../../onnx/vocab';
-import { decoderView, mergedSource } from '../../onnx/merged';
+import { decoderView } from '../../onnx/merged';
 import { refuseQuantized } from '../../onnx/quantized';
 import { OptionError } from '../../protocol/recipes';
 import { REPORT_SCHEMA_VERSION } from '../../protocol/report';
@@ -43,14 +43,6 @@ export function sha256File(file: string): Promise<string> {
   });
 }
 
-/** Activation/KV quantization (and its rotation) is not applied inside a merged decoder's branches yet. */
-function refuseMergedRotation(loaded: LoadedModel, options: Job['options']): void {
-  if (!mergedSource(loaded) || (options.abits >= 16 && options.kvbits >= 16)) return;
-  throw new OptionError(
-    `merged decoders (an If on use_cache_branch) are compressed at W${options.wbits}A16 only for now; pass --abits 16 --kvbits 16, or compress decoder_model.onnx (the export without past) for W${options.wbits}A${options.abits}KV${options.kvbits}`,
-  );
-}
-
 export async function loadStage(job: Job): Promise<LoadedJob> {
   const { options, extra, source } = job;
   const t = performance.now();
@@ -59,7 +51,6 @@ export async function loadStage(job: Job): Promise<LoadedJob> {
   const loaded = decoderView(await loadModel(source));
   try {
     refuseQuantized(loaded.model);
-    refuseMergedRotation(loaded, options);
     const tokenizer = await loadTokenizer(source);
     const calibFile = options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT);
     const calibText = await readText(calibFile);

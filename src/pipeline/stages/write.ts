@@ -11,7 +11,9 @@ import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setMetadata } from '../../onnx/graph';
 import { findLinearLayers } from '../../onnx/linear';
-import { mergedSource, remerge, withSharedWeightsOf } from '../../onnx/merged';
+import { mergedSource, remerge, withSharedWeightsOf, type MergedDecoder } from '../../onnx/merged';
+import { rotateModel } from '../../onnx/rotate';
+import { configGeometry } from '../geometry';
 import type { ModelProto } from '../../onnx/proto';
 import { writeModel } from '../../onnx/write';
 import { throwIfAborted } from '../cancel';
@@ -21,6 +23,7 @@ import { staged } from '../outputs';
 import { packedModel, packedRowBlockSize, withFakeQuant, type PackedSize } from '../transforms';
 import type { CompressedJob } from './calibrate';
 import type { LoadedJob } from './load';
+import type { WorkingModel } from '../working';
 
 /** Metadata key the packing writes its summary under (src/onnx/packed.ts). */
 const PACKED_META = 'obr.transform.matmulnbits';
@@ -48,7 +51,7 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   // A merged decoder is written merged again: the same transform on its with-past branch, with
   // the compressed weights it shares with the no-past branch the pipeline worked on.
   const merged = mergedSource(loaded);
-  let withPast = merged ? withSharedWeightsOf(merged, merged.withPast, working.proto) : undefined;
+  let withPast = merged ? await mergedWithPast(job, merged, input.working) : undefined;
   const asSource = (plain: ModelProto, transform: (withPast: ModelProto) => ModelProto): ModelProto =>
     merged && withPast ? remerge(merged, plain, transform(withPast)) : plain;
   await writeModel(
@@ -75,8 +78,14 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
     if (withPast) {
       // The with-past branch's layers read the same weights: matched by weight name. Its packed
       // tensors stay inline, so the merge finds them equal to the no-past branch's and stores them once.
-      const byWeight = new Map(findLinearLayers(withPast).map((l) => [l.weightName, l]));
-      withPast = packedModel(withPast, [...byWeight.values()], blockLayers.map((p) => ({ ...p, layer: byWeight.get(p.layer.weightName)! })), options.wbits, rowBlockSize).model!;
+      const wpLayers = findLinearLayers(withPast);
+      const byWeight = new Map(wpLayers.map((l) => [l.weightName, l]));
+      const mapped = blockLayers.map((p) => {
+        const layer = byWeight.get(p.layer.weightName);
+        if (!layer) throw new Error(`internal: the merged decoder's with-past branch has no layer reading ${p.layer.weightName}`);
+        return { ...p, layer };
+      });
+      withPast = packedModel(withPast, wpLayers, mapped, options.wbits, rowBlockSize).model!;
       model = packed.model;
     } else model = working.store ? await working.store.externalize(packed.model) : packed.model;
     packedLayers += JSON.parse(model.metadataProps?.find((p) => p.key === PACKED_META)?.value ?? '{"layers":0}').layers as number;
@@ -93,9 +102,11 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
     }
     model = asSource(model, () => withPast!);
     const packedPath = staged(paths, paths.packed);
-    await writeModel(model, packedPath, { externalData: external, source });
+    // In a drop-in folder (layouts.ts) the external data keeps the source's file name.
+    const dataFileName = paths.folder?.dataFile;
+    await writeModel(model, packedPath, { externalData: external, source, ...(dataFileName ? { dataFileName } : {}) });
     packedWritten = true;
-    packedSize = { ...size, bitsPerWeight: size.weights ? Number(((size.layerBytes / size.weights) * 8).toFixed(4)) : 0, fileBytes: await filesBytes(packedPath) };
+    packedSize = { ...size, bitsPerWeight: size.weights ? Number(((size.layerBytes / size.weights) * 8).toFixed(4)) : 0, fileBytes: await filesBytes(packedPath, dataFileName) };
   }
   // Outputs written elsewhere keep their tokenizer and config beside them (obr eval needs them).
   if (paths.dir !== path.dirname(job.source)) {
@@ -110,10 +121,32 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   return { simulated: fq.model, packedWritten, ...(packedSize ? { packedSize } : {}) };
 }
 
+/**
+ * A merged decoder's with-past branch as the pipeline's no-past branch now is: rotated the same
+ * way when the job rotates (the rotation is a function of the graph and the seed, so the branch
+ * gets the same online Hadamards; its weights are then replaced), with the compressed weights.
+ */
+async function mergedWithPast(job: Job, merged: MergedDecoder, working: WorkingModel): Promise<ModelProto> {
+  const { options } = job;
+  const compressed = working.proto;
+  let branch = withSharedWeightsOf(merged, merged.withPast, compressed);
+  if (options.abits < 16 || options.kvbits < 16) {
+    // The rotation reads the branch's weights inline (the graph change is what is kept).
+    const inline = await working.inlined(branch);
+    try {
+      branch = rotateModel(inline.model, { seed: options.seed, geometry: job.extra.geometry, configGeometry: configGeometry(job.source) }).model;
+    } finally {
+      working.releaseInline(inline.bytes);
+    }
+    branch = withSharedWeightsOf(merged, branch, compressed);
+  }
+  return branch;
+}
+
 /** Bytes on disk of a written model: the .onnx file plus its external data file, if any. */
-async function filesBytes(modelPath: string): Promise<number> {
+async function filesBytes(modelPath: string, dataFileName?: string): Promise<number> {
   let bytes = (await stat(modelPath)).size;
-  const data = `${modelPath}.data`;
+  const data = dataFileName ? path.join(path.dirname(modelPath), dataFileName) : `${modelPath}.data`;
   if (existsSync(data)) bytes += (await stat(data)).size;
   return bytes;
 }

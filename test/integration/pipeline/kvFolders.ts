@@ -7,6 +7,8 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { valueInfo } from '../../../src/onnx/builder';
+import { loadModel } from '../../../src/onnx/load';
+import { writeModel } from '../../../src/onnx/write';
 import { DataType, encodeModel, type ModelProto } from '../../../src/onnx/proto';
 import { floatData } from '../../../src/runtime/lm';
 import { genaiLlama } from '../../unit/onnx/genaiLlama';
@@ -84,9 +86,10 @@ export function writeGenaiGqaFolder(dir: string): string {
 /**
  * An Optimum export folder of the tiny bundled model: config.json (without our `obr_studio` key,
  * as transformers writes it), generation_config.json, tokenizer files, special_tokens_map.json,
- * decoder_model.onnx (no cache) and decoder_with_past_model.onnx (a second model).
+ * decoder_model.onnx (no cache) with its weights in decoder_model.onnx_data (Optimum's external-data
+ * name) and decoder_with_past_model.onnx (a second model).
  */
-export function writeOptimumFolder(dir: string): string {
+export async function writeOptimumFolder(dir: string): Promise<string> {
   mkdirSync(dir, { recursive: true });
   const config = JSON.parse(readFileSync(path.join(TINY_DIR, 'config.json'), 'utf8')) as Record<string, unknown>;
   delete config.obr_studio;
@@ -94,7 +97,9 @@ export function writeOptimumFolder(dir: string): string {
   writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ bos_token_id: config.bos_token_id, eos_token_id: config.eos_token_id, transformers_version: '4.44.0' }, null, 2) + '\n');
   writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>' }) + '\n');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(path.join(TINY_DIR, f), path.join(dir, f));
-  copyFileSync(path.join(TINY_DIR, 'model.onnx'), path.join(dir, 'decoder_model.onnx'));
+  const tiny = await loadModel(path.join(TINY_DIR, 'model.onnx'));
+  await writeModel(tiny.model, path.join(dir, 'decoder_model.onnx'), { externalData: true, dataFileName: 'decoder_model.onnx_data' });
+  await tiny.close();
   copyFileSync(path.join(TINY_DIR, 'model_with_past.onnx'), path.join(dir, 'decoder_with_past_model.onnx'));
   return path.join(dir, 'decoder_model.onnx');
 }
@@ -113,7 +118,10 @@ export interface Decoded {
   logits: Float32Array[];
 }
 
-function i64(values: number[], dims: number[]): ort.Tensor {
+/** An integer tensor in the element type the graph declares for `name` (int32 or int64). */
+function ints(session: ort.InferenceSession, name: string, values: number[], dims: number[]): ort.Tensor {
+  const m = session.inputMetadata.find((x) => x.name === name);
+  if (m?.isTensor && m.type === 'int32') return new ort.Tensor('int32', Int32Array.from(values), dims);
   return new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
 }
 
@@ -143,6 +151,7 @@ function argmax(x: Float32Array): number {
  * Both take the argmax of the last position's logits.
  */
 export async function greedyDecode(session: ort.InferenceSession, prompt: number[], steps: number, mode: 'cached' | 'full'): Promise<Decoded> {
+  // int32 or int64 ids / mask / positions, as the graph declares them (onnxruntime.transformers GPT-2: int32).
   const pastNames = session.inputNames.filter((n) => n.startsWith('past'));
   const meta = new Map(session.inputMetadata.map((m) => [m.name, m]));
   const emptyPast = (name: string): ort.Tensor => {
@@ -154,11 +163,13 @@ export async function greedyDecode(session: ort.InferenceSession, prompt: number
   };
   const feedsFor = (ids: number[], start: number, past: Record<string, ort.Tensor>): Record<string, ort.Tensor> => {
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: i64(ids, [1, ids.length]),
-      attention_mask: i64(new Array(start + ids.length).fill(1), [1, start + ids.length]),
+      // Optimum's merged decoders pick the with-past branch only when there is a past.
+      ...(session.inputNames.includes('use_cache_branch') ? { use_cache_branch: new ort.Tensor('bool', [start > 0], [1]) } : {}),
+      input_ids: ints(session, 'input_ids', ids, [1, ids.length]),
+      attention_mask: ints(session, 'attention_mask', new Array(start + ids.length).fill(1), [1, start + ids.length]),
       ...past,
     };
-    if (session.inputNames.includes('position_ids')) feeds.position_ids = i64(ids.map((_, i) => start + i), [1, ids.length]);
+    if (session.inputNames.includes('position_ids')) feeds.position_ids = ints(session, 'position_ids', ids.map((_, i) => start + i), [1, ids.length]);
     return feeds;
   };
   const empty = Object.fromEntries(pastNames.map((n) => [n, emptyPast(n)]));

@@ -1,9 +1,10 @@
 // Compressing an Optimum merged decoder (decoder_model_merged.onnx, built from the tiny fixture's two
 // exports as Optimum merges them): W4A16 writes merged decoders again — the compressed weights
 // stored once, MatMulNBits in both branches — whose cached decoding gives the logits of the
-// uncached run; `obr eval` evaluates the written file; W4A4KV4 is refused before anything runs.
+// uncached run; `obr eval` evaluates the written file; W4A4KV4 rotates and fake-quantizes both
+// branches alike.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { loadModel } from '../../../src/onnx/load';
@@ -11,10 +12,9 @@ import { isMergedDecoder, splitMergedDecoder } from '../../../src/onnx/merged';
 import { encodeModel, type GraphProto } from '../../../src/onnx/proto';
 import { runCompression } from '../../../src/pipeline/compress';
 import { evaluateModel } from '../../../src/pipeline/evaluate';
-import { OptionError } from '../../../src/protocol/recipes';
 import { CausalLm } from '../../../src/runtime/lm';
 import { cachedVsFull, TINY_DIR, writeTinyMerged } from '../../unit/onnx/mergedDecoder';
-import { quickOptions, shortText, snapshot, tempDir } from './fixtures';
+import { quickOptions, shortText, tempDir } from './fixtures';
 
 const IDS = Array.from({ length: 12 }, (_, i) => (i * 53 + 11) % 1000);
 const haveTiny = existsSync(path.join(TINY_DIR, 'model_with_past.onnx'));
@@ -86,15 +86,42 @@ test('W4A16 on a merged decoder: merged outputs, weights once, both branches edi
   assert.ok(Number.isFinite(nll.sums[0]) && nll.sums[0]! > 0);
 });
 
-test('W4A4KV4 on a merged decoder is refused before anything is written', { skip: !haveTiny && 'tiny fixture not built', timeout: 120_000 }, async () => {
+test('W4A4KV4 on a merged decoder: rotation Hadamards and A/KV fake quantization in both branches, cached = uncached logits', { skip: !haveTiny && 'tiny fixture not built', timeout: 600_000 }, async () => {
   const dir = tempDir('obr-merged-');
   const source = await writeTinyMerged(dir);
-  const options = quickOptions(dir, { samples: 2, seqlen: 32, outDir: undefined });
-  const before = snapshot(dir);
-  await assert.rejects(
-    runCompression(source, options, {}, { evalText: null }),
-    (e: Error) => e instanceof OptionError && /merged decoders .* W4A16 only for now; pass --abits 16 --kvbits 16, or compress decoder_model\.onnx/.test(e.message),
-  );
-  assert.deepEqual(snapshot(dir), before);
-  assert.ok(!readdirSync(dir).some((f) => f.startsWith('.')));
+  const evalText = shortText(dir, 'sotu-test.txt', 8_000);
+  const report = await runCompression(source, quickOptions(dir, { recipe: 'obr-gptq', samples: 2, seqlen: 32 }), {}, { evalText, evalWindows: 2 });
+  assert.equal(report.options.abits, 4);
+  assert.equal(report.options.kvbits, 4);
+  assert.equal(report.layers.length, 28);
+  const sim = await loadModel(report.outputs.simulated!);
+  const packed = await loadModel(report.outputs.packed!);
+  try {
+    for (const [label, m] of [['simulated', sim.model], ['packed', packed.model]] as const) {
+      assert.ok(isMergedDecoder(m), `${label}: a merged decoder again`);
+      const { withPast, noPast } = splitMergedDecoder(m);
+      const hadamards = (g: GraphProto) => (g.node ?? []).filter((n) => /hadamard/i.test(n.name ?? '')).length;
+      assert.ok(hadamards(noPast.graph!) > 0, `${label}: online Hadamards`);
+      assert.equal(hadamards(withPast.graph!), hadamards(noPast.graph!), `${label}: the same online Hadamards in both branches`);
+      if (label === 'simulated') {
+        // A4 on the 4 distinct inputs of each block's projections, K4 and V4: 6 quantizers per block.
+        assert.equal(opCount(noPast.graph!, 'Round'), 24);
+        assert.equal(opCount(withPast.graph!, 'Round'), 24);
+      } else {
+        assert.equal(opCount(noPast.graph!, 'MatMulNBits'), 28);
+        assert.equal(opCount(withPast.graph!, 'MatMulNBits'), 28);
+      }
+      const names = m.graph!.initializer!.map((t) => t.name);
+      assert.equal(new Set(names).size, names.length, `${label}: each initializer once`);
+      // The KV cache written by the no-cache step holds quantized keys, so decoding with it gives the uncached logits.
+      const r = await cachedVsFull(encodeModel(m), IDS, 4);
+      const d = maxAbsDiff(r.full, r.cached);
+      assert.ok(d < 1e-4, `${label}: max |Δlogit| cached vs uncached ${d}`);
+    }
+  } finally {
+    await Promise.all([sim.close(), packed.close()]);
+  }
+  const evaluated = await evaluateModel(report.outputs.simulated!, { text: evalText, seqlen: 32, maxWindows: 2, executionProviders: ['cpu'] });
+  const want = report.perplexity.compressed!.perplexity;
+  assert.ok(Math.abs(evaluated.perplexity - want) / want < 1e-5, `obr eval ${evaluated.perplexity} vs report ${want}`);
 });
