@@ -21,7 +21,7 @@
 //          [--name scale] [--smoke (a hidden-256 model of the same layout: checks the script only)]
 import { spawnSync } from 'node:child_process';
 import { copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -119,12 +119,16 @@ async function run(model: string, blocks: number[]): Promise<RunResult> {
   const before = loadavg().map((x) => Number(x.toFixed(1)));
   const t0 = performance.now();
   console.error(`run: blocks ${blocks.join(',')} (load average ${before.join(' ')})`);
-  const r = spawnSync('/usr/bin/time', ['-f', 'OBR_TIME %M %e', ...args], { encoding: 'utf8', cwd: ROOT, maxBuffer: 256 * 2 ** 20, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The job's log goes straight to a file (progress can be followed while it runs).
+  const logPath = join(dir, `log-${blocks.join('-')}.txt`);
+  const log = openSync(logPath, 'w');
+  const r = spawnSync('/usr/bin/time', ['-f', 'OBR_TIME %M %e', ...args], { encoding: 'utf8', cwd: ROOT, maxBuffer: 256 * 2 ** 20, stdio: ['ignore', 'pipe', log] });
+  closeSync(log);
   const wallSeconds = (performance.now() - t0) / 1000;
   const after = loadavg().map((x) => Number(x.toFixed(1)));
-  await writeFile(join(dir, `log-${blocks.join('-')}.txt`), r.stderr);
-  const timeLine = r.stderr.split('\n').find((l) => l.startsWith('OBR_TIME '));
-  if (r.status !== 0 || !timeLine) throw new Error(`the job failed (exit ${r.status}):\n${r.stderr.slice(-4000)}`);
+  const stderr = await readFile(logPath, 'utf8');
+  const timeLine = stderr.split('\n').find((l) => l.startsWith('OBR_TIME '));
+  if (r.status !== 0 || !timeLine) throw new Error(`the job failed (exit ${r.status}):\n${stderr.slice(-4000)}`);
   const job = JSON.parse(r.stdout.trim().split('\n').pop()!) as { report: string; preflightSeconds: number };
   const reportText = await readFile(job.report, 'utf8');
   const report = JSON.parse(reportText) as {
