@@ -251,10 +251,10 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
   const cutWeightBytes = initializerBytes(loaded, names);
   const blockWeightBytes = initializerBytes(loaded, found.blockInitializers);
   const dir = await mkdtemp(path.join(tmpdir(), 'obr-probe-'));
+  // The job's working store (src/onnx/store.ts): weights read from the source, changed ones
+  // written to a working data file, each block session reading its own weights from it.
+  const store = new WeightStore(loaded.dir, path.join(dir, 'working.data'));
   try {
-    // The job's working store (src/onnx/store.ts): weights read from the source, changed ones
-    // written to a working data file, each block session reading its own weights from it.
-    const store = new WeightStore(loaded.dir, path.join(dir, 'working.data'));
     // Weights read inline from the model file, as the rotation stage reads them (→ read throughput).
     const t0 = performance.now();
     const inline = await store.inlined(found.model);
@@ -349,6 +349,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       weightsModel,
     };
   } finally {
+    await store.close();
     await rm(dir, { recursive: true, force: true });
   }
 }
