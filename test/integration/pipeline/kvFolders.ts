@@ -163,6 +163,8 @@ export async function greedyDecode(session: ort.InferenceSession, prompt: number
   };
   const feedsFor = (ids: number[], start: number, past: Record<string, ort.Tensor>): Record<string, ort.Tensor> => {
     const feeds: Record<string, ort.Tensor> = {
+      // Optimum's merged decoders pick the with-past branch only when there is a past.
+      ...(session.inputNames.includes('use_cache_branch') ? { use_cache_branch: new ort.Tensor('bool', [start > 0], [1]) } : {}),
       input_ids: ints(session, 'input_ids', ids, [1, ids.length]),
       attention_mask: ints(session, 'attention_mask', new Array(start + ids.length).fill(1), [1, start + ids.length]),
       ...past,

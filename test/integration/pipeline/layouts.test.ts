@@ -9,10 +9,12 @@
 //   (checked structurally: onnxruntime-genai is not a dependency); an Optimum folder in → the same
 //   file layout with the compressed model in place of the original; cancel leaves nothing.
 // Sources: the tiny bundled model with past, a synthetic genai-builder GQA folder (kvFolders.ts),
-// an Optimum folder made from the tiny model, and the third-party onnxruntime-genai LLaMA export in
+// Optimum folders made from the tiny model (plain decoder_model.onnx with Optimum's external-data
+// name; merged decoder_model_merged.onnx with use_cache_branch), and the third-party
+// onnxruntime-genai LLaMA and onnxruntime-optimized GPT-2 (packed past_N) exports in
 // ../shared/data/external-models when present.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
@@ -27,6 +29,7 @@ import { packedModel, type PackedLayer } from '../../../src/pipeline/transforms'
 import { WorkingModel } from '../../../src/pipeline/working';
 import type { CompressionReport } from '../../../src/protocol/report';
 import { quickOptions, ROOT, snapshot, tempDir } from './fixtures';
+import { writeTinyMerged } from '../../unit/onnx/mergedDecoder';
 import { greedyDecode, interfaceOf, TINY_DIR, writeGenaiGqaFolder, writeOptimumFolder } from './kvFolders';
 
 const GENAI_LLAMA = path.join(ROOT, '..', 'shared', 'data', 'external-models', 'ortgenai-llama-fp16');
@@ -185,6 +188,25 @@ test('Optimum folder (W4A16): the same file layout with the packed decoder_model
   const loose = await runCompression(source, quickOptions(dir, { abits: 16, kvbits: 16, outDir: path.join(dir, 'loose') }), {}, { evalText: null, onlyBlocks: [0], layout: 'file' });
   assert.equal(loose.outputs.folder, undefined);
   assert.equal(path.basename(loose.outputs.packed!), 'decoder_model.obr-gptq-w4-s50.packed.onnx');
+});
+
+test('Optimum folder with a merged decoder (W4A16): decoder_model_merged.onnx packed in place, use_cache_branch and the KV cache kept, generates with its cache', { timeout: 300_000 }, async () => {
+  const dir = tempDir('obr-layout-');
+  const srcDir = path.join(dir, 'tiny-merged');
+  mkdirSync(srcDir);
+  const source = await writeTinyMerged(srcDir);
+  const config = JSON.parse(readFileSync(path.join(srcDir, 'config.json'), 'utf8'));
+  delete config.obr_studio; // as transformers writes it (our bundled models' marker keeps loose files)
+  writeFileSync(path.join(srcDir, 'config.json'), JSON.stringify(config, null, 2));
+  const report = await runCompression(source, quickOptions(dir, { abits: 16, kvbits: 16, samples: 2, seqlen: 32 }), {}, { evalText: null, onlyBlocks: [0] });
+  const folder = report.outputs.folder!;
+  assert.deepEqual(folder, { path: path.join(dir, 'out', 'tiny-merged.obr-gptq-w4-s50'), kind: 'optimum' });
+  assert.deepEqual(readdirSync(folder.path).sort(), readdirSync(srcDir).sort());
+  assert.equal(report.outputs.packed, path.join(folder.path, 'decoder_model_merged.onnx'));
+  const src = await modelInterface(source);
+  assert.ok(src.inputs.includes('use_cache_branch:9:1'));
+  await assertSameInterface(source, report);
+  await assertGeneratesWithCache(report.outputs.packed!, 1e-4);
 });
 
 test('third-party onnxruntime-genai LLaMA (fp16, external data, MultiHeadAttention): genai folder with model.onnx + model.onnx.data, same interface at W4A16 and W4A4KV4, generates with its cache', { timeout: 300_000, skip: !existsSync(GENAI_LLAMA) && 'needs ../shared/data/external-models' }, async () => {

@@ -4,7 +4,7 @@
 // uncached run; `obr eval` evaluates the written file; W4A4KV4 rotates and fake-quantizes both
 // branches alike.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { loadModel } from '../../../src/onnx/load';
@@ -28,11 +28,16 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 const opCount = (g: GraphProto, op: string) => (g.node ?? []).filter((n) => n.opType === op).length;
 
 test('W4A16 on a merged decoder: merged outputs, weights once, both branches edited alike, cached = uncached logits, obr eval', { skip: !haveTiny && 'tiny fixture not built', timeout: 600_000 }, async () => {
-  const dir = tempDir('obr-merged-');
-  const source = await writeTinyMerged(dir);
-  const evalText = shortText(dir, 'sotu-test.txt', 8_000);
-  const report = await runCompression(source, quickOptions(dir, { recipe: 'obr-gptq', abits: 16, kvbits: 16, samples: 2, seqlen: 32 }), {}, { evalText, evalWindows: 2 });
+  const root = tempDir('obr-merged-');
+  const dir = path.join(root, 'tiny-optimum');
+  mkdirSync(dir);
+  // A user's Optimum folder: the packed model goes into a drop-in copy of it under its own name.
+  const source = await writeTinyMerged(dir, { optimumFolder: true });
+  const evalText = shortText(root, 'sotu-test.txt', 8_000);
+  const report = await runCompression(source, quickOptions(root, { recipe: 'obr-gptq', abits: 16, kvbits: 16, samples: 2, seqlen: 32 }), {}, { evalText, evalWindows: 2 });
   assert.equal(report.layers.length, 28, 'every projection once');
+  assert.equal(path.basename(report.outputs.packed!), 'decoder_model_merged.onnx', 'the drop-in folder keeps the file name');
+  assert.ok(existsSync(path.join(path.dirname(report.outputs.packed!), 'tokenizer.json')));
   assert.ok(report.perplexity.compressed && Number.isFinite(report.perplexity.compressed.perplexity));
 
   const dense = await loadModel(source);
@@ -86,9 +91,10 @@ test('W4A16 on a merged decoder: merged outputs, weights once, both branches edi
   assert.ok(Number.isFinite(nll.sums[0]) && nll.sums[0]! > 0);
 });
 
-test('W4A4KV4 on a merged decoder: rotation Hadamards and A/KV fake quantization in both branches, cached = uncached logits', { skip: !haveTiny && 'tiny fixture not built', timeout: 600_000 }, async () => {
+test('W4A4KV4 on a merged decoder with external data: rotation Hadamards and A/KV fake quantization in both branches, cached = uncached logits', { skip: !haveTiny && 'tiny fixture not built', timeout: 600_000 }, async () => {
   const dir = tempDir('obr-merged-');
-  const source = await writeTinyMerged(dir);
+  const source = await writeTinyMerged(dir, { externalData: true });
+  assert.ok(existsSync(`${source}.data`));
   const evalText = shortText(dir, 'sotu-test.txt', 8_000);
   const report = await runCompression(source, quickOptions(dir, { recipe: 'obr-gptq', samples: 2, seqlen: 32 }), {}, { evalText, evalWindows: 2 });
   assert.equal(report.options.abits, 4);
@@ -114,10 +120,11 @@ test('W4A4KV4 on a merged decoder: rotation Hadamards and A/KV fake quantization
       const names = m.graph!.initializer!.map((t) => t.name);
       assert.equal(new Set(names).size, names.length, `${label}: each initializer once`);
       // The KV cache written by the no-cache step holds quantized keys, so decoding with it gives the uncached logits.
-      const r = await cachedVsFull(encodeModel(m), IDS, 4);
+      const r = await cachedVsFull(label === 'simulated' ? report.outputs.simulated! : report.outputs.packed!, IDS, 4);
       const d = maxAbsDiff(r.full, r.cached);
       assert.ok(d < 1e-4, `${label}: max |Δlogit| cached vs uncached ${d}`);
     }
+    assert.ok(existsSync(`${report.outputs.simulated}.data`), 'external data like the source');
   } finally {
     await Promise.all([sim.close(), packed.close()]);
   }

@@ -4,7 +4,7 @@
 // keys after RoPE and the values it computes, which the with-past export concatenates behind
 // `past_key_values.N.*`), then one `If` on `use_cache_branch` (then = with past, else = no past)
 // with the weights stored once as outer initializers. Not a test file itself.
-import { copyFileSync, existsSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { node } from '../../../src/onnx/builder';
@@ -47,13 +47,23 @@ export async function tinyMergedDecoder(): Promise<{ merged: ModelProto; noPast:
   return { merged: mergeDecoders(noPast, wp.model, { graphName: 'merged' }), noPast, withPast: wp.model };
 }
 
-/** Writes `decoder_model_merged.onnx` with the tiny model's tokenizer and config beside it; returns its path. */
-export async function writeTinyMerged(dir: string): Promise<string> {
+/**
+ * Writes `decoder_model_merged.onnx` with the tiny model's tokenizer and config beside it; returns
+ * its path. `optimumFolder`: the config without our `obr_studio` marker, as in a user's Optimum
+ * export folder (the pipeline then writes a drop-in output folder); `externalData`: the weights in
+ * `decoder_model_merged.onnx.data`, as Optimum saves models over 2 GiB.
+ */
+export async function writeTinyMerged(dir: string, { optimumFolder = false, externalData = false } = {}): Promise<string> {
   const { merged } = await tinyMergedDecoder();
   const file = path.join(dir, 'decoder_model_merged.onnx');
-  await writeModel(merged, file, { externalData: false });
+  await writeModel(merged, file, { externalData });
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'config.json']) {
     if (existsSync(path.join(TINY_DIR, f))) copyFileSync(path.join(TINY_DIR, f), path.join(dir, f));
+  }
+  if (optimumFolder) {
+    const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    delete config.obr_studio;
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
   }
   return file;
 }
@@ -79,8 +89,10 @@ function feedsOf(session: ort.InferenceSession, ids: number[], past: number, cac
  * cache (the first `prefix` tokens without cache, then one token at a time with
  * use_cache_branch = true). Returns both logits [seq, vocab], flat.
  */
-export async function cachedVsFull(modelBytes: Uint8Array, ids: number[], prefix: number): Promise<{ full: Float32Array; cached: Float32Array }> {
-  const session = await ort.InferenceSession.create(modelBytes, { intraOpNumThreads: 1, logSeverityLevel: 3 });
+export async function cachedVsFull(model: Uint8Array | string, ids: number[], prefix: number): Promise<{ full: Float32Array; cached: Float32Array }> {
+  const opts = { intraOpNumThreads: 1, logSeverityLevel: 3 } as const;
+  // A path when the model has external data (onnxruntime resolves it beside the file).
+  const session = typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
   try {
     const full = (await session.run(feedsOf(session, ids, 0, undefined, false))).logits!;
     const vocab = full.dims[2]!;
