@@ -201,9 +201,9 @@ export function findDecoder(model: ModelProto, idx: GraphIndex, explicit?: numbe
       headDim = d;
       break;
     }
-    const why = `${g.source ?? 'a hint'} says ${[g.heads && `${g.heads} heads`, g.kvHeads && `${g.kvHeads} KV heads`, g.headDim && `head_dim ${g.headDim}`].filter(Boolean).join(', ')}, which doesn't fit the ${qOut} query and ${vOut} value outputs`;
+    const why = `${g.source ?? 'a hint'} says ${[g.heads && `${g.heads} heads`, g.kvHeads && `${g.kvHeads} KV heads`, g.headDim && `head_dim ${g.headDim}`].filter(Boolean).join(', ')}, which doesn't fit q_proj's ${qOut} and v_proj's ${vOut} outputs`;
     // What the user asked for explicitly is never silently replaced by another source.
-    if (g === given) throw new GraphPatternFormatError(`${why}; heads × head_dim must equal the query outputs and KV heads × head_dim the value outputs`);
+    if (g === given) throw new GraphPatternFormatError(`${why}; heads × head_dim must equal q_proj's outputs and KV heads × head_dim v_proj's`);
     tried.push(why);
   }
   if (!headDim) {
