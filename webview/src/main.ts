@@ -211,9 +211,12 @@ function resolveNear(reportPath: string, p: string): string {
   return `${dir}/${p}`;
 }
 
+/** The layer the views below and the chart's outline show (a sort or filter leaves it alone). */
+let shownSelection: string | undefined;
+
 function onTableChange(state: TableState): void {
   saveState();
-  if (state.selected !== detail?.name) {
+  if (state.selected !== shownSelection) {
     renderSelectedLayer();
     redrawErrorChart();
   }
@@ -242,6 +245,7 @@ function selectedLayerReport(): LayerSummary | undefined {
 function renderSelectedLayer(): void {
   const body = layout.layer.body;
   const s = snapshot;
+  shownSelection = table.selected;
   if (!s || !table.selected) {
     body.replaceChildren(el('p', { class: 'muted' }, 'Select a layer in the table.'));
     return;
