@@ -321,38 +321,23 @@ export function randomOrthogonal(n: number, seed: number): Float64Array {
   return q;
 }
 
-/** One factor of a Kronecker product: a row-major n×n orthogonal matrix. */
-export interface KroneckerFactor {
-  n: number;
-  matrix: Float64Array;
-}
-
-/**
- * The normalized Hadamard of order n as Kronecker factors, base first: [H_base, H_2, …, H_2], so
- * hadamardMatrix(n) = H_base ⊗ H_2 ⊗ … ⊗ H_2. Applying the factors one axis at a time costs
- * O(n·(base + 2·k)) per vector instead of O(n²) — a fast Walsh–Hadamard transform for 2^k.
- */
-export function hadamardFactors(n: number): KroneckerFactor[] {
-  const plan = hadamardPlan(n);
-  if (!plan) throw new HadamardError(`no Hadamard construction for size ${n}`);
-  const factors: KroneckerFactor[] = [];
-  if (plan.base > 1) factors.push({ n: plan.base, matrix: hadamardMatrix(plan.base) });
-  const h2 = Float64Array.of(Math.SQRT1_2, Math.SQRT1_2, Math.SQRT1_2, -Math.SQRT1_2);
-  for (let p = plan.power; p > 1; p /= 2) factors.push({ n: 2, matrix: h2 });
-  if (factors.length === 0) factors.push({ n: 1, matrix: Float64Array.of(1) });
-  return factors;
-}
-
 /** An orthogonal matrix for a rotation, with how it was built. */
 export interface Rotation {
   n: number;
-  /** Row-major n×n, Q Qᵀ = I; equals diag(signs) · (factors[0] ⊗ factors[1] ⊗ …). */
-  matrix: Float64Array;
-  /** Row signs (randomized Hadamard), or null. */
-  signs: Float64Array | null;
-  factors: KroneckerFactor[];
   kind: 'hadamard' | 'random-hadamard' | 'random-orthogonal';
   plan: HadamardPlan | null;
+  /** Row signs s of a randomized Hadamard Q = diag(s)·H, or null. */
+  signs: Float64Array | null;
+  /**
+   * Unnormalized ±1 base matrix of order plan.base (row-major) for a Hadamard with base > 1, the
+   * normalized dense matrix for a random orthogonal rotation, null for a pure Sylvester order.
+   */
+  core: Float64Array | null;
+  /**
+   * Row-major n×n, Q Qᵀ = I. For a Hadamard it is built on first read (O(n²) memory); the
+   * transforms (`rotateVectors`) never read it.
+   */
+  readonly matrix: Float64Array;
   /** Set when no Hadamard construction exists and a dense random orthogonal matrix was used. */
   warning?: string;
 }
@@ -360,29 +345,171 @@ export interface Rotation {
 /**
  * A Hadamard of order n (randomized by seeded signs when `randomized`), or, when n has no
  * construction, a seeded random orthogonal matrix with a warning (it rotates as exactly but spreads
- * outliers less evenly and costs a dense n×n matmul).
+ * outliers less evenly and costs a dense n×n product).
  */
 export function orthogonalMatrix(n: number, options: { seed: number; randomized: boolean }): Rotation {
   const plan = hadamardPlan(n);
   if (plan) {
     const signs = options.randomized ? randomSigns(n, options.seed) : null;
+    let dense: Float64Array | undefined;
     return {
       n,
-      matrix: options.randomized ? randomHadamard(n, options.seed) : hadamardMatrix(n),
-      signs,
-      factors: hadamardFactors(n),
       kind: options.randomized ? 'random-hadamard' : 'hadamard',
       plan,
+      signs,
+      core: plan.base > 1 ? baseUnnormalized(plan.base, plan.baseKind as 'paley-1' | 'paley-2' | 'williamson') : null,
+      get matrix(): Float64Array {
+        dense ??= options.randomized ? randomHadamard(n, options.seed) : hadamardMatrix(n);
+        return dense;
+      },
     };
   }
   const matrix = randomOrthogonal(n, options.seed);
   return {
     n,
-    matrix,
-    signs: null,
-    factors: [{ n, matrix }],
     kind: 'random-orthogonal',
     plan: null,
+    signs: null,
+    core: matrix,
+    matrix,
     warning: `no Hadamard construction for size ${n}; used a seeded random orthogonal matrix instead (exact, but a dense ${n}×${n} matmul and weaker outlier spreading)`,
   };
+}
+
+// ---- fast application ---------------------------------------------------------------------------
+
+/** Columns of a strided block transformed together: a [n, TILE] float64 tile stays in L2 for n ≤ 4096. */
+const TILE = 32;
+
+/** Where the vectors of `rotateVectors` lie: element k of vector t is data[offset + t·step + k·stride]. */
+export interface VectorLayout {
+  offset: number;
+  /** Distance between consecutive elements of one vector. */
+  stride: number;
+  /** Number of vectors. */
+  count: number;
+  /** Distance between the first elements of consecutive vectors. */
+  step: number;
+}
+
+/**
+ * x ← x·R in place for `count` vectors of length R.n laid out as `layout` says. Rows of a
+ * row-major [rows, n] matrix W (W ← W·R): {offset: 0, stride: 1, count: rows, step: n}; columns of
+ * a row-major [n, cols] matrix W (W ← Rᵀ·W): {offset: 0, stride: cols, count: cols, step: 1}.
+ *
+ * A Hadamard R = diag(s)·(B ⊗ H_{2^k})/√n (B the ±1 base of order m, H Sylvester) costs
+ * O(n·(log₂ n + m)) per vector: the signs, a fast Walsh–Hadamard transform on each contiguous
+ * run of 2^k entries (H symmetric, so x·H is the butterfly recursion), then B mixing the m runs
+ * (x·(B ⊗ H))[a′, b′] = Σ_a Σ_b x[a, b]·B[a, a′]·H[b, b′]; the 1/√n once at the end. A random
+ * orthogonal R is a dense product (O(n²) per vector), used only at sizes with no Hadamard
+ * (head counts such as 5 or 14). Vectors go TILE at a time through a float64 [n, TILE] tile, so
+ * float32 data is rounded once, and the tile stays in cache for every stage. With `prescale` (length
+ * R.n) the vectors are x ⊙ prescale first: x ← (x·diag(prescale))·R, e.g. a folded norm weight.
+ */
+export function rotateVectors(r: Rotation, data: Float32Array | Float64Array, layout: VectorLayout, prescale?: Float64Array): void {
+  const { offset, stride, count, step } = layout;
+  const n = r.n;
+  const w0 = Math.max(1, Math.min(TILE, count));
+  const tile = new Float64Array(n * w0);
+  const m = r.plan ? r.plan.base : n;
+  const scratch = r.core ? new Float64Array(m * w0) : null;
+  const scale = r.plan ? 1 / Math.sqrt(n) : 1;
+  let signs = r.signs;
+  if (prescale) {
+    if (prescale.length !== n) throw new HadamardError(`internal: prescale of length ${prescale.length} for a rotation of size ${n}`);
+    signs = signs ? prescale.map((v, k) => v * signs![k]) : prescale;
+  }
+  for (let t0 = 0; t0 < count; t0 += w0) {
+    const tw = Math.min(w0, count - t0);
+    const first = offset + t0 * step;
+    // Gather [n, tw] with the signs applied (x·diag(s)); read along whichever axis is contiguous.
+    if (step === 1 || stride !== 1) {
+      for (let k = 0; k < n; k++) {
+        const src = first + k * stride;
+        const dst = k * tw;
+        const s = signs ? signs[k] : 1;
+        for (let t = 0; t < tw; t++) tile[dst + t] = s * data[src + t * step];
+      }
+    } else {
+      for (let t = 0; t < tw; t++) {
+        const src = first + t * step;
+        if (signs) for (let k = 0; k < n; k++) tile[k * tw + t] = signs[k] * data[src + k];
+        else for (let k = 0; k < n; k++) tile[k * tw + t] = data[src + k];
+      }
+    }
+    if (r.plan) hadamardTile(tile, tw, r.plan.base, r.plan.power, r.core, scratch);
+    else denseTile(tile, tw, n, r.core!, scratch!);
+    if (step === 1 || stride !== 1) {
+      for (let k = 0; k < n; k++) {
+        const dst = first + k * stride;
+        const src = k * tw;
+        for (let t = 0; t < tw; t++) data[dst + t * step] = scale * tile[src + t];
+      }
+    } else {
+      for (let t = 0; t < tw; t++) {
+        const dst = first + t * step;
+        for (let k = 0; k < n; k++) data[dst + k] = scale * tile[k * tw + t];
+      }
+    }
+  }
+}
+
+/**
+ * tile ← tile·(B ⊗ H_p) per column of a [m·p, w] tile (unnormalized: B ±1 of order m, or null for
+ * m = 1; H_p Sylvester). Row index k = a·p + b.
+ */
+function hadamardTile(tile: Float64Array, w: number, m: number, p: number, base: Float64Array | null, scratch: Float64Array | null): void {
+  // FWHT on each run of p rows: butterflies (x, y) → (x + y, x − y) at spans 1, 2, 4, …, p/2.
+  for (let a = 0; a < m; a++) {
+    const run = a * p;
+    for (let h = 1; h < p; h *= 2) {
+      for (let blk = 0; blk < p; blk += 2 * h) {
+        for (let j = blk; j < blk + h; j++) {
+          const r0 = (run + j) * w;
+          const r1 = r0 + h * w;
+          for (let t = 0; t < w; t++) {
+            const x = tile[r0 + t];
+            const y = tile[r1 + t];
+            tile[r0 + t] = x + y;
+            tile[r1 + t] = x - y;
+          }
+        }
+      }
+    }
+  }
+  if (m === 1 || !base || !scratch) return;
+  // Base mixing across the m runs, for each position b: y[a′] = Σ_a x[a]·B[a, a′].
+  for (let b = 0; b < p; b++) {
+    scratch.fill(0, 0, m * w);
+    for (let a = 0; a < m; a++) {
+      const src = (a * p + b) * w;
+      const brow = a * m;
+      for (let ap = 0; ap < m; ap++) {
+        const f = base[brow + ap];
+        const dst = ap * w;
+        for (let t = 0; t < w; t++) scratch[dst + t] += f * tile[src + t];
+      }
+    }
+    for (let ap = 0; ap < m; ap++) {
+      const dst = (ap * p + b) * w;
+      const src = ap * w;
+      for (let t = 0; t < w; t++) tile[dst + t] = scratch[src + t];
+    }
+  }
+}
+
+/** tile ← Mᵀ·tile, i.e. each column x ← x·M, for a dense n×n M and a [n, w] tile. */
+function denseTile(tile: Float64Array, w: number, n: number, mat: Float64Array, scratch: Float64Array): void {
+  scratch.fill(0, 0, n * w);
+  for (let k = 0; k < n; k++) {
+    const src = k * w;
+    const mrow = k * n;
+    for (let kp = 0; kp < n; kp++) {
+      const f = mat[mrow + kp];
+      if (f === 0) continue;
+      const dst = kp * w;
+      for (let t = 0; t < w; t++) scratch[dst + t] += f * tile[src + t];
+    }
+  }
+  tile.set(scratch.subarray(0, n * w));
 }

@@ -61,11 +61,17 @@ export function openInspectorOnStart(): boolean {
   return vscode.workspace.getConfiguration('obr').get<boolean>('inspector.openOnStart', true);
 }
 
-/** Job settings beyond the recipe: evaluation length, baseline recipes (unknown names dropped), activation cache budget. */
+/** Job settings beyond the recipe: evaluation length, baseline recipes (unknown names dropped), activation cache budget, output layout. */
 export function readJobSettings(modelUri: vscode.Uri): JobSettings {
   const c = vscode.workspace.getConfiguration('obr', modelUri);
   const n = c.get<number>('evaluationWindows', 0);
   const baselines = [...new Set(c.get<unknown[]>('baselines', []).filter((b): b is RecipeName => typeof b === 'string' && isRecipe(b)))];
   const cache = c.get<number>('activationCacheMiB', 2048);
-  return { evalWindows: n > 0 ? n : undefined, ...(baselines.length ? { baselines } : {}), ...(Number.isFinite(cache) && cache >= 0 ? { activationCacheMiB: cache } : {}) };
+  const layout = c.get<string>('outputLayout', 'auto');
+  return {
+    evalWindows: n > 0 ? n : undefined,
+    ...(baselines.length ? { baselines } : {}),
+    ...(Number.isFinite(cache) && cache >= 0 ? { activationCacheMiB: cache } : {}),
+    ...(layout === 'file' || layout === 'folder' ? { layout } : {}),
+  };
 }

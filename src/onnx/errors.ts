@@ -18,7 +18,8 @@ export type ModelFormatErrorCode =
   | 'runtime-rejected'
   | 'runtime-failed'
   | 'already-quantized'
-  | 'too-large';
+  | 'too-large'
+  | 'unsupported-graph';
 
 /** The model file (or its external data) can't be used as it is. */
 export class ModelFormatError extends Error {

@@ -13,6 +13,7 @@
 //  - lm_head: the last remaining layer whose output reaches a graph output.
 // Blocks follow the residual stream: a new block starts whenever the sequence of roles along the
 // graph order (attention in → o → MLP in → down) starts over.
+import { isMergedDecoder, splitMergedDecoder } from './merged';
 import type { LayerRole } from '../protocol/report';
 import type { GraphProto, ModelProto, NodeProto, TensorProto } from './proto';
 import { ModelFormatError } from './errors';
@@ -44,6 +45,8 @@ interface TracedWeight {
 const NOT_A_LAYER = /hadamard/i;
 
 export function findLinearLayers(model: ModelProto, options: FindLinearLayersOptions = {}): LinearLayer[] {
+  // A merged decoder's branches read the same weights: its layers are those of the no-past branch.
+  if (isMergedDecoder(model)) return findLinearLayers(splitMergedDecoder(model).noPast, options);
   const graph = model.graph;
   if (!graph) throw new ModelFormatError('no-graph', 'the model has no graph; pick a .onnx file exported with torch.onnx.export or Optimum');
   const idx = indexGraph(graph);

@@ -16,7 +16,7 @@
 // Deviation from QuaRot: the embedding is NOT mean-centred. QuaRot's fuse_layer_norms subtracts the
 // embedding rows' mean, which is harmless for LayerNorm models but changes an RMSNorm model's
 // function (the mean is part of the signal RMSNorm sees); we keep the function exact instead.
-import { hadamardMatrix, hadamardPlan, kronecker, orthogonalMatrix, type Rotation } from '../core/hadamard';
+import { hadamardMatrix, hadamardPlan, orthogonalMatrix, rotateVectors, type Rotation } from '../core/hadamard';
 import { ModelWriteInputError } from './errors';
 import { indexGraph, pruneUnused, setMetadata, type GraphIndex } from './graph';
 import { DataType, type ModelProto, type NodeProto } from './proto';
@@ -27,6 +27,7 @@ import {
   GraphEditor,
   GraphPatternFormatError,
   readFloat64,
+  readFloats,
   withValues,
   type Decoder,
 } from './rotateGraph';
@@ -113,62 +114,56 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   if (embeddings.length === 0) throw new GraphPatternFormatError('found no embedding Gather over a [vocab, hidden] initializer; can\'t rotate the residual stream');
 
   const ed = new GraphEditor(model, idx);
-  const weight = (l: LinearLayer) => readFloat64(ed.initializer(l.weightName)!);
-  const store = (l: LinearLayer, values: Float64Array) => ed.replaceInitializer(withValues(ed.initializer(l.weightName)!, values));
+  // Each weight is read once (float32, or float64 for double tensors), transformed in place with
+  // every rotation it needs (rounded once), and stored once.
+  const weight = (l: LinearLayer) => readFloats(ed.initializer(l.weightName)!);
+  const store = (l: LinearLayer, values: Float32Array | Float64Array) => ed.replaceInitializer(withValues(ed.initializer(l.weightName)!, values));
 
-  // (a) fold the norms, (b) rotate readers by Qᵀ on the input side.
+  // (a) fold the norms, (b) rotate readers by Qᵀ on the input side: W ← Qᵀ·diag(γ)·W.
   let normsFolded = 0;
   const sharedNormWeights = new Set<string>();
-  const foldInto = (readers: LinearLayer[]) => {
+  const foldInto = (readers: LinearLayer[], after?: (l: LinearLayer, w: Float32Array | Float64Array) => void) => {
     if (readers.some((l) => l.inputName !== readers[0].inputName)) {
       throw new GraphPatternFormatError(`${readers.map((l) => `"${l.name}"`).join(', ')} read different tensors; LLaMA's q/k/v (and gate/up) share one normalized input`);
     }
     const gamma = foldNorm(ed, idx, readers[0].inputName, readers, hidden, sharedNormWeights);
     normsFolded++;
     for (const l of readers) {
-      const w = weight(l);
-      scaleRows(w, l.outFeatures, gamma);
-      store(l, rotateRowsT(w, l.outFeatures, residual, 1, 1));
+      const w = rotateRowsT(weight(l), l.outFeatures, residual, 1, 1, gamma);
+      after?.(l, w);
+      store(l, w);
     }
   };
   for (const b of dec.blocks) {
-    foldInto([b.q, b.k, b.v]);
+    // (c) values: per kv head W_v ← W_v·(I_kv ⊗ H_d), after the residual rotation.
+    foldInto([b.q, b.k, b.v], (l, w) => {
+      if (l === b.v) rotateCols(w, hidden, b.v.outFeatures, valueHead, 1, numKvHeads);
+    });
     foldInto([b.gate, b.up]);
   }
   foldInto([dec.lmHead]);
 
-  // (c) values: per kv head W_v ← W_v·H_d (applied after the residual rotation above).
   for (const b of dec.blocks) {
-    const w = readFloat64(ed.initializer(b.v.weightName)!);
-    store(b.v, rotateCols(w, hidden, b.v.outFeatures, valueHead, 1, numKvHeads));
-  }
-
-  // o_proj: W ← Mᵀ·Bᵀ·W·Q with B = I_heads ⊗ H_d (offline, matches v) and M = H_heads ⊗ I_d (online).
-  for (const b of dec.blocks) {
-    let w = weight(b.o);
-    w = rotateRowsT(w, hidden, valueHead, 1, numHeads);
-    if (head) w = rotateRowsT(w, hidden, head, headDim, 1);
-    store(b.o, rotateCols(w, b.o.inFeatures, hidden, residual, 1, 1));
-  }
-
-  // (d) down_proj: W ← H_Iᵀ·W·Q, with the online H_I on its input.
-  for (const b of dec.blocks) {
-    let w = weight(b.down);
-    w = rotateRowsT(w, hidden, down.rotation, 1, 1);
-    store(b.down, rotateCols(w, intermediate, hidden, residual, 1, 1));
+    // o_proj: W ← Mᵀ·Bᵀ·W·Q with B = I_heads ⊗ H_d (offline, matches v) and M = H_heads ⊗ I_d (online).
+    const wo = rotateRowsT(weight(b.o), hidden, valueHead, 1, numHeads);
+    if (head) rotateRowsT(wo, hidden, head, headDim, 1);
+    store(b.o, rotateCols(wo, b.o.inFeatures, hidden, residual, 1, 1));
+    // (d) down_proj: W ← H_Iᵀ·W·Q, with the online H_I on its input.
+    const wd = rotateRowsT(weight(b.down), hidden, down.rotation, 1, 1);
+    store(b.down, rotateCols(wd, intermediate, hidden, residual, 1, 1));
   }
 
   // Residual writers: embeddings E ← E·Q.
   for (const name of embeddings) {
     const t = ed.initializer(name)!;
     const rows = tensorDims(t)[0];
-    ed.replaceInitializer(withValues(t, rotateCols(readFloat64(t), rows, hidden, residual, 1, 1)));
+    ed.replaceInitializer(withValues(t, rotateCols(readFloats(t), rows, hidden, residual, 1, 1)));
   }
   // Online Hadamards as graph nodes.
   const actType = activationType(idx, dec.blocks[0].down);
   const downConsts = down.factors
     ? { a: ed.addInitializer(`obr.hadamard.down.${down.factors.a}`, [down.factors.a, down.factors.a], down.factors.ha, actType), b: ed.addInitializer(`obr.hadamard.down.${down.factors.b}`, [down.factors.b, down.factors.b], down.factors.hb, actType) }
-    : { dense: ed.addInitializer(`obr.hadamard.down.${intermediate}`, [intermediate, intermediate], down.full, actType) };
+    : { dense: ed.addInitializer(`obr.hadamard.down.${intermediate}`, [intermediate, intermediate], down.rotation.matrix, actType) };
   const headConst = head ? ed.addInitializer(`obr.hadamard.heads.${numHeads}`, [numHeads, numHeads], head.matrix, activationType(idx, dec.blocks[0].o)) : null;
   for (const b of dec.blocks) {
     const downNode = nodeOf(idx, b.down);
@@ -221,9 +216,8 @@ function describe(r: Rotation): RotationMatrixInfo {
 }
 
 interface OnlineDown {
+  /** H_I; its dense matrix (built on first read) is the online constant when not factored. */
   rotation: Rotation;
-  /** The full n×n matrix the weight is pre-multiplied with. */
-  full: Float64Array;
   /** Set when stored as H_a ⊗ H_b (two small MatMuls) instead of one dense [n, n]. */
   factors?: { a: number; b: number; ha: Float64Array; hb: Float64Array };
 }
@@ -231,22 +225,16 @@ interface OnlineDown {
 function onlineDownHadamard(n: number, seed: number, maxDense: number): OnlineDown {
   const rotation = orthogonalMatrix(n, { seed, randomized: false });
   const plan = hadamardPlan(n);
-  if (!plan || n <= maxDense || plan.base === 1 || plan.power === 1) {
-    if (plan && plan.base === 1 && n > maxDense) {
-      // Pure 2^k: split as 2^⌈k/2⌉ ⊗ 2^⌊k/2⌋ (Sylvester matrices factor exactly).
-      let a = 1;
-      while (a * a < n) a *= 2;
-      const b = n / a;
-      const ha = hadamardMatrix(a);
-      const hb = hadamardMatrix(b);
-      return { rotation, full: kronecker(ha, a, hb, b), factors: { a, b, ha, hb } };
-    }
-    return { rotation, full: rotation.matrix };
+  if (!plan || n <= maxDense || plan.power === 1) return { rotation };
+  if (plan.base === 1) {
+    // Pure 2^k: split as 2^⌈k/2⌉ ⊗ 2^⌊k/2⌋ (Sylvester matrices factor exactly).
+    let a = 1;
+    while (a * a < n) a *= 2;
+    const b = n / a;
+    return { rotation, factors: { a, b, ha: hadamardMatrix(a), hb: hadamardMatrix(b) } };
   }
   // hadamardMatrix(n) = H_base ⊗ H_power (same factor order), so the factored graph is exact.
-  const ha = hadamardMatrix(plan.base);
-  const hb = hadamardMatrix(plan.power);
-  return { rotation, full: kronecker(ha, plan.base, hb, plan.power), factors: { a: plan.base, b: plan.power, ha, hb } };
+  return { rotation, factors: { a: plan.base, b: plan.power, ha: hadamardMatrix(plan.base), hb: hadamardMatrix(plan.power) } };
 }
 
 function nodeOf(idx: GraphIndex, l: LinearLayer): NodeProto {
@@ -397,152 +385,29 @@ function findEmbeddings(idx: GraphIndex, hidden: number, dec: Decoder): string[]
   return [...names];
 }
 
-// ---- float64 weight algebra on flat row-major matrices --------------------------------------------
+// ---- weight algebra on flat row-major matrices (in place; src/core/hadamard.ts rotateVectors) ---
 
 /**
- * W ← Rᵀ·W on the row axis k of rows indexed (o, k, i) (k of size R.n; see mixRows), using R's
- * structure R = diag(s)·(F₁ ⊗ F₂ ⊗ …): Rᵀ·W = (⊗Fⱼ)ᵀ·(diag(s)·W), one factor axis at a time.
+ * W ← Rᵀ·W in place on the row axis k of rows indexed (o, k, i), o < outer, k < R.n, i < inner:
+ * out[(o, k′, i), :] = Σ_k R[k, k′]·W[(o, k, i), :]. (outer = inner = 1: Rᵀ·W; inner = 1:
+ * (I_outer ⊗ R)ᵀ·W; outer = 1: (R ⊗ I_inner)ᵀ·W.) With `prescale` (inner = 1, one entry per row)
+ * the rows are scaled first: W ← Rᵀ·diag(prescale)·W (a folded norm weight). Returns `w`.
  */
-export function rotateRowsT(w: Float64Array, cols: number, r: Rotation, inner: number, outer: number): Float64Array {
-  let cur = w;
-  if (r.signs) {
-    cur = w.slice();
-    for (let o = 0; o < outer; o++) {
-      for (let k = 0; k < r.n; k++) {
-        if (r.signs[k] > 0) continue;
-        for (let i = 0; i < inner; i++) {
-          const row = ((o * r.n + k) * inner + i) * cols;
-          for (let j = 0; j < cols; j++) cur[row + j] = -cur[row + j];
-        }
-      }
-    }
-  }
-  let before = 1;
-  let after = r.n;
-  for (const f of r.factors) {
-    after /= f.n;
-    cur = mixRows(cur, cols, f.matrix, f.n, inner * after, outer * before);
-    before *= f.n;
-  }
-  return cur;
-}
-
-/** W ← W·R on the column axis k of columns indexed (o, k, i): W·diag(s), then each factor. */
-export function rotateCols(w: Float64Array, rows: number, cols: number, r: Rotation, inner: number, outer: number): Float64Array {
-  let cur = w;
-  if (r.signs) {
-    cur = w.slice();
-    for (let row = 0; row < rows; row++) {
-      for (let o = 0; o < outer; o++) {
-        for (let k = 0; k < r.n; k++) {
-          if (r.signs[k] > 0) continue;
-          for (let i = 0; i < inner; i++) {
-            const at = row * cols + (o * r.n + k) * inner + i;
-            cur[at] = -cur[at];
-          }
-        }
-      }
-    }
-  }
-  let before = 1;
-  let after = r.n;
-  for (const f of r.factors) {
-    after /= f.n;
-    cur = mixCols(cur, rows, cols, f.matrix, f.n, inner * after, outer * before);
-    before *= f.n;
-  }
-  return cur;
-}
-
-/** W ← diag(γ)·W for W [rows = γ.length, cols]. */
-function scaleRows(w: Float64Array, cols: number, gamma: Float64Array): void {
-  for (let i = 0; i < gamma.length; i++) {
-    const g = gamma[i];
-    const row = i * cols;
-    for (let j = 0; j < cols; j++) w[row + j] *= g;
-  }
+export function rotateRowsT<T extends Float32Array | Float64Array>(w: T, cols: number, r: Rotation, inner: number, outer: number, prescale?: Float64Array): T {
+  if (prescale && inner !== 1) throw new Error('internal: a row prescale needs inner = 1');
+  // For fixed o the rows (k, i) form an [R.n, inner·cols] block whose columns are the vectors.
+  const width = inner * cols;
+  for (let o = 0; o < outer; o++) rotateVectors(r, w, { offset: o * r.n * width, stride: width, count: width, step: 1 }, prescale?.subarray(o * r.n, (o + 1) * r.n));
+  return w;
 }
 
 /**
- * Row mixing by Aᵀ on one axis of the row index. Rows are indexed (o, k, i) with k ∈ [0, a) the
- * mixed axis, i ∈ [0, inner), o ∈ [0, outer): out[(o, k', i), :] = Σ_k A[k, k']·w[(o, k, i), :].
- * (outer = inner = 1: out = Aᵀ·W; inner = 1: (I_outer ⊗ A)ᵀ·W; outer = 1: (A ⊗ I_inner)ᵀ·W.)
+ * W ← W·R in place on the column axis k of columns indexed (o, k, i) as in rotateRowsT:
+ * out[:, (o, k′, i)] = Σ_k W[:, (o, k, i)]·R[k, k′] (outer = inner = 1: W·R). Returns `w`.
  */
-export function mixRows(w: Float64Array, cols: number, a: Float64Array, n: number, inner: number, outer: number): Float64Array {
-  const out = new Float64Array(w.length);
-  if (n === 2) {
-    // Butterfly (one FWHT stage): rows r0 = (o, 0, i), r1 = (o, 1, i).
-    const [a00, a01, a10, a11] = a;
-    for (let o = 0; o < outer; o++) {
-      for (let i = 0; i < inner; i++) {
-        const r0 = (o * 2 * inner + i) * cols;
-        const r1 = r0 + inner * cols;
-        for (let j = 0; j < cols; j++) {
-          const x0 = w[r0 + j];
-          const x1 = w[r1 + j];
-          out[r0 + j] = a00 * x0 + a10 * x1;
-          out[r1 + j] = a01 * x0 + a11 * x1;
-        }
-      }
-    }
-    return out;
-  }
-  const acc = new Float64Array(cols);
+export function rotateCols<T extends Float32Array | Float64Array>(w: T, rows: number, cols: number, r: Rotation, inner: number, outer: number): T {
   for (let o = 0; o < outer; o++) {
-    for (let i = 0; i < inner; i++) {
-      for (let kp = 0; kp < n; kp++) {
-        acc.fill(0);
-        for (let k = 0; k < n; k++) {
-          const f = a[k * n + kp];
-          if (f === 0) continue;
-          const row = ((o * n + k) * inner + i) * cols;
-          for (let j = 0; j < cols; j++) acc[j] += f * w[row + j];
-        }
-        out.set(acc, ((o * n + kp) * inner + i) * cols);
-      }
-    }
+    for (let i = 0; i < inner; i++) rotateVectors(r, w, { offset: o * r.n * inner + i, stride: inner, count: rows, step: cols });
   }
-  return out;
-}
-
-/**
- * Column mixing by A on one axis of the column index (o, k, i) as in mixRows:
- * out[:, (o, k', i)] = Σ_k w[:, (o, k, i)]·A[k, k'] (outer = inner = 1: out = W·A).
- */
-export function mixCols(w: Float64Array, rows: number, cols: number, a: Float64Array, n: number, inner: number, outer: number): Float64Array {
-  const out = new Float64Array(w.length);
-  if (n === 2) {
-    const [a00, a01, a10, a11] = a;
-    for (let r = 0; r < rows; r++) {
-      for (let o = 0; o < outer; o++) {
-        const c0 = r * cols + o * 2 * inner;
-        const c1 = c0 + inner;
-        for (let i = 0; i < inner; i++) {
-          const x0 = w[c0 + i];
-          const x1 = w[c1 + i];
-          out[c0 + i] = x0 * a00 + x1 * a10;
-          out[c1 + i] = x0 * a01 + x1 * a11;
-        }
-      }
-    }
-    return out;
-  }
-  const acc = new Float64Array(n);
-  for (let r = 0; r < rows; r++) {
-    const row = r * cols;
-    for (let o = 0; o < outer; o++) {
-      for (let i = 0; i < inner; i++) {
-        // acc = src·A with A's rows read contiguously (k outer, k' inner).
-        acc.fill(0);
-        for (let k = 0; k < n; k++) {
-          const f = w[row + (o * n + k) * inner + i];
-          if (f === 0) continue;
-          const arow = k * n;
-          for (let kp = 0; kp < n; kp++) acc[kp] += f * a[arow + kp];
-        }
-        for (let kp = 0; kp < n; kp++) out[row + (o * n + kp) * inner + i] = acc[kp];
-      }
-    }
-  }
-  return out;
+  return w;
 }

@@ -19,19 +19,41 @@ export class GraphPatternFormatError extends Error {
 
 /** An initializer's values as float64 (fp32/fp16/bf16/fp64 storage), in storage order. */
 export function readFloat64(t: TensorProto): Float64Array {
+  assertInline(t);
+  const out = new Float64Array(elementCount(tensorDims(t)));
+  return decodeFloats(inlineTensorBytes(t), t.dataType ?? 0, out);
+}
+
+/**
+ * An initializer's values in a fresh array of the narrowest float type that holds them exactly:
+ * float64 for double tensors, float32 otherwise (fp32/fp16/bf16; half the memory of float64 and a
+ * byte copy for fp32). Callers may modify it.
+ */
+export function readFloats(t: TensorProto): Float32Array | Float64Array {
+  assertInline(t);
+  const n = elementCount(tensorDims(t));
+  const out = t.dataType === DataType.DOUBLE ? new Float64Array(n) : new Float32Array(n);
+  return decodeFloats(inlineTensorBytes(t), t.dataType ?? 0, out);
+}
+
+function assertInline(t: TensorProto): void {
   if (isExternal(t)) {
     throw new ModelFormatError(
       'external-data-missing',
       `initializer "${t.name}" is stored as external data; load the model with its weights inlined (e.g. loadModel + readWeight) before rotating or fake-quantizing it`,
     );
   }
-  const out = new Float64Array(elementCount(tensorDims(t)));
-  return decodeFloats(inlineTensorBytes(t), t.dataType ?? 0, out);
 }
 
-/** A new initializer with the same name, dims and element type, holding `values` (rounded to nearest even). */
+/**
+ * A new initializer with the same name, dims and element type, holding `values` (rounded to
+ * nearest even). A Float32Array for a float32 tensor becomes its raw data without a copy: the
+ * caller hands it over.
+ */
 export function withValues(t: TensorProto, values: ArrayLike<number>): TensorProto {
-  return { name: t.name, dims: t.dims, dataType: t.dataType, docString: t.docString, rawData: encodeFloats(values, t.dataType ?? 0) };
+  const rawData =
+    t.dataType === DataType.FLOAT && values instanceof Float32Array ? new Uint8Array(values.buffer, values.byteOffset, values.byteLength) : encodeFloats(values, t.dataType ?? 0);
+  return { name: t.name, dims: t.dims, dataType: t.dataType, docString: t.docString, rawData };
 }
 
 /** A new float initializer of the given element type (fp32/fp16/bf16/fp64). */

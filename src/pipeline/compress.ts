@@ -20,6 +20,7 @@ import { AbortError, isAbort, throwIfAborted } from './cancel';
 import { Checkpoint } from './checkpoint';
 import { checkOutputFolder, JobLock } from './lock';
 import type { Job, PipelineOptions } from './job';
+import { prepareLayout, resolveLayout, writeLayout } from './layouts';
 import { outputPaths, removeTree, type OutputPaths } from './outputs';
 import { ProgressTracker } from './progress';
 import { calibrateStage } from './stages/calibrate';
@@ -80,7 +81,7 @@ export async function runCompression(
   validateOptions(options);
   const source = path.resolve(modelPath);
   if (!existsSync(source)) throw new OptionError(`model not found: ${modelPath}`);
-  const paths = outputPaths(source, options);
+  const paths = outputPaths(source, options, resolveLayout(source, extra.layout));
   for (const p of [paths.simulated, paths.packed, paths.report]) {
     if (path.resolve(p) === source) throw new OptionError(`the output ${p} would overwrite the source model; pick another --out folder`);
   }
@@ -141,7 +142,10 @@ async function runLocked(job: Job): Promise<CompressionReport> {
   try {
     const rotated = await rotateStage(job, input);
     const compressed = await calibrateStage(job, input, rotated, checkpoint);
+    await prepareLayout(paths);
     const written = await writeStage(job, input, compressed);
+    // A drop-in output folder (onnxruntime-genai / Optimum layout) around the packed model.
+    job.warnings.push(...(await writeLayout(paths, written, job.signal)));
     const evaluated = await evaluateStage(job, input, rotated, compressed, written);
     const report = await reportStage(job, input, rotated, compressed, written, evaluated, resumedBlocks);
     await checkpoint.remove();

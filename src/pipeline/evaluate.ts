@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { findLinearLayers } from '../onnx/linear';
+import { decoderView } from '../onnx/merged';
 import { loadModel, type LoadedModel } from '../onnx/load';
 import { addNllHead } from '../onnx/nll';
 import { graphPositionLimit, type PositionLimit } from '../onnx/positions';
@@ -101,7 +102,7 @@ const NLL_HEAD_MAX_BYTES = 1.5 * 2 ** 30;
 export async function openForPerplexity(model: string | ModelProto, executionProviders: readonly string[]): Promise<CausalLm> {
   let proto: ModelProto | undefined = typeof model === 'string' ? undefined : model;
   if (typeof model === 'string') {
-    const loaded = await loadModel(model);
+    const loaded = decoderView(await loadModel(model));
     try {
       if (loaded.weightBytes + loaded.fileBytes < NLL_HEAD_MAX_BYTES) {
         proto = (await WorkingModel.fromLoaded(loaded)).proto;
@@ -214,7 +215,7 @@ export async function evaluateModel(modelPath: string, opts: EvaluateOptions): P
   const text = await readText(opts.text);
   const seqlen = opts.seqlen ?? contextLength(modelPath);
   const ids = encodePrefix(tokenizer, text.text, opts.maxWindows !== undefined ? opts.maxWindows * seqlen : undefined);
-  const loaded = await loadModel(modelPath);
+  const loaded = decoderView(await loadModel(modelPath));
   try {
     checkSeqlen(loaded.model, modelPath, seqlen);
     checkTokenizerFits(tokenizer, modelVocabulary(loaded.model), ids);

@@ -9,6 +9,7 @@ import type { AttentionGeometry } from '../onnx/types';
 import { describeProviders } from '../runtime/providers';
 import type { PipelineHooks } from './api';
 import type { ForwardKind } from './blockStream';
+import type { OutputLayout } from './layouts';
 import type { CapturedStats } from './capture';
 import { effectiveSparsity, type OutputPaths } from './outputs';
 import type { ProgressTracker } from './progress';
@@ -44,6 +45,12 @@ export interface PipelineOptions {
   baselines?: readonly string[];
   /** Compress only these decoder blocks (quick looks and tests); the others stay dense. */
   onlyBlocks?: readonly number[];
+  /**
+   * Output layout (src/pipeline/layouts.ts): `auto` (default) puts the packed model into a new
+   * drop-in folder when the source is in an onnxruntime-genai or Optimum folder; `file` always
+   * writes loose files; `folder` always writes the folder.
+   */
+  layout?: OutputLayout;
   /** Attention geometry from the user (--heads/--kv-heads/--head-dim): used before the graph's. */
   geometry?: AttentionGeometry;
   /**

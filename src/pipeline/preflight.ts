@@ -1,21 +1,26 @@
 // Pre-flight estimate of a compression job: peak memory, disk for the outputs and wall-clock
-// time per stage, from the model's layer shapes and measured probes on this machine (one block
-// forward at the job's batch; the core on each distinct layer shape at reduced rows, scaled —
-// src/pipeline/probe.ts). The report stores this estimate beside the actual timings.
+// time per stage. The time comes from measured probes on this machine (src/pipeline/probe.ts: the
+// job's own code timed on a one-block cut of the model, and the core on each distinct layer shape
+// at reduced rows), scaled to the job by `stageSeconds` below — every formula is written there.
+// The report stores this estimate beside the actual timings (report.estimate / report.timings).
 import { freemem, totalmem } from 'node:os';
+import { decoderView } from '../onnx/merged';
 import { loadModel } from '../onnx/load';
 import { findLinearLayers } from '../onnx/linear';
 import { refuseQuantized } from '../onnx/quantized';
+import type { AttentionGeometry } from '../onnx/types';
 import type { CompressOptions } from '../protocol/recipes';
 import { resolveBaselines } from './compress';
 import type { CompressionEstimate } from '../protocol/worker';
 import { checkSeqlen, contextLength, defaultBatch } from './evaluate';
 import { COMPRESSED_ROLES } from './working';
 import { checkGroupSizeFits, planBlocks } from './compress';
-import { forwardSeconds, probeCore, probeForward } from './probe';
-import { BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
-import { readText } from '../runtime/text';
+import { coreSamples, forwardSeconds, probeCore, probeCut, probeWindows, type CutProbe, type ForwardCost } from './probe';
+import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
+import { calibrationWindows, readText } from '../runtime/text';
 import { encodePrefix, loadTokenizer } from '../runtime/tokenizer';
+import { configGeometry } from './geometry';
+import { sha256File } from './stages/load';
 
 export interface PreflightOptions {
   /** Run the probes: block forwards and the core on each layer shape (default true). */
@@ -31,6 +36,10 @@ export interface PreflightOptions {
   evalText?: string;
   /** Core threads of the job. */
   threads?: number;
+  /** Attention geometry from the user (the rotation probe needs it where the job does). */
+  geometry?: AttentionGeometry;
+  /** Compress only these blocks (the pipeline's onlyBlocks). */
+  onlyBlocks?: readonly number[];
 }
 
 export interface Preflight extends CompressionEstimate {
@@ -41,7 +50,84 @@ export interface Preflight extends CompressionEstimate {
   fits: boolean;
   /** Seconds of one whole-model forward of one window (from the block probe). */
   forwardSeconds?: number;
-  breakdown: { loadSeconds: number; calibrateSeconds: number; compressSeconds: number; writeSeconds: number; evaluateSeconds: number; hessianBytes: number; modelBytes: number };
+  /** What the time estimate was computed from (absent without the forward probe). */
+  inputs?: EstimateInputs;
+  breakdown: { loadSeconds: number; rotateSeconds: number; calibrateSeconds: number; compressSeconds: number; writeSeconds: number; evaluateSeconds: number; hessianBytes: number; modelBytes: number };
+}
+
+/** What the time estimate is computed from: the job's shape and the measured probes. */
+export interface EstimateInputs {
+  samples: number;
+  evalWindows: number;
+  batch: number;
+  /** Decoder blocks of the model (every one runs in evaluation). */
+  modelBlocks: number;
+  /** Block indices the job compresses (0-based, graph order). */
+  plannedBlocks: readonly number[];
+  oneshot: boolean;
+  rotates: boolean;
+  /** Perplexity evaluations after the dense one: the compressed model + one per baseline (0 with no evaluation). */
+  evaluations: number;
+  /** Stored weight bytes of the whole model, and those in external data files. */
+  modelWeightBytes: number;
+  externalBytes: number;
+  /** Measured here: opening the model (parse, external data index), loading the tokenizer and
+   *  tokenizing the texts, hashing the model file. */
+  openSeconds: number;
+  textSeconds: number;
+  hashSeconds: number;
+  probe: Pick<CutProbe, 'cutWeightBytes' | 'blockWeightBytes' | 'readBytes' | 'readSeconds' | 'rotateSeconds' | 'calibrate' | 'evalDense' | 'evalCompressed' | 'writeSeconds'>;
+  /** Σ over the job's layers (and baselines) of the core probe's seconds. */
+  coreSeconds: number;
+}
+
+export interface StageSeconds {
+  load: number;
+  rotate: number;
+  calibrate: number;
+  compress: number;
+  write: number;
+  evaluate: number;
+}
+
+/**
+ * Seconds per stage of a job from its measured probes. With f(c, n) = c.fixed + c.perBatch·n/batch
+ * for a probed forward c over n windows, B the blocks, W the model's weight bytes, W_cut and
+ * W_block those of the cut and of one block, r = readBytes/readSeconds:
+ *
+ *   load      = open + texts + hash + W_external / r
+ *   rotate    = rotate(cut) · W / W_cut                              (0 without rotation)
+ *   calibrate = f(prelude, n) + Σ_{b ≤ last planned} ( planned b: Σ_g f(capture_g, n)
+ *               + [b < last] f(advance, n);  not planned: f(advance, n) )
+ *               (one-shot: a planned block is one forward, 1.1·f(advance, n))
+ *   compress  = Σ_layers core(rows × cols)                          (probeCore, scaled in rows)
+ *   write     = write(cut) · W / W_cut
+ *   evaluate  = dense: f(prelude, m) + B·(f(block, m) + W_block/r) + f(tail, m) + (W_cut − W_block)/r
+ *               + evaluations × (f(prelude', m) + B·f(block', m) + f(tail', m))   (' = simulated cut)
+ *   n = samples, m = evaluation windows.
+ */
+export function stageSeconds(x: EstimateInputs): StageSeconds {
+  const { probe: p, batch } = x;
+  const f = (c: ForwardCost, n: number) => forwardSeconds(c, n, batch);
+  const rate = p.readSeconds > 0 && p.readBytes > 0 ? p.readBytes / p.readSeconds : Infinity;
+  const scaleToModel = p.cutWeightBytes > 0 ? x.modelWeightBytes / p.cutWeightBytes : 1;
+  const load = x.openSeconds + x.textSeconds + x.hashSeconds + x.externalBytes / rate;
+  const rotate = x.rotates && p.rotateSeconds !== undefined ? p.rotateSeconds * scaleToModel : 0;
+  const n = x.samples;
+  const planned = new Set(x.plannedBlocks);
+  const last = Math.max(-1, ...x.plannedBlocks);
+  let calibrate = last >= 0 ? f(p.calibrate.prelude, n) : 0;
+  for (let b = 0; b <= last; b++) {
+    if (!planned.has(b)) calibrate += f(p.calibrate.advance, n);
+    else if (x.oneshot) calibrate += 1.1 * f(p.calibrate.advance, n);
+    else calibrate += p.calibrate.captures.reduce((s, c) => s + f(c, n), 0) + (b < last ? f(p.calibrate.advance, n) : 0);
+  }
+  const m = x.evalWindows;
+  const B = x.modelBlocks;
+  const pass = (e: CutProbe['evalDense']) => f(e.prelude, m) + B * f(e.block, m) + f(e.tail, m);
+  const evaluate = m > 0 && x.evaluations > 0 ? pass(p.evalDense) + (B * p.blockWeightBytes + (p.cutWeightBytes - p.blockWeightBytes)) / rate + x.evaluations * pass(p.evalCompressed) : 0;
+  const write = p.writeSeconds * scaleToModel;
+  return { load, rotate, calibrate, compress: x.coreSeconds, write, evaluate };
 }
 
 /**
@@ -55,7 +141,9 @@ export function coreSecondsEstimate(rows: number, cols: number, recipe: string):
 }
 
 export async function estimateCompression(modelPath: string, options: CompressOptions, pre: PreflightOptions = {}): Promise<Preflight> {
-  const loaded = await loadModel(modelPath);
+  const opened = performance.now();
+  const loaded = decoderView(await loadModel(modelPath));
+  const openSeconds = (performance.now() - opened) / 1000;
   try {
     refuseQuantized(loaded.model);
     const all = findLinearLayers(loaded.model);
@@ -102,59 +190,110 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     // Time, per stage, from probes on this machine (src/pipeline/probe.ts).
     const notes: string[] = [];
     const recipes = [options.recipe, ...baselines];
-    const groupsPerBlock = blocks.length ? blocks.reduce((s, b) => s + b.groups.length, 0) / blocks.length : 0;
     const oneshot = options.calibrationMode === 'oneshot';
-    // Evaluation windows: the text's non-overlapping windows (§1.11), at most evalWindows.
+    const jobLayers = pre.onlyBlocks ? layers.filter((l) => pre.onlyBlocks!.includes(l.block ?? -1)) : layers;
+    const blockIds = [...new Set(layers.map((l) => l.block ?? -1))].sort((x, y) => x - y);
+    const plannedBlocks = [...new Set(jobLayers.map((l) => blockIds.indexOf(l.block ?? -1)))].sort((x, y) => x - y);
+    // The texts as the load stage reads them: tokenizer, calibration text, evaluation windows
+    // (the text's non-overlapping windows, §1.11, at most evalWindows).
+    const textStarted = performance.now();
     let evalWindows = pre.evalWindows ?? 64;
-    if (pre.evaluate !== false) {
-      try {
-        const tokenizer = await loadTokenizer(modelPath);
+    let calibIds: Int32Array | undefined;
+    try {
+      const tokenizer = await loadTokenizer(modelPath);
+      calibIds = tokenizer.encode((await readText(options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT))).text);
+      if (pre.evaluate !== false) {
         const text = await readText(pre.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT));
-        const all = Math.floor(encodePrefix(tokenizer, text.text, pre.evalWindows ? pre.evalWindows * seqlen : undefined).length / seqlen);
-        evalWindows = pre.evalWindows ? Math.min(pre.evalWindows, all) : all;
-      } catch {
-        // no tokenizer or text here: the job itself reports that
+        const count = Math.floor(encodePrefix(tokenizer, text.text, pre.evalWindows ? pre.evalWindows * seqlen : undefined).length / seqlen);
+        evalWindows = pre.evalWindows ? Math.min(pre.evalWindows, count) : count;
+      }
+    } catch {
+      // no tokenizer or text here: the job itself reports that
+    }
+    const textSeconds = (performance.now() - textStarted) / 1000;
+    const hashStarted = performance.now();
+    await sha256File(loaded.path);
+    const hashSeconds = (performance.now() - hashStarted) / 1000;
+    const evaluations = pre.evaluate === false ? 0 : 1 + baselines.length;
+    const rotates = options.abits < 16 || options.kvbits < 16;
+    const probeBatch = Math.max(1, batch);
+
+    let probe: CutProbe | undefined;
+    let why: string | undefined;
+    if (pre.probe !== false && calibIds) {
+      try {
+        const windows = calibrationWindows(calibIds, probeWindows(options.samples, probeBatch), seqlen, options.seed);
+        probe = await probeCut(loaded, all, { options, batch: probeBatch, windows, modelPath, geometry: pre.geometry, configGeometry: configGeometry(modelPath), evaluate: evaluations > 0 });
+        if (!probe) why = "the graph can't be cut into blocks";
+      } catch (e) {
+        why = (e as Error).message;
       }
     }
-    const evaluations = pre.evaluate === false ? 0 : 2 + baselines.length;
-    let calibrateSeconds: number;
-    let evaluateSeconds: number;
-    let compressSeconds: number;
-    let windowSeconds: number | undefined;
-    const probe = pre.probe !== false ? await probeForward(loaded, all, Math.max(1, Math.min(batch, options.samples)), seqlen, vocab, options.executionProviders) : undefined;
-    if (probe) {
-      // Streamed (§1.5): one prelude, then per block `groups` capture forwards (~10 % more work
-      // for the XᵀX products) and one forward to the next block; one-shot: one capture forward.
-      const L = blocks.length;
-      const n = options.samples;
-      const perBlock = oneshot
-        ? forwardSeconds(probe.block, n, probe.batch, 1.1)
-        : groupsPerBlock * forwardSeconds(probe.block, n, probe.batch, 1.1) + forwardSeconds(probe.block, n, probe.batch);
-      calibrateSeconds = forwardSeconds(probe.prelude, n, probe.batch) + L * perBlock;
-      const onePass = forwardSeconds(probe.prelude, evalWindows, probe.batch) + L * forwardSeconds(probe.block, evalWindows, probe.batch) + forwardSeconds(probe.tail, evalWindows, probe.batch);
-      evaluateSeconds = evaluations * onePass;
-      windowSeconds = (probe.prelude.run + L * probe.block.run + probe.tail.run) / probe.batch;
-      notes.push(
-        `probe on ${probe.executionProvider}: block forward ${(probe.block.run * 1000).toFixed(0)} ms per batch of ${probe.batch} × ${seqlen} tokens (+ ${((probe.block.session + probe.block.warmup) * 1000).toFixed(0)} ms per session), tail ${(probe.tail.run * 1000).toFixed(0)} ms`,
-      );
-    } else {
-      // No probe: about 30 GFLOP/s for the forwards (2 flops per weight per token).
-      windowSeconds = (2 * (loaded.weightBytes / 4) * seqlen) / 30e9;
-      calibrateSeconds = (oneshot ? 1 : groupsPerBlock + 1) * options.samples * windowSeconds;
-      evaluateSeconds = evaluations * evalWindows * windowSeconds;
-    }
+    let core: Map<string, number> | undefined;
     if (pre.probe !== false) {
-      const core = await probeCore(layers, recipes, options, pre.threads);
-      compressSeconds = recipes.reduce((t, recipe) => t + layers.reduce((s, l) => s + core.get(`${recipe} ${l.outFeatures}x${l.inFeatures}`)!, 0), 0);
-      const shapes = [...new Set(layers.map((l) => `${l.outFeatures}×${l.inFeatures}`))];
-      notes.push(`core probe: ${recipes.join(', ')} on ${shapes.join(', ')} at 16 and 64 rows, scaled to the full row counts`);
-    } else {
-      compressSeconds = recipes.reduce((t, recipe) => t + layers.reduce((s, l) => s + coreSecondsEstimate(l.outFeatures, l.inFeatures, recipe), 0), 0);
+      core = await probeCore(jobLayers, recipes, options, pre.threads, undefined, probe ? await coreSamples(probe) : undefined);
+      const shapes = [...new Set(jobLayers.map((l) => `${l.outFeatures}×${l.inFeatures}`))];
+      notes.push(`core probe: ${recipes.join(', ')} on ${shapes.join(', ')} at 16 and 64 rows${probe ? ' (real weight rows and captured Hessians)' : ''}, scaled to the full row counts`);
     }
-    // Reading and writing: about 500 MB/s in, two models out at about 300 MB/s.
-    const loadSeconds = 0.5 + modelBytes / 500e6;
-    const writeSeconds = 0.2 + (2 * modelBytes) / 300e6;
-    const seconds = loadSeconds + calibrateSeconds + compressSeconds + writeSeconds + evaluateSeconds;
+    const coreSeconds = recipes.reduce(
+      (t, recipe) => t + jobLayers.reduce((s, l) => s + (core ? core.get(`${recipe} ${l.outFeatures}x${l.inFeatures}`)! : coreSecondsEstimate(l.outFeatures, l.inFeatures, recipe)), 0),
+      0,
+    );
+    const externalBytes = loaded.initializerNames().reduce((s, n) => s + (loaded.initializerInfo(n)?.external ? (loaded.initializerInfo(n)?.byteLength ?? 0) : 0), 0);
+    let stages: StageSeconds;
+    let windowSeconds: number;
+    let inputs: EstimateInputs | undefined;
+    if (probe) {
+      const { cutWeightBytes, blockWeightBytes, readBytes, readSeconds, rotateSeconds, calibrate, evalDense, evalCompressed, writeSeconds } = probe;
+      inputs = {
+        samples: options.samples,
+        evalWindows: evaluations > 0 ? evalWindows : 0,
+        batch: probeBatch,
+        modelBlocks: blockIds.length,
+        plannedBlocks,
+        oneshot,
+        rotates,
+        evaluations,
+        modelWeightBytes: loaded.weightBytes,
+        externalBytes,
+        openSeconds,
+        textSeconds,
+        hashSeconds,
+        probe: { cutWeightBytes, blockWeightBytes, readBytes, readSeconds, ...(rotateSeconds !== undefined ? { rotateSeconds } : {}), calibrate, evalDense, evalCompressed, writeSeconds },
+        coreSeconds,
+      };
+      stages = stageSeconds(inputs);
+      const c = probe.calibrate;
+      windowSeconds = (c.prelude.perBatch + blockIds.length * probe.evalDense.block.perBatch + probe.evalDense.tail.perBatch) / probeBatch;
+      const ms = (x: number) => `${(x * 1000).toFixed(0)} ms`;
+      notes.push(
+        `probe on ${probe.executionProvider} (a one-block cut of the model, batch ${probeBatch} × ${seqlen} tokens): block forward ${ms(c.advance.perBatch)} per batch + ${ms(c.advance.fixed)} per forward; captures ${c.captures.map((x) => ms(x.perBatch)).join(' / ')} per batch; tail ${ms(probe.evalDense.tail.perBatch)}${probe.readBytes > 0 ? `; weights read at ${(probe.readBytes / Math.max(probe.readSeconds, 1e-9) / 1e6).toFixed(0)} MB/s` : ''}`,
+      );
+      if (probe.rotateSeconds !== undefined) notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights) with its check: ${probe.rotateSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB`);
+    } else {
+      if (why) notes.push(`no forward probe (${why}): the time of the forwards, rotation and I/O is a rough constant-rate guess`);
+      // No probe: about 30 GFLOP/s for the forwards (2 flops per weight per token), 500 MB/s in,
+      // 300 MB/s out, 50 MB/s of weights rotated.
+      windowSeconds = (2 * (loaded.weightBytes / 4) * seqlen) / 30e9;
+      const groupsPerBlock = blocks.length ? blocks.reduce((s, b) => s + b.groups.length, 0) / blocks.length : 0;
+      const fraction = blocks.length ? plannedBlocks.length / blocks.length : 1;
+      stages = {
+        load: openSeconds + textSeconds + hashSeconds + externalBytes / 500e6,
+        rotate: rotates ? loaded.weightBytes / 50e6 : 0,
+        calibrate: fraction * (oneshot ? 1 : groupsPerBlock + 1) * options.samples * windowSeconds,
+        compress: coreSeconds,
+        write: 0.2 + (2 * modelBytes) / 300e6,
+        evaluate: (evaluations > 0 ? 1 + evaluations : 0) * evalWindows * windowSeconds,
+      };
+    }
+    const loadSeconds = stages.load;
+    const rotateSeconds = stages.rotate;
+    const calibrateSeconds = stages.calibrate;
+    const compressSeconds = stages.compress;
+    const writeSeconds = stages.write;
+    const evaluateSeconds = stages.evaluate;
+    const seconds = loadSeconds + rotateSeconds + calibrateSeconds + compressSeconds + writeSeconds + evaluateSeconds;
+    const groupsPerBlock = blocks.length ? blocks.reduce((s, b) => s + b.groups.length, 0) / blocks.length : 0;
     const passes = oneshot ? 1 : groupsPerBlock + 1;
     // OBR_AVAILABLE_MEMORY (bytes) caps what the job may assume is free (shared machines, tests).
     const cap = Number(process.env.OBR_AVAILABLE_MEMORY);
@@ -172,7 +311,8 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       totalBytes: totalmem(),
       fits: peakBytes <= availableBytes,
       forwardSeconds: windowSeconds,
-      breakdown: { loadSeconds, calibrateSeconds, compressSeconds, writeSeconds, evaluateSeconds, hessianBytes, modelBytes },
+      ...(inputs ? { inputs } : {}),
+      breakdown: { loadSeconds, rotateSeconds, calibrateSeconds, compressSeconds, writeSeconds, evaluateSeconds, hessianBytes, modelBytes },
     };
   } finally {
     await loaded.close();
@@ -183,7 +323,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
 export function stageEstimate(pre: Preflight): Record<string, number> {
   const b = pre.breakdown;
   const r = (x: number) => Math.round(x * 1000) / 1000;
-  return { load: r(b.loadSeconds), calibrate: r(b.calibrateSeconds), compress: r(b.compressSeconds), write: r(b.writeSeconds), evaluate: r(b.evaluateSeconds), total: r(pre.seconds) };
+  return { load: r(b.loadSeconds), rotate: r(b.rotateSeconds), calibrate: r(b.calibrateSeconds), compress: r(b.compressSeconds), write: r(b.writeSeconds), evaluate: r(b.evaluateSeconds), total: r(pre.seconds) };
 }
 
 export function formatBytes(n: number): string {

@@ -1,120 +1,334 @@
-// Measured probes for the pre-flight estimate (src/pipeline/preflight.ts), on this machine:
+// Measured probes for the pre-flight estimate (src/pipeline/preflight.ts), on this machine.
 //
-// - block forwards: the prelude, block 0 and the tail (with the NLL head) are cut out of the
-//   model (src/onnx/blocks.ts) with only their own weights read from disk, and each runs one
-//   batch of the job's shape; session creation and run are timed apart, because every streamed
-//   forward opens a session;
-// - the core: compressLayer on every distinct layer shape with a reduced row count (two row
-//   counts r₁ = 16 < r₂ = 64), on a random weight and a random SPD Hessian, and the time scaled linearly in
-//   the rows: t(rows) = t(r₁) + (t(r₂) − t(r₁))·(rows − r₁)/(r₂ − r₁). The per-layer fixed part
-//   (Cholesky/inverse of H, scale search) is in t(r₁); the per-row part (OBR's row solves, the
-//   GPTQ sweep) scales with the rows.
-import * as ort from 'onnxruntime-node';
+// Everything is timed on a ONE-BLOCK CUT of the job's model: the prelude, decoder block 0 and the
+// tail (final norm, lm_head), the tail reading block 0's output in place of the last block's
+// (`oneBlockCut`). Its weights are read from the model file (→ read throughput), and then the same
+// code the job runs is timed on it, each stage the way the job runs it:
+//
+// - rotate: rotateModel + checkRotation on the cut (the job's QuaRot transform and its check);
+// - calibrate: a BlockStream over the cut (rotated when the job rotates) on windows of the job's
+//   calibration text at the job's batch: the prelude, one capture forward per input group of
+//   block 0 and the advance forward. Each forward runs two batches, so its time splits into a
+//   fixed part (subgraph, serialization, session opening, first-run set-up) and a per-batch part;
+// - evaluate: the same for the dense cut and the simulated (fake-quant) rotated cut, with the
+//   tail's NLL head;
+// - write: the simulated and packed cut written as the write stage writes them;
+// - compress: compressLayer on every distinct layer shape of the job with a reduced row count (two
+//   row counts r₁ < r₂), on the cut's real (rotated) weight rows and the Hessian captured above,
+//   with the job's solver; t(rows) = t(r₁) + (t(r₂) − t(r₁))·(rows − r₁)/(r₂ − r₁).
+//
+// How these scale to the whole job is in preflight.ts (`stageSeconds`).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { compressLayer } from '../core/compress';
 import { seededRandom } from '../core/random';
-import { elementTypeOf, regionModel, splitBlocks, type GraphRegion } from '../onnx/blocks';
-import type { LoadedModel } from '../onnx/load';
-import { addNllHead } from '../onnx/nll';
-import { encodeModel, type ModelProto } from '../onnx/proto';
-import type { LinearLayer } from '../onnx/types';
+import { splitBlocks } from '../onnx/blocks';
+import { findLinearLayers } from '../onnx/linear';
+import { wrapModel, type LoadedModel } from '../onnx/load';
+import { cloneModel } from '../onnx/graph';
+import { encodeModel, type ModelProto, type NodeProto } from '../onnx/proto';
+import { rotateModel } from '../onnx/rotate';
+import { readLayerWeight64 } from '../onnx/weights';
+import { writeModel } from '../onnx/write';
+import type { AttentionGeometry, LinearLayer } from '../onnx/types';
 import type { CompressOptions, RecipeName } from '../protocol/recipes';
-import { windowFeeds } from '../runtime/lm';
+import type { TokenWindows } from '../runtime/text';
 import { createOrtBackend, type OrtMatrixBackend } from '../runtime/ortBackend';
-import { createSessionWithFallback } from '../runtime/providers';
-import { inlineExternalWeights } from './blockStream';
+import { BlockStream, inlineExternalWeights } from './blockStream';
+import type { CaptureRequest, CapturedStats } from './capture';
 import { sparsityFor } from './job';
+import { checkRotation } from './rotationCheck';
+import { packedModel, withFakeQuant } from './transforms';
+import { COMPRESSED_ROLES } from './working';
 
-/** Seconds to open a region's session, extra seconds of its first runs, seconds per batch run after that. */
-export interface RegionTiming {
-  session: number;
-  warmup: number;
-  run: number;
+/**
+ * Calibration windows the probe runs: the job's own count up to four batches (so a forward of
+ * block 0 is timed as the job runs it), at least two batches (to split fixed and per-batch time).
+ */
+export function probeWindows(samples: number, batch: number): number {
+  return Math.max(2 * batch, Math.min(samples, 4 * batch));
 }
 
-/** Region timings by kind, at one batch of the job's shape. */
-export interface ForwardProbe {
+/** Seconds of one streamed forward of a region: `fixed` once, `perBatch` per full batch. */
+export interface ForwardCost {
+  fixed: number;
+  perBatch: number;
+}
+
+/** Seconds of a forward of `windows` windows at `batch` windows per batch (a partial batch costs its share). */
+export function forwardSeconds(c: ForwardCost, windows: number, batch: number): number {
+  return windows > 0 ? c.fixed + c.perBatch * (windows / batch) : 0;
+}
+
+/**
+ * Splits a forward's time into fixed and per-batch parts from the times at which its batches
+ * finished (`marks`, after `start`; the forward returned at `end`): the per-batch part is the
+ * median time between consecutive batch ends (robust to one batch slowed by other work on the
+ * machine); the rest (subgraph and session set-up before the first batch, the first run's extra,
+ * release after the last) is fixed.
+ */
+export function splitForward(start: number, marks: readonly number[], end: number): ForwardCost {
+  const total = Math.max(0, end - start);
+  if (marks.length < 2) return { fixed: 0, perBatch: total };
+  const gaps = marks.slice(1).map((m, i) => m - marks[i]!).sort((a, b) => a - b);
+  const mid = gaps.length >> 1;
+  const perBatch = Math.max(0, gaps.length % 2 ? gaps[mid]! : (gaps[mid - 1]! + gaps[mid]!) / 2);
+  return { fixed: Math.max(0, total - marks.length * perBatch), perBatch };
+}
+
+/** Streamed evaluation forwards of one model: prelude, one block, the tail with the NLL head. */
+export interface EvalForwards {
+  prelude: ForwardCost;
+  block: ForwardCost;
+  tail: ForwardCost;
+}
+
+/** Everything measured on the one-block cut. */
+export interface CutProbe {
   batch: number;
   seqlen: number;
-  prelude: RegionTiming;
-  block: RegionTiming;
-  /** The tail with the NLL head (evaluation only). */
-  tail: RegionTiming;
   executionProvider: string;
+  /** Weight bytes of the cut (prelude + block 0 + tail) and of its block 0. */
+  cutWeightBytes: number;
+  blockWeightBytes: number;
+  /** Bytes read from the model file for the cut's weights, and the seconds that took. */
+  readBytes: number;
+  readSeconds: number;
+  /** rotateModel + checkRotation on the cut (absent when the job doesn't rotate). */
+  rotateSeconds?: number;
+  calibrate: { prelude: ForwardCost; captures: ForwardCost[]; advance: ForwardCost };
+  evalDense: EvalForwards;
+  evalCompressed: EvalForwards;
+  /** Writing the cut's simulated + packed models. */
+  writeSeconds: number;
+  /** Hessians captured on block 0 by layer input, and the cut's (rotated) layers, for the core probe. */
+  stats: Map<string, CapturedStats>;
+  layers: LinearLayer[];
+  /** The model the core probe reads weights from (the rotated cut when the job rotates). */
+  weightsModel: ModelProto;
 }
 
-/** Seconds of one streamed forward of a region over `windows` windows. */
-export function forwardSeconds(t: RegionTiming, windows: number, batch: number, work = 1): number {
-  return t.session + t.warmup + Math.ceil(windows / batch) * t.run * work;
-}
-
-/** A region of the loaded model as a model of its own, with its external weights read inline. */
-export async function inlineRegion(loaded: LoadedModel, model: ModelProto, region: GraphRegion, types: ReadonlyMap<string, number>, outputs?: readonly string[]): Promise<ModelProto> {
-  return inlineExternalWeights(regionModel(model, region, types, outputs), loaded);
-}
-
-/** Times prelude, block 0 and tail forwards on one batch of `batch` windows of `seqlen` tokens. */
-export async function probeForward(loaded: LoadedModel, layers: readonly LinearLayer[], batch: number, seqlen: number, vocab: number, executionProviders: readonly string[]): Promise<ForwardProbe | undefined> {
-  const model = loaded.model;
+/**
+ * The model cut to its prelude, decoder block 0 and tail: the tail's reads of the last block's
+ * outputs are renamed to block 0's (same order; a block's outputs are the hidden state and
+ * whatever else crosses to the next block), graph outputs reduced to `logits`. Undefined when the
+ * graph can't be cut into blocks this way (the estimate then has no measured forwards).
+ */
+export function oneBlockCut(model: ModelProto, layers: readonly LinearLayer[]): { model: ModelProto; blockInitializers: Set<string> } | undefined {
   const split = splitBlocks(model, layers);
   if ('err' in split) return undefined;
   const regions = split.ok.regions;
-  const prelude = regions[0]!;
-  const block = regions.find((r) => r.kind === 'block')!;
-  const tail = regions[regions.length - 1]!;
-  const ids = new Int32Array(batch * seqlen).map((_, i) => (i * 7919 + 13) % Math.max(2, vocab));
-  const state = new Map<string, ort.Tensor>();
-  let used = 'cpu';
-  const time = async (region: GraphRegion, build: (types: Map<string, number>) => Promise<ModelProto>, outputs: string[]): Promise<RegionTiming> => {
-    // An empty region (no prelude when the embedding op also holds block 0's norm) costs nothing.
-    if (region.end <= region.start && outputs.length === 0) return { session: 0, warmup: 0, run: 0 };
-    const types = new Map(region.reads.map((r) => [r, elementTypeOf(state.get(r)!.type)]));
-    const sub = await build(types);
-    const t0 = performance.now();
-    const choice = await createSessionWithFallback(encodeModel(sub), executionProviders, { logSeverityLevel: 3 });
-    const session = (performance.now() - t0) / 1000;
-    used = choice.used;
-    try {
-      const names = choice.session.inputNames;
-      const feeds: Record<string, ort.Tensor> = windowFeeds(choice.session, names.filter((n) => !state.has(n)), ids, batch, seqlen);
-      for (const n of names) if (state.has(n)) feeds[n] = state.get(n)!;
-      // The first runs of a session pay one-time set-up (memory arena, thread pool); every
-      // streamed forward opens a new session, so it pays them too: `warmup` is that extra.
-      const times: number[] = [];
-      let out: ort.InferenceSession.OnnxValueMapType = {};
-      for (let k = 0; k < 4; k++) {
-        const t1 = performance.now();
-        out = await choice.session.run(feeds, outputs);
-        times.push((performance.now() - t1) / 1000);
-      }
-      const run = Math.min(times[2]!, times[3]!);
-      const warmup = Math.max(0, times[0]! + times[1]! - 2 * run);
-      for (const w of region.writes) if (out[w]) state.set(w, out[w] as ort.Tensor);
-      return { session, warmup, run };
-    } finally {
-      await choice.session.release();
+  const blocks = regions.filter((r) => r.kind === 'block');
+  const first = blocks[0];
+  const last = blocks[blocks.length - 1];
+  const tail = regions[regions.length - 1];
+  if (!first || !last || !tail || tail.kind !== 'tail') return undefined;
+  if (!(model.graph?.output ?? []).some((o) => o.name === 'logits')) return undefined;
+  const graph = model.graph!;
+  const nodes = graph.node ?? [];
+  // Block 0 may also write what every block reads (mask, rotary tables computed in it), so the
+  // last block's outputs are matched to block 0's by their producer's place counted from the
+  // region's end (decoder blocks repeat the same nodes), checked by op type and output slot.
+  const rename = new Map<string, string>();
+  if (last !== first) {
+    const producerAt = (w: string, r: typeof first): number => {
+      for (let i = r.end - 1; i >= r.start; i--) if ((nodes[i]!.output ?? []).includes(w)) return i;
+      return -1;
+    };
+    for (const w of last.writes) {
+      if (!tail.reads.includes(w)) continue;
+      const p = producerAt(w, last);
+      const q = first.end - (last.end - p);
+      if (p < 0 || q < first.start) return undefined;
+      const slot = nodes[p]!.output!.indexOf(w);
+      const twin = nodes[q]!.output?.[slot];
+      if (nodes[q]!.opType !== nodes[p]!.opType || !twin || !first.writes.includes(twin)) return undefined;
+      rename.set(w, twin);
     }
-  };
-  const p = await time(prelude, (types) => inlineRegion(loaded, model, prelude, types), prelude.writes);
-  const b = await time(block, (types) => inlineRegion(loaded, model, block, types), block.writes);
-  // The tail reads the last block's hidden state: block 0's output stands in for it (same shape and type).
-  const lastBlock = regions[regions.length - 2]!;
-  const hidden = block.writes.find((w) => split.ok.idsDependent.has(w));
-  if (hidden) for (const w of lastBlock.writes) if (split.ok.idsDependent.has(w)) state.set(w, state.get(hidden)!);
-  let t: RegionTiming = { session: 0, warmup: 0, run: 0 };
-  const hasHead = (model.graph?.output ?? []).some((o) => o.name === 'logits');
-  if (hasHead && tail.reads.every((r) => state.has(r))) {
-    t = await time(
-      tail,
-      async (types) => {
-        const sub = await inlineRegion(loaded, model, tail, types, ['logits']);
-        const idsInput = (model.graph?.input ?? []).find((v) => v.name === 'input_ids');
-        if (idsInput && !sub.graph!.input!.some((v) => v.name === 'input_ids')) sub.graph!.input = [...sub.graph!.input!, idsInput];
-        return addNllHead(sub, { dropLogits: true });
-      },
-      ['token_nll'],
-    );
   }
-  return { batch, seqlen, prelude: p, block: b, tail: t, executionProvider: used };
+  const kept: NodeProto[] = [];
+  for (let i = 0; i < nodes.length; i++) {
+    if (i < first.end) kept.push(nodes[i]!);
+    else if (i >= tail.start && i < tail.end) {
+      const n = nodes[i]!;
+      kept.push({ ...n, input: (n.input ?? []).map((x) => rename.get(x) ?? x) });
+    }
+  }
+  // Everything the kept nodes read must come from a kept node, an initializer or a graph input.
+  const produced = new Set<string>([...(graph.input ?? []).map((v) => v.name ?? ''), ...(graph.initializer ?? []).map((t) => t.name ?? ''), '']);
+  for (const n of kept) {
+    for (const x of n.input ?? []) if (!produced.has(x)) return undefined;
+    for (const o of n.output ?? []) produced.add(o);
+  }
+  const read = new Set<string>();
+  for (const n of kept) for (const x of n.input ?? []) read.add(x);
+  const out = cloneModel(model);
+  const g = out.graph!;
+  g.node = kept;
+  g.initializer = (graph.initializer ?? []).filter((t) => read.has(t.name ?? ''));
+  g.output = (graph.output ?? []).filter((o) => o.name === 'logits');
+  g.valueInfo = (graph.valueInfo ?? []).filter((v) => produced.has(v.name ?? ''));
+  const blockInitializers = new Set<string>();
+  for (let i = first.start; i < first.end; i++) for (const x of nodes[i]!.input ?? []) if ((graph.initializer ?? []).some((t) => t.name === x)) blockInitializers.add(x);
+  return { model: out, blockInitializers };
+}
+
+/** Stored bytes of the named initializers (inline or external). */
+function initializerBytes(loaded: LoadedModel, names: Iterable<string>): number {
+  let s = 0;
+  for (const n of names) s += loaded.initializerInfo(n)?.byteLength ?? 0;
+  return s;
+}
+
+/** Times one BlockStream call whose batches report through `onBatch`. */
+async function timeForward(run: (onBatch: () => void) => Promise<unknown>): Promise<ForwardCost> {
+  const marks: number[] = [];
+  const start = performance.now();
+  await run(() => marks.push(performance.now()));
+  return scale(splitForward(start, marks, performance.now()), 1 / 1000);
+}
+
+function scale(c: ForwardCost, f: number): ForwardCost {
+  return { fixed: c.fixed * f, perBatch: c.perBatch * f };
+}
+
+/** One capture request per distinct layer input. */
+function requestsFor(group: readonly LinearLayer[]): CaptureRequest[] {
+  const seen = new Map<string, CaptureRequest>();
+  for (const l of group) if (!seen.has(l.inputName)) seen.set(l.inputName, { input: l.inputName, features: l.inFeatures });
+  return [...seen.values()];
+}
+
+/** Block 0's compressible layers grouped by input, in graph order (the job's capture groups). */
+function block0Groups(layers: readonly LinearLayer[]): LinearLayer[][] {
+  const mine = layers.filter((l) => l.block === 0 && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
+  const groups = new Map<string, LinearLayer[]>();
+  for (const l of mine) {
+    if (!groups.has(l.inputName)) groups.set(l.inputName, []);
+    groups.get(l.inputName)!.push(l);
+  }
+  return [...groups.values()].sort((a, b) => Math.min(...a.map((l) => l.order ?? 0)) - Math.min(...b.map((l) => l.order ?? 0)));
+}
+
+/** Streamed perplexity forwards of `model` (prelude, block 0, tail with the NLL head). */
+async function timeEvaluation(model: ModelProto, windows: TokenWindows, batch: number, eps: readonly string[]): Promise<{ forwards: EvalForwards; used: string }> {
+  const s = BlockStream.open(model, findLinearLayers(model), windows, { executionProviders: eps, batch, onExecutionProvider: (c) => (used = c.used) });
+  let used = 'cpu';
+  if ('err' in s) throw new Error(`internal: the cut model can't be streamed (${s.err})`);
+  try {
+    const prelude = await timeForward((b) => s.ok.begin(model, b));
+    const block = await timeForward((b) => s.ok.advance(model, b));
+    const tail = await timeForward((b) => s.ok.tailNll(model, b));
+    return { forwards: { prelude, block, tail }, used };
+  } finally {
+    s.ok.dispose();
+  }
+}
+
+export interface CutProbeOptions {
+  options: CompressOptions;
+  batch: number;
+  /** Windows of the job's calibration text (`probeWindows`). */
+  windows: TokenWindows;
+  /** Where the model's config.json lives (geometry for the rotation). */
+  modelPath: string;
+  geometry?: AttentionGeometry;
+  configGeometry?: AttentionGeometry;
+  evaluate: boolean;
+}
+
+/** Runs the cut probes; undefined when the model can't be cut into one block (see oneBlockCut). */
+export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[], o: CutProbeOptions): Promise<CutProbe | undefined> {
+  const { options, batch, windows } = o;
+  const eps = options.executionProviders;
+  const found = oneBlockCut(loaded.model, all);
+  if (!found) return undefined;
+  // Weights read from the model file, as the job's load stage and the dense evaluation read them.
+  const t0 = performance.now();
+  const cut = await inlineExternalWeights(found.model, loaded);
+  const readSeconds = (performance.now() - t0) / 1000;
+  const names = (cut.graph!.initializer ?? []).map((t) => t.name ?? '');
+  const readBytes = names.filter((n) => loaded.initializerInfo(n)?.external).reduce((s, n) => s + (loaded.initializerInfo(n)?.byteLength ?? 0), 0);
+  const cutWeightBytes = initializerBytes(loaded, names);
+  const blockWeightBytes = initializerBytes(loaded, found.blockInitializers);
+
+  const rotates = options.abits < 16 || options.kvbits < 16;
+  let calibModel = cut;
+  let rotateSeconds: number | undefined;
+  if (rotates) {
+    const t = performance.now();
+    const r = rotateModel(cut, { seed: options.seed, geometry: o.geometry, configGeometry: o.configGeometry });
+    const layers = findLinearLayers(cut);
+    await checkRotation(cut, r.model, windows, encodeModel, { executionProviders: eps, abits: options.abits, kvbits: options.kvbits, halfPrecision: layers.some((l) => l.dtype !== 'float32') });
+    rotateSeconds = (performance.now() - t) / 1000;
+    calibModel = r.model;
+  }
+  const layers = findLinearLayers(calibModel);
+  let used = 'cpu';
+  const s = BlockStream.open(calibModel, layers, windows, { executionProviders: eps, batch, onExecutionProvider: (c) => (used = c.used) });
+  if ('err' in s) return undefined;
+  const stats = new Map<string, CapturedStats>();
+  let calibrate: CutProbe['calibrate'];
+  try {
+    const prelude = await timeForward((b) => s.ok.begin(calibModel, b));
+    const captures: ForwardCost[] = [];
+    for (const group of block0Groups(layers)) {
+      let got: Map<string, CapturedStats> = new Map();
+      captures.push(await timeForward(async (b) => (got = await s.ok.capture(calibModel, group, requestsFor(group), { onBatch: b }))));
+      for (const [k, v] of got) stats.set(k, v);
+    }
+    const advance = await timeForward((b) => s.ok.advance(calibModel, b));
+    calibrate = { prelude, captures, advance };
+  } finally {
+    s.ok.dispose();
+  }
+
+  const simulated = rotates ? withFakeQuant(calibModel, { abits: options.abits, kvbits: options.kvbits }).model : calibModel;
+  let evalDense: EvalForwards = { prelude: { fixed: 0, perBatch: 0 }, block: { fixed: 0, perBatch: 0 }, tail: { fixed: 0, perBatch: 0 } };
+  let evalCompressed = evalDense;
+  if (o.evaluate) {
+    evalDense = (await timeEvaluation(cut, windows, batch, eps)).forwards;
+    evalCompressed = simulated === cut ? evalDense : (await timeEvaluation(simulated, windows, batch, eps)).forwards;
+  }
+
+  // The write stage on the cut: simulated model, packed model (codes of block 0's layers).
+  const dir = await mkdtemp(path.join(tmpdir(), 'obr-probe-'));
+  let writeSeconds: number;
+  try {
+    const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
+    const t = performance.now();
+    await writeModel(simulated, path.join(dir, 'simulated.onnx'), { externalData: external });
+    const compressed = layers.filter((l) => l.block === 0 && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
+    const groups = options.groupSize > 0 ? (l: LinearLayer) => Math.ceil(l.inFeatures / options.groupSize) : () => 1;
+    const packed = packedModel(
+      calibModel,
+      layers,
+      compressed.map((l) => ({ layer: l, codes: new Int8Array(l.outFeatures * l.inFeatures), scales: new Float64Array(l.outFeatures * groups(l)).fill(1e-3), groupSize: options.groupSize })),
+      options.wbits,
+    );
+    if (packed.model) await writeModel(packed.model, path.join(dir, 'packed.onnx'), { externalData: external });
+    writeSeconds = (performance.now() - t) / 1000;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return {
+    batch,
+    seqlen: windows.seqlen,
+    executionProvider: used,
+    cutWeightBytes,
+    blockWeightBytes,
+    readBytes,
+    readSeconds,
+    ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
+    calibrate,
+    evalDense,
+    evalCompressed,
+    writeSeconds,
+    stats,
+    layers,
+    weightsModel: calibModel,
+  };
 }
 
 /** A random SPD matrix n×n: a positive diagonal plus a few random rank-one terms (timing only). */
@@ -132,13 +346,41 @@ function randomSpd(n: number, rand: () => number): Float64Array {
   return h;
 }
 
-/** Seconds of compressLayer for each distinct (rows, cols) shape and recipe, measured at reduced rows and scaled. */
+/** A layer problem the core probe can use for a shape: real weight rows and a captured Hessian. */
+export interface CoreSample {
+  /** rows×cols, row-major (at least the probe's row counts). */
+  weight: Float64Array;
+  rows: number;
+  hessian: Float64Array;
+  channelEnergy: Float64Array;
+}
+
+/** Real layer problems from the cut probe, by `${rows}x${cols}` of the job's layers. */
+export async function coreSamples(probe: CutProbe): Promise<Map<string, CoreSample>> {
+  const out = new Map<string, CoreSample>();
+  const wrapped = wrapModel(probe.weightsModel);
+  for (const l of probe.layers) {
+    const key = `${l.outFeatures}x${l.inFeatures}`;
+    const st = probe.stats.get(l.inputName);
+    if (!st || out.has(key) || l.block !== 0) continue;
+    out.set(key, { weight: await readLayerWeight64(wrapped, l), rows: l.outFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy });
+  }
+  return out;
+}
+
+/**
+ * Seconds of compressLayer for each distinct (rows, cols) shape and recipe, measured at reduced
+ * rows and scaled: on the real weight rows and captured Hessian from `samples` where there is one
+ * for the shape, else on random rows and a random SPD Hessian (an easier problem: the iterative
+ * solver converges faster on it, so that estimate is low).
+ */
 export async function probeCore(
   layers: readonly LinearLayer[],
   recipes: readonly RecipeName[],
   options: CompressOptions,
   threads: number | undefined,
   probeRows: { r1: number; r2: number } = { r1: 16, r2: 64 },
+  samples: ReadonlyMap<string, CoreSample> = new Map(),
 ): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const rand = seededRandom(1);
@@ -148,12 +390,13 @@ export async function probeCore(
   try {
     const shapes = new Map<string, { rows: number; cols: number }>();
     for (const l of layers) shapes.set(`${l.outFeatures}x${l.inFeatures}`, { rows: l.outFeatures, cols: l.inFeatures });
-    for (const { rows, cols } of shapes.values()) {
-      const hessian = randomSpd(cols, rand);
-      const channelEnergy = new Float64Array(cols).map((_, j) => hessian[j * cols + j]!);
+    for (const [key, { rows, cols }] of shapes) {
+      const sample = samples.get(key);
+      const hessian = sample?.hessian ?? randomSpd(cols, rand);
+      const channelEnergy = sample?.channelEnergy ?? new Float64Array(cols).map((_, j) => hessian[j * cols + j]!);
       for (const recipe of recipes) {
         const time = async (r: number): Promise<number> => {
-          const weight = new Float64Array(r * cols).map(() => (rand() - 0.5) * 0.1);
+          const weight = sample ? sample.weight.slice(0, r * cols) : new Float64Array(r * cols).map(() => (rand() - 0.5) * 0.1);
           const t0 = performance.now();
           await compressLayer(
             { weight, rows: r, cols, hessian, channelEnergy },

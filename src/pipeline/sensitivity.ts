@@ -2,6 +2,7 @@
 // compressed weights, for each layer, on a few evaluation windows spread over the text. Shows
 // which layers the compression hurts most (the inspector plots it). Cached in the report.
 import { readFile } from 'node:fs/promises';
+import { decoderView } from '../onnx/merged';
 import { loadModel } from '../onnx/load';
 import { findLinearLayers } from '../onnx/linear';
 import type { ModelProto } from '../onnx/proto';
@@ -57,8 +58,8 @@ export async function computeSensitivity(
   if (!report.outputs.simulated) throw new Error(`${reportPath} names no simulated model`);
   const o = report.options as { rotated?: boolean; seed?: number; executionProviders?: string[]; evalText?: string | null };
   const eps = o.executionProviders ?? ['cpu'];
-  const source = await loadModel(report.source.path);
-  const sim = await loadModel(report.outputs.simulated);
+  const source = decoderView(await loadModel(report.source.path));
+  const sim = decoderView(await loadModel(report.outputs.simulated));
   try {
     const working = await WorkingModel.fromLoaded(source);
     if (o.rotated) working.replaceProto(rotateModel(working.proto, { seed: o.seed ?? 0 }).model);

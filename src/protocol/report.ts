@@ -69,7 +69,8 @@ export interface CompressionReport {
   tool: { name: 'obr-studio'; version: string };
   createdAt: string;
   source: { path: string; bytes: number; sha256: string };
-  outputs: { simulated?: string; packed?: string; report: string };
+  /** `folder`: the drop-in output folder holding `packed` (onnxruntime-genai or Optimum layout, docs/pipeline.md). */
+  outputs: { simulated?: string; packed?: string; report: string; folder?: { path: string; kind: 'genai' | 'optimum' } };
   recipe: RecipeName;
   options: Record<string, unknown>;
   calibration: { text: string; sha256: string; samples: number; seqlen: number; tokens: number; mode: string };

@@ -79,6 +79,8 @@ export interface JobSettings {
   baselines?: RecipeName[];
   /** Memory budget (MiB) of the block-streaming activation cache; beyond it activations spill to disk. */
   activationCacheMiB?: number;
+  /** Output layout (src/pipeline/layouts.ts): auto (default), file or folder. */
+  layout?: 'auto' | 'file' | 'folder';
 }
 
 /** Pre-flight estimate shown before a job starts. */

@@ -108,7 +108,7 @@ export class CausalLm {
     }
     for (const n of names) {
       if (!FED_INPUTS.has(n) && !isPastInput(n)) {
-        throw new LmFormatError('unsupported-inputs', `the model has an input "${n}" OBR Studio does not know how to feed (it feeds input_ids, attention_mask, position_ids, seqlens_k, total_sequence_length and empty past_key_values.* / past_N caches)`);
+        throw new LmFormatError('unsupported-inputs', `the model has an input "${n}" OBR Studio does not know how to feed (it feeds input_ids, attention_mask, position_ids, seqlens_k, total_sequence_length, use_cache_branch (false) and empty past_key_values.* / past_N caches)`);
       }
     }
     if (!outputsOnly && !this.hasNllHead && !this.session.outputNames.includes('logits')) {
@@ -185,7 +185,7 @@ export class CausalLm {
  * the graph inputs they read.
  */
 /** Inputs fed from the token windows (besides the empty caches). */
-const FED_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'seqlens_k', 'total_sequence_length']);
+const FED_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'seqlens_k', 'total_sequence_length', 'use_cache_branch']);
 
 /** A KV-cache input: past_key_values.N.key/value, past.N…, or a packed past_N. */
 export function isPastInput(name: string): boolean {
@@ -214,6 +214,9 @@ export function windowFeeds(session: ort.InferenceSession, names: readonly strin
     else if (name === 'seqlens_k') {
       // GroupQueryAttention: per sequence, total length − 1 (no padding, empty past).
       feeds[name] = new ort.Tensor('int32', new Int32Array(batch).fill(seqlen - 1), [batch]);
+    } else if (name === 'use_cache_branch') {
+      // Optimum's merged decoder: the branch without past (the caches fed below are empty).
+      feeds[name] = new ort.Tensor('bool', [false], [1]);
     } else if (name === 'total_sequence_length') {
       feeds[name] = new ort.Tensor('int32', Int32Array.of(seqlen), []);
     } else if (isPastInput(name)) {

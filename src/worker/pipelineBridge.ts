@@ -26,6 +26,7 @@ export function runCompression(modelPath: string, options: CompressOptions, hook
     sensitivity: job.sensitivity,
     baselines: job.baselines,
     activationCacheMiB: job.activationCacheMiB,
+    layout: job.layout,
   });
 }
 

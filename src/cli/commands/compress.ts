@@ -5,6 +5,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isAbort } from '../../pipeline/cancel';
 import { checkOutputFolder, JobLock } from '../../pipeline/lock';
+import { isOutputLayout, OUTPUT_LAYOUTS, type OutputLayout } from '../../pipeline/layouts';
 import { outputPaths } from '../../pipeline/outputs';
 import { runCompression, type PipelineOptions } from '../../pipeline/compress';
 import { estimateCompression, formatBytes, formatSeconds, stageEstimate, type Preflight } from '../../pipeline/preflight';
@@ -50,7 +51,7 @@ export const compressCommand: CliCommand = {
     '       [--alpha 0.5] [--damp 0.01] [--calib FILE.txt] [--samples 128] [--seqlen N] [--seed 0] [--out DIR]\n' +
     '       [--ep cuda,cpu] [--mode sequential|oneshot] [--solver batched|exact] [--sensitivity] [--eval-text FILE] [--eval-windows K]\n' +
     '       [--baselines wanda-rtn,sparsegpt-gptq] [--no-eval] [--no-resume] [--batch B] [--threads T] [--cache-mib M] [--json] [--yes]\n' +
-    '       [--heads N] [--kv-heads N] [--head-dim D]\n\n' +
+    '       [--heads N] [--kv-heads N] [--head-dim D] [--layout auto|file|folder]\n\n' +
     `  recipes: ${RECIPES.join(', ')} (default ${DEFAULT_OPTIONS.recipe})\n` +
     '  --baselines: also compress every layer with these recipes on the same Hessians and evaluate them on the\n' +
     '  same windows, for comparison in the report (no extra output files).\n' +
@@ -61,6 +62,10 @@ export const compressCommand: CliCommand = {
     '  --cache-mib: memory for cached block activations (default 2048); beyond it they spill to .NAME.obr-partial/.\n' +
     '  --solver: OBR compensation solver; batched (default: ADMM over all rows, products on onnxruntime with the\n' +
     '  --ep providers) or exact (one Cholesky per row, float64; the reference).\n' +
+    '  --layout: auto (default) writes the packed model into a new drop-in folder SOURCEFOLDER.<recipe>-w4-s50/ when the\n' +
+    '  model is in an onnxruntime-genai folder (genai_config.json) or an Optimum folder (config.json + model.onnx /\n' +
+    '  decoder_model*.onnx): the same files with the compressed model in place of the original; file: loose files only;\n' +
+    '  folder: always the folder.\n' +
     '  --yes runs even when the pre-flight estimate says memory will not suffice.\n' +
     '  --heads/--kv-heads/--head-dim: attention geometry for the rotation (A4/KV4) when neither the graph nor a\n' +
     '  config.json / genai_config.json beside the model tells it; they win over both.',
@@ -105,6 +110,7 @@ export const COMPRESS_FLAGS = {
   heads: { type: 'string' },
   'kv-heads': { type: 'string' },
   'head-dim': { type: 'string' },
+  layout: { type: 'string' },
 } as const;
 
 type Flags = Partial<Record<keyof typeof COMPRESS_FLAGS, string | boolean>>;
@@ -184,8 +190,15 @@ export function compressOptionsFromFlags(v: Flags, base: CompressOptions = DEFAU
     threads: str('threads') !== undefined ? parsePositiveInt('--threads', str('threads')!) : undefined,
     activationCacheMiB: str('cache-mib') !== undefined ? parsePositiveInt('--cache-mib', str('cache-mib')!, 0) : undefined,
     geometry: geometryFromFlags(str('heads'), str('kv-heads'), str('head-dim')),
+    layout: parseLayout(str('layout')),
   };
   return { options, extra };
+}
+
+function parseLayout(text: string | undefined): OutputLayout | undefined {
+  if (text === undefined) return undefined;
+  if (!isOutputLayout(text)) throw new UsageError(`--layout: expected ${OUTPUT_LAYOUTS.join(', ')}, got "${text}"`);
+  return text;
 }
 
 /** --heads/--kv-heads/--head-dim, or undefined when none is given. */
@@ -221,7 +234,7 @@ export async function runCompressCli(
   await loadTokenizer(model);
   if (options.calibText) await readText(options.calibText);
   if (extra.evalText) await readText(extra.evalText);
-  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, batch: extra.batch, evaluate: extra.evalText !== null, evalText: extra.evalText ?? undefined, threads: extra.threads });
+  const pre = await estimateCompression(model, options, { evalWindows: extra.evalWindows, baselines: extra.baselines, batch: extra.batch, evaluate: extra.evalText !== null, evalText: extra.evalText ?? undefined, threads: extra.threads, geometry: extra.geometry, onlyBlocks: extra.onlyBlocks });
   extra = { ...extra, estimate: stageEstimate(pre) };
   printPreflight(pre);
   if (!pre.fits && !cli.yes) {
@@ -271,7 +284,7 @@ export function printPreflight(pre: Preflight): void {
     `pre-flight: ${pre.layers} layers, ${(pre.params / 1e6).toFixed(2)} M parameters; ` +
       `peak memory ≈ ${formatBytes(pre.peakBytes)} (available ${formatBytes(pre.availableBytes)}), ` +
       `disk ≈ ${formatBytes(pre.outputBytes ?? 0)}, time ≈ ${formatSeconds(pre.seconds)} ` +
-      `(load ${formatSeconds(pre.breakdown.loadSeconds)}, calibrate ${formatSeconds(pre.breakdown.calibrateSeconds)}, compress ${formatSeconds(pre.breakdown.compressSeconds)}, write ${formatSeconds(pre.breakdown.writeSeconds)}, evaluate ${formatSeconds(pre.breakdown.evaluateSeconds)})`,
+      `(load ${formatSeconds(pre.breakdown.loadSeconds)}, ${pre.breakdown.rotateSeconds > 0 ? `rotate ${formatSeconds(pre.breakdown.rotateSeconds)}, ` : ''}calibrate ${formatSeconds(pre.breakdown.calibrateSeconds)}, compress ${formatSeconds(pre.breakdown.compressSeconds)}, write ${formatSeconds(pre.breakdown.writeSeconds)}, evaluate ${formatSeconds(pre.breakdown.evaluateSeconds)})`,
   );
   for (const n of pre.notes) console.error(`  ${n}`);
 }
@@ -302,6 +315,7 @@ export function formatResult(r: CompressionReport, note?: string): string {
   }
   lines.push('outputs:');
   if (r.outputs.simulated) lines.push(`  simulated  ${r.outputs.simulated}`);
+  if (r.outputs.folder) lines.push(`  folder     ${r.outputs.folder.path} (${r.outputs.folder.kind === 'genai' ? 'onnxruntime-genai' : 'Optimum'} layout)`);
   if (r.outputs.packed) {
     const ps = r.packedSize;
     lines.push(`  packed     ${r.outputs.packed}${ps ? ` (${formatBytes(ps.fileBytes)}; layers ${ps.bitsPerWeight.toFixed(2)} bits/weight with scales and zero points)` : ''}`);

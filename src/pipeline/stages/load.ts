@@ -5,6 +5,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { loadModel, type LoadedModel } from '../../onnx/load';
 import { modelVocabulary } from '../../onnx/vocab';
+import { decoderView } from '../../onnx/merged';
 import { refuseQuantized } from '../../onnx/quantized';
 import { OptionError } from '../../protocol/recipes';
 import { REPORT_SCHEMA_VERSION } from '../../protocol/report';
@@ -45,7 +46,8 @@ export async function loadStage(job: Job): Promise<LoadedJob> {
   const { options, extra, source } = job;
   const t = performance.now();
   job.progress.report('load', 0, 3, 'reading the model');
-  const loaded = await loadModel(source);
+  // A merged decoder is compressed through its no-past branch; the write stage merges again.
+  const loaded = decoderView(await loadModel(source));
   try {
     refuseQuantized(loaded.model);
     const tokenizer = await loadTokenizer(source);

@@ -29,7 +29,12 @@ export async function reportStage(
     tool: { name: 'obr-studio', version: TOOL_VERSION },
     createdAt: new Date().toISOString(),
     source: { path: job.source, bytes: input.sourceBytes, sha256: input.sourceSha },
-    outputs: { simulated: paths.simulated, packed: written.packedWritten ? paths.packed : undefined, report: paths.report },
+    outputs: {
+      simulated: paths.simulated,
+      packed: written.packedWritten ? paths.packed : undefined,
+      report: paths.report,
+      ...(paths.folder ? { folder: { path: paths.folder.dir, kind: paths.folder.kind } } : {}),
+    },
     recipe: options.recipe,
     options: {
       ...numericOptions(options, seqlen),

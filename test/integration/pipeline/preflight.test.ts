@@ -1,6 +1,7 @@
-// The pre-flight estimate from measured probes (src/pipeline/probe.ts): per-stage seconds from a
-// block forward at the job's batch and the core on each layer shape, stored in the report beside
-// the actual timings. (How close estimate and actual are is measured by the benchmarks, not here.)
+// The pre-flight estimate from measured probes (src/pipeline/probe.ts): per-stage seconds from the
+// job's own code timed on a one-block cut of the model and the core on each layer shape, stored in
+// the report beside the actual timings. (How close estimate and actual are is measured by the
+// benchmarks — docs/bench-scale.md — not here.)
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -17,12 +18,19 @@ test('the estimate has every stage from probes: block forward at the job\'s batc
   const o = quickOptions(dir);
   const pre = await estimateCompression(TINY, o, { evalWindows: 4 });
   const b = pre.breakdown;
-  for (const [k, v] of Object.entries({ load: b.loadSeconds, calibrate: b.calibrateSeconds, compress: b.compressSeconds, write: b.writeSeconds, evaluate: b.evaluateSeconds })) {
+  for (const [k, v] of Object.entries({ load: b.loadSeconds, rotate: b.rotateSeconds, calibrate: b.calibrateSeconds, compress: b.compressSeconds, write: b.writeSeconds, evaluate: b.evaluateSeconds })) {
     assert.ok(Number.isFinite(v) && v > 0, `${k}: ${v}`);
   }
-  assert.ok(Math.abs(pre.seconds - (b.loadSeconds + b.calibrateSeconds + b.compressSeconds + b.writeSeconds + b.evaluateSeconds)) < 1e-9);
-  assert.ok(pre.notes.some((n) => /^probe on cpu: block forward \d+ ms per batch of \d+ × 64 tokens/.test(n)), pre.notes.join('\n'));
-  assert.ok(pre.notes.some((n) => /core probe: obr-gptq on 128×128, 384×128, 128×384/.test(n)), pre.notes.join('\n'));
+  assert.ok(Math.abs(pre.seconds - (b.loadSeconds + b.rotateSeconds + b.calibrateSeconds + b.compressSeconds + b.writeSeconds + b.evaluateSeconds)) < 1e-9);
+  assert.ok(pre.notes.some((n) => /^probe on cpu \(a one-block cut of the model, batch \d+ × 64 tokens\): block forward \d+ ms per batch/.test(n)), pre.notes.join('\n'));
+  assert.ok(pre.notes.some((n) => /core probe: obr-gptq on 128×128, 384×128, 128×384 .*\(real weight rows and captured Hessians\)/.test(n)), pre.notes.join('\n'));
+  // The probe's measurements: every capture group of a LLaMA block, forwards with a per-batch part.
+  const x = pre.inputs!;
+  assert.equal(x.probe.calibrate.captures.length, 4);
+  assert.ok(x.probe.calibrate.advance.perBatch > 0 && x.probe.evalDense.tail.perBatch > 0);
+  assert.ok(x.probe.cutWeightBytes < x.modelWeightBytes && x.probe.blockWeightBytes > 0);
+  assert.equal(x.modelBlocks, 4);
+  assert.deepEqual(x.plannedBlocks, [0, 1, 2, 3]);
   // No evaluation: no evaluation time.
   const quiet = await estimateCompression(TINY, o, { evaluate: false, probe: false });
   assert.equal(quiet.breakdown.evaluateSeconds, 0);
@@ -35,6 +43,28 @@ test('the core probe covers each distinct layer shape and recipe once', { timeou
   const core = await probeCore(layers, ['rtn', 'gptq'], DEFAULT_OPTIONS, 1);
   assert.deepEqual([...core.keys()].sort(), ['gptq 128x128', 'gptq 128x384', 'gptq 384x128', 'rtn 128x128', 'rtn 128x384', 'rtn 384x128']);
   for (const [k, v] of core) assert.ok(Number.isFinite(v) && v > 0, `${k}: ${v}`);
+});
+
+test('the report carries estimate and actual side by side for every stage of a W4A4KV4 job', { timeout: 300_000 }, () => {
+  const dir = tempDir('obr-pre-stages-');
+  const calib = shortText(dir, 'sotu-calib.txt', 40_000);
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), 'compress', TINY, '--recipe', 'rtn', '--abits', '4', '--kvbits', '4', '--samples', '4', '--seqlen', '64', '--calib', calib, '--eval-windows', '4', '--ep', 'cpu', '--out', dir, '--json'],
+    { encoding: 'utf8', cwd: ROOT, timeout: 280_000 },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { estimate?: Record<string, number>; timings: Record<string, number> };
+  assert.ok(report.estimate, 'report.estimate');
+  const stages = ['load', 'rotate', 'calibrate', 'compress', 'write', 'evaluate', 'total'];
+  for (const k of stages) {
+    assert.ok(Number.isFinite(report.estimate[k]) && report.estimate[k]! > 0, `estimate.${k}: ${report.estimate[k]}`);
+    assert.ok(Number.isFinite(report.timings[k]) && report.timings[k]! > 0, `timings.${k}: ${report.timings[k]}`);
+  }
+  // Nothing timed that has no estimate, and the estimate's total is its stages' sum.
+  for (const k of Object.keys(report.timings)) assert.ok(k in report.estimate, `timings.${k} has no estimate`);
+  const sum = stages.slice(0, -1).reduce((s, k) => s + report.estimate![k]!, 0);
+  assert.ok(Math.abs(sum - report.estimate.total!) < 0.01, `${sum} vs ${report.estimate.total}`);
 });
 
 test('obr compress stores the pre-flight estimate beside the actual timings in the report', { timeout: 240_000 }, () => {
@@ -52,4 +82,5 @@ test('obr compress stores the pre-flight estimate beside the actual timings in t
     assert.ok(Number.isFinite(report.estimate[k]) && Number.isFinite(report.timings[k]), k);
   }
   assert.equal(report.estimate.evaluate, 0, 'no evaluation estimated for --no-eval');
+  assert.equal(report.estimate.rotate, 0, 'no rotation estimated for A16/KV16');
 });

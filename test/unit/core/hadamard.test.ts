@@ -8,6 +8,8 @@ import {
   orthogonalMatrix,
   randomHadamard,
   randomOrthogonal,
+  rotateVectors,
+  seededUniform,
 } from '../../../src/core/hadamard';
 
 /** max |Q Qᵀ − I| over all entries (float64). */
@@ -105,4 +107,26 @@ test('randomOrthogonal is orthogonal and deterministic; orthogonalMatrix warns o
   assert.equal(had.kind, 'hadamard');
   assert.equal(had.warning, undefined);
   assert.deepEqual(had.matrix, hadamardMatrix(384));
+});
+
+test('rotateVectors (FWHT + base mixing) equals the dense product at TinyLlama sizes: hidden 2048, FF 5632 = 44·128, head 64', () => {
+  const rand = seededUniform(21);
+  for (const [n, randomized] of [[2048, true], [5632, false], [64, false], [172 * 4, true]] as const) {
+    const r = orthogonalMatrix(n, { seed: 3, randomized });
+    const q = r.matrix;
+    const count = 3;
+    const x = Float64Array.from({ length: count * n }, () => rand() - 0.5);
+    const got = x.slice();
+    rotateVectors(r, got, { offset: 0, stride: 1, count, step: n });
+    let worst = 0;
+    for (let v = 0; v < count; v++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let k = 0; k < n; k++) s += x[v * n + k] * q[k * n + j];
+        worst = Math.max(worst, Math.abs(s - got[v * n + j]));
+      }
+    }
+    // Entries are O(0.3); float64 rounding of O(n) terms.
+    assert.ok(worst < 1e-13, `n=${n}: max |fast − dense| = ${worst}`);
+  }
 });

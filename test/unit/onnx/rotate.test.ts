@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { orthogonalMatrix, seededUniform } from '../../../src/core/hadamard';
 import { encodeModel } from '../../../src/onnx/proto';
-import { mixCols, mixRows, rotateCols, rotateModel, rotateRowsT } from '../../../src/onnx/rotate';
+import { rotateCols, rotateModel, rotateRowsT } from '../../../src/onnx/rotate';
 import { GraphPatternFormatError } from '../../../src/onnx/rotateGraph';
 import { miniLlama, relError, runLogits } from './miniLlama';
 
@@ -53,28 +53,60 @@ test('rotateModel rejects graphs that are not LLaMA-like with an actionable erro
   assert.throws(() => rotateModel(broken, { seed: 0 }), (e: unknown) => e instanceof GraphPatternFormatError && /not an RMSNorm output/.test((e as Error).message));
 });
 
-test('structured rotations (signs · Kronecker factors) match dense float64 products', () => {
+/** Dense float64 reference of rotateRowsT: out[(o, k′, i), :] = Σ_k A[k, k′]·w[(o, k, i), :]. */
+function denseRowsT(w: Float64Array, cols: number, a: Float64Array, n: number, inner: number, outer: number): Float64Array {
+  const out = new Float64Array(w.length);
+  for (let o = 0; o < outer; o++)
+    for (let i = 0; i < inner; i++)
+      for (let kp = 0; kp < n; kp++)
+        for (let k = 0; k < n; k++) {
+          const f = a[k * n + kp];
+          const src = ((o * n + k) * inner + i) * cols;
+          const dst = ((o * n + kp) * inner + i) * cols;
+          for (let j = 0; j < cols; j++) out[dst + j] += f * w[src + j];
+        }
+  return out;
+}
+
+/** Dense float64 reference of rotateCols: out[:, (o, k′, i)] = Σ_k w[:, (o, k, i)]·A[k, k′]. */
+function denseCols(w: Float64Array, rows: number, cols: number, a: Float64Array, n: number, inner: number, outer: number): Float64Array {
+  const out = new Float64Array(w.length);
+  for (let r = 0; r < rows; r++)
+    for (let o = 0; o < outer; o++)
+      for (let i = 0; i < inner; i++)
+        for (let kp = 0; kp < n; kp++) {
+          let s = 0;
+          for (let k = 0; k < n; k++) s += w[r * cols + (o * n + k) * inner + i] * a[k * n + kp];
+          out[r * cols + (o * n + kp) * inner + i] = s;
+        }
+  return out;
+}
+
+test('structured rotations (signs, FWHT, base mixing) match dense float64 products', () => {
   const rand = seededUniform(9);
-  for (const n of [8, 12, 24, 6]) {
-    const r = orthogonalMatrix(n, { seed: 5, randomized: true });
-    const rows = 3;
-    const inner = 2;
-    const outer = 2;
-    // W with rows indexed (o, k, i): [outer·n·inner, cols]
-    const cols = 5;
-    const w = Float64Array.from({ length: outer * n * inner * cols }, () => rand() - 0.5);
-    const got = rotateRowsT(w, cols, r, inner, outer);
-    const want = mixRows(w, cols, r.matrix, n, inner, outer);
-    for (let i = 0; i < w.length; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-12, `rows n=${n}`);
-    // Columns indexed (o, k, i).
-    const wc = Float64Array.from({ length: rows * outer * n * inner }, () => rand() - 0.5);
-    const gotC = rotateCols(wc, rows, outer * n * inner, r, inner, outer);
-    const wantC = mixCols(wc, rows, outer * n * inner, r.matrix, n, inner, outer);
-    for (let i = 0; i < wc.length; i++) assert.ok(Math.abs(gotC[i] - wantC[i]) < 1e-12, `cols n=${n}`);
+  // 8, 64: Sylvester; 12, 24: Paley I; 28·2: Paley II; 52·2, 172: Williamson; 6: random orthogonal.
+  for (const n of [8, 64, 12, 24, 56, 104, 172, 6]) {
+    for (const randomized of [true, false]) {
+      const r = orthogonalMatrix(n, { seed: 5, randomized });
+      // 37 columns: more than one 32-wide tile and a partial one.
+      for (const [inner, outer, cols, rows] of [[1, 1, 37, 35], [2, 3, 5, 3]] as const) {
+        const w = Float64Array.from({ length: outer * n * inner * cols }, () => rand() - 0.5);
+        const want = denseRowsT(w, cols, r.matrix, n, inner, outer);
+        const got = rotateRowsT(w.slice(), cols, r, inner, outer);
+        for (let i = 0; i < w.length; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-12, `rows n=${n} entry ${i}: ${got[i]} vs ${want[i]}`);
+        const wc = Float64Array.from({ length: rows * outer * n * inner }, () => rand() - 0.5);
+        const wantC = denseCols(wc, rows, outer * n * inner, r.matrix, n, inner, outer);
+        const gotC = rotateCols(wc.slice(), rows, outer * n * inner, r, inner, outer);
+        for (let i = 0; i < wc.length; i++) assert.ok(Math.abs(gotC[i] - wantC[i]) < 1e-12, `cols n=${n} entry ${i}`);
+        // float32 data: one rounding of the float64 result (relative 2^-24 of each entry's scale).
+        const got32 = rotateCols(Float32Array.from(wc), rows, outer * n * inner, r, inner, outer);
+        for (let i = 0; i < wc.length; i++) assert.ok(Math.abs(got32[i] - wantC[i]) <= 1e-6 * (1 + Math.abs(wantC[i])), `float32 cols n=${n} entry ${i}`);
+      }
+    }
   }
-  // mixRows(outer = inner = 1) is Aᵀ·W; mixCols is W·A (dense reference).
+  // The dense references themselves: denseRowsT(outer = inner = 1) is Aᵀ·W; denseCols is W·A.
   const a = Float64Array.of(1, 2, 3, 4);
   const w = Float64Array.of(5, 6, 7, 8);
-  assert.deepEqual([...mixRows(w, 2, a, 2, 1, 1)], [1 * 5 + 3 * 7, 1 * 6 + 3 * 8, 2 * 5 + 4 * 7, 2 * 6 + 4 * 8]);
-  assert.deepEqual([...mixCols(w, 2, 2, a, 2, 1, 1)], [5 * 1 + 6 * 3, 5 * 2 + 6 * 4, 7 * 1 + 8 * 3, 7 * 2 + 8 * 4]);
+  assert.deepEqual([...denseRowsT(w, 2, a, 2, 1, 1)], [1 * 5 + 3 * 7, 1 * 6 + 3 * 8, 2 * 5 + 4 * 7, 2 * 6 + 4 * 8]);
+  assert.deepEqual([...denseCols(w, 2, 2, a, 2, 1, 1)], [5 * 1 + 6 * 3, 5 * 2 + 6 * 4, 7 * 1 + 8 * 3, 7 * 2 + 8 * 4]);
 });

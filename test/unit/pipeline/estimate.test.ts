@@ -1,0 +1,110 @@
+// The pre-flight's time formulas (src/pipeline/preflight.ts stageSeconds, src/pipeline/probe.ts):
+// per-stage seconds from probe measurements. The inputs are a real probe of the bundled small
+// model (media/models/small, obr-gptq W4A4KV4, 32 × 256 calibration tokens, 128 evaluation
+// windows; measured on the shared 2-core machine at load average ≈ 20, rounded to the ms), and
+// every expected value is worked out by hand from them below.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
+import { forwardSeconds, probeWindows, splitForward } from '../../../src/pipeline/probe';
+
+const c = (fixed: number, perBatch: number) => ({ fixed, perBatch });
+const MEASURED: EstimateInputs = {
+  samples: 32,
+  evalWindows: 128,
+  batch: 8,
+  modelBlocks: 4,
+  plannedBlocks: [0, 1, 2, 3],
+  oneshot: false,
+  rotates: true,
+  evaluations: 1,
+  modelWeightBytes: 18_883_584,
+  externalBytes: 0,
+  openSeconds: 0.285,
+  textSeconds: 5.022,
+  hashSeconds: 0.724,
+  probe: {
+    cutWeightBytes: 11_013_120,
+    blockWeightBytes: 2_623_488,
+    readBytes: 0,
+    readSeconds: 0,
+    rotateSeconds: 6.095,
+    calibrate: { prelude: c(0.113, 0.003), captures: [c(0.181, 0.04), c(1.868, 0.08), c(1.744, 0.076), c(1.308, 0.348)], advance: c(1.264, 0.374) },
+    evalDense: { prelude: c(0.067, 0), block: c(1.002, 0.38), tail: c(2.375, 0.141) },
+    evalCompressed: { prelude: c(0.034, 0.001), block: c(1.439, 0.212), tail: c(2.269, 0.178) },
+    writeSeconds: 0.821,
+  },
+  coreSeconds: 26.669,
+};
+const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)), `${what}: ${a} vs ${b}`);
+
+test('a forward is its fixed part plus its share of batches (a partial batch costs its share)', () => {
+  close(forwardSeconds(c(1.264, 0.374), 32, 8), 1.264 + 4 * 0.374, '4 batches');
+  close(forwardSeconds(c(1.264, 0.374), 4, 8), 1.264 + 0.5 * 0.374, 'half a batch');
+  assert.equal(forwardSeconds(c(1.264, 0.374), 0, 8), 0);
+});
+
+test('fixed and per-batch time split from the batch end times; the median gap ignores one slowed batch', () => {
+  // Session opened in 1.0 s, batches of 0.2 s, the first with 0.3 s of set-up, released in 0.1 s.
+  const marks = [1.5, 1.7, 1.9, 2.1];
+  const s = splitForward(0, marks, 2.2);
+  close(s.perBatch, 0.2, 'per batch');
+  close(s.fixed, 2.2 - 4 * 0.2, 'fixed');
+  // The third batch slowed by other work: the median gap is still 0.2 s.
+  const slow = splitForward(0, [1.5, 1.7, 2.6, 2.8], 2.9);
+  close(slow.perBatch, 0.2, 'per batch, one slow batch');
+  // One batch only: no split, all of it per batch.
+  assert.deepEqual(splitForward(0, [0.7], 0.8), { fixed: 0, perBatch: 0.8 });
+});
+
+test('the probe runs the job\'s own windows up to four batches, at least two', () => {
+  assert.equal(probeWindows(32, 8), 32);
+  assert.equal(probeWindows(128, 8), 32);
+  assert.equal(probeWindows(4, 8), 16);
+  assert.equal(probeWindows(20, 4), 16);
+});
+
+test('per-stage seconds of the bundled model\'s job from its measured probe', () => {
+  const s = stageSeconds(MEASURED);
+  // load: open + texts + hash (no external data).
+  close(s.load, 0.285 + 5.022 + 0.724, 'load');
+  // rotate: the cut's rotation scaled by weight bytes.
+  close(s.rotate, (6.095 * 18_883_584) / 11_013_120, 'rotate');
+  // calibrate: prelude + 4 blocks × Σ captures (4 batches each) + advance after blocks 0–2.
+  const n = (x: { fixed: number; perBatch: number }) => x.fixed + 4 * x.perBatch;
+  const captures = n(c(0.181, 0.04)) + n(c(1.868, 0.08)) + n(c(1.744, 0.076)) + n(c(1.308, 0.348));
+  close(s.calibrate, n(c(0.113, 0.003)) + 4 * captures + 3 * n(c(1.264, 0.374)), 'calibrate');
+  close(s.compress, 26.669, 'compress');
+  close(s.write, (0.821 * 18_883_584) / 11_013_120, 'write');
+  // evaluate: 16 batches per forward; dense: prelude + 4 blocks + tail; then the simulated model.
+  const m = (x: { fixed: number; perBatch: number }) => x.fixed + 16 * x.perBatch;
+  const dense = m(c(0.067, 0)) + 4 * m(c(1.002, 0.38)) + m(c(2.375, 0.141));
+  const simulated = m(c(0.034, 0.001)) + 4 * m(c(1.439, 0.212)) + m(c(2.269, 0.178));
+  close(s.evaluate, dense + simulated, 'evaluate');
+});
+
+test('only some blocks: calibration runs up to the last planned one, evaluation still runs every block', () => {
+  const all = stageSeconds(MEASURED);
+  const n = (x: { fixed: number; perBatch: number }) => x.fixed + 4 * x.perBatch;
+  const captures = MEASURED.probe.calibrate.captures.reduce((t, x) => t + n(x), 0);
+  const advance = n(MEASURED.probe.calibrate.advance);
+  const prelude = n(MEASURED.probe.calibrate.prelude);
+  // Blocks 0 and 1: both captured, one advance between them; blocks 2 and 3 not run.
+  close(stageSeconds({ ...MEASURED, plannedBlocks: [0, 1] }).calibrate, prelude + 2 * captures + advance, 'blocks 0–1');
+  // Block 2 only: blocks 0 and 1 advance (dense), block 2 captured, block 3 not run.
+  close(stageSeconds({ ...MEASURED, plannedBlocks: [2] }).calibrate, prelude + 2 * advance + captures, 'block 2');
+  const some = stageSeconds({ ...MEASURED, plannedBlocks: [0, 1] });
+  close(some.evaluate, all.evaluate, 'evaluate');
+  close(some.rotate, all.rotate, 'rotate');
+});
+
+test('no rotation, no evaluation, external weights: those terms follow', () => {
+  const s = stageSeconds({ ...MEASURED, rotates: false, evaluations: 0, externalBytes: 100e6, probe: { ...MEASURED.probe, readBytes: 10e6, readSeconds: 0.05 } });
+  assert.equal(s.rotate, 0);
+  assert.equal(s.evaluate, 0);
+  // 100 MB at the probe's 200 MB/s.
+  close(s.load, 0.285 + 5.022 + 0.724 + 0.5, 'load');
+  // Evaluating a model with external weights reads each block's (and the rest's) weights again.
+  const e = stageSeconds({ ...MEASURED, externalBytes: 100e6, probe: { ...MEASURED.probe, readBytes: 10e6, readSeconds: 0.05 } });
+  close(e.evaluate - stageSeconds(MEASURED).evaluate, (4 * 2_623_488 + (11_013_120 - 2_623_488)) / 200e6, 'weights read in evaluation');
+});
