@@ -19,11 +19,14 @@
 //                       (§2.4 "exactness facts"), so this step also removes what is left of step
 //                       1's error on R2; it is warm-started from step 1's Z and costs a quarter.
 //
+// Both steps run in Jacobi-scaled variables (X̃ = X D, H̃ = D⁻¹HD⁻¹, D = diag(H)^½), so outlier
+// input channels do not dominate ρ or the float32 error, and each row's iterates are mixed by
+// Anderson acceleration (memory 3) of the ADMM fixed-point map (admmStep).
 // Warm start: step 1 from Z₀ = W ⊙ M, step 2 from step 1's Z; U₀ = 0 (a dual started from the
 // gradient overshoots badly in the first iterations). Stopping rule on the layer loss, evaluated
-// at X without a product (X H − B = ρ(Z − U − X)): the loss still to gain is extrapolated from
-// the last two relative changes (linear convergence) and must be ≤ lossTol twice in a row; step 2
-// also needs its residual down to residualTol2 of the first (see AdmmSettings). ρ: autoRho.
+// at X without a product (X H − B = ρ(V − X)): the loss still to gain is extrapolated from
+// the last two relative changes and must be ≤ lossTol twice in a row, and the fixed-point
+// residual must be down to residualTol1/2 of the first (see AdmmSettings). ρ: autoRho.
 //
 // Memory: O(n² + rows·n) (the inverse, H's float32 copy, and a handful of rows×n arrays).
 import type { MatrixBackend } from './backend';
@@ -50,9 +53,15 @@ export interface AdmmSettings {
    *  iteration's: OBR_GPTQ's tail moves R2 by the rounding errors, which meet any residual left
    *  there to first order (cross term 2⟨δ, g⟩), so the residual, not only the loss, must be small. */
   residualTol2: number;
+  /** Solve in Jacobi-scaled variables (unit diagonal H). */
+  scale: boolean;
+  /** Anderson acceleration memory (0 = plain ADMM). */
+  anderson: number;
+  /** Step 1 also waits for its fixed-point residual to fall to this fraction of the first. */
+  residualTol1: number;
 }
 
-export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e-4, minIter: 8, maxIter: 60, lossTol2: 1e-5, maxIter2: 80, residualTol2: 2e-3 };
+export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e-5, minIter: 8, maxIter: 80, lossTol2: 1e-5, maxIter2: 80, residualTol2: 2e-3, scale: true, anderson: 3, residualTol1: 1e-3 };
 
 /**
  * ρ / median(diag H) for the block H[c0:, c0:], from the spread of its correlation matrix
@@ -171,82 +180,188 @@ interface StepInput {
 }
 
 /**
- * ADMM iterations on one step, in place on `z` (U₀ = 0). The loss at X is computed without a
- * product: X(H + ρI) = C gives X H − B = C − ρX − B = ρ(Z − U − X), so
- * L(X) − const = Σ (X − T)·(X H − B) = ρ Σ (X − T)·(Z − U − X). Stops when its relative change
- * between two iterations is ≤ lossTol (after minIter) or after maxIter.
+ * ADMM iterations on one step, in place on `z`, with Anderson acceleration (settings.anderson
+ * = m > 0; 0 = plain ADMM). With Z on S and U off S (U₀ = 0) the iteration is a linear fixed-point
+ * map of one variable V = Z − U (V = Z on S, −U off S):
+ *   X = (B + ρV)(H + ρI)⁻¹,  X̂ = λX + (1 − λ)PV,  T(V) = P X̂ − Q X̂ + QV  (P, Q: on / off S),
+ * so the residual F = T(V) − V = λ(P(X − V) − QX) is X's scaled gradient on S and its
+ * infeasibility off S. Anderson (type II, memory m, per row): V ← T(V) − ΔT γ with
+ * γ = argmin ‖F − ΔF γ‖ over the last m differences, an m×m solve per row (GMRES-like: about half
+ * the products of plain ADMM on our layers, and much less sensitive to ρ).
+ * The loss at X costs no product: X(H + ρI) = B + ρV gives X H − B = ρ(V − X), so
+ * L(X) − const = Σ (X − T)·(X H − B) = ρ Σ (X − T)·(V − X). Stops when the loss still to gain
+ * (extrapolated from the last two relative changes) is ≤ lossTol twice in a row and the residual
+ * ‖F‖ ≤ residualTol × its first value (after minIter), or after maxIter. The result is P·T(V).
  */
-async function admmStep(matmul: MatMul, s: StepInput, relax: number, signal: AbortSignal | undefined, onIteration: (iteration: number, change: number, residual: number) => void): Promise<{ iterations: number; change: number; loss: number }> {
+async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: number, signal: AbortSignal | undefined, onIteration: (iteration: number, change: number, residual: number) => void): Promise<{ iterations: number; change: number; loss: number }> {
   const { rows, w, support, stride, c0, b, t, z, inverse, rho } = s;
   const size = rows * w;
-  const u = new Float64Array(size);
+  const m = Math.max(0, Math.floor(anderson));
+  const v = z; // V₀ = Z₀ (U₀ = 0); Z = P·V at the end.
   const c = new Float32Array(size);
+  const tPrev = new Float64Array(size); // T(V) of the previous iteration
+  const fPrev = new Float64Array(size); // F of the previous iteration
+  // Anderson history: ring of m columns ΔF, ΔT (float32: differences of nearby iterates), per-row
+  // Gram matrices of ΔF.
+  const dF = Array.from({ length: m }, () => new Float32Array(size));
+  const dT = Array.from({ length: m }, () => new Float32Array(size));
+  const gram = new Float64Array(rows * m * m);
+  const rhs = new Float64Array(m);
+  const gamma = new Float64Array(m);
+  const lu = new Float64Array(m * m);
   // Without T: the previous X and gradient g = XH − B, for L(a) − L(b) = (a − b)·(g_a + g_b).
   const xPrev = t ? null : new Float64Array(size);
   const gPrev = t ? null : new Float64Array(size);
   let loss = s.lossStart;
   let change = Infinity;
   let remaining = Infinity;
-  let g0 = 0;
+  let f0 = 0;
   let residual = Infinity;
   let it = 0;
-  // C = B + ρ(Z − U), the product's left operand; refreshed in the update loop for the next one.
-  for (let i = 0; i < size; i++) c[i] = b[i] + rho * z[i];
+  let stored = 0; // history columns filled
+  let slot = 0; // ring position of the next column
+  let tFinal: Float64Array | null = null;
+  for (let i = 0; i < size; i++) c[i] = b[i] + rho * v[i];
   while (it < s.maxIter) {
     if (signal?.aborted) throw signal.reason ?? new Error('aborted');
     const x = await matmul(c, inverse, rows, w, w);
     it++;
-    let f = 0;
-    let gg = 0;
+    let lossTerm = 0;
+    let ff = 0;
+    const colF = m > 0 && it > 1 ? dF[slot]! : null;
+    const colT = m > 0 && it > 1 ? dT[slot]! : null;
+    // Pass 1: T(V), F, the loss, and the new history column.
     for (let r = 0; r < rows; r++) {
       const o = r * w;
       const so = r * stride + c0;
       for (let j = 0; j < w; j++) {
         const i = o + j;
         const xv = x[i];
-        const zi = z[i];
-        const ui = u[i];
-        const g = rho * (zi - ui - xv);
-        if (t) f += (xv - t[i]) * g;
+        const vi = v[i];
+        const g = rho * (vi - xv); // (X H − B)[i]
+        if (t) lossTerm += (xv - t[i]) * g;
         else {
-          if (it > 1) f += (xv - xPrev![i]) * (g + gPrev![i]);
+          if (it > 1) lossTerm += (xv - xPrev![i]) * (g + gPrev![i]);
           xPrev![i] = xv;
           gPrev![i] = g;
         }
-        const xr = relax * xv + (1 - relax) * zi;
-        if (support[so + j]) {
-          gg += g * g;
-          const zn = xr + ui;
-          z[i] = zn;
-          u[i] = 0;
-          c[i] = b[i] + rho * zn;
-        } else {
-          z[i] = 0;
-          const un = ui + xr;
-          u[i] = un;
-          c[i] = b[i] - rho * un;
+        let tv: number;
+        if (support[so + j]) tv = relax * xv + (1 - relax) * vi;
+        else tv = vi - relax * xv;
+        const fv = tv - vi;
+        if (support[so + j]) ff += fv * fv;
+        else ff += fv * fv;
+        if (colF) {
+          colF[i] = fv - fPrev[i];
+          colT![i] = tv - tPrev[i];
         }
+        fPrev[i] = fv;
+        tPrev[i] = tv;
       }
+    }
+    if (colF) {
+      slot = (slot + 1) % m;
+      stored = Math.min(m, stored + 1);
     }
     const before = change;
     if (t) {
-      if (it > 1) change = Math.abs(f - loss) / Math.max(Math.abs(f), 1e-300);
-      loss = f;
+      if (it > 1) change = Math.abs(lossTerm - loss) / Math.max(Math.abs(lossTerm), 1e-300);
+      loss = lossTerm;
     } else if (it > 1) {
-      loss += f;
-      change = Math.abs(f) / Math.max(Math.abs(loss), 1e-300);
+      loss += lossTerm;
+      change = Math.abs(lossTerm) / Math.max(Math.abs(loss), 1e-300);
     }
-    // ADMM converges linearly here: with the contraction q = change/before, the loss still to
-    // come is about change·q/(1 − q). Stop when that is ≤ lossTol of the loss.
-    // Early iterations are not monotone, so the estimate must hold twice in a row.
+    // Converging linearly with the contraction q = change/before, the loss still to come is about
+    // change·q/(1 − q). Early iterations are not monotone, so the estimate must hold twice in a row.
     const q = change / before;
     const estimate = q < 0.999 ? (change * q) / (1 - q) : Infinity;
     const settled = estimate <= s.lossTol && remaining <= s.lossTol;
     remaining = estimate;
-    if (it === 1) g0 = Math.sqrt(gg);
-    residual = Math.sqrt(gg) / g0;
+    if (it === 1) f0 = Math.sqrt(ff);
+    residual = f0 > 0 ? Math.sqrt(ff) / f0 : 0;
     onIteration(it, change, residual);
-    if (it >= s.minIter && ((settled && (s.residualTol <= 0 || residual <= s.residualTol)) || change === 0)) break;
+    if (it >= s.minIter && ((settled && residual <= s.residualTol) || change === 0 || ff === 0)) {
+      tFinal = tPrev;
+      break;
+    }
+    if (it === s.maxIter) {
+      tFinal = tPrev;
+      break;
+    }
+    // Pass 2: V ← T(V) − ΔT γ (per row), and the next product's left operand B + ρV.
+    if (stored === 0) {
+      for (let i = 0; i < size; i++) {
+        v[i] = tPrev[i];
+        c[i] = b[i] + rho * tPrev[i];
+      }
+      continue;
+    }
+    const newest = (slot + m - 1) % m;
+    for (let r = 0; r < rows; r++) {
+      const o = r * w;
+      const gr = r * m * m;
+      // Gram row/column of the newest ΔF column (older entries are unchanged), and ΔFᵀF.
+      for (let a = 0; a < m; a++) {
+        rhs[a] = 0;
+        if (a >= stored && stored < m) continue;
+      }
+      for (let a = 0; a < stored; a++) {
+        const fa = dF[a]!;
+        let sf = 0;
+        let sn = 0;
+        const fn = dF[newest]!;
+        for (let j = 0; j < w; j++) {
+          const va = fa[o + j];
+          sf += va * fPrev[o + j];
+          sn += va * fn[o + j];
+        }
+        rhs[a] = sf;
+        gram[gr + a * m + newest] = sn;
+        gram[gr + newest * m + a] = sn;
+      }
+      // Solve (G + εI) γ = rhs by Gaussian elimination on the stored columns (m is tiny).
+      let trace = 0;
+      for (let a = 0; a < stored; a++) trace += gram[gr + a * m + a];
+      const eps = 1e-10 * trace + 1e-300;
+      for (let a = 0; a < stored; a++) {
+        for (let e = 0; e < stored; e++) lu[a * m + e] = gram[gr + a * m + e] + (a === e ? eps : 0);
+        gamma[a] = rhs[a];
+      }
+      let ok = trace > 0;
+      for (let p = 0; p < stored && ok; p++) {
+        const piv = lu[p * m + p];
+        if (!(piv > 0)) {
+          ok = false;
+          break;
+        }
+        for (let a = p + 1; a < stored; a++) {
+          const f = lu[a * m + p] / piv;
+          for (let e = p; e < stored; e++) lu[a * m + e] -= f * lu[p * m + e];
+          gamma[a] -= f * gamma[p];
+        }
+      }
+      if (ok) {
+        for (let a = stored - 1; a >= 0; a--) {
+          let sum = gamma[a];
+          for (let e = a + 1; e < stored; e++) sum -= lu[a * m + e] * gamma[e];
+          gamma[a] = sum / lu[a * m + a];
+        }
+      } else gamma.fill(0);
+      for (let j = 0; j < w; j++) {
+        const i = o + j;
+        let vn = tPrev[i];
+        for (let a = 0; a < stored; a++) vn -= dT[a]![i] * gamma[a];
+        v[i] = vn;
+        c[i] = b[i] + rho * vn;
+      }
+    }
+  }
+  // Z = P·T(V): the last ADMM step's primal iterate, exactly 0 off S.
+  const tf = tFinal ?? tPrev;
+  for (let r = 0; r < rows; r++) {
+    const o = r * w;
+    const so = r * stride + c0;
+    for (let j = 0; j < w; j++) z[o + j] = support[so + j] ? tf[o + j] : 0;
   }
   return { iterations: it, change: remaining, loss };
 }
@@ -272,7 +387,17 @@ export async function compensateAdmm(
   const t0 = performance.now();
   signal?.throwIfAborted();
 
-  const { weight: wt, hessian: h } = p;
+  // Jacobi scaling (settings.scale): solve in X̃ = X D with H̃ = D⁻¹ H D⁻¹, D = diag(H)^½, so every
+  // input channel has unit curvature: the same loss and supports, but one ρ fits all channels
+  // (outlier channels no longer dominate) and the float32 products see operands of one scale.
+  const d = new Float64Array(n).fill(1);
+  if (settings.scale) for (let j = 0; j < n; j++) d[j] = Math.sqrt(p.hessian[j * n + j]);
+  const h = settings.scale ? new Float64Array(n * n) : p.hessian;
+  const wt = settings.scale ? new Float64Array(size) : p.weight;
+  if (settings.scale) {
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h[i * n + j] = p.hessian[i * n + j] / (d[i] * d[j]);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) wt[r * n + j] = p.weight[r * n + j] * d[j];
+  }
   // The one place this solver quantizes: E2 entries with their (row, group) grid, as the final
   // quantization will (so the transfer moves exactly the error that rounding makes, §7.7).
   const { gs, groups } = groupLayout(n, p.groupSize);
@@ -280,7 +405,9 @@ export async function compensateAdmm(
   const quantizeE2 = (v: number, r: number, j: number): number => {
     const gi = r * groups + ((j / gs) | 0);
     const s = scales[gi];
-    return zeros ? (groupCode(v, s, zeros[gi], maxq) - zeros[gi]) * s : symmetricCode(v, s, maxq) * s;
+    const dj = d[j];
+    const x = v / dj;
+    return (zeros ? (groupCode(x, s, zeros[gi], maxq) - zeros[gi]) * s : symmetricCode(x, s, maxq) * s) * dj;
   };
   const rho1 = (settings.rho === 'auto' ? autoRho(h, n) : settings.rho) * medianDiagonal(h, n, 0);
   const h32 = Float32Array.from(h);
@@ -298,8 +425,9 @@ export async function compensateAdmm(
 
   const s1 = await admmStep(
     matmul,
-    { rows, w: n, support: mask, stride: n, c0: 0, b, t: wt, lossStart: NaN, residualTol: 0, z, inverse: inverse1, rho: rho1, lossTol: settings.lossTol, minIter: settings.minIter, maxIter: settings.maxIter },
+    { rows, w: n, support: mask, stride: n, c0: 0, b, t: wt, lossStart: NaN, residualTol: settings.residualTol1, z, inverse: inverse1, rho: rho1, lossTol: settings.lossTol, minIter: settings.minIter, maxIter: settings.maxIter },
     settings.relax,
+    settings.anderson,
     signal,
     (iteration, change, residual) => onIteration?.({ step: 1, iteration, change, residual }),
   );
@@ -346,11 +474,13 @@ export async function compensateAdmm(
       matmul,
       { rows, w: wr, support: mask, stride: n, c0: k, b: b2, lossStart: start, residualTol: settings.residualTol2, z: z2, inverse: inverse2, rho: rho2, lossTol: settings.lossTol2, minIter: settings.minIter, maxIter: settings.maxIter2 },
       settings.relax,
+      settings.anderson,
       signal,
       (iteration, change, residual) => onIteration?.({ step: 2, iteration, change, residual }),
     );
     for (let r = 0; r < rows; r++) for (let j = 0; j < wr; j++) out[r * n + k + j] = z2[r * wr + j];
   }
+  if (settings.scale) for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) out[r * n + j] /= d[j];
   const t3 = performance.now();
   return {
     out,
