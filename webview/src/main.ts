@@ -178,7 +178,8 @@ function renderReport(s: Extract<InspectorSnapshot, { kind: 'report' }>): void {
   const tableKey = JSON.stringify([layers.length, layers.map((l) => l.loss.total), !!report]);
   if (tableKey !== lastTableKey) {
     lastTableKey = tableKey;
-    layerTable = renderLayerTable(layout.table.body, { kind: 'report', layers }, table, { onChange: onTableChange });
+    // A running job's next layers update the drawn table in place (filters, scroll and focus stay).
+    if (!layerTable?.update({ kind: 'report', layers })) layerTable = renderLayerTable(layout.table.body, { kind: 'report', layers }, table, { onChange: onTableChange });
   }
   if (layers.length === 0) {
     layout.table.body.replaceChildren(el('p', { class: 'muted' }, 'Layers appear here as they are compressed.'));
@@ -493,7 +494,7 @@ function renderModel(title: string, model: ModelInspection): void {
   const key = `model|${model.path}|${model.layers.length}`;
   if (key !== lastTableKey) {
     lastTableKey = key;
-    layerTable = renderLayerTable(layout.table.body, { kind: 'model', layers: model.layers }, table, { onChange: onTableChange });
+    if (!layerTable?.update({ kind: 'model', layers: model.layers })) layerTable = renderLayerTable(layout.table.body, { kind: 'model', layers: model.layers }, table, { onChange: onTableChange });
   }
   layout.errors.root.querySelector('h2')!.textContent = 'Crest factor per layer (max|w| / rms)';
   if (errorChart) {

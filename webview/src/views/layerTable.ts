@@ -20,9 +20,17 @@ export interface TableHandlers {
   onChange(state: TableState): void;
 }
 
-/** The drawn table, for the page to move the selection without drawing it again. */
+type TableData = { kind: 'report'; layers: readonly LayerSummary[] } | { kind: 'model'; layers: readonly ModelLayerInfo[] };
+
+/** The drawn table, for the page to move the selection or show new layers without drawing it again. */
 export interface LayerTable {
   select(id: string | undefined, reveal?: boolean): void;
+  /**
+   * Shows new data (a running job's next layers) in place: filters, order, scroll position and
+   * the focus in the filter fields stay. False when it cannot (another kind of table, or the
+   * table left the page): draw a new one then.
+   */
+  update(data: TableData): boolean;
 }
 
 /** Typing pauses this long before the table is filtered again. */
@@ -59,17 +67,21 @@ const MODEL_COLUMNS: GridColumn[] = [
   { key: 'zeros', title: 'Zeros', width: '72px', align: 'end' },
 ];
 
-export function renderLayerTable(
-  container: HTMLElement,
-  data: { kind: 'report'; layers: readonly LayerSummary[] } | { kind: 'model'; layers: readonly ModelLayerInfo[] },
-  state: TableState,
-  handlers: TableHandlers,
-): LayerTable {
+function rowsOf(data: TableData) {
+  return data.kind === 'report' ? reportRows(data.layers) : modelRows(data.layers);
+}
+
+function rolesOf(rows: ReturnType<typeof rowsOf>): string[] {
+  return [...new Set(rows.map((r) => r.role))].sort();
+}
+
+export function renderLayerTable(container: HTMLElement, data: TableData, state: TableState, handlers: TableHandlers): LayerTable {
   container.replaceChildren();
-  const rows = data.kind === 'report' ? reportRows(data.layers) : modelRows(data.layers);
+  let rows = rowsOf(data);
   const columns = data.kind === 'report' ? REPORT_COLUMNS : MODEL_COLUMNS;
-  const roles = [...new Set(rows.map((r) => r.role))].sort();
-  const hasBlocks = rows.some((r) => r.block !== null);
+  let roles = rolesOf(rows);
+  // A job's first layer already has its block, so whether the table has blocks does not change.
+  const hasBlocks = data.kind === 'model' ? data.layers.some((l) => l.block !== null) : data.layers.length === 0 || data.layers.some((l) => l.block !== null);
 
   const toolbar = document.createElement('div');
   toolbar.className = 'toolbar';
@@ -87,12 +99,16 @@ export function renderLayerTable(
     }, FILTER_DEBOUNCE_MS);
   });
   filterField.id = 'layer-filter';
-  const roleBox = dropdown([{ value: '', label: 'All roles' }, ...roles.map((r) => ({ value: r, label: r }))], state.role, (v) => {
-    state.role = v;
-    handlers.onChange(state);
-    drawGrid();
-  });
-  roleBox.id = 'layer-role';
+  const roleDropdown = (): HTMLElement => {
+    const box = dropdown([{ value: '', label: 'All roles' }, ...roles.map((r) => ({ value: r, label: r }))], state.role, (v) => {
+      state.role = v;
+      handlers.onChange(state);
+      drawGrid();
+    });
+    box.id = 'layer-role';
+    return box;
+  };
+  let roleBox = roleDropdown();
   toolbar.append(filterField, roleBox);
   if (hasBlocks) {
     const blockField = textField('Blocks, e.g. 3-9', state.blocks, (v) => {
@@ -129,13 +145,29 @@ export function renderLayerTable(
   });
   container.append(toolbar, grid.element);
 
-  /** Draws the filtered, sorted rows from the top (a new filter or order starts at its first row). */
-  function drawGrid(): void {
-    grid.element.scrollTop = 0;
+  /** Draws the filtered, sorted rows; a new filter or order starts at its first row (`fromTop`). */
+  function drawGrid(fromTop = true): void {
+    if (fromTop) grid.element.scrollTop = 0;
     const visible = sortRows(filterRows(rows, { text: state.filter, role: state.role, blocks: hasBlocks ? state.blocks : '' }), state.sortKey, state.descending);
     count.textContent = visible.length === rows.length ? `${rows.length} layers` : `${visible.length} of ${rows.length} layers`;
     grid.setRows(visible, { sortKey: state.sortKey, descending: state.descending, selected: state.selected });
   }
   drawGrid();
-  return { select: (id, reveal) => grid.select(id, reveal) };
+  return {
+    select: (id, reveal) => grid.select(id, reveal),
+    update(next) {
+      if (next.kind !== data.kind || !container.contains(grid.element)) return false;
+      data = next;
+      rows = rowsOf(next);
+      const nextRoles = rolesOf(rows);
+      if (nextRoles.join() !== roles.join()) {
+        roles = nextRoles;
+        const box = roleDropdown();
+        roleBox.replaceWith(box);
+        roleBox = box;
+      }
+      drawGrid(false);
+      return true;
+    },
+  };
 }
