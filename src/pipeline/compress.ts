@@ -149,9 +149,11 @@ async function runLocked(job: Job): Promise<CompressionReport> {
     job.warnings.push(...(await writeLayout(paths, written, job.signal)));
     const evaluated = await evaluateStage(job, input, rotated, compressed, written);
     const report = await reportStage(job, input, rotated, compressed, written, evaluated, resumedBlocks);
+    await disposeWorking(job, input.working);
     await checkpoint.remove();
     return report;
   } catch (e) {
+    await disposeWorking(job, input.working);
     await removeTree(paths.stagingDir);
     await input.loaded.close();
     if (isAbort(e)) {
@@ -164,10 +166,16 @@ async function runLocked(job: Job): Promise<CompressionReport> {
   }
 }
 
+/** Hands the working store's accounting to the caller and removes its working data file. */
+async function disposeWorking(job: Job, working: WorkingModel): Promise<void> {
+  const stats = working.storeStats();
+  if (stats) job.extra.onWorkingStore?.(stats);
+  await working.dispose();
+}
+
 /** Layers a job would compress, without running it (inspect / pre-flight). */
 export async function compressibleLayers(loaded: LoadedModel): Promise<LinearLayer[]> {
-  const w = await WorkingModel.fromLoaded(loaded);
-  return w.compressible().layers;
+  return WorkingModel.describe(loaded).compressible().layers;
 }
 
 export { COMPRESSED_ROLES, type OutputPaths };
