@@ -10,7 +10,7 @@ import { type RecipeName, type Sparsity, validateGroupSize } from '../protocol/r
 import type { LayerLoss } from '../protocol/report';
 import { type AdmmProgress, type AdmmSettings, type AdmmStats, DEFAULT_ADMM, compensateAdmm } from './admm';
 import { type MatrixBackend, jsBackend } from './backend';
-import { sparseGptInPlace } from './gptq';
+import { sparseGptInPlaceAsync } from './gptq';
 import { rowKernels } from './kernels';
 import { LinAlgError, dampHessian, upperCholeskyOfInverse } from './matrix';
 import { magnitudeScores, pruneMask, sparseGptScores, wandaScores } from './mask';
@@ -230,7 +230,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
           upper = upperCholeskyOfInverse(dampHessian(h0, cols, Math.max(0.1, config.damp)), cols);
         }
         out = w;
-        mask = sparseGptInPlace(out, rows, cols, getUpper(), scales, bits, config.sparsity, codes, bs, groupSize, zeros);
+        mask = await sparseGptInPlaceAsync(out, rows, cols, getUpper(), scales, bits, config.sparsity, { codes, blockSize: bs, groupSize, zeros, signal });
         break;
       }
       case 'obr-rtn':

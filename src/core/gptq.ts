@@ -12,7 +12,7 @@
 // the recipes comparable and the OBR transfer (§2.4) consistent with the GPTQ tail. The callers
 // fit the grid up front (quantize.ts fitGroupGrid on the dense W) and pass it in.
 import { rowKernels } from './kernels';
-import { groupCode, groupLayout, symmetricCode, symmetricGrid } from './quantize';
+import { symmetricGrid } from './quantize';
 
 export interface GptqOptions {
   /** Kept-weight mask (1 = kept); pruned entries are forced to exactly 0 when reached. */
@@ -39,12 +39,16 @@ export function gptqInPlace(w: Float64Array, rows: number, cols: number, u: Floa
   rowKernels.gptqRows(w, cols, u, scales, maxq, options.mask ?? null, options.startCol ?? 0, options.blockSize ?? 128, options.codes ?? null, 0, rows, options.groupSize ?? 0, options.zeros ?? null);
 }
 
+type SweepSparsity = { kind: 'unstructured'; ratio: number } | { kind: 'nm'; n: number; m: number } | { kind: 'dense' };
+
 /**
  * Joint SparseGPT pruning + GPTQ quantization (OBR_Wrapper.baseline_with_sparsegpt_gptq_obs):
  * per 128-column block, unstructured masks select the block's lowest w²/U_jj² over ALL rows
  * (threshold at ⌊count·s⌋, entries ≤ threshold pruned); N:M masks choose per row at every M-th
  * column from the current (updated) weights. Pruned weights become 0, kept ones are quantized,
- * and the error is fed back as in GPTQ. Returns the mask (1 = kept); W is overwritten with Ŵ.
+ * and the error is fed back as in GPTQ: immediately inside the block, then to every later
+ * column in one dense product W[:, i2:] −= Err·U[i1:i2, i2:] over all rows (the reference's lazy
+ * batch; kernels.ts sparseGptSweep). Returns the mask (1 = kept); W is overwritten with Ŵ.
  * `scales` (and `zeros`) are the static group grid (see the top of this file); pruned entries
  * get code = zero so that their value scale·(code − zero) is exactly 0.
  */
@@ -55,73 +59,38 @@ export function sparseGptInPlace(
   u: Float64Array,
   scales: Float64Array,
   bits: number,
-  sparsity: { kind: 'unstructured'; ratio: number } | { kind: 'nm'; n: number; m: number } | { kind: 'dense' },
+  sparsity: SweepSparsity,
   codes?: Int8Array,
   blockSize = 128,
   groupSize = 0,
   zeros?: Float64Array,
 ): Uint8Array {
   const { maxq } = symmetricGrid(bits);
-  const { gs, groups } = groupLayout(cols, groupSize);
-  const mask = new Uint8Array(rows * cols).fill(1);
-  const err = new Float64Array(blockSize);
-  for (let i1 = 0; i1 < cols; i1 += blockSize) {
-    const i2 = Math.min(cols, i1 + blockSize);
-    const count = i2 - i1;
-    if (sparsity.kind === 'unstructured') {
-      const tmp = new Float64Array(rows * count);
-      for (let r = 0; r < rows; r++) {
-        for (let j = i1; j < i2; j++) {
-          const d = u[j * cols + j];
-          const v = w[r * cols + j];
-          tmp[r * count + j - i1] = (v * v) / (d * d);
-        }
-      }
-      const sorted = tmp.slice().sort();
-      const at = Math.floor(tmp.length * sparsity.ratio + 1e-9);
-      if (at < tmp.length) {
-        const thresh = sorted[at];
-        for (let r = 0; r < rows; r++) for (let j = i1; j < i2; j++) if (tmp[r * count + j - i1] <= thresh) mask[r * cols + j] = 0;
-      }
-    }
-    for (let r = 0; r < rows; r++) {
-      const o = r * cols;
-      for (let j = i1; j < i2; j++) {
-        const gi = r * groups + ((j / gs) | 0);
-        const s = scales[gi];
-        const z = zeros ? zeros[gi] : 0;
-        if (sparsity.kind === 'nm' && (j - i1) % sparsity.m === 0) {
-          // Prune the N lowest w²/U_jj² among the next M columns of this row (current values).
-          const width = Math.min(sparsity.m, i2 - j);
-          const idx = Array.from({ length: width }, (_, t) => j + t);
-          const score = (c: number): number => (w[o + c] * w[o + c]) / (u[c * cols + c] * u[c * cols + c]);
-          idx.sort((a, b) => score(a) - score(b) || a - b);
-          for (let t = 0; t < Math.min(sparsity.n, width); t++) mask[o + idx[t]] = 0;
-        }
-        const v = w[o + j];
-        let q = 0;
-        let code = z;
-        if (mask[o + j] === 1) {
-          // z = 0 on a symmetric grid, where (code − 0)·s is exactly code·s.
-          code = zeros ? groupCode(v, s, z, maxq) : symmetricCode(v, s, maxq);
-          q = (code - z) * s;
-        }
-        w[o + j] = q;
-        if (codes) codes[o + j] = code;
-        const e = (v - q) / u[j * cols + j];
-        err[j - i1] = e;
-        if (e !== 0) {
-          const ru = j * cols;
-          for (let t = j + 1; t < i2; t++) w[o + t] -= e * u[ru + t];
-        }
-      }
-      for (let j = i1; j < i2; j++) {
-        const e = err[j - i1];
-        if (e === 0) continue;
-        const ru = j * cols;
-        for (let t = i2; t < cols; t++) w[o + t] -= e * u[ru + t];
-      }
-    }
+  const sweep = rowKernels.sparseGptSweep(w, rows, cols, u, scales, maxq, sparsity, codes ?? null, blockSize, groupSize, zeros ?? null);
+  while (sweep.step());
+  return sweep.finish();
+}
+
+/**
+ * sparseGptInPlace that yields to the event loop between blocks and stops with the signal's
+ * reason when it is aborted (a 2048-column layer is 16 blocks of a fraction of a second each).
+ */
+export async function sparseGptInPlaceAsync(
+  w: Float64Array,
+  rows: number,
+  cols: number,
+  u: Float64Array,
+  scales: Float64Array,
+  bits: number,
+  sparsity: SweepSparsity,
+  options: { codes?: Int8Array; blockSize?: number; groupSize?: number; zeros?: Float64Array; signal?: AbortSignal } = {},
+): Promise<Uint8Array> {
+  const { maxq } = symmetricGrid(bits);
+  const sweep = rowKernels.sparseGptSweep(w, rows, cols, u, scales, maxq, sparsity, options.codes ?? null, options.blockSize ?? 128, options.groupSize ?? 0, options.zeros ?? null);
+  for (;;) {
+    options.signal?.throwIfAborted();
+    if (!sweep.step()) break;
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
-  return mask;
+  return sweep.finish();
 }

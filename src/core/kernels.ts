@@ -78,7 +78,10 @@ interface WasmKernels {
   cholesky32(a: number, n: number, lda: number): number;
   rowScale(w: number, n: number, maxq: number, norm: number, grid: number, steps: number, t1: number, s1: number, t2: number, s2: number, y2max: number): number;
   asymScale(w: number, n: number, maxq: number, norm: number, grid: number, steps: number, t1: number, s1: number, t2: number, s2: number, y2max: number, zeroOut: number): number;
-  gptqRows(w: number, rows: number, n: number, u: number, scales: number, zeros: number, groups: number, gs: number, maxq: number, mask: number, start: number, bs: number, codes: number, err: number): void;
+  gptqRows(w: number, rows: number, n: number, u: number, scales: number, zeros: number, groups: number, gs: number, maxq: number, mask: number, start: number, bs: number, codes: number, err: number, pack: number): void;
+  gptqBlock(w: number, rows: number, n: number, u: number, scales: number, zeros: number, groups: number, gs: number, maxq: number, mask: number, i1: number, i2: number, codes: number, err: number, bs: number, pack: number, nmN: number, nmM: number): void;
+  gemmSub(c: number, ldc: number, a: number, lda: number, b: number, ldb: number, m: number, k: number, n: number, pack: number): void;
+  packDoubles(k: number): number;
   quadraticFormSum(d: number, rows: number, n: number, h: number): number;
 }
 
@@ -769,95 +772,270 @@ export function createRowKernels(wasmBase64: string | null = null) {
   }
 
   /**
-   * GPTQ on rows [row0, row1) of W (rows×cols), columns [start, cols), in place: for each column
-   * j, q = Q(w_j)·M_j, err = (w_j − q)/U_jj, later columns −= err·U[j, later]. Immediate inside
-   * a block of `bs` columns; the block's errors reach the trailing columns in one batched update
-   * (GPTQ's lazy batch; mathematically identical). Rows are independent given U, the scales and
-   * the mask, so any row split gives the same result.
+   * C −= A·B in JavaScript, the fallback of the kernels' gemmSub with the SAME summation order (so
+   * the two agree bit for bit): C is m×n at c[cOff] (row stride ldc), A m×k at a[aOff] (stride
+   * lda), B k×n at b[bOff] (stride ldb); each entry's Σ_p A[i, p]·B[p, j] is accumulated from 0 in
+   * p order, then subtracted once.
    */
-  /** gptqRows in WebAssembly (rows copied in and out, U once per call); false when it cannot run. */
-  function gptqRowsWasm(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number, gs: number, groups: number, zeros: Float64Array | null): boolean {
-    const rows = row1 - row0;
-    const uBytes = cols * cols * 8;
-    const wBytes = rows * cols * 8;
-    const sBytes = pad(rows * groups * 8);
-    const base = wasmRegion(uBytes + wBytes + 2 * sBytes + pad(16 * bs * 8) + 2 * pad(rows * cols));
-    if (base === null) return false;
-    const kx = wasmKernels()!;
-    const uPtr = base, wPtr = uPtr + uBytes, sPtr = wPtr + wBytes, zPtr = sPtr + sBytes, ePtr = zPtr + sBytes, mPtr = ePtr + pad(16 * bs * 8), cPtr = mPtr + pad(rows * cols);
-    const memory = kx.memory.buffer;
-    // Only rows [start, cols) of U are read.
-    new Float64Array(memory, uPtr + start * cols * 8, (cols - start) * cols).set(u.subarray(start * cols, cols * cols));
-    const wv = new Float64Array(memory, wPtr, rows * cols);
-    wv.set(w.subarray(row0 * cols, row1 * cols));
-    new Float64Array(memory, sPtr, rows * groups).set(scales.subarray(row0 * groups, row1 * groups));
-    if (zeros) new Float64Array(memory, zPtr, rows * groups).set(zeros.subarray(row0 * groups, row1 * groups));
-    if (mask) new Uint8Array(memory, mPtr, rows * cols).set(mask.subarray(row0 * cols, row1 * cols));
-    const cv = new Int8Array(memory, cPtr, rows * cols);
-    if (codes) cv.set(codes.subarray(row0 * cols, row1 * cols));
-    kx.gptqRows(wPtr, rows, cols, uPtr, sPtr, zeros ? zPtr : 0, groups, gs, maxq, mask ? mPtr : 0, start, bs, codes ? cPtr : 0, ePtr);
-    w.set(wv, row0 * cols);
-    if (codes) codes.set(cv, row0 * cols);
-    return true;
+  function gemmSubJs(c: Float64Array, cOff: number, ldc: number, a: Float64Array, aOff: number, lda: number, b: Float64Array, bOff: number, ldb: number, m: number, k: number, n: number): void {
+    const acc = new Float64Array(n);
+    for (let i = 0; i < m; i++) {
+      acc.fill(0);
+      const ai = aOff + i * lda;
+      for (let p = 0; p < k; p++) {
+        const e = a[ai + p];
+        const bp = bOff + p * ldb;
+        for (let t = 0; t < n; t++) acc[t] += e * b[bp + t];
+      }
+      const ci = cOff + i * ldc;
+      for (let t = 0; t < n; t++) c[ci + t] -= acc[t];
+    }
   }
 
-  function gptqRows(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number, groupSize = 0, zeros: Float64Array | null = null): void {
-    const { gs, groups } = groupLayout(cols, groupSize);
-    if (row1 > row0 && start < cols && gptqRowsWasm(w, cols, u, scales, maxq, mask, start, bs, codes, row0, row1, gs, groups, zeros)) return;
-    const batch = 16; // rows sharing each loaded row of U in the trailing update
-    const err = new Float64Array(batch * bs);
-    for (let i1 = start; i1 < cols; i1 += bs) {
-      const i2 = Math.min(cols, i1 + bs);
-      for (let r0 = row0; r0 < row1; r0 += batch) {
-        const r1 = Math.min(row1, r0 + batch);
-        for (let r = r0; r < r1; r++) {
-          const o = r * cols;
-          // Static groups: column j uses scales[r·groups + ⌊j/gs⌋], fitted before the sweep.
-          const sr = r * groups;
-          let g = (i1 / gs) | 0;
-          let gEnd = Math.min(cols, (g + 1) * gs);
-          let s = scales[sr + g];
-          let z = zeros ? zeros[sr + g] : 0;
-          const eo = (r - r0) * bs - i1;
-          for (let j = i1; j < i2; j++) {
-            if (j === gEnd) {
-              g++;
-              gEnd = Math.min(cols, gEnd + gs);
-              s = scales[sr + g];
-              if (zeros) z = zeros[sr + g];
-            }
-            const v = w[o + j];
-            let q = 0;
-            let code = z;
-            if (!mask || mask[o + j] === 1) {
-              // z = 0 on a symmetric grid, where (code − 0)·s is exactly code·s.
-              code = zeros ? groupCode(v, s, z, maxq) : symmetricCode(v, s, maxq);
-              q = (code - z) * s;
-            }
-            w[o + j] = q;
-            if (codes) codes[o + j] = code;
-            const e = (v - q) / u[j * cols + j];
-            err[eo + j] = e;
-            if (e !== 0) {
-              const ru = j * cols;
-              for (let t = j + 1; t < i2; t++) w[o + t] -= e * u[ru + t];
-            }
-          }
+  /**
+   * C (m×n) −= A (m×k) · B (k×n), all row-major and contiguous: the kernels' gemmSub when they are
+   * loaded (operands copied into their memory), else gemmSubJs; the two agree bit for bit.
+   */
+  function gemmSubtract(c: Float64Array, a: Float64Array, b: Float64Array, m: number, k: number, n: number): void {
+    const kx0 = wasmKernels();
+    const base = kx0 ? wasmRegion((m * n + m * k + k * n + kx0.packDoubles(k)) * 8) : null;
+    if (base === null) return gemmSubJs(c, 0, n, a, 0, k, b, 0, n, m, k, n);
+    const kx = wasmKernels()!;
+    const cPtr = base, aPtr = cPtr + m * n * 8, bPtr = aPtr + m * k * 8, pPtr = bPtr + k * n * 8;
+    const memory = kx.memory.buffer;
+    const cv = new Float64Array(memory, cPtr, m * n);
+    cv.set(c.subarray(0, m * n));
+    new Float64Array(memory, aPtr, m * k).set(a.subarray(0, m * k));
+    new Float64Array(memory, bPtr, k * n).set(b.subarray(0, k * n));
+    kx.gemmSub(cPtr, n, aPtr, k, bPtr, n, m, k, n, pPtr);
+    c.set(cv);
+  }
+
+  /**
+   * SparseGPT's N:M choice at column j of the row at w[o]: among columns [j, j + width), zero the
+   * mask of the `count` lowest w²/U_cc² (current weights), lower column first on ties (the set a
+   * sort by (score, column) gives; the kernels' pruneLowest does the same).
+   */
+  function pruneLowestJs(w: Float64Array, o: number, u: Float64Array, cols: number, mask: Uint8Array, j: number, width: number, count: number): void {
+    for (let t = 0; t < Math.min(count, width); t++) {
+      let best = -1;
+      let bestScore = 0;
+      for (let c = j; c < j + width; c++) {
+        if (mask[o + c] === 0) continue;
+        const d = u[c * cols + c];
+        const score = (w[o + c] * w[o + c]) / (d * d);
+        if (best < 0 || score < bestScore) {
+          best = c;
+          bestScore = score;
         }
-        // Trailing update W[r0:r1, i2:] −= Err · U[i1:i2, i2:], one row of U at a time for the batch.
-        if (i2 < cols) {
-          for (let j = i1; j < i2; j++) {
-            const ru = j * cols;
-            for (let r = r0; r < r1; r++) {
-              const e = err[(r - r0) * bs + j - i1];
-              if (e === 0) continue;
-              const o = r * cols;
-              for (let t = i2; t < cols; t++) w[o + t] -= e * u[ru + t];
-            }
-          }
+      }
+      if (best < 0) return;
+      mask[o + best] = 0;
+    }
+  }
+
+  /**
+   * One lazy block [i1, i2) of GPTQ on rows [row0, row1) of W (rows×cols) in JavaScript, the
+   * fallback of the kernels' gptqBlock (same operations in the same order, bit for bit): per row,
+   * for each column j of the block, q = Q(w_j)·M_j, err = (w_j − q)/U_jj, the block's later
+   * columns −= err·U[j, later]; then W[rows, i2:] −= Err · U[i1:i2, i2:] in one product.
+   * err: (row1 − row0)×bs scratch; nmM > 0: N:M pruning as in pruneLowestJs (needs `mask`).
+   */
+  function gptqBlockJs(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, zeros: Float64Array | null, groups: number, gs: number, maxq: number, mask: Uint8Array | null, i1: number, i2: number, codes: Int8Array | null, err: Float64Array, bs: number, row0: number, row1: number, nmN: number, nmM: number): void {
+    for (let r = row0; r < row1; r++) {
+      const o = r * cols;
+      // Static groups: column j uses scales[r·groups + ⌊j/gs⌋], fitted before the sweep.
+      const sr = r * groups;
+      let g = (i1 / gs) | 0;
+      let gEnd = Math.min(cols, (g + 1) * gs);
+      let s = scales[sr + g];
+      let z = zeros ? zeros[sr + g] : 0;
+      const eo = (r - row0) * bs - i1;
+      for (let j = i1; j < i2; j++) {
+        if (j === gEnd) {
+          g++;
+          gEnd = Math.min(cols, gEnd + gs);
+          s = scales[sr + g];
+          if (zeros) z = zeros[sr + g];
+        }
+        if (nmM > 0 && mask && (j - i1) % nmM === 0) pruneLowestJs(w, o, u, cols, mask, j, Math.min(nmM, i2 - j), nmN);
+        const v = w[o + j];
+        let q = 0;
+        let code = z;
+        if (!mask || mask[o + j] === 1) {
+          // z = 0 on a symmetric grid, where (code − 0)·s is exactly code·s.
+          code = zeros ? groupCode(v, s, z, maxq) : symmetricCode(v, s, maxq);
+          q = (code - z) * s;
+        }
+        w[o + j] = q;
+        if (codes) codes[o + j] = code;
+        const e = (v - q) / u[j * cols + j];
+        err[eo + j] = e;
+        if (e !== 0) {
+          const ru = j * cols;
+          for (let t = j + 1; t < i2; t++) w[o + t] -= e * u[ru + t];
         }
       }
     }
+    if (i2 < cols) gemmSubJs(w, row0 * cols + i2, cols, err, 0, bs, u, i1 * cols + i2, cols, row1 - row0, i2 - i1, cols - i2);
+  }
+
+  /**
+   * One GPTQ sweep laid out in the kernels' memory: U (its rows [from, cols) copied in), `rows`
+   * rows of W, scales, zeros, mask, codes, the rows×bs error block and gemmSub's packing buffer.
+   * Null without the kernels or when it does not fit. The views are valid until the next call
+   * that may grow the memory (no kernel call does).
+   */
+  function gptqMemory(rows: number, cols: number, groups: number, bs: number, u: Float64Array, from: number) {
+    const kx0 = wasmKernels();
+    if (!kx0) return null;
+    const uBytes = cols * cols * 8, wBytes = rows * cols * 8, sBytes = pad(rows * groups * 8), eBytes = pad(rows * bs * 8), pBytes = pad(kx0.packDoubles(bs) * 8), mBytes = pad(rows * cols);
+    const base = wasmRegion(uBytes + wBytes + 2 * sBytes + eBytes + pBytes + 2 * mBytes);
+    if (base === null) return null;
+    const kx = wasmKernels()!;
+    const uPtr = base, wPtr = uPtr + uBytes, sPtr = wPtr + wBytes, zPtr = sPtr + sBytes, ePtr = zPtr + sBytes, pPtr = ePtr + eBytes, mPtr = pPtr + pBytes, cPtr = mPtr + mBytes;
+    const memory = kx.memory.buffer;
+    new Float64Array(memory, uPtr + from * cols * 8, (cols - from) * cols).set(u.subarray(from * cols, cols * cols));
+    return {
+      kx, uPtr, wPtr, sPtr, zPtr, ePtr, pPtr, mPtr, cPtr,
+      u: new Float64Array(memory, uPtr, cols * cols),
+      w: new Float64Array(memory, wPtr, rows * cols),
+      scales: new Float64Array(memory, sPtr, rows * groups),
+      zeros: new Float64Array(memory, zPtr, rows * groups),
+      mask: new Uint8Array(memory, mPtr, rows * cols),
+      codes: new Int8Array(memory, cPtr, rows * cols),
+    };
+  }
+
+  /**
+   * GPTQ on rows [row0, row1) of W (rows×cols), columns [start, cols), in place: for each column
+   * j, q = Q(w_j)·M_j, err = (w_j − q)/U_jj, later columns −= err·U[j, later]. Immediate inside
+   * a block of `bs` columns (row by row); the block's errors reach the trailing columns in one
+   * dense product W[:, i2:] −= Err·U[i1:i2, i2:] over all the rows (GPTQ's lazy batch;
+   * mathematically identical, float64 rounding aside). Rows are independent given U, the scales
+   * and the mask, so any row split gives the same result. In WebAssembly (rows copied in and
+   * out, U once per call) when it fits, else the same operations in JavaScript.
+   */
+  function gptqRows(w: Float64Array, cols: number, u: Float64Array, scales: Float64Array, maxq: number, mask: Uint8Array | null, start: number, bs: number, codes: Int8Array | null, row0: number, row1: number, groupSize = 0, zeros: Float64Array | null = null): void {
+    const { gs, groups } = groupLayout(cols, groupSize);
+    const rows = row1 - row0;
+    if (rows <= 0 || start >= cols) return;
+    const m = gptqMemory(rows, cols, groups, bs, u, start);
+    if (m) {
+      m.w.set(w.subarray(row0 * cols, row1 * cols));
+      m.scales.set(scales.subarray(row0 * groups, row1 * groups));
+      if (zeros) m.zeros.set(zeros.subarray(row0 * groups, row1 * groups));
+      if (mask) m.mask.set(mask.subarray(row0 * cols, row1 * cols));
+      if (codes) m.codes.set(codes.subarray(row0 * cols, row1 * cols));
+      m.kx.gptqRows(m.wPtr, rows, cols, m.uPtr, m.sPtr, zeros ? m.zPtr : 0, groups, gs, maxq, mask ? m.mPtr : 0, start, bs, codes ? m.cPtr : 0, m.ePtr, m.pPtr);
+      w.set(m.w, row0 * cols);
+      if (codes) codes.set(m.codes, row0 * cols);
+      return;
+    }
+    const err = new Float64Array(rows * bs);
+    for (let i1 = start; i1 < cols; i1 += bs) gptqBlockJs(w, cols, u, scales, zeros, groups, gs, maxq, mask, i1, Math.min(cols, i1 + bs), codes, err, bs, row0, row1, 0, 0);
+  }
+
+  /** The k-th smallest value (0-based) of `a`, which is reordered (Hoare quickselect, median-of-three pivot). */
+  function kthSmallest(a: Float64Array, k: number): number {
+    let lo = 0;
+    let hi = a.length - 1;
+    while (hi > lo) {
+      const x = a[lo], y = a[(lo + hi) >>> 1], z = a[hi];
+      const pivot = x < y ? (y < z ? y : x < z ? z : x) : x < z ? x : y < z ? z : y;
+      let i = lo;
+      let j = hi;
+      while (i <= j) {
+        while (a[i] < pivot) i++;
+        while (a[j] > pivot) j--;
+        if (i <= j) {
+          const t = a[i];
+          a[i] = a[j];
+          a[j] = t;
+          i++;
+          j--;
+        }
+      }
+      // Now a[lo..j] ≤ pivot ≤ a[i..hi], and everything strictly between j and i equals the pivot.
+      if (k <= j) hi = j;
+      else if (k >= i) lo = i;
+      else return a[k];
+    }
+    return a[k];
+  }
+
+  /**
+   * SparseGPT's unstructured choice for block [i1, i2) over ALL rows: scores w²/U_jj² of the
+   * block's current weights, threshold = the ⌊count·ratio⌋-th smallest, entries ≤ it pruned
+   * (mask 0). As OBR_Wrapper.baseline_with_sparsegpt_gptq_obs (pitfall P15).
+   */
+  function blockMask(w: Float64Array, u: Float64Array, mask: Uint8Array, rows: number, cols: number, i1: number, i2: number, ratio: number): void {
+    const count = i2 - i1;
+    const tmp = new Float64Array(rows * count);
+    for (let r = 0; r < rows; r++) {
+      for (let j = i1; j < i2; j++) {
+        const d = u[j * cols + j];
+        const v = w[r * cols + j];
+        tmp[r * count + j - i1] = (v * v) / (d * d);
+      }
+    }
+    const at = Math.floor(tmp.length * ratio + 1e-9);
+    if (at >= tmp.length) return;
+    const thresh = kthSmallest(tmp.slice(), at);
+    for (let r = 0; r < rows; r++) for (let j = i1; j < i2; j++) if (tmp[r * count + j - i1] <= thresh) mask[r * cols + j] = 0;
+  }
+
+  /**
+   * The joint SparseGPT pruning + GPTQ sweep (see src/core/gptq.ts sparseGptInPlace) as a sweep
+   * object: `step()` runs the next block of `bs` columns on all rows (unstructured: the block's
+   * mask from all rows' current weights, then gptqBlock; N:M: chosen per row inside gptqBlock)
+   * and returns false after the last; `finish()` writes W (= Ŵ) and `codes` back and returns
+   * the mask (1 = kept). In WebAssembly, W held in the kernels' memory for the whole sweep, when
+   * it fits; else in JavaScript. One thread: the unstructured mask of a block depends on every
+   * row's weights after the previous block.
+   */
+  function sparseGptSweep(w: Float64Array, rows: number, cols: number, u: Float64Array, scales: Float64Array, maxq: number, sparsity: { kind: 'unstructured'; ratio: number } | { kind: 'nm'; n: number; m: number } | { kind: 'dense' }, codes: Int8Array | null, bs: number, groupSize: number, zeros: Float64Array | null) {
+    const { gs, groups } = groupLayout(cols, groupSize);
+    const nmN = sparsity.kind === 'nm' ? sparsity.n : 0;
+    const nmM = sparsity.kind === 'nm' ? sparsity.m : 0;
+    const m = rows > 0 ? gptqMemory(rows, cols, groups, bs, u, 0) : null;
+    let mask: Uint8Array;
+    let ww: Float64Array;
+    let uu: Float64Array;
+    let err: Float64Array | null = null;
+    if (m) {
+      m.w.set(w.subarray(0, rows * cols));
+      m.scales.set(scales.subarray(0, rows * groups));
+      if (zeros) m.zeros.set(zeros.subarray(0, rows * groups));
+      m.mask.fill(1);
+      if (codes) m.codes.set(codes.subarray(0, rows * cols));
+      mask = m.mask;
+      ww = m.w;
+      uu = m.u;
+    } else {
+      mask = new Uint8Array(rows * cols).fill(1);
+      ww = w;
+      uu = u;
+      err = new Float64Array(rows * bs);
+    }
+    let i1 = 0;
+    return {
+      step(): boolean {
+        if (i1 >= cols) return false;
+        const i2 = Math.min(cols, i1 + bs);
+        if (sparsity.kind === 'unstructured') blockMask(ww, uu, mask, rows, cols, i1, i2, sparsity.ratio);
+        if (m) m.kx.gptqBlock(m.wPtr, rows, cols, m.uPtr, m.sPtr, zeros ? m.zPtr : 0, groups, gs, maxq, m.mPtr, i1, i2, codes ? m.cPtr : 0, m.ePtr, bs, m.pPtr, nmN, nmM);
+        else gptqBlockJs(ww, cols, uu, scales, zeros, groups, gs, maxq, mask, i1, i2, codes, err!, bs, 0, rows, nmN, nmM);
+        i1 = i2;
+        return i1 < cols;
+      },
+      finish(): Uint8Array {
+        if (!m) return mask;
+        w.set(m.w);
+        if (codes) codes.set(m.codes);
+        return m.mask.slice();
+      },
+    };
   }
 
   /**
@@ -901,7 +1079,7 @@ export function createRowKernels(wasmBase64: string | null = null) {
     }
   }
 
-  return { wasmAvailable: (): boolean => wasmKernels() !== null, mixedStats: () => ({ ...mixedStats }), trim, invertLower, quadraticFormSum, runTask, scratchMatrix, symmetricRowScalesRange, groupScalesRange, groupLayout, gptqRows, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, groupCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
+  return { wasmAvailable: (): boolean => wasmKernels() !== null, mixedStats: () => ({ ...mixedStats }), trim, invertLower, quadraticFormSum, runTask, scratchMatrix, symmetricRowScalesRange, groupScalesRange, groupLayout, gptqRows, sparseGptSweep, gemmSubtract, gemmSubJs, kthSmallest, quantizeRange, cholesky, solveLowerInPlace, solveLowerTransposedInPlace, choleskySolveInPlace, roundHalfEven, symmetricCode, groupCode, compensateRowsDirect, pcgSolveInPlace, compensateRowsPcg };
 }
 
 export type RowKernels = ReturnType<typeof createRowKernels>;

@@ -102,7 +102,7 @@ test('tiny bundled model with past (W4A4KV4): loose files (bundled model), packe
   assert.equal(report.outputs.folder, undefined, 'a bundled model gets loose files under --layout auto');
   assert.match(path.basename(report.outputs.packed!), /\.packed\.onnx$/);
   await assertSameInterface(source, report);
-  assert.ok((await modelInterface(source)).inputs.includes('past_key_values.3.value:1:4'));
+  assert.ok((await modelInterface(source)).inputs.some((x) => x.startsWith('past_key_values.3.value:1:4[')));
   await assertGeneratesWithCache(report.outputs.packed!, 1e-4);
 });
 
@@ -204,7 +204,7 @@ test('Optimum folder with a merged decoder (W4A16): decoder_model_merged.onnx pa
   assert.deepEqual(readdirSync(folder.path).sort(), readdirSync(srcDir).sort());
   assert.equal(report.outputs.packed, path.join(folder.path, 'decoder_model_merged.onnx'));
   const src = await modelInterface(source);
-  assert.ok(src.inputs.includes('use_cache_branch:9:1'));
+  assert.ok(src.inputs.some((x) => x.startsWith('use_cache_branch:9:1[')));
   await assertSameInterface(source, report);
   await assertGeneratesWithCache(report.outputs.packed!, 1e-4);
 });
@@ -256,7 +256,7 @@ test('third-party onnxruntime-optimized GPT-2 (fused Attention, packed past_N, i
     const packed = packedModel(working.proto, working.layers, packedLayers, 4);
     assert.ok(packed.model);
     const src = interfaceOf(loaded.model);
-    assert.ok(src.inputs.includes('past_0:1:5') && src.outputs.includes('present_4:1:5'), 'packed [2, batch, heads, past, head_dim] caches');
+    assert.ok(src.inputs.some((x) => x.startsWith('past_0:1:5[')) && src.outputs.some((x) => x.startsWith('present_4:1:5[')), 'packed [2, batch, heads, past, head_dim] caches');
     assert.deepEqual(interfaceOf(packed.model), src, 'packed model: the same inputs and outputs');
     assert.ok(packed.model.graph!.node!.some((n) => n.opType === 'MatMulNBits'), 'c_proj / MLP weights packed');
 

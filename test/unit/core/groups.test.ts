@@ -164,13 +164,13 @@ function upperOfInverse(n: number, seed: number): { h: Float64Array; u: Float64A
   return { h, u: refUpperCholesky(refInverse(h, n), n) };
 }
 
-test('GPTQ with static groups = the plain float64 column loop (rel. 1e-9): groups inside and across lazy blocks, masked tail, asymmetric', () => {
+test('GPTQ with static groups = the plain float64 column loop (rel. 1e-9): groups 32/64/128 inside and across lazy blocks, masked tail, asymmetric', () => {
   const rows = 9;
   const cols = 150;
   const { u } = upperOfInverse(cols, 8);
   const w = heavyWeights(rows, cols, 9);
   const mask = Uint8Array.from({ length: rows * cols }, (_, i) => ((i * 7919) % 5 === 0 ? 0 : 1));
-  for (const gs of [32, 64]) {
+  for (const gs of [32, 64, 128]) {
     for (const asymmetric of [false, true]) {
       const grid = fitGroupGrid(w, rows, cols, 4, { groupSize: gs, asymmetric });
       const layout: RefLayout = { groupSize: gs, zeros: grid.zeros };

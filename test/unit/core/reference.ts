@@ -231,3 +231,52 @@ export function refGptq(w0: Float64Array, rows: number, n: number, u: Float64Arr
   }
   return w;
 }
+
+/**
+ * Plain (non-lazy) SparseGPT + GPTQ (OBR_Wrapper.baseline_with_sparsegpt_gptq_obs, P15) in
+ * float64: per block of `bs` columns, unstructured masks prune the block's entries with
+ * w²/U_jj² ≤ the ⌊count·ratio⌋-th smallest over ALL rows (a full sort); then each column j of the
+ * block, on every row: N:M masks prune the N lowest w²/U_cc² of the next M columns at every M-th
+ * column (sort by score, then column), q = Q(w)·M, e = (w − q)/U_jj, and EVERY later column of
+ * the matrix −= e·U[j, later] at once (no lazy batch). Returns Ŵ and the mask (1 = kept).
+ */
+export function refSparseGpt(
+  w0: Float64Array,
+  rows: number,
+  n: number,
+  u: Float64Array,
+  scales: Float64Array,
+  maxq: number,
+  sparsity: { kind: 'unstructured'; ratio: number } | { kind: 'nm'; n: number; m: number },
+  bs: number,
+  layout: RefLayout = { groupSize: 0 },
+): { weight: Float64Array; mask: Uint8Array } {
+  const w = w0.slice();
+  const mask = new Uint8Array(rows * n).fill(1);
+  const score = (r: number, c: number): number => w[r * n + c] ** 2 / u[c * n + c] ** 2;
+  for (let i1 = 0; i1 < n; i1 += bs) {
+    const i2 = Math.min(n, i1 + bs);
+    if (sparsity.kind === 'unstructured') {
+      const all: number[] = [];
+      for (let r = 0; r < rows; r++) for (let j = i1; j < i2; j++) all.push(score(r, j));
+      const sorted = [...all].sort((a, b) => a - b);
+      const at = Math.floor(all.length * sparsity.ratio + 1e-9);
+      if (at < all.length) for (let r = 0; r < rows; r++) for (let j = i1; j < i2; j++) if (score(r, j) <= sorted[at]) mask[r * n + j] = 0;
+    }
+    for (let j = i1; j < i2; j++) {
+      for (let r = 0; r < rows; r++) {
+        if (sparsity.kind === 'nm' && (j - i1) % sparsity.m === 0) {
+          const cand = Array.from({ length: Math.min(sparsity.m, i2 - j) }, (_, t) => j + t);
+          cand.sort((a, b) => score(r, a) - score(r, b) || a - b);
+          for (const c of cand.slice(0, sparsity.n)) mask[r * n + c] = 0;
+        }
+        const v = w[r * n + j];
+        const q = mask[r * n + j] ? refGridQ(scales, layout, n, r, j, v, maxq) : 0;
+        const e = (v - q) / u[j * n + j];
+        w[r * n + j] = q;
+        for (let t = j + 1; t < n; t++) w[r * n + t] -= e * u[j * n + t];
+      }
+    }
+  }
+  return { weight: w, mask };
+}

@@ -359,66 +359,189 @@ export function asymScale(w: usize, n: i32, maxq: f64, norm: f64, grid: f64, ste
   return bestScale;
 }
 
+/** Columns of B per packed panel in gemmSub: a 128-row panel is 128·256·8 = 256 KiB (L2). */
+const PANEL: i32 = 256;
+
+/** C[0..w) −= the first w lanes of (lo, hi), a row of a 4-column tile (w < 4 at the right edge). */
+@inline
+function subEdge(c: usize, lo: v128, hi: v128, w: i32): void {
+  store<f64>(c, load<f64>(c) - f64x2.extract_lane(lo, 0));
+  if (w > 1) store<f64>(c + 8, load<f64>(c + 8) - f64x2.extract_lane(lo, 1));
+  if (w > 2) store<f64>(c + 16, load<f64>(c + 16) - f64x2.extract_lane(hi, 0));
+}
+
+/** C[0..4) −= (lo, hi), or its first w entries. */
+@inline
+function subRow(c: usize, lo: v128, hi: v128, w: i32): void {
+  if (w == 4) {
+    v128.store(c, f64x2.sub(v128.load(c), lo));
+    v128.store(c, f64x2.sub(v128.load(c, 16), hi), 16);
+  } else subEdge(c, lo, hi, w);
+}
+
 /**
- * GPTQ with fixed (static) group scales on `rows` rows of W (row stride n, in place), columns [start, n):
- * for each column j, q = Q(w_j)·M_j, err = (w_j − q)/U_jj, later columns −= err·U[j, later].
- * Immediate inside blocks of `bs` columns; a block's errors reach the trailing columns in one
- * update per row of U for a batch of 16 rows (GPTQ's lazy batch; mathematically identical).
- * Column j uses its group's scale (and zero point): group ⌊j/gs⌋ of `groups` per row (gs = n:
- * one scale per row). Codes are signed, q = s·(code − zero); pruned entries get code = zero (0).
- * u: n×n upper factor of H⁻¹; scales: rows×groups doubles; zeros: rows×groups doubles or 0
- * (symmetric); mask: rows×n bytes or 0 (no mask); codes: rows×n i8 or 0; err: 16·bs doubles.
+ * C (m×n, row stride ldc) −= A (m×k, row stride lda) · B (k×n, row stride ldb), float64, the dense
+ * product behind GPTQ's lazy-batch update W[:, i2:] −= Err · U[i1:i2, i2:]. Each entry's sum
+ * Σ_p A[i, p]·B[p, j] is accumulated from 0 in p order and subtracted once (kernels.ts's
+ * JavaScript fallback uses the same order, so the two agree bit for bit).
+ * B is packed by panels of PANEL columns into `pack` (k·PANEL doubles) as strips of 4 columns
+ * laid out [strip][p][4] (zero-padded at the right edge), so the inner loop reads it
+ * sequentially; a 4×4 tile of C lives in eight f64x2 accumulators for the whole k (2 vector
+ * loads of B and 4 broadcasts of A per 16 multiply-adds).
  */
-export function gptqRows(w: usize, rows: i32, n: i32, u: usize, scales: usize, zeros: usize, groups: i32, gs: i32, maxq: f64, mask: usize, start: i32, bs: i32, codes: usize, err: usize): void {
-  const rs = (<usize>n) << 3;
-  const gsBytes = (<usize>groups) << 3;
-  for (let i1 = start; i1 < n; i1 += bs) {
-    const i2 = min(n, i1 + bs);
-    for (let r0 = 0; r0 < rows; r0 += 16) {
-      const r1 = min(rows, r0 + 16);
-      for (let r = r0; r < r1; r++) {
-        const wr = w + (<usize>r) * rs;
-        const sr = scales + (<usize>r) * gsBytes;
-        const zr = zeros + (<usize>r) * gsBytes;
-        let g = i1 / gs;
-        let gEnd = min(n, (g + 1) * gs);
-        let s = load<f64>(sr + ((<usize>g) << 3));
-        let z: f64 = zeros != 0 ? load<f64>(zr + ((<usize>g) << 3)) : 0;
-        const er = err + (<usize>((r - r0) * bs)) * 8;
-        for (let j = i1; j < i2; j++) {
-          if (j == gEnd) {
-            g++;
-            gEnd = min(n, gEnd + gs);
-            s = load<f64>(sr + ((<usize>g) << 3));
-            if (zeros != 0) z = load<f64>(zr + ((<usize>g) << 3));
-          }
-          const jb = (<usize>j) << 3;
-          const v = load<f64>(wr + jb);
-          let code: f64 = z;
-          if (mask == 0 || load<u8>(mask + (<usize>r) * (<usize>n) + <usize>j) == 1) {
-            code = min(max(nearest(v / s) + z, -maxq - 1), maxq) + 0.0;
-          }
-          const q = (code - z) * s;
-          store<f64>(wr + jb, q);
-          if (codes != 0) store<i8>(codes + (<usize>r) * (<usize>n) + <usize>j, <i8>code);
-          const e = (v - q) / load<f64>(u + (<usize>j) * rs + jb);
-          store<f64>(er + (<usize>(j - i1) << 3), e);
-          if (e != 0) axpyNeg(wr + jb + 8, u + (<usize>j) * rs + jb + 8, e, i2 - j - 1);
+export function gemmSub(c: usize, ldc: i32, a: usize, lda: i32, b: usize, ldb: i32, m: i32, k: i32, n: i32, pack: usize): void {
+  const ca = (<usize>ldc) << 3;
+  const aa = (<usize>lda) << 3;
+  const ba = (<usize>ldb) << 3;
+  const stripBytes = (<usize>k) << 5;
+  for (let j0 = 0; j0 < n; j0 += PANEL) {
+    const nc = min(PANEL, n - j0);
+    const strips = (nc + 3) >> 2;
+    for (let s = 0; s < strips; s++) {
+      const col = j0 + (s << 2);
+      const w = min(4, n - col);
+      const dst = pack + (<usize>s) * stripBytes;
+      let src = b + ((<usize>col) << 3);
+      for (let p = 0; p < k; p++) {
+        const d = dst + ((<usize>p) << 5);
+        if (w == 4) {
+          v128.store(d, v128.load(src));
+          v128.store(d, v128.load(src, 16), 16);
+        } else {
+          for (let t = 0; t < 4; t++) store<f64>(d + ((<usize>t) << 3), t < w ? load<f64>(src + ((<usize>t) << 3)) : 0);
         }
+        src += ba;
       }
-      if (i2 < n) {
-        const tail = (<usize>i2) << 3;
-        for (let j = i1; j < i2; j++) {
-          const uj = u + (<usize>j) * rs + tail;
-          for (let r = r0; r < r1; r++) {
-            const e = load<f64>(err + (<usize>((r - r0) * bs + j - i1)) * 8);
-            if (e == 0) continue;
-            axpyNeg(w + (<usize>r) * rs + tail, uj, e, n - i2);
-          }
+    }
+    for (let i = 0; i < m; i += 4) {
+      const nr = min(4, m - i);
+      // Missing rows of a last partial tile repeat row i (computed, never stored).
+      const a0 = a + (<usize>i) * aa;
+      const a1 = nr > 1 ? a0 + aa : a0;
+      const a2 = nr > 2 ? a0 + 2 * aa : a0;
+      const a3 = nr > 3 ? a0 + 3 * aa : a0;
+      const c0 = c + (<usize>i) * ca + ((<usize>j0) << 3);
+      for (let s = 0; s < strips; s++) {
+        const bp = pack + (<usize>s) * stripBytes;
+        let x00 = f64x2.splat(0), x01 = f64x2.splat(0), x10 = f64x2.splat(0), x11 = f64x2.splat(0);
+        let x20 = f64x2.splat(0), x21 = f64x2.splat(0), x30 = f64x2.splat(0), x31 = f64x2.splat(0);
+        for (let p = 0; p < k; p++) {
+          const q = bp + ((<usize>p) << 5);
+          const b0 = v128.load(q);
+          const b1 = v128.load(q, 16);
+          const o = (<usize>p) << 3;
+          const e0 = f64x2.splat(load<f64>(a0 + o));
+          x00 = f64x2.add(x00, f64x2.mul(e0, b0));
+          x01 = f64x2.add(x01, f64x2.mul(e0, b1));
+          const e1 = f64x2.splat(load<f64>(a1 + o));
+          x10 = f64x2.add(x10, f64x2.mul(e1, b0));
+          x11 = f64x2.add(x11, f64x2.mul(e1, b1));
+          const e2 = f64x2.splat(load<f64>(a2 + o));
+          x20 = f64x2.add(x20, f64x2.mul(e2, b0));
+          x21 = f64x2.add(x21, f64x2.mul(e2, b1));
+          const e3 = f64x2.splat(load<f64>(a3 + o));
+          x30 = f64x2.add(x30, f64x2.mul(e3, b0));
+          x31 = f64x2.add(x31, f64x2.mul(e3, b1));
         }
+        const w = min(4, nc - (s << 2));
+        const cs = c0 + ((<usize>s) << 5);
+        subRow(cs, x00, x01, w);
+        if (nr > 1) subRow(cs + ca, x10, x11, w);
+        if (nr > 2) subRow(cs + 2 * ca, x20, x21, w);
+        if (nr > 3) subRow(cs + 3 * ca, x30, x31, w);
       }
     }
   }
+}
+
+/**
+ * One lazy block of GPTQ with fixed (static) group scales on `rows` rows of W (row stride n, in
+ * place), columns [i1, i2): for each row and each column j of the block, q = Q(w_j)·M_j,
+ * err = (w_j − q)/U_jj, the block's later columns −= err·U[j, later] (immediate, per row); then
+ * the block's errors reach every trailing column in ONE product,
+ * W[:, i2:] −= Err · U[i1:i2, i2:] (gemmSub; GPTQ's lazy batch, mathematically identical).
+ * Column j uses its group's scale (and zero point): group ⌊j/gs⌋ of `groups` per row (gs = n:
+ * one scale per row). Codes are signed, q = s·(code − zero); pruned entries get code = zero (0).
+ * With nmM > 0 (SparseGPT's N:M masks), at every nmM-th column of the block each row prunes the
+ * nmN lowest w²/U_jj² of the next nmM columns (current values; ties: lower column first).
+ * u: n×n upper factor of H⁻¹ (rows [i1, n) read); scales: rows×groups doubles; zeros:
+ * rows×groups doubles or 0 (symmetric); mask: rows×n bytes or 0 (no mask); codes: rows×n i8 or
+ * 0; err: rows×bs doubles (row stride bs ≥ i2 − i1); pack: bs·PANEL doubles.
+ */
+export function gptqBlock(w: usize, rows: i32, n: i32, u: usize, scales: usize, zeros: usize, groups: i32, gs: i32, maxq: f64, mask: usize, i1: i32, i2: i32, codes: usize, err: usize, bs: i32, pack: usize, nmN: i32, nmM: i32): void {
+  const rs = (<usize>n) << 3;
+  const gsBytes = (<usize>groups) << 3;
+  for (let r = 0; r < rows; r++) {
+    const wr = w + (<usize>r) * rs;
+    const sr = scales + (<usize>r) * gsBytes;
+    const zr = zeros + (<usize>r) * gsBytes;
+    const mr = mask + (<usize>r) * (<usize>n);
+    let g = i1 / gs;
+    let gEnd = min(n, (g + 1) * gs);
+    let s = load<f64>(sr + ((<usize>g) << 3));
+    let z: f64 = zeros != 0 ? load<f64>(zr + ((<usize>g) << 3)) : 0;
+    const er = err + (<usize>r) * (<usize>bs) * 8;
+    for (let j = i1; j < i2; j++) {
+      if (j == gEnd) {
+        g++;
+        gEnd = min(n, gEnd + gs);
+        s = load<f64>(sr + ((<usize>g) << 3));
+        if (zeros != 0) z = load<f64>(zr + ((<usize>g) << 3));
+      }
+      if (nmM > 0 && (j - i1) % nmM == 0) pruneLowest(wr, u, n, mr, j, min(nmM, i2 - j), nmN);
+      const jb = (<usize>j) << 3;
+      const v = load<f64>(wr + jb);
+      let code: f64 = z;
+      if (mask == 0 || load<u8>(mr + <usize>j) == 1) {
+        code = min(max(nearest(v / s) + z, -maxq - 1), maxq) + 0.0;
+      }
+      const q = (code - z) * s;
+      store<f64>(wr + jb, q);
+      if (codes != 0) store<i8>(codes + (<usize>r) * (<usize>n) + <usize>j, <i8>code);
+      const e = (v - q) / load<f64>(u + (<usize>j) * rs + jb);
+      store<f64>(er + (<usize>(j - i1) << 3), e);
+      if (e != 0) axpyNeg(wr + jb + 8, u + (<usize>j) * rs + jb + 8, e, i2 - j - 1);
+    }
+  }
+  if (i2 < n) gemmSub(w + ((<usize>i2) << 3), n, err, bs, u + (<usize>i1) * rs + ((<usize>i2) << 3), n, rows, i2 - i1, n - i2, pack);
+}
+
+/**
+ * SparseGPT's N:M choice at column j of one row: among columns [j, j + width), zero the mask of
+ * the `count` lowest scores w²/U_cc² (current weights), lower column first on ties — the same set
+ * as sorting by (score, column) and taking the first `count`.
+ */
+function pruneLowest(wr: usize, u: usize, n: i32, mr: usize, j: i32, width: i32, count: i32): void {
+  const rs = (<usize>n) << 3;
+  for (let t = 0; t < min(count, width); t++) {
+    let best = -1;
+    let bestScore: f64 = 0;
+    for (let c = j; c < j + width; c++) {
+      if (load<u8>(mr + <usize>c) == 0) continue;
+      const v = load<f64>(wr + ((<usize>c) << 3));
+      const d = load<f64>(u + (<usize>c) * rs + ((<usize>c) << 3));
+      const score = (v * v) / (d * d);
+      if (best < 0 || score < bestScore) {
+        best = c;
+        bestScore = score;
+      }
+    }
+    if (best < 0) return;
+    store<u8>(mr + <usize>best, 0);
+  }
+}
+
+/**
+ * GPTQ over columns [start, n) of `rows` rows of W: gptqBlock on each block of `bs` columns.
+ * err: rows×bs doubles; pack: bs·PANEL doubles (see gptqBlock).
+ */
+export function gptqRows(w: usize, rows: i32, n: i32, u: usize, scales: usize, zeros: usize, groups: i32, gs: i32, maxq: f64, mask: usize, start: i32, bs: i32, codes: usize, err: usize, pack: usize): void {
+  for (let i1 = start; i1 < n; i1 += bs) gptqBlock(w, rows, n, u, scales, zeros, groups, gs, maxq, mask, i1, min(n, i1 + bs), codes, err, bs, pack, 0, 0);
+}
+
+/** Doubles of gemmSub's packing buffer for k rows of B. */
+export function packDoubles(k: i32): i32 {
+  return k * PANEL;
 }
 
 /**
