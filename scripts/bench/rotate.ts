@@ -33,7 +33,9 @@ async function main(): Promise<void> {
     mkdirSync(dir, { recursive: true });
     await writeLargeLlama(dir, shape);
   }
-  const working = await WorkingModel.fromLoaded(await loadModel(join(dir, 'model.onnx')));
+  const loaded = await loadModel(join(dir, 'model.onnx'));
+  const working = await WorkingModel.fromLoaded(loaded);
+  await loaded.close();
   const loadBefore = loadavg()[0];
   const t = performance.now();
   const cpu = process.cpuUsage();

@@ -354,7 +354,9 @@ export function ropeOutput(idx: GraphIndex, t: string): string | undefined {
   while (queue.length && seen.size < limit) {
     const x = queue.shift()!;
     for (const c of idx.consumers.get(x) ?? []) {
-      if (seen.has(c) || c.opType === 'MatMul') continue;
+      // Shape queries carry no data (dynamic exports read q's shape for later Reshapes); the scores
+      // MatMul ends the elementwise region where RoPE lives.
+      if (seen.has(c) || c.opType === 'MatMul' || c.opType === 'Shape') continue;
       seen.add(c);
       if (c.opType === 'Add') candidates.push(c);
       queue.push(...(c.output ?? []).filter(Boolean));
@@ -390,7 +392,7 @@ function postDominates(idx: GraphIndex, t: string, cand: NodeProto, limit: numbe
     const x = stack.pop()!;
     if (idx.outputNames.has(x)) return false;
     for (const c of idx.consumers.get(x) ?? []) {
-      if (c === cand || seen.has(c)) continue;
+      if (c === cand || seen.has(c) || c.opType === 'Shape') continue;
       if (c.opType === 'MatMul') return false;
       seen.add(c);
       if (seen.size > limit) return false;
