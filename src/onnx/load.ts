@@ -55,7 +55,27 @@ export interface ReadWeightOptions {
   allowNonFinite?: boolean;
 }
 
-export interface LoadedModel {
+/**
+ * Reads an initializer's stored bytes from its own TensorProto: inline bytes, or the external data
+ * its `location`/`offset`/`length` point at (relative to `dir`, or absolute). Reading by the tensor
+ * rather than by name lets graphs that share names but differ in weights (the dense and the
+ * compressed working copies) read the right bytes through one reader.
+ */
+export interface TensorReader {
+  /** Folder relative external-data locations are resolved against. */
+  readonly dir: string;
+  /** The stored little-endian bytes (a view for inline tensors; don't mutate). */
+  readTensor(t: TensorProto): Promise<Uint8Array>;
+  /** The stored bytes in chunks of at most `chunkBytes` (each chunk is reused: copy it or use it at once). */
+  streamTensor(t: TensorProto, chunkBytes?: number): AsyncGenerator<Uint8Array>;
+  /**
+   * Hands back `bytes` returned by readTensor once they are dropped (resident-bytes accounting of
+   * the working store, src/onnx/store.ts; a no-op for a model opened from disk).
+   */
+  release(bytes: number): void;
+}
+
+export interface LoadedModel extends TensorReader {
   /** Absolute path of the .onnx file. */
   readonly path: string;
   /** Folder external-data locations are relative to. */
@@ -235,19 +255,19 @@ class LoadedOnnxModel implements LoadedModel {
   }
 
   async *streamBytes(name: string, chunkBytes = READ_CHUNK_BYTES): AsyncGenerator<Uint8Array> {
-    const { t, info } = this.tensor(name);
-    if (!info.external) {
-      yield inlineTensorBytes(t);
-      return;
-    }
-    const fh = await this.handle(info.external.file);
-    const buf = new Uint8Array(Math.min(chunkBytes, Math.max(1, info.byteLength)));
-    for (let done = 0; done < info.byteLength; ) {
-      const n = Math.min(buf.length, info.byteLength - done);
-      await readFully(fh, buf, n, info.external.offset + done, info.external.file);
-      done += n;
-      yield buf.subarray(0, n);
-    }
+    yield* this.streamTensor(this.tensor(name).t, chunkBytes);
+  }
+
+  readTensor(t: TensorProto): Promise<Uint8Array> {
+    return readTensorWith(t, this.dir, (f) => this.handle(f));
+  }
+
+  streamTensor(t: TensorProto, chunkBytes = READ_CHUNK_BYTES): AsyncGenerator<Uint8Array> {
+    return streamTensorWith(t, this.dir, (f) => this.handle(f), chunkBytes);
+  }
+
+  release(): void {
+    // bytes read from the source model are not accounted
   }
 
   readWeight(name: string, options?: ReadWeightOptions): Promise<Float32Array> {
@@ -277,40 +297,81 @@ class LoadedOnnxModel implements LoadedModel {
   }
 
   private handle(file: string): Promise<FileHandle> {
-    let h = this.handles.get(file);
-    if (!h) {
-      h = open(file, 'r').catch((e: NodeJS.ErrnoException) => {
-        this.handles.delete(file);
-        throw new ModelFormatError(
-          'external-data-missing',
-          `can't open the external data file ${file} (${e.code ?? e.message}); keep the .data file next to the .onnx file with its original name`,
-          { cause: e },
-        );
-      });
-      this.handles.set(file, h);
-    }
-    return h;
+    return openHandle(this.handles, file);
   }
 
   private async readExternalInto(ext: ExternalLocation, out: Uint8Array): Promise<void> {
-    const fh = await this.handle(ext.file);
-    for (let done = 0; done < out.length; ) {
-      const n = Math.min(READ_CHUNK_BYTES, out.length - done);
-      await readFully(fh, out.subarray(done, done + n), n, ext.offset + done, ext.file);
-      done += n;
-    }
+    await readExternalInto(await this.handle(ext.file), ext, out);
   }
 
   async close(): Promise<void> {
-    const hs = [...this.handles.values()];
-    this.handles.clear();
-    for (const h of hs) {
-      try {
-        await (await h).close();
-      } catch {
-        // a handle that never opened has nothing to close
-      }
+    await closeHandles(this.handles);
+  }
+}
+
+/** The kept read handle of `file` in `handles`, opened on first use. */
+export function openHandle(handles: Map<string, Promise<FileHandle>>, file: string): Promise<FileHandle> {
+  let h = handles.get(file);
+  if (!h) {
+    h = open(file, 'r').catch((e: NodeJS.ErrnoException) => {
+      handles.delete(file);
+      throw new ModelFormatError(
+        'external-data-missing',
+        `can't open the external data file ${file} (${e.code ?? e.message}); keep the .data file next to the .onnx file with its original name`,
+        { cause: e },
+      );
+    });
+    handles.set(file, h);
+  }
+  return h;
+}
+
+export async function closeHandles(handles: Map<string, Promise<FileHandle>>): Promise<void> {
+  const hs = [...handles.values()];
+  handles.clear();
+  for (const h of hs) {
+    try {
+      await (await h).close();
+    } catch {
+      // a handle that never opened has nothing to close
     }
+  }
+}
+
+async function readExternalInto(fh: FileHandle, ext: ExternalLocation, out: Uint8Array): Promise<void> {
+  for (let done = 0; done < out.length; ) {
+    const n = Math.min(READ_CHUNK_BYTES, out.length - done);
+    await readFully(fh, out.subarray(done, done + n), n, ext.offset + done, ext.file);
+    done += n;
+  }
+}
+
+/** readTensor over kept handles (src/onnx/store.ts shares it). */
+export async function readTensorWith(t: TensorProto, dir: string, handle: (file: string) => Promise<FileHandle>): Promise<Uint8Array> {
+  if (!isExternal(t)) return inlineTensorBytes(t);
+  const ext = describeInitializer(t, 0, dir).external!;
+  if (ext.length > bufferConstants.MAX_LENGTH) {
+    throw new ModelFormatError('too-large', `initializer "${t.name}" (${ext.length} bytes) is larger than one buffer can hold; stream it with streamTensor`);
+  }
+  const out = new Uint8Array(ext.length);
+  await readExternalInto(await handle(ext.file), ext, out);
+  return out;
+}
+
+/** streamTensor over kept handles. */
+export async function* streamTensorWith(t: TensorProto, dir: string, handle: (file: string) => Promise<FileHandle>, chunkBytes = READ_CHUNK_BYTES): AsyncGenerator<Uint8Array> {
+  if (!isExternal(t)) {
+    yield inlineTensorBytes(t);
+    return;
+  }
+  const ext = describeInitializer(t, 0, dir).external!;
+  const fh = await handle(ext.file);
+  const buf = new Uint8Array(Math.min(chunkBytes, Math.max(1, ext.length)));
+  for (let done = 0; done < ext.length; ) {
+    const n = Math.min(buf.length, ext.length - done);
+    await readFully(fh, buf, n, ext.offset + done, ext.file);
+    done += n;
+    yield buf.subarray(0, n);
   }
 }
 
@@ -357,7 +418,7 @@ export function describeInitializer(t: TensorProto, index: number, dir: string):
   return { name, dims, dataType, dtype: dataTypeName(dataType), elementCount: count, byteLength, external, index };
 }
 
-function assertFinite(name: string, values: Float32Array | Float64Array): void {
+export function assertFinite(name: string, values: Float32Array | Float64Array): void {
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (v - v !== 0) {

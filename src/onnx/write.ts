@@ -8,7 +8,7 @@ import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path
 import { encodeModel, type ModelProto, type TensorProto } from './proto';
 import { ModelWriteInputError } from './errors';
 import { cloneModel } from './graph';
-import { describeInitializer, PROTOBUF_LIMIT_BYTES, wrapModel, type InitializerInfo, type LoadedModel } from './load';
+import { describeInitializer, PROTOBUF_LIMIT_BYTES, wrapModel, type InitializerInfo, type TensorReader } from './load';
 import { inlineTensorBytes, isExternal, tensorHeader } from './tensor';
 import { replacedTensor } from './weights';
 
@@ -20,8 +20,11 @@ export interface WriteModelOptions {
    * temporary graphs such as calibration models written beside the source), others inline.
    */
   externalData?: boolean | 'auto' | 'keep';
-  /** The model the graph came from: resolves its external data; its files are never overwritten. */
-  source?: LoadedModel;
+  /**
+   * Where the graph's external data is read from: the model it came from (a LoadedModel) or the
+   * job's working store (src/onnx/store.ts). Its files are never overwritten.
+   */
+  source?: TensorReader & { readonly path?: string };
   /** External data file name, in the output's folder (default: `<output file name>.data`). */
   dataFileName?: string;
   /** With external data, tensors smaller than this stay inline (default 1024 bytes, like onnx.save). */
@@ -84,6 +87,8 @@ export async function writeModel(model: ModelProto, path: string, options: Write
   const tmpModel = out + tag;
   const tmpData = dataPath + tag;
   let dataHandle: FileHandle | undefined;
+  /** External bytes read inline (handed back to the reader once the model is encoded). */
+  let inlineRead = 0;
   try {
     const result = cloneModel(model);
     const newInits: TensorProto[] = [];
@@ -109,14 +114,16 @@ export async function writeModel(model: ModelProto, path: string, options: Write
         } else if (external && info.byteLength >= threshold) {
           offset = align(offset, info.byteLength);
           let at = offset;
-          for await (const chunk of source.streamBytes(info.name)) {
+          for await (const chunk of source.streamTensor(t)) {
             await writeAll(dataHandle!, chunk, at);
             at += chunk.length;
           }
           newInits.push(externalTensor(t, dataName, offset, info.byteLength));
           offset += info.byteLength;
         } else {
-          newInits.push(inlineTensor(t, await source.readBytes(info.name)));
+          const bytes = await source.readTensor(t);
+          inlineRead += bytes.length;
+          newInits.push(inlineTensor(t, bytes));
         }
         continue;
       }
@@ -138,6 +145,9 @@ export async function writeModel(model: ModelProto, path: string, options: Write
       dataHandle = undefined;
     }
     const bytes = encodeModel(result);
+    result.graph!.initializer = [];
+    source.release(inlineRead);
+    inlineRead = 0;
     if (bytes.length > PROTOBUF_LIMIT_BYTES) {
       throw new ModelWriteInputError('bad-option', `the .onnx would be ${bytes.length} bytes, over protobuf's 2 GiB limit; write it with external data`);
     }
@@ -157,6 +167,7 @@ export async function writeModel(model: ModelProto, path: string, options: Write
     }
     return { path: out, dataPath: external ? dataPath : undefined, bytes: bytes.length, dataBytes };
   } catch (e) {
+    source.release(inlineRead);
     if (dataHandle) await dataHandle.close().catch(() => undefined);
     await rm(tmpModel, { force: true });
     await rm(tmpData, { force: true });
@@ -189,7 +200,10 @@ function externalTensor(t: TensorProto, location: string, offset: number, length
 }
 
 function inlineTensor(t: TensorProto, bytes: Uint8Array): TensorProto {
-  return { ...tensorHeader(t), rawData: bytes };
+  const out: TensorProto = { ...tensorHeader(t), rawData: bytes };
+  // An empty doc string spelled out in the message is kept (the same bytes as the tensor inline).
+  if (Object.prototype.hasOwnProperty.call(t, 'docString') && typeof t.docString === 'string') out.docString = t.docString;
+  return out;
 }
 
 /** The same external tensor with `location` relative to a new model folder. */
@@ -215,9 +229,9 @@ async function canonical(p: string): Promise<string> {
 }
 
 /** Refuses to write over the source model or any of the external data files it reads from. */
-async function refuseSourcePaths(source: LoadedModel | undefined, infos: InitializerInfo[], targets: string[]): Promise<void> {
+async function refuseSourcePaths(source: { readonly path?: string } | undefined, infos: InitializerInfo[], targets: string[]): Promise<void> {
   const protectedFiles = new Set<string>();
-  if (source) protectedFiles.add(await canonical(source.path));
+  if (source?.path) protectedFiles.add(await canonical(source.path));
   for (const i of infos) if (i.external) protectedFiles.add(await canonical(i.external.file));
   for (const target of targets) {
     if (protectedFiles.has(await canonical(target))) {

@@ -10,9 +10,9 @@ import type * as ort from 'onnxruntime-node';
 import { elementTypeOf, regionModel, splitBlocks, type BlockSplit, type GraphRegion } from '../onnx/blocks';
 import { addHessianCapture } from '../onnx/hessian';
 import { addNllHead } from '../onnx/nll';
-import type { LoadedModel } from '../onnx/load';
-import { DataType, encodeModel, type ModelProto, type TensorProto } from '../onnx/proto';
-import { isExternal } from '../onnx/tensor';
+import type { TensorReader } from '../onnx/load';
+import { encodeModel, type ModelProto } from '../onnx/proto';
+import { isExternal, tensorHeader } from '../onnx/tensor';
 import type { LinearLayer } from '../onnx/types';
 import { createSessionWithFallback } from '../runtime/providers';
 import { windowFeeds } from '../runtime/lm';
@@ -36,22 +36,55 @@ export interface BlockStreamOptions {
   /** Memory budget of the activation cache and where it spills beyond it. */
   spill?: SpillOptions;
   /**
-   * Where external-data weights of the model are read from (the source model, opened lazily):
-   * each region subgraph reads only its own weights, when its session is opened.
+   * Where external-data weights of the model are read from (the source model opened lazily, or
+   * the job's working store, src/onnx/store.ts): each region subgraph reads only its own weights
+   * when its session is opened, and hands them back when the session is released.
    */
-  weights?: LoadedModel;
+  weights?: TensorReader;
 }
 
-/** Replaces the external-data initializers of a region subgraph by their bytes read from `loaded`. */
-export async function inlineExternalWeights(sub: ModelProto, loaded: LoadedModel): Promise<ModelProto> {
+/**
+ * Replaces the external-data initializers of a region subgraph by their bytes read from `reader`
+ * (each tensor by its own reference); returns the bytes read, to hand back with reader.release().
+ */
+export async function inlineRegionWeights(sub: ModelProto, reader: TensorReader): Promise<number> {
   const inits = sub.graph!.initializer!;
-  for (let i = 0; i < inits.length; i++) {
-    const t = inits[i]!;
-    if (!isExternal(t)) continue;
-    const inline: TensorProto = { name: t.name, dims: t.dims, dataType: t.dataType ?? DataType.FLOAT, rawData: await loaded.readBytes(t.name ?? '') };
-    inits[i] = inline;
+  let bytes = 0;
+  try {
+    for (let i = 0; i < inits.length; i++) {
+      const t = inits[i]!;
+      if (!isExternal(t)) continue;
+      const rawData = await reader.readTensor(t);
+      bytes += rawData.length;
+      inits[i] = { ...tensorHeader(t), rawData };
+    }
+  } catch (e) {
+    reader.release(bytes);
+    throw e;
   }
+  return bytes;
+}
+
+/** inlineRegionWeights, returning the subgraph (for callers that don't account bytes). */
+export async function inlineExternalWeights(sub: ModelProto, reader: TensorReader): Promise<ModelProto> {
+  await inlineRegionWeights(sub, reader);
   return sub;
+}
+
+/**
+ * Opens a session on `sub` and drops the subgraph's initializers (the session holds its own copy),
+ * so the weights read for it are garbage as soon as the session exists.
+ */
+async function openRegionSession(sub: ModelProto, options: BlockStreamOptions): Promise<ort.InferenceSession> {
+  let bytes: Uint8Array | undefined = encodeModel(sub);
+  sub.graph!.initializer = [];
+  try {
+    const choice = await createSessionWithFallback(bytes, options.executionProviders, { logSeverityLevel: 3 });
+    options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });
+    return choice.session;
+  } finally {
+    bytes = undefined;
+  }
 }
 
 export class BlockStream {
@@ -130,15 +163,19 @@ export class BlockStream {
     if (!logits) throw new Error('internal: the model has no "logits" output');
     const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.typeOf(r))]));
     const sub = regionModel(model, region, types, ['logits']);
-    if (this.options.weights) await inlineExternalWeights(sub, this.options.weights);
+    const held = this.options.weights ? await inlineRegionWeights(sub, this.options.weights) : 0;
     // The head reads the targets from input_ids, which the tail itself doesn't.
     const ids = (model.graph?.input ?? []).find((v) => v.name === 'input_ids');
     if (!ids) throw new Error('internal: the model has no "input_ids" input');
     if (!sub.graph!.input!.some((v) => v.name === 'input_ids')) sub.graph!.input = [...sub.graph!.input!, ids];
-    const head = addNllHead(sub, { dropLogits: true });
-    const choice = await createSessionWithFallback(encodeModel(head), this.options.executionProviders, { logSeverityLevel: 3 });
-    this.options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });
-    const session = choice.session;
+    let session: ort.InferenceSession;
+    try {
+      session = await openRegionSession(addNllHead(sub, { dropLogits: true }), this.options);
+      sub.graph!.initializer = [];
+    } catch (e) {
+      this.options.weights?.release(held);
+      throw e;
+    }
     const { windows } = this;
     const sums = new Float64Array(windows.count);
     try {
@@ -159,6 +196,7 @@ export class BlockStream {
       }
     } finally {
       await session.release();
+      this.options.weights?.release(held);
     }
     this.forwards++;
     this.options.onForward?.(region, 'advance');
@@ -201,7 +239,6 @@ export class BlockStream {
     const advancing = kind !== 'capture';
     const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.typeOf(r))]));
     let sub = regionModel(model, region, types, advancing ? region.writes : []);
-    if (this.options.weights) sub = await inlineExternalWeights(sub, this.options.weights);
     let outputs = advancing ? [...region.writes] : [];
     let hessian: ReturnType<typeof addHessianCapture> | undefined;
     if (capture) {
@@ -221,9 +258,15 @@ export class BlockStream {
       if (advancing) this.next = this.split.regions.indexOf(region) + 1;
       return;
     }
-    const choice = await createSessionWithFallback(encodeModel(sub), this.options.executionProviders, { logSeverityLevel: 3 });
-    this.options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });
-    const session = choice.session;
+    // This block's weights only, read now and handed back when its session is released.
+    const held = this.options.weights ? await inlineRegionWeights(sub, this.options.weights) : 0;
+    let session: ort.InferenceSession;
+    try {
+      session = await openRegionSession(sub, this.options);
+    } catch (e) {
+      this.options.weights?.release(held);
+      throw e;
+    }
     const { windows } = this;
     try {
       const graphInputs = session.inputNames.filter((n) => region.graphInputs.includes(n));
@@ -238,6 +281,7 @@ export class BlockStream {
       }
     } finally {
       await session.release();
+      this.options.weights?.release(held);
     }
     this.forwards++;
     this.options.onForward?.(region, kind);

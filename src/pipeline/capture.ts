@@ -81,7 +81,7 @@ export class StatsAccumulator {
  * blocks 0…b from the token ids).
  */
 export async function captureStats(
-  modelBytes: (m: ModelProto) => Uint8Array,
+  modelBytes: (m: ModelProto) => Uint8Array | Promise<Uint8Array>,
   model: ModelProto,
   layers: readonly LinearLayer[],
   requests: readonly CaptureRequest[],
@@ -90,7 +90,7 @@ export async function captureStats(
 ): Promise<{ stats: Map<string, CapturedStats>; executionProvider: CausalLm['executionProvider'] }> {
   const capture = addHessianCapture(model, layers, { inputs: requests.map((r) => r.input) });
   const outputs = StatsAccumulator.outputs(capture, requests);
-  const lm = await CausalLm.open(modelBytes(capture.model), { executionProviders: opts.executionProviders, outputsOnly: true });
+  const lm = await CausalLm.open(await modelBytes(capture.model), { executionProviders: opts.executionProviders, outputsOnly: true });
   const acc = new StatsAccumulator(requests);
   try {
     for (let i = 0; i < windows.count; i += opts.batch) {

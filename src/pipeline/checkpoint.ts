@@ -5,7 +5,7 @@
 // manifest is rewritten (temp + rename) only after the block's files are complete, so a crash at
 // any moment leaves a consistent checkpoint.
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RecipeName } from '../protocol/recipes';
 import type { LayerLoss, LayerReport } from '../protocol/report';
@@ -21,6 +21,20 @@ export interface LayerState {
   zeros?: Float64Array;
   /** The same layer compressed with each baseline recipe of the job (same Hessian). */
   baselines?: BaselineLayer[];
+}
+
+/**
+ * What a job keeps in memory of a finished layer: its report and baseline losses. The weights,
+ * codes and scales stay in the checkpoint (loadBlock) until the write and evaluate stages read
+ * them back one block at a time.
+ */
+export interface LayerRecord {
+  report: LayerReport;
+  baselines?: Array<{ recipe: RecipeName; loss: LayerLoss }>;
+}
+
+export function layerRecord(s: LayerState): LayerRecord {
+  return { report: s.report, ...(s.baselines ? { baselines: s.baselines.map((b) => ({ recipe: b.recipe, loss: b.loss })) } : {}) };
 }
 
 /** One layer compressed with a baseline recipe: its loss and fake-quant weight, [out, in]. */
@@ -117,20 +131,51 @@ export class Checkpoint {
     await this.writeManifest();
   }
 
-  async loadBlock(block: string): Promise<LayerState[]> {
+  /**
+   * A finished block's layers. `weights: false` reads only the codes, scales and zero points (what
+   * the packed model needs): `weight` is then empty and the baselines' weights are not read.
+   */
+  async loadBlock(block: string, opts: { weights?: boolean } = {}): Promise<LayerState[]> {
     const safe = block.replace(/[^A-Za-z0-9_-]/g, '_');
     const index = JSON.parse(await readFile(path.join(this.dir, `block-${safe}.json`), 'utf8')) as BlockIndex;
     const out: LayerState[] = [];
+    const withWeights = opts.weights ?? true;
     for (const e of index.layers) {
-      const buf = await readFile(path.join(this.dir, e.file));
       const n = e.rows * e.cols;
-      // Copy into fresh, aligned buffers.
-      const weight = new Float64Array(n);
-      new Uint8Array(weight.buffer).set(buf.subarray(0, n * 8));
       const ng = e.rows * (e.groups ?? 1);
       const scalesAt = n * 8;
       const codesAt = scalesAt + ng * 8;
       const zerosAt = codesAt + n;
+      if (!withWeights) {
+        // Positioned read of scales | codes | zeros only.
+        const end = zerosAt + (e.zeros ? ng * 8 : 0);
+        const part = new Uint8Array(end - scalesAt);
+        const fh = await open(path.join(this.dir, e.file), 'r');
+        try {
+          for (let got = 0; got < part.length; ) {
+            const { bytesRead } = await fh.read(part, got, part.length - got, scalesAt + got);
+            if (bytesRead === 0) throw new Error(`internal: checkpoint file ${e.file} is short`);
+            got += bytesRead;
+          }
+        } finally {
+          await fh.close();
+        }
+        const scales = new Float64Array(ng);
+        new Uint8Array(scales.buffer).set(part.subarray(0, ng * 8));
+        const codes = new Int8Array(n);
+        new Uint8Array(codes.buffer).set(part.subarray(codesAt - scalesAt, zerosAt - scalesAt));
+        let zeros: Float64Array | undefined;
+        if (e.zeros) {
+          zeros = new Float64Array(ng);
+          new Uint8Array(zeros.buffer).set(part.subarray(zerosAt - scalesAt, zerosAt - scalesAt + ng * 8));
+        }
+        out.push({ report: e.report, weight: new Float64Array(0), scales, codes, ...(zeros ? { zeros } : {}) });
+        continue;
+      }
+      const buf = await readFile(path.join(this.dir, e.file));
+      // Copy into fresh, aligned buffers.
+      const weight = new Float64Array(n);
+      new Uint8Array(weight.buffer).set(buf.subarray(0, n * 8));
       const scales = new Float64Array(ng);
       new Uint8Array(scales.buffer).set(buf.subarray(scalesAt, codesAt));
       const codes = new Int8Array(n);

@@ -20,7 +20,7 @@ import { AbortError, isAbort, throwIfAborted } from './cancel';
 import { Checkpoint } from './checkpoint';
 import { checkOutputFolder, JobLock } from './lock';
 import type { Job, PipelineOptions } from './job';
-import { prepareLayout, resolveLayout, writeLayout } from './layouts';
+import { checkFolderOutput, prepareLayout, resolveLayout, writeLayout } from './layouts';
 import { outputPaths, removeTree, type OutputPaths } from './outputs';
 import { ProgressTracker } from './progress';
 import { calibrateStage } from './stages/calibrate';
@@ -85,6 +85,7 @@ export async function runCompression(
   for (const p of [paths.simulated, paths.packed, paths.report]) {
     if (path.resolve(p) === source) throw new OptionError(`the output ${p} would overwrite the source model; pick another --out folder`);
   }
+  checkFolderOutput(paths, source);
   const job: Job = {
     options,
     extra,
@@ -148,9 +149,11 @@ async function runLocked(job: Job): Promise<CompressionReport> {
     job.warnings.push(...(await writeLayout(paths, written, job.signal)));
     const evaluated = await evaluateStage(job, input, rotated, compressed, written);
     const report = await reportStage(job, input, rotated, compressed, written, evaluated, resumedBlocks);
+    await disposeWorking(job, input.working);
     await checkpoint.remove();
     return report;
   } catch (e) {
+    await disposeWorking(job, input.working);
     await removeTree(paths.stagingDir);
     await input.loaded.close();
     if (isAbort(e)) {
@@ -163,10 +166,16 @@ async function runLocked(job: Job): Promise<CompressionReport> {
   }
 }
 
+/** Hands the working store's accounting to the caller and removes its working data file. */
+async function disposeWorking(job: Job, working: WorkingModel): Promise<void> {
+  const stats = working.storeStats();
+  if (stats) job.extra.onWorkingStore?.(stats);
+  await working.dispose();
+}
+
 /** Layers a job would compress, without running it (inspect / pre-flight). */
 export async function compressibleLayers(loaded: LoadedModel): Promise<LinearLayer[]> {
-  const w = await WorkingModel.fromLoaded(loaded);
-  return w.compressible().layers;
+  return WorkingModel.describe(loaded).compressible().layers;
 }
 
 export { COMPRESSED_ROLES, type OutputPaths };

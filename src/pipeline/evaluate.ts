@@ -4,7 +4,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { findLinearLayers } from '../onnx/linear';
 import { decoderView } from '../onnx/merged';
-import { loadModel, type LoadedModel } from '../onnx/load';
+import { loadModel, type TensorReader } from '../onnx/load';
+import { cloneModel } from '../onnx/graph';
 import { addNllHead } from '../onnx/nll';
 import { graphPositionLimit, type PositionLimit } from '../onnx/positions';
 import { OptionError } from '../protocol/recipes';
@@ -15,7 +16,7 @@ import { readText, evaluationWindows, type TokenWindows } from '../runtime/text'
 import { checkTokenizerFits, encodePrefix, loadTokenizer, type TextTokenizer } from '../runtime/tokenizer';
 import { modelVocabulary } from '../onnx/vocab';
 import type { SpillOptions } from './activations';
-import { BlockStream } from './blockStream';
+import { BlockStream, inlineExternalWeights } from './blockStream';
 import { throwIfAborted } from './cancel';
 import { WorkingModel } from './working';
 
@@ -163,8 +164,11 @@ export async function streamedPerplexity(
     onProgress?(fraction: number): void;
     onExecutionProvider?(ep: CausalLm['executionProvider']): void;
     log?(message: string): void;
-    /** The model as opened from disk: external weights are read per block from it, and the whole-model fallback opens its file. */
-    source?: LoadedModel;
+    /**
+     * Where external weights are read from per block: the model as opened from disk (the
+     * whole-model fallback then opens its file) or the job's working store.
+     */
+    source?: TensorReader & { readonly path?: string };
   },
 ): Promise<{ nll: number; perplexity: number; tokens: number }> {
   const batch = Math.max(1, opts.batch ?? defaultBatch(windows.seqlen));
@@ -173,7 +177,8 @@ export async function streamedPerplexity(
   const opened = hasHead ? BlockStream.open(model, layers, windows, { executionProviders: opts.executionProviders, batch, signal: opts.signal, spill: opts.spill, onExecutionProvider: opts.onExecutionProvider, weights: opts.source }) : { err: 'no logits output' };
   if ('err' in opened) {
     opts.log?.(`perplexity runs the whole model: the graph can't be cut into blocks (${opened.err})`);
-    const lm = await openForPerplexity(opts.source ? opts.source.path : model, opts.executionProviders);
+    const whole = opts.source?.path ?? (opts.source ? await inlineExternalWeights(cloneModel(model), opts.source) : model);
+    const lm = await openForPerplexity(whole, opts.executionProviders);
     opts.onExecutionProvider?.(lm.executionProvider);
     try {
       return await perplexityOf(lm, windows, { batch, signal: opts.signal, onWindow: (done, total) => opts.onProgress?.(done / total) });

@@ -73,6 +73,12 @@ export interface PipelineOptions {
   onForward?(block: string | null, kind: ForwardKind): void;
   /** Called with each captured Hessian (tests compare the streamed and whole-model paths). */
   onCapture?(block: string, input: string, stats: CapturedStats): void;
+  /**
+   * Called once when the job ends (finished, failed or cancelled) with the working store's
+   * accounting (src/onnx/store.ts): the most weight bytes it held read at once and the bytes it
+   * wrote to the working data file (tests bound the first by one block).
+   */
+  onWorkingStore?(stats: { peakResidentBytes: number; writtenBytes: number; dataFile: string }): void;
 }
 
 /** `debug`: details for the log only (the extension's output channel; the CLI with OBR_DEBUG=1). */

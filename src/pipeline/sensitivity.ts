@@ -62,7 +62,7 @@ export async function computeSensitivity(
   const sim = decoderView(await loadModel(report.outputs.simulated));
   try {
     const working = await WorkingModel.fromLoaded(source);
-    if (o.rotated) working.replaceProto(rotateModel(working.proto, { seed: o.seed ?? 0 }).model);
+    if (o.rotated) await working.replaceProto(rotateModel(working.proto, { seed: o.seed ?? 0 }).model);
     const simLayers = new Map(findLinearLayers(sim.model).map((l) => [l.name, l]));
     const compressed: Array<{ name: string; weight: Float64Array }> = [];
     for (const l of report.layers) {

@@ -34,6 +34,11 @@ export function withFakeQuant(model: ModelProto, opts: { abits: number; kvbits: 
   return { model: r.model, warnings: r.warnings };
 }
 
+/** MatMulNBits block size with one scale per row: 128 when every K allows it, else 32 (it only sets the padding of K). */
+export function packedRowBlockSize(layers: readonly LinearLayer[]): number {
+  return layers.filter((l) => l.opType !== 'Attention').every((l) => l.inFeatures % 128 === 0) ? 128 : 32;
+}
+
 /**
  * Packed deployment model (MatMulNBits), or undefined with a reason when it can't be built.
  * With groups the MatMulNBits block is the group (one real scale and zero point per block); per
@@ -44,6 +49,8 @@ export function packedModel(
   all: readonly LinearLayer[],
   layers: readonly PackedLayer[],
   wbits: number,
+  /** MatMulNBits block size for per-row scales (default: from these layers); the write stage packs block by block with the job's. */
+  rowBlockSize?: number,
 ): { model?: ModelProto; size?: PackedSize; warning?: string } {
   if (wbits !== 4 && wbits !== 8 && wbits !== 2) return { warning: `no packed model: MatMulNBits stores 2, 4 or 8-bit weights, not ${wbits}-bit` };
   // onnxruntime's fused Attention keeps its packed q/k/v weight inside the op: MatMulNBits can't
@@ -58,7 +65,7 @@ export function packedModel(
       { codes: p.codes, scales: Float32Array.from(p.scales), ...(p.zeros ? { zeros: p.zeros } : {}), groupSize: p.groupSize, bits: wbits },
     ]),
   );
-  const blockSize = (groupSize > 0 ? groupSize : packable.every((p) => p.layer.inFeatures % 128 === 0) ? 128 : 32) as PackOptions['blockSize'];
+  const blockSize = (groupSize > 0 ? groupSize : (rowBlockSize ?? packedRowBlockSize(packable.map((p) => p.layer)))) as PackOptions['blockSize'];
   const r = packMatMulNBits(model, all, quantized, { blockSize });
   return { model: r.model, size: { layerBytes: r.packedBytes, weights: r.layers.reduce((n, l) => n + l.weights, 0), bitsPerWeight: Number((r.bytesPerWeight * 8).toFixed(4)) } };
 }

@@ -87,7 +87,7 @@ export async function packWithCompressedWeights(
     const working = await WorkingModel.fromLoaded(target);
     if (report.options.rotated === true) {
       const r = rotateModel(working.proto, { seed: opts.seed });
-      working.replaceProto(r.model);
+      await working.replaceProto(r.model);
     }
     const packed: PackedLayer[] = [];
     let maxCodeError = 0;

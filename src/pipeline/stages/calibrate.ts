@@ -15,7 +15,7 @@ import type { LinearLayer } from '../../onnx/types';
 import { throwIfAborted } from '../cancel';
 import { BlockStream } from '../blockStream';
 import { captureStats, type CaptureRequest, type CapturedStats } from '../capture';
-import type { Checkpoint, LayerState } from '../checkpoint';
+import { layerRecord, type Checkpoint, type LayerRecord, type LayerState } from '../checkpoint';
 import { defaultBatch } from '../evaluate';
 import { DEFAULT_ACTIVATION_CACHE_MIB, noteExecutionProvider, type Job } from '../job';
 import { compressOneLayer, LayerProgress } from './layers';
@@ -60,7 +60,12 @@ function requestsFor(group: readonly LinearLayer[]): CaptureRequest[] {
 export interface CompressedJob {
   /** The layers compressed (compressible, within onlyBlocks), in graph order. */
   layers: LinearLayer[];
-  states: Map<string, LayerState>;
+  /** Report and baseline losses per layer; weights, codes and scales are read back per block from the checkpoint. */
+  states: Map<string, LayerRecord>;
+  /** The compressed blocks, in graph order. */
+  blocks: PlannedBlock[];
+  /** Where each finished block's weights, codes and scales are (Checkpoint.loadBlock). */
+  checkpoint: Checkpoint;
   /** 'stream' or 'whole-model' (the fallback). */
   forwards: 'stream' | 'whole-model';
   /** Calibration forwards run (streamed: block-region forwards incl. the prelude). */
@@ -87,6 +92,7 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
       onExecutionProvider: (ep) => noteExecutionProvider(job, ep),
       onForward: (region, kind) => extra.onForward?.(region.block === null ? null : String(region.block), kind),
       spill: { budgetBytes: (extra.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB) * 2 ** 20, spillDir: path.join(job.paths.partialDir, 'activations') },
+      weights: working.store,
     });
     if ('err' in s) job.log('info', `calibration runs whole-model forwards: the graph can't be cut into blocks (${s.err})`);
     else stream = s.ok;
@@ -107,7 +113,7 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
       ? 1
       : groupsTotal;
   const p = new LayerProgress(passes + layers.length * (1 + baselines.length), layers.length);
-  const states = new Map<string, LayerState>();
+  const states = new Map<string, LayerRecord>();
   if (baselines.length) job.log('info', `baselines: ${baselines.join(', ')} (each layer also compressed with them on the same Hessian)`);
 
   const onBatch = (label: string) => (done: number, total: number) => job.progress.report('calibrate', done, total, `${label}: ${done}/${total} windows`, p.overall(done / total));
@@ -129,28 +135,28 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
   const compressGroup = async (group: readonly LinearLayer[], stats: Map<string, CapturedStats>): Promise<LayerState[]> => {
     const done: LayerState[] = [];
     for (const l of group) done.push(await compressOneLayer(job, working, l, stats.get(l.inputName)!, p));
-    working.setWeights(new Map(done.map((s) => [s.report.name, s.weight])));
+    await working.setWeights(new Map(done.map((s) => [s.report.name, s.weight])));
     return done;
   };
   /** A block finished by an earlier run of the same job: its layers come from the checkpoint. */
   const restore = async (block: PlannedBlock): Promise<void> => {
     const saved = await checkpoint.loadBlock(block.id);
     for (const s of saved) {
-      states.set(s.report.name, s);
+      states.set(s.report.name, layerRecord(s));
       job.hooks.onLayer?.(s.report);
     }
     for (const s of saved) {
       const have = (s.baselines ?? []).map((b) => b.recipe).join(',');
       if (have !== baselines.join(',')) throw new Error(`internal: checkpoint block ${block.id} has baselines [${have}], the job wants [${baselines.join(',')}]`);
     }
-    working.setWeights(new Map(saved.map((s) => [s.report.name, s.weight])));
+    await working.setWeights(new Map(saved.map((s) => [s.report.name, s.weight])));
     p.unitsDone += (stream || oneshot ? 0 : block.groups.length) + saved.length * (1 + baselines.length);
     p.layersDone += saved.length;
     p.baselineLayersDone += saved.length * baselines.length;
     job.progress.report('compress', p.layersDone, layers.length, `block ${block.id} restored from the checkpoint`, p.overall());
   };
   const finishBlock = async (block: PlannedBlock, blockStates: LayerState[]): Promise<void> => {
-    for (const s of blockStates) states.set(s.report.name, s);
+    for (const s of blockStates) states.set(s.report.name, layerRecord(s));
     throwIfAborted(signal);
     await checkpoint.saveBlock(block.id, blockStates);
   };
@@ -234,5 +240,5 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
   job.timings.calibrate = p.calibSeconds;
   job.timings.compress = p.compressSeconds;
   if (baselines.length) job.timings.baselines = p.baselineSeconds;
-  return { layers, states, forwards: stream ? 'stream' : 'whole-model', forwardCount };
+  return { layers, states, blocks, checkpoint, forwards: stream ? 'stream' : 'whole-model', forwardCount };
 }

@@ -3,9 +3,8 @@
 // streams through the blocks like calibration (one block subgraph per session, cached hidden
 // states, spilled beyond the activation budget).
 import path from 'node:path';
-import type { LoadedModel } from '../../onnx/load';
+import type { TensorReader } from '../../onnx/load';
 import type { ModelProto } from '../../onnx/proto';
-import { replaceLayerWeights } from '../../onnx/weights';
 import type { RecipeName } from '../../protocol/recipes';
 import type { CompressionReport, PerplexityResult } from '../../protocol/report';
 import { evaluationWindows } from '../../runtime/text';
@@ -28,7 +27,7 @@ export interface EvaluatedJob {
 export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob, compressed: CompressedJob, written: WrittenJob): Promise<EvaluatedJob> {
   const { options, extra, signal, baselines } = job;
   const { evalWindows: evalWin, evalText, seqlen, working, tokenizer } = input;
-  const { layers, states } = compressed;
+  const { layers, blocks, checkpoint } = compressed;
   const perplexity: CompressionReport['perplexity'] = {};
   const baselinePerplexity = new Map<RecipeName, PerplexityResult>();
   if (!evalWin || !evalText) return { perplexity, baselinePerplexity };
@@ -37,8 +36,8 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
   const streamed = (extra.calibrationForwards ?? 'stream') === 'stream';
   let t = performance.now();
   const total = evalWin.count * (2 + baselines.length);
-  /** `source`: the model is the source file as opened (weights read from it per block, not held inline). */
-  const evaluate = async (model: ModelProto, offset: number, label: string, stage: 'evaluate' | 'baseline' = 'evaluate', source?: LoadedModel): Promise<PerplexityResult> => {
+  /** `source`: where the graph's weights are read from per block (the source file as opened, or the working store). */
+  const evaluate = async (model: ModelProto, offset: number, label: string, stage: 'evaluate' | 'baseline' = 'evaluate', source?: TensorReader & { readonly path?: string }): Promise<PerplexityResult> => {
     const t0 = performance.now();
     job.progress.report(stage, offset, total, `perplexity ${label} 0/${evalWin.count}`, 0.78 + 0.2 * (offset / total), true);
     const onWindow = (done: number) => job.progress.report(stage, offset + done, total, `perplexity ${label} ${done}/${evalWin.count}`, 0.78 + 0.2 * ((offset + done) / total));
@@ -56,7 +55,7 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
         source,
       });
     } else {
-      const lm = await openForPerplexity(source ? source.path : model, eps);
+      const lm = await openForPerplexity(source?.path ?? (await working.inlined(model)).model, eps);
       noteExecutionProvider(job, lm.executionProvider);
       try {
         r = await perplexityOf(lm, evalWin, { batch, signal, onWindow });
@@ -68,7 +67,7 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
   };
   // The dense reference is the source model itself: its weights are read from the file per block.
   perplexity.dense = await evaluate(input.loaded.model, 0, 'dense', 'evaluate', input.loaded);
-  perplexity.compressed = await evaluate(written.simulated, evalWin.count, 'compressed');
+  perplexity.compressed = await evaluate(written.simulated, evalWin.count, 'compressed', 'evaluate', working.store);
   job.log('info', `perplexity dense ${perplexity.dense.perplexity.toFixed(3)} → compressed ${perplexity.compressed.perplexity.toFixed(3)}`);
   if (!Number.isFinite(perplexity.compressed.perplexity)) job.warnings.push('the compressed model\'s perplexity is not finite');
   else if (perplexity.compressed.perplexity < perplexity.dense.perplexity * (1 - 1e-3)) {
@@ -78,16 +77,19 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
   job.timings.evaluate = (performance.now() - t) / 1000;
 
   // Each baseline: the rotated dense model with every compressed layer replaced by the
-  // baseline's weights, the same activation/KV quantization, the same windows. Built in memory
-  // like the simulated model (nothing is written) and dropped after use.
+  // baseline's weights, the same activation/KV quantization, the same windows. Built like the
+  // simulated model, block by block from the checkpoint (weights to the working store), not written.
   const tb = performance.now();
   for (let k = 0; k < baselines.length; k++) {
     throwIfAborted(signal);
     const recipe = baselines[k]!;
-    const weights = new Map(layers.map((l) => [l.name, states.get(l.name)!.baselines![k]!.weight]));
-    const model = replaceLayerWeights(rot.baseProto, working.layers, weights);
+    let model = rot.baseProto;
+    for (const block of blocks) {
+      const saved = await checkpoint.loadBlock(block.id);
+      model = await working.withWeights(model, new Map(saved.map((st) => [st.report.name, st.baselines![k]!.weight])));
+    }
     const sim = options.abits < 16 || options.kvbits < 16 ? withFakeQuant(model, { abits: options.abits, kvbits: options.kvbits }).model : model;
-    const r = await evaluate(sim, evalWin.count * (2 + k), recipe, 'baseline');
+    const r = await evaluate(sim, evalWin.count * (2 + k), recipe, 'baseline', working.store);
     baselinePerplexity.set(recipe, r);
     job.log('info', `baseline ${recipe}: perplexity ${r.perplexity.toFixed(3)}`);
   }
@@ -97,13 +99,17 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
   if (extra.sensitivity) {
     t = performance.now();
     const sw = evaluationWindows(tokenizer.encode(evalText.text), seqlen, { maxWindows: extra.sensitivityWindows ?? DEFAULT_SENSITIVITY_WINDOWS, spread: true });
+    // Sensitivity runs whole-model sessions: the dense graph inline and every compressed weight in memory.
+    const weights = new Map<string, Float64Array>();
+    for (const block of blocks) for (const st of await checkpoint.loadBlock(block.id)) weights.set(st.report.name, st.weight);
+    const dense = await working.inlined(rot.baseProto);
     sensitivity = await layerSensitivity(
-      rot.baseProto,
+      dense.model,
       working.layers,
-      layers.map((l) => ({ name: l.name, weight: states.get(l.name)!.weight })),
+      layers.map((l) => ({ name: l.name, weight: weights.get(l.name)! })),
       sw,
       { executionProviders: eps, batch, signal, onLayer: (done, n, name) => job.progress.report('evaluate', done, n, `sensitivity ${name}`, 0.98) },
-    );
+    ).finally(() => working.releaseInline(dense.bytes));
     job.timings.sensitivity = (performance.now() - t) / 1000;
   }
   throwIfAborted(signal);

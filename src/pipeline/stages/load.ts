@@ -1,7 +1,8 @@
-// Stage 1, load: the model (external data read inline into the working copy), its tokenizer, the
+// Stage 1, load: the model (its working copy: weights stay on disk, src/pipeline/working.ts), its tokenizer, the
 // calibration and evaluation windows, and the job key that identifies a resumable checkpoint.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import path from 'node:path';
 import { stat } from 'node:fs/promises';
 import { loadModel, type LoadedModel } from '../../onnx/load';
 import { modelVocabulary } from '../../onnx/vocab';
@@ -14,7 +15,7 @@ import { checkTokenizerFits, encodePrefix, loadTokenizer, type TextTokenizer } f
 import { BUNDLED_CALIBRATION_TEXT, bundledText, defaultEvaluationText } from '../assets';
 import { checkSeqlen, contextLength } from '../evaluate';
 import { checkGroupSizeFits, numericOptions, TOOL_VERSION, type Job } from '../job';
-import { WorkingModel } from '../working';
+import { WorkingModel, WORKING_DATA_FILE } from '../working';
 
 export interface LoadedJob {
   loaded: LoadedModel;
@@ -70,7 +71,8 @@ export async function loadStage(job: Job): Promise<LoadedJob> {
     }
     const sourceSha = await sha256File(source);
     const sourceBytes = (await stat(source)).size;
-    const working = await WorkingModel.fromLoaded(loaded);
+    // Weights stay on disk: changed ones go to the working data file in the job's working folder.
+    const working = WorkingModel.open(loaded, path.join(job.paths.partialDir, WORKING_DATA_FILE));
     const { layers: compressible, skipped } = working.compressible();
     for (const s of skipped) job.warnings.push(`${s.layer.name} is left dense: ${s.why}`);
     if (compressible.length === 0) {

@@ -1,9 +1,15 @@
 // Stage 4, write (staged in the working folder): the simulated model (fake-quant weights plus
 // A/KV quantization nodes), the packed model (MatMulNBits) and, for outputs written elsewhere, the
 // tokenizer and config beside them.
+//
+// Streaming: the working graph holds references to its weights (src/onnx/store.ts), and
+// writeModel copies them into the output's external data file tensor by tensor. The packed model
+// is built one block at a time from the checkpoint's codes and scales; each block's MatMulNBits
+// tensors go to the working data file before the next block is packed.
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { setMetadata } from '../../onnx/graph';
 import { findLinearLayers } from '../../onnx/linear';
 import { mergedSource, remerge, withSharedWeightsOf, type MergedDecoder } from '../../onnx/merged';
 import { rotateModel } from '../../onnx/rotate';
@@ -14,9 +20,13 @@ import { throwIfAborted } from '../cancel';
 import type { CompressionReport } from '../../protocol/report';
 import type { Job } from '../job';
 import { staged } from '../outputs';
-import { packedModel, withFakeQuant, type PackedLayer } from '../transforms';
+import { packedModel, packedRowBlockSize, withFakeQuant, type PackedSize } from '../transforms';
 import type { CompressedJob } from './calibrate';
 import type { LoadedJob } from './load';
+import type { WorkingModel } from '../working';
+
+/** Metadata key the packing writes its summary under (src/onnx/packed.ts). */
+const PACKED_META = 'obr.transform.matmulnbits';
 
 export interface WrittenJob {
   /** The simulated model as written (fake-quant nodes included): evaluated next. */
@@ -29,7 +39,9 @@ export interface WrittenJob {
 export async function writeStage(job: Job, input: LoadedJob, compressed: CompressedJob): Promise<WrittenJob> {
   const { options, paths, signal } = job;
   const { loaded, working } = input;
-  const { layers, states } = compressed;
+  const { layers, blocks, checkpoint } = compressed;
+  /** Where the graphs' weights are read from: the working store (or the source model, whose external data the in-memory copy reads). */
+  const source = working.store ?? loaded;
   const t = performance.now();
   await mkdir(paths.stagingDir, { recursive: true });
   job.progress.report('write', 0, 3, 'simulated model');
@@ -39,44 +51,63 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   // A merged decoder is written merged again: the same transform on its with-past branch, with
   // the compressed weights it shares with the no-past branch the pipeline worked on.
   const merged = mergedSource(loaded);
-  const withPast = merged ? mergedWithPast(job, merged, working.proto) : undefined;
+  let withPast = merged ? await mergedWithPast(job, merged, input.working) : undefined;
   const asSource = (plain: ModelProto, transform: (withPast: ModelProto) => ModelProto): ModelProto =>
     merged && withPast ? remerge(merged, plain, transform(withPast)) : plain;
   await writeModel(
     asSource(fq.model, (wp) => (options.abits < 16 || options.kvbits < 16 ? withFakeQuant(wp, { abits: options.abits, kvbits: options.kvbits }).model : wp)),
     staged(paths, paths.simulated),
-    { externalData: external },
+    { externalData: external, source },
   );
   throwIfAborted(signal);
   job.progress.report('write', 1, 3, 'packed model');
-  const packedLayers: PackedLayer[] = layers.map((l) => {
-    const st = states.get(l.name)!;
-    return { layer: working.layer(l.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize };
-  });
-  const packed = packedModel(working.proto, working.layers, packedLayers, options.wbits);
-  if (packed.model) {
-    packed.model = asSource(packed.model, (wp) => {
-      // The with-past branch's layers read the same weights: matched by weight name.
-      const wpLayers = findLinearLayers(wp);
+  const rowBlockSize = packedRowBlockSize(layers.map((l) => working.layer(l.name)));
+  let model: ModelProto | undefined = working.proto;
+  const size: Omit<PackedSize, 'bitsPerWeight'> = { layerBytes: 0, weights: 0 };
+  let packedLayers = 0;
+  for (const block of blocks) {
+    throwIfAborted(signal);
+    const saved = await checkpoint.loadBlock(block.id, { weights: false });
+    const blockLayers = saved.map((st) => ({ layer: working.layer(st.report.name), codes: st.codes, scales: st.scales, ...(st.zeros ? { zeros: st.zeros } : {}), groupSize: options.groupSize }));
+    const packed = packedModel(model, working.layers, blockLayers, options.wbits, rowBlockSize);
+    if (!packed.model) {
+      if (packed.warning) job.warnings.push(packed.warning);
+      model = undefined;
+      break;
+    }
+    if (withPast) {
+      // The with-past branch's layers read the same weights: matched by weight name. Its packed
+      // tensors stay inline, so the merge finds them equal to the no-past branch's and stores them once.
+      const wpLayers = findLinearLayers(withPast);
       const byWeight = new Map(wpLayers.map((l) => [l.weightName, l]));
-      const mapped = packedLayers.map((p) => {
+      const mapped = blockLayers.map((p) => {
         const layer = byWeight.get(p.layer.weightName);
         if (!layer) throw new Error(`internal: the merged decoder's with-past branch has no layer reading ${p.layer.weightName}`);
         return { ...p, layer };
       });
-      return packedModel(wp, wpLayers, mapped, options.wbits).model!;
-    });
+      withPast = packedModel(withPast, wpLayers, mapped, options.wbits, rowBlockSize).model!;
+      model = packed.model;
+    } else model = working.store ? await working.store.externalize(packed.model) : packed.model;
+    packedLayers += JSON.parse(model.metadataProps?.find((p) => p.key === PACKED_META)?.value ?? '{"layers":0}').layers as number;
+    size.layerBytes += packed.size!.layerBytes;
+    size.weights += packed.size!.weights;
   }
   let packedWritten = false;
   let packedSize: WrittenJob['packedSize'];
-  if (packed.model) {
+  if (model) {
+    // Each block's packing records its own layer count: the model's is their sum.
+    for (const m of [model, withPast]) {
+      const meta = m?.metadataProps?.find((p) => p.key === PACKED_META);
+      if (m && meta) setMetadata(m, PACKED_META, JSON.stringify({ ...JSON.parse(meta.value ?? '{}'), layers: packedLayers }));
+    }
+    model = asSource(model, () => withPast!);
     const packedPath = staged(paths, paths.packed);
     // In a drop-in folder (layouts.ts) the external data keeps the source's file name.
     const dataFileName = paths.folder?.dataFile;
-    await writeModel(packed.model, packedPath, { externalData: external, ...(dataFileName ? { dataFileName } : {}) });
+    await writeModel(model, packedPath, { externalData: external, source, ...(dataFileName ? { dataFileName } : {}) });
     packedWritten = true;
-    packedSize = { ...packed.size!, fileBytes: await filesBytes(packedPath, dataFileName) };
-  } else if (packed.warning) job.warnings.push(packed.warning);
+    packedSize = { ...size, bitsPerWeight: size.weights ? Number(((size.layerBytes / size.weights) * 8).toFixed(4)) : 0, fileBytes: await filesBytes(packedPath, dataFileName) };
+  }
   // Outputs written elsewhere keep their tokenizer and config beside them (obr eval needs them).
   if (paths.dir !== path.dirname(job.source)) {
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'config.json']) {
@@ -95,11 +126,18 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
  * way when the job rotates (the rotation is a function of the graph and the seed, so the branch
  * gets the same online Hadamards; its weights are then replaced), with the compressed weights.
  */
-function mergedWithPast(job: Job, merged: MergedDecoder, compressed: ModelProto): ModelProto {
+async function mergedWithPast(job: Job, merged: MergedDecoder, working: WorkingModel): Promise<ModelProto> {
   const { options } = job;
+  const compressed = working.proto;
   let branch = withSharedWeightsOf(merged, merged.withPast, compressed);
   if (options.abits < 16 || options.kvbits < 16) {
-    branch = rotateModel(branch, { seed: options.seed, geometry: job.extra.geometry, configGeometry: configGeometry(job.source) }).model;
+    // The rotation reads the branch's weights inline (the graph change is what is kept).
+    const inline = await working.inlined(branch);
+    try {
+      branch = rotateModel(inline.model, { seed: options.seed, geometry: job.extra.geometry, configGeometry: configGeometry(job.source) }).model;
+    } finally {
+      working.releaseInline(inline.bytes);
+    }
     branch = withSharedWeightsOf(merged, branch, compressed);
   }
   return branch;

@@ -104,11 +104,17 @@ export async function writeOptimumFolder(dir: string): Promise<string> {
   return path.join(dir, 'decoder_model.onnx');
 }
 
-/** Graph inputs (not initializers) and outputs as `name:elemType:rank`, in order. */
+/**
+ * Graph inputs (not initializers) and outputs as `name:elemType:rank[dims]`, in order; dims are the
+ * symbolic names or sizes the graph declares (`batch_size`, `past_sequence_length`, 32).
+ */
 export function interfaceOf(m: ModelProto): { inputs: string[]; outputs: string[] } {
   const g = m.graph!;
   const inits = new Set((g.initializer ?? []).map((t) => t.name));
-  const sig = (v: NonNullable<typeof g.input>[number]) => `${v.name}:${v.type?.tensorType?.elemType}:${v.type?.tensorType?.shape?.dim?.length}`;
+  const sig = (v: NonNullable<typeof g.input>[number]) => {
+    const dims = v.type?.tensorType?.shape?.dim ?? [];
+    return `${v.name}:${v.type?.tensorType?.elemType}:${dims.length}[${dims.map((d) => d.dimParam || String(d.dimValue ?? '?')).join(',')}]`;
+  };
   return { inputs: (g.input ?? []).filter((v) => !inits.has(v.name)).map(sig), outputs: (g.output ?? []).map(sig) };
 }
 

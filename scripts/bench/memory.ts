@@ -1,0 +1,184 @@
+// Benchmark: peak memory of a compression job on a model with more than 2 GiB of external-data
+// weights (issue #12 item 2, "memory bounded by one block, not the model"). The LLaMA-shaped model
+// of the large-ONNX benchmark (hidden 2048, FF 5632, 16 heads, 11 blocks: 2.1 GiB of float32
+// weights; vocabulary 2048 so the bundled tiny tokenizer fits) is generated once; then the job runs
+// in its own process with this checkout's pipeline (A) and with a reference checkout's (B, e.g.
+// main), alternating A B A B…, each process reporting its own peak RSS (getrusage maxRSS).
+//
+// Usage: node --import tsx scripts/bench/memory.ts [--dir DIR] [--vs /path/to/other/checkout]
+//          [--blocks 11] [--only-blocks 0,1] [--runs 1] [--abits 16 --kvbits 16] [--recipe rtn]
+//          [--samples 8] [--seqlen 64] [--eval-windows 2] [--keep]
+//   --only-blocks  compress only these blocks (the write and the evaluation still cover the whole model)
+// Writes bench-results/memory.json (merged by setting: one entry per recipe/bits/blocks).
+import { spawnSync } from 'node:child_process';
+import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { writeLargeLlama } from './largeLlama';
+
+const ROOT = resolve(__dirname, '..', '..');
+const HIDDEN = 2048;
+const INTERMEDIATE = 5632;
+const HEADS = 16;
+const VOCAB = 2048;
+
+const { values } = parseArgs({
+  options: {
+    dir: { type: 'string' },
+    vs: { type: 'string' },
+    blocks: { type: 'string' },
+    'only-blocks': { type: 'string' },
+    runs: { type: 'string' },
+    recipe: { type: 'string' },
+    abits: { type: 'string' },
+    kvbits: { type: 'string' },
+    samples: { type: 'string' },
+    seqlen: { type: 'string' },
+    'eval-windows': { type: 'string' },
+    keep: { type: 'boolean' },
+    // internal: one job in this process
+    phase: { type: 'string' },
+    root: { type: 'string' },
+  },
+});
+const dir = resolve(values.dir ?? join(tmpdir(), 'obr-bench-memory'));
+const modelDir = join(dir, 'model');
+const model = join(modelDir, 'model.onnx');
+const blocks = Number(values.blocks ?? 11);
+const onlyBlocks = values['only-blocks'] ? values['only-blocks'].split(',').map(Number) : undefined;
+const setting = {
+  recipe: values.recipe ?? 'rtn',
+  abits: Number(values.abits ?? 16),
+  kvbits: Number(values.kvbits ?? 16),
+  samples: Number(values.samples ?? 8),
+  seqlen: Number(values.seqlen ?? 64),
+  evalWindows: Number(values['eval-windows'] ?? 2),
+};
+
+interface JobResult {
+  root: string;
+  seconds: number;
+  peakRssBytes: number;
+  timings: Record<string, number>;
+  perplexity: { dense?: number; compressed?: number };
+  layers: number;
+  /** The working store's own accounting (checkouts that have one). */
+  store?: { peakResidentBytes: number; writtenBytes: number };
+}
+
+/** One job in this process, with the pipeline of checkout `root`. */
+async function job(root: string): Promise<void> {
+  const started = performance.now();
+  const { runCompression } = (await import(join(root, 'src', 'pipeline', 'compress.ts'))) as typeof import('../../src/pipeline/compress');
+  const { DEFAULT_OPTIONS } = (await import(join(root, 'src', 'protocol', 'recipes.ts'))) as typeof import('../../src/protocol/recipes');
+  const out = join(dir, `out-${process.pid}`);
+  let store: JobResult['store'];
+  const report = await runCompression(
+    model,
+    {
+      ...DEFAULT_OPTIONS,
+      recipe: setting.recipe as typeof DEFAULT_OPTIONS.recipe,
+      abits: setting.abits,
+      kvbits: setting.kvbits,
+      samples: setting.samples,
+      seqlen: setting.seqlen,
+      calibText: join(ROOT, 'media', 'text', 'sotu-calib.txt'),
+      executionProviders: ['cpu'],
+      outDir: out,
+    },
+    {},
+    {
+      evalText: join(ROOT, 'media', 'text', 'sotu-test.txt'),
+      evalWindows: setting.evalWindows,
+      resume: false,
+      ...(onlyBlocks ? { onlyBlocks } : {}),
+      onWorkingStore: (s: { peakResidentBytes: number; writtenBytes: number }) => (store = { peakResidentBytes: s.peakResidentBytes, writtenBytes: s.writtenBytes }),
+    } as Parameters<typeof runCompression>[3],
+  );
+  await rm(out, { recursive: true, force: true });
+  const result: JobResult = {
+    root,
+    seconds: Number(((performance.now() - started) / 1000).toFixed(1)),
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    timings: report.timings as Record<string, number>,
+    perplexity: { dense: report.perplexity.dense?.perplexity, compressed: report.perplexity.compressed?.perplexity },
+    layers: report.layers.length,
+    ...(store ? { store } : {}),
+  };
+  console.log(`RESULT ${JSON.stringify(result)}`);
+}
+
+async function generate(): Promise<number> {
+  if (!existsSync(model)) {
+    await mkdir(modelDir, { recursive: true });
+    await writeLargeLlama(modelDir, { layers: blocks, hidden: HIDDEN, heads: HEADS, intermediate: INTERMEDIATE, vocab: VOCAB });
+    const fixture = join(ROOT, 'test', 'fixtures', 'models', 'tiny');
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(fixture, f), join(modelDir, f));
+    await writeFile(
+      join(modelDir, 'config.json'),
+      JSON.stringify({ model_type: 'llama', hidden_size: HIDDEN, intermediate_size: INTERMEDIATE, num_hidden_layers: blocks, num_attention_heads: HEADS, num_key_value_heads: HEADS, vocab_size: VOCAB, max_position_embeddings: 2048 }, null, 1),
+    );
+  }
+  return (await stat(`${model}.data`)).size;
+}
+
+function gitRev(root: string): string {
+  const r = spawnSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
+  return r.stdout.trim();
+}
+
+function runJob(root: string): JobResult {
+  const args = ['--import', 'tsx', join(ROOT, 'scripts', 'bench', 'memory.ts'), '--phase', 'job', '--root', root, '--dir', dir, '--blocks', String(blocks)];
+  for (const k of ['only-blocks', 'recipe', 'abits', 'kvbits', 'samples', 'seqlen', 'eval-windows'] as const) if (values[k] !== undefined) args.push(`--${k}`, String(values[k]));
+  const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (r.status !== 0 || !line) throw new Error(`job with ${root} failed (exit ${r.status}):\n${r.stderr.slice(-4000)}`);
+  return JSON.parse(line.slice('RESULT '.length)) as JobResult;
+}
+
+async function main(): Promise<void> {
+  if (values.phase === 'job') return job(resolve(values.root ?? ROOT));
+  const weightBytes = await generate();
+  const runs = Number(values.runs ?? 1);
+  const vs = values.vs ? resolve(values.vs) : undefined;
+  const load = [loadavg()[0]!];
+  const a: JobResult[] = [];
+  const b: JobResult[] = [];
+  for (let i = 0; i < runs; i++) {
+    a.push(runJob(ROOT));
+    console.log(`A ${JSON.stringify(a[a.length - 1])}`);
+    load.push(loadavg()[0]!);
+    if (vs) {
+      b.push(runJob(vs));
+      console.log(`B ${JSON.stringify(b[b.length - 1])}`);
+      load.push(loadavg()[0]!);
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+  const entry = {
+    date: new Date().toISOString(),
+    machine: { cores: cpus().length, memoryGiB: Number((totalmem() / 2 ** 30).toFixed(1)), loadAverage1m: load.map((x) => Number(x.toFixed(2))) },
+    model: { blocks, hidden: HIDDEN, intermediate: INTERMEDIATE, heads: HEADS, vocab: VOCAB, weightBytes },
+    setting: { ...setting, onlyBlocks: onlyBlocks ?? null },
+    a: { checkout: `${ROOT} @ ${gitRev(ROOT)}`, runs: a, peakRssBytesMedian: median(a.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(a.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) },
+    ...(vs ? { b: { checkout: `${vs} @ ${gitRev(vs)}`, runs: b, peakRssBytesMedian: median(b.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(b.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) } } : {}),
+    target: { formula: 'peak RSS < 0.6 × weight bytes + a few hundred MiB', bytes: Math.round(0.6 * weightBytes) },
+  };
+  const file = join(ROOT, 'bench-results', 'memory.json');
+  let all: Array<typeof entry> = [];
+  if (existsSync(file)) all = JSON.parse(await readFile(file, 'utf8')) as Array<typeof entry>;
+  const key = (e: typeof entry) => JSON.stringify([e.setting, e.model.blocks]);
+  all = [...all.filter((e) => key(e) !== key(entry)), entry];
+  await mkdir(join(ROOT, 'bench-results'), { recursive: true });
+  await writeFile(file, `${JSON.stringify(all, null, 1)}\n`);
+  const mib = (x: number) => (x / 2 ** 20).toFixed(0);
+  console.log(`weights ${mib(weightBytes)} MiB; A peak ${mib(entry.a.peakRssBytesMedian)} MiB (${entry.a.peakOverWeights}×)${entry.b ? `; B peak ${mib(entry.b.peakRssBytesMedian)} MiB (${entry.b.peakOverWeights}×)` : ''}; load ${entry.machine.loadAverage1m.join(', ')}`);
+  if (!values.keep) await rm(dir, { recursive: true, force: true });
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
