@@ -9,6 +9,9 @@ export interface MatrixBackend {
   /** Optional float32 product Y (m×n) = A (m×k) · B (k×n), row-major, on a fast (multi-threaded
    *  SGEMM or GPU) implementation; the batched solvers need it. */
   matmulF32?(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Promise<Float32Array>;
+  /** Optional float64 product, the same shapes: the batched solver's factorization uses it for the
+   *  off-diagonal blocks of L⁻¹ (admm.ts, invertLowerBlocked). */
+  matmulF64?(a: Float64Array, b: Float64Array, m: number, k: number, n: number): Promise<Float64Array>;
 }
 
 /** No fast products: compressLayer then uses the exact per-row solver (pcg-batched reports that

@@ -7,15 +7,17 @@ import * as vscode from 'vscode';
 import type { BenchmarksViewData, BenchResult } from '../protocol/bench';
 import type { CompressionReport } from '../protocol/report';
 import { readBenchHistory } from './benchmarks';
-import type {
-  HostToWebview,
-  InspectorSnapshot,
-  InspectorViewState,
-  LiveJob,
-  ModelInspection,
-  WebviewReplyValue,
-  WebviewRequest,
-  WebviewToHost,
+import {
+  type HostToWebview,
+  type InspectorSnapshot,
+  type InspectorViewState,
+  type LiveJob,
+  type ModelInspection,
+  summarizeLayer,
+  summarizeReport,
+  type WebviewReplyValue,
+  type WebviewRequest,
+  type WebviewToHost,
 } from '../protocol/webview';
 import { inspectorHtml, webviewOptions } from './webviewHtml';
 import type { WorkerClient } from './workerClient';
@@ -193,8 +195,13 @@ export class InspectorPanel implements vscode.Disposable {
     this.panel.reveal(undefined, true);
   }
 
+  /**
+   * What the webview gets: summaries only. The report's per-row arrays (scales, zero points) stay
+   * here and travel in the `layerDetail` reply of the selected layer.
+   */
   snapshot(): InspectorSnapshot {
     const s = this.source;
+    const report = this.report ? summarizeReport(this.report) : null;
     if (this.error) return { kind: 'empty', title: this.panel.title, message: this.error };
     switch (s.kind) {
       case 'empty':
@@ -208,14 +215,14 @@ export class InspectorPanel implements vscode.Disposable {
           ? { kind: 'benchmarks', title: this.panel.title, data: this.bench }
           : { kind: 'empty', title: this.panel.title, message: 'Reading the benchmark results…' };
       case 'report':
-        return { kind: 'report', title: this.panel.title, reportPath: this.reportPath, report: this.report, canComputeSensitivity: !!this.reportPath };
+        return { kind: 'report', title: this.panel.title, reportPath: this.reportPath, report, canComputeSensitivity: !!this.reportPath };
       case 'job':
         return {
           kind: 'report',
           title: this.panel.title,
           reportPath: this.reportPath,
-          report: this.report,
-          job: { ...s.handle.job, layers: [...s.handle.job.layers] },
+          report,
+          job: { ...s.handle.job, layers: s.handle.job.layers.map(summarizeLayer) },
           canComputeSensitivity: !!this.reportPath,
         };
       default: {

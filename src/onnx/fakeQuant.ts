@@ -6,8 +6,9 @@
 //   A (abits < 16): the input of every q/k/v/o/gate/up/down projection, per token (one scale per
 //     row of the last axis), after the online Hadamards of a rotated model (they precede o/down's
 //     MatMul, so "the MatMul's input" is already post-Hadamard). lm_head stays at full precision.
-//   K (kvbits < 16): keys after RoPE — and after a head_dim Hadamard applied to both q and k
-//     (QuaRot's QKRotationWrapper; q·kᵀ is unchanged since H·Hᵀ = I) — before the KV-cache Concat.
+//   K (kvbits < 16): keys after RoPE (GPT-2's learned positions: right after the per-head
+//     reshape) — and after a head_dim Hadamard applied to both q and k (QuaRot's
+//     QKRotationWrapper; q·kᵀ is unchanged since H·Hᵀ = I) — before the KV-cache Concat.
 //   V (kvbits < 16): values after the per-head reshape [b, kv_heads, s, head_dim], before the Concat.
 //   KV grouping: `kvGroup: 'token'` (default) uses one scale per token across all kv heads, which
 //   is what the QuaRot/OBR README command runs (k/v_groupsize −1); 'head' uses one scale per token
@@ -22,7 +23,7 @@ import { hadamardMatrix, hasHadamard, randomOrthogonal } from '../core/hadamard'
 import { indexGraph, opsetVersion, setMetadata, type GraphIndex } from './graph';
 import { findLinearLayers } from './linear';
 import { DataType, type ModelProto, type NodeProto } from './proto';
-import { activationType, findDecoder, fusedAttentionOf, GraphEditor, GraphPatternFormatError, headsTensor, ropeOutput } from './rotateGraph';
+import { activationType, findDecoder, fusedAttentionOf, GraphEditor, GraphPatternFormatError, hasRope, headsTensor, projectionTensors, ropeOutput } from './rotateGraph';
 import type { AttentionGeometry, LinearLayer } from './types';
 import { rotationOf } from './rotate';
 import { ModelWriteInputError } from './errors';
@@ -126,19 +127,31 @@ export function addFakeQuant(model: ModelProto, options: FakeQuantOptions): Fake
     }
     for (const b of dec.blocks) {
       const dtype = activationType(idx, b.k);
-      const fused = headsTensor(idx, b.q.outputName ?? '') ? undefined : fusedAttentionOf(idx, b.q.outputName ?? '');
+      if (b.q.opType === 'Attention') {
+        throw new GraphPatternFormatError(
+          `block ${b.index}: onnxruntime's Attention "${b.q.nodeName}" computes q/k/v from its packed weight inside the op, so its keys and values can't be quantized before attention; use kvbits 16 (activations can still be 4-bit)`,
+        );
+      }
+      const tensors = projectionTensors(idx, b);
+      if (!tensors) throw new GraphPatternFormatError(`block ${b.index}: can't find the q/k/v outputs of the fused projection "${b.q.name}" (expected a Split into three); KV quantization needs them — use kvbits 16`);
+      const fused = headsTensor(idx, tensors.q) ? undefined : fusedAttentionOf(idx, tensors.q);
       if (fused) {
         quantizeFusedAttentionKv(ed, consts, fused, b.index, dec, grid, dtype, opset, hdName, result);
         continue;
       }
-      const qHeads = headsTensor(idx, b.q.outputName ?? '');
-      const kHeads = headsTensor(idx, b.k.outputName ?? '');
-      const vHeads = headsTensor(idx, b.v.outputName ?? '');
-      const qRope = qHeads && ropeOutput(idx, qHeads.tensor);
-      const kRope = kHeads && ropeOutput(idx, kHeads.tensor);
+      const qHeads = headsTensor(idx, tensors.q);
+      const kHeads = headsTensor(idx, tensors.k);
+      const vHeads = headsTensor(idx, tensors.v);
+      let qRope = qHeads && ropeOutput(idx, qHeads.tensor);
+      let kRope = kHeads && ropeOutput(idx, kHeads.tensor);
+      // Learned positions (GPT-2): no RoPE between the heads and the scores; quantize the heads.
+      if (qHeads && kHeads && !qRope && !kRope && !hasRope(idx, qHeads.tensor) && !hasRope(idx, kHeads.tensor)) {
+        qRope = qHeads.tensor;
+        kRope = kHeads.tensor;
+      }
       if (!qRope || !kRope || !vHeads) {
         throw new GraphPatternFormatError(
-          `block ${b.index}: can't find the ${!vHeads ? 'per-head values' : 'RoPE outputs of q and k'} (expected MatMul → Reshape → Transpose(0,2,1,3) → x·cos + rotate_half(x)·sin); KV quantization needs a LLaMA-style attention graph — use kvbits 16`,
+          `block ${b.index}: can't find the ${!vHeads ? 'per-head values' : 'RoPE outputs of q and k'} (expected MatMul → Reshape → Transpose(0,2,1,3) → x·cos + rotate_half(x)·sin, or no RoPE); KV quantization needs a LLaMA- or GPT-2-style attention graph — use kvbits 16`,
         );
       }
       let k = kRope;

@@ -1,31 +1,39 @@
-// QuaRot rotation of a LLaMA-style ONNX decoder as a pure graph transform (docs/obr-algorithm.md
+// QuaRot rotation of a LLaMA- or GPT-2-style ONNX decoder as a pure graph transform (docs/obr-algorithm.md
 // §1.3; Ashkboos et al. 2024, "QuaRot", §4). The rotated model computes the same function (up to
 // float rounding) but its linear-layer inputs have far smaller outliers, which is what makes
 // per-token 4-bit activations (A4) and a 4-bit KV cache workable.
 //
-// Conventions: every projection is a MatMul y = x·W with W stored [in, out]; activations are row
-// vectors. Q is the residual rotation (hidden×hidden, orthogonal):
-//   residual stream   x ← x·Q                 (embedding E ← E·Q; o/down outputs W ← W·Q)
+// Conventions: activations are row vectors, y = x·W (+ b) with W [in, out] (MatMul, Gemm without
+// transB, onnxruntime's packed Attention weight) or stored [out, in] (Gemm transB = 1); the algebra
+// below is written for [in, out] and applied on the matching axis of either. Q is the residual
+// rotation (hidden×hidden, orthogonal):
+//   residual stream   x ← x·Q                 (embeddings E ← E·Q; o/down outputs W ← W·Q, b ← b·Q)
 //   RMSNorm           rms(x·Q) = rms(x), so norm(x·Q) = norm(x)·Q once the norm weight γ is folded
 //   readers           W ← Qᵀ·diag(γ)·W        (q/k/v with input_layernorm, gate/up with
 //                                              post_attention_layernorm, lm_head with the final norm)
-//   values            W_v ← W_v·(I_kv ⊗ H_d)    per kv head, exact offline (§1.3 step 3)
+//   values            W_v ← W_v·(I_kv ⊗ H_d), b_v ← b_v·(I_kv ⊗ H_d)  per kv head, exact offline (§1.3 step 3)
 //   o_proj input      online (H_heads ⊗ I_d) across heads, so o's input sees H_heads ⊗ H_d,
 //                     W_o ← (H_heads ⊗ I_d)ᵀ·(I_heads ⊗ H_d)ᵀ·W_o·Q
 //   down_proj input   online H_I (size intermediate), W_down ← H_Iᵀ·W_down·Q (§1.3 step 4)
-// Deviation from QuaRot: the embedding is NOT mean-centred. QuaRot's fuse_layer_norms subtracts the
-// embedding rows' mean, which is harmless for LayerNorm models but changes an RMSNorm model's
-// function (the mean is part of the signal RMSNorm sees); we keep the function exact instead.
+// LayerNorm decoders (GPT-2) are first made RMSNorm decoders, exactly (norms.ts; SliceGPT §3.2):
+// every writer into the residual stream is centred, so the stream is mean-free — embeddings
+// E ← E·C, o/down W ← W·C and b ← b·C with C = I − 𝟙𝟙ᵀ/hidden — each LayerNorm becomes
+// x / sqrt(mean(x²) + ε) and its β moves into the readers' biases (b ← b + β·W, W before γ).
+// Deviation from QuaRot for RMSNorm models: the embedding is NOT mean-centred. QuaRot's
+// fuse_layer_norms subtracts the embedding rows' mean, which is right for LayerNorm models (as
+// above) but changes an RMSNorm model's function (the mean is part of the signal RMSNorm sees).
 import { hadamardMatrix, hadamardPlan, orthogonalMatrix, rotateVectors, type Rotation } from '../core/hadamard';
 import { ModelWriteInputError } from './errors';
 import { indexGraph, pruneUnused, setMetadata, type GraphIndex } from './graph';
 import { DataType, type ModelProto, type NodeProto } from './proto';
+import { foldNorm } from './norms';
 import {
   activationType,
   constantSource,
   findDecoder,
   GraphEditor,
   GraphPatternFormatError,
+  partRows,
   readFloat64,
   readFloats,
   withValues,
@@ -72,9 +80,11 @@ export interface RotationInfo {
   onlineHead: RotationMatrixInfo | null;
   onlineDown: RotationMatrixInfo & { factored: boolean };
   normsFolded: number;
+  /** 'layer': a LayerNorm decoder made an RMSNorm one first (residual writers centred; header comment). */
+  norm: 'rms' | 'layer';
   embeddingsRotated: number;
-  /** Always false: see the header comment. */
-  embeddingMeanCentred: false;
+  /** True exactly for LayerNorm decoders (see the header comment). */
+  embeddingMeanCentred: boolean;
 }
 
 export interface RotateResult {
@@ -110,54 +120,89 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   noHadamard(head, `${numHeads} attention heads (online cross-head rotation before o_proj)`);
   noHadamard(down.rotation, `FF width ${intermediate} (online rotation before down_proj)`);
 
-  const embeddings = findEmbeddings(idx, hidden, dec);
+  const ed = new GraphEditor(model, idx);
+  // A tied lm_head (reading the embedding table, e.g. through a Transpose) gets its own copy: the
+  // table is rotated as a writer (E·C·Q), lm_head as a reader (Qᵀ·diag(γ)·W).
+  const lmHead = dec.lmHead.weightShared ? untieHead(ed, idx, dec.lmHead, warnings) : dec.lmHead;
+  const embeddings = findEmbeddings(idx, hidden, { ...dec, lmHead });
   if (embeddings.length === 0) throw new GraphPatternFormatError('found no embedding Gather over a [vocab, hidden] initializer; can\'t rotate the residual stream');
 
-  const ed = new GraphEditor(model, idx);
   // Each weight is read once (float32, or float64 for double tensors), transformed in place with
-  // every rotation it needs (rounded once), and stored once.
+  // every rotation it needs (rounded once), and stored once; biases likewise in float64.
   const weight = (l: LinearLayer) => readFloats(ed.initializer(l.weightName)!);
   const store = (l: LinearLayer, values: Float32Array | Float64Array) => ed.replaceInitializer(withValues(ed.initializer(l.weightName)!, values));
+  const bias = (l: LinearLayer): Float64Array | undefined => {
+    const name = biasOf(idx, l);
+    return name ? readFloat64(ed.initializer(name)!) : undefined;
+  };
+  const storeBias = (l: LinearLayer, values: Float64Array) => {
+    const name = biasOf(idx, l);
+    if (name) ed.replaceInitializer(withValues(ed.initializer(name)!, values));
+    else addBias(ed, idx, l, values);
+  };
+  const vRows = partRows(dec.blocks[0], 'v');
 
-  // (a) fold the norms, (b) rotate readers by Qᵀ on the input side: W ← Qᵀ·diag(γ)·W.
+  // (a) fold the norms, (b) rotate readers by Qᵀ on the input side: W ← Qᵀ·diag(γ)·W; a
+  // LayerNorm's β goes into the readers' biases first.
   let normsFolded = 0;
+  const kinds = new Set<string>();
   const sharedNormWeights = new Set<string>();
-  const foldInto = (readers: LinearLayer[], after?: (l: LinearLayer, w: Float32Array | Float64Array) => void) => {
-    if (readers.some((l) => l.inputName !== readers[0].inputName)) {
-      throw new GraphPatternFormatError(`${readers.map((l) => `"${l.name}"`).join(', ')} read different tensors; LLaMA's q/k/v (and gate/up) share one normalized input`);
-    }
-    const gamma = foldNorm(ed, idx, readers[0].inputName, readers, hidden, sharedNormWeights);
+  const foldInto = (readers: LinearLayer[], values?: LinearLayer) => {
+    const norm = foldNorm(ed, idx, model, readers, hidden, sharedNormWeights);
+    kinds.add(norm.kind);
     normsFolded++;
     for (const l of readers) {
-      const w = rotateRowsT(weight(l), l.outFeatures, residual, 1, 1, gamma);
-      after?.(l, w);
+      const w = weight(l);
+      let b = bias(l);
+      if (norm.beta) {
+        const shift = inputTimes(norm.beta, w, l);
+        if (b) for (let j = 0; j < b.length; j++) b[j] += shift[j];
+        else b = shift;
+      }
+      rotateInput(w, l, residual, { prescale: norm.gamma });
+      // (c) values: per kv head W_v ← W_v·(I_kv ⊗ H_d) (and its bias), after the residual rotation.
+      if (l === values) {
+        rotateOutput(w, l, valueHead, { outer: numKvHeads, offset: vRows[0] });
+        if (b) rotateCols(b, 1, b.length, valueHead, 1, numKvHeads, { offset: vRows[0] });
+      }
       store(l, w);
+      if (b) storeBias(l, b);
     }
   };
   for (const b of dec.blocks) {
-    // (c) values: per kv head W_v ← W_v·(I_kv ⊗ H_d), after the residual rotation.
-    foldInto([b.q, b.k, b.v], (l, w) => {
-      if (l === b.v) rotateCols(w, hidden, b.v.outFeatures, valueHead, 1, numKvHeads);
-    });
-    foldInto([b.gate, b.up]);
+    foldInto(b.fused ? [b.q] : [b.q, b.k, b.v], b.v);
+    foldInto(b.gate ? [b.gate, b.up] : [b.up]);
   }
-  foldInto([dec.lmHead]);
+  foldInto([lmHead]);
+  if (kinds.size > 1) throw new GraphPatternFormatError('the decoder mixes RMSNorm and LayerNorm before its projections; can\'t rotate it');
+  const layerNorm = kinds.has('layer');
 
+  // Writers into the residual stream: W ← W·C·Q, b ← b·C·Q (C centres, LayerNorm decoders only).
+  const writeResidual = (l: LinearLayer, w: Float32Array | Float64Array) => {
+    if (layerNorm) centreOutput(w, l);
+    store(l, rotateOutput(w, l, residual, {}));
+    const b = bias(l);
+    if (b) {
+      if (layerNorm) centre(b, 0, b.length, 1);
+      storeBias(l, rotateCols(b, 1, hidden, residual, 1, 1));
+    }
+  };
   for (const b of dec.blocks) {
     // o_proj: W ← Mᵀ·Bᵀ·W·Q with B = I_heads ⊗ H_d (offline, matches v) and M = H_heads ⊗ I_d (online).
-    const wo = rotateRowsT(weight(b.o), hidden, valueHead, 1, numHeads);
-    if (head) rotateRowsT(wo, hidden, head, headDim, 1);
-    store(b.o, rotateCols(wo, b.o.inFeatures, hidden, residual, 1, 1));
+    const wo = rotateInput(weight(b.o), b.o, valueHead, { outer: numHeads });
+    if (head) rotateInput(wo, b.o, head, { inner: headDim });
+    writeResidual(b.o, wo);
     // (d) down_proj: W ← H_Iᵀ·W·Q, with the online H_I on its input.
-    const wd = rotateRowsT(weight(b.down), hidden, down.rotation, 1, 1);
-    store(b.down, rotateCols(wd, intermediate, hidden, residual, 1, 1));
+    writeResidual(b.down, rotateInput(weight(b.down), b.down, down.rotation, {}));
   }
 
-  // Residual writers: embeddings E ← E·Q.
+  // Embeddings E ← E·C·Q.
   for (const name of embeddings) {
     const t = ed.initializer(name)!;
     const rows = tensorDims(t)[0];
-    ed.replaceInitializer(withValues(t, rotateCols(readFloats(t), rows, hidden, residual, 1, 1)));
+    const e = readFloats(t);
+    if (layerNorm) for (let r = 0; r < rows; r++) centre(e, r * hidden, hidden, 1);
+    ed.replaceInitializer(withValues(t, rotateCols(e, rows, hidden, residual, 1, 1)));
   }
   // Online Hadamards as graph nodes.
   const actType = activationType(idx, dec.blocks[0].down);
@@ -193,14 +238,43 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
     onlineHead: head ? describe(head) : null,
     onlineDown: { ...describe(down.rotation), factored: !!down.factors },
     normsFolded,
+    norm: layerNorm ? 'layer' : 'rms',
     embeddingsRotated: embeddings.length,
-    embeddingMeanCentred: false,
+    embeddingMeanCentred: layerNorm,
   };
   const out = ed.finish();
-  // A shared norm weight every reader now bypasses is dead weight in the rotated graph.
-  if (sharedNormWeights.size > 0) pruneUnused(out);
+  // A shared norm weight every reader now bypasses, or a LayerNorm's γ/β, is dead weight now.
+  if (sharedNormWeights.size > 0 || layerNorm) pruneUnused(out);
   setMetadata(out, ROTATION_METADATA_KEY, JSON.stringify(rotation));
   return { model: out, warnings, rotation };
+}
+
+/**
+ * lm_head reading the embedding table (tied weights): a copy of the table for lm_head alone,
+ * wired in where the lm_head path reads the table (the Transpose before a MatMul, or the Gemm).
+ * Any other sharing is refused.
+ */
+function untieHead(ed: GraphEditor, idx: GraphIndex, head: LinearLayer, warnings: string[]): LinearLayer {
+  const table = head.weightName;
+  const tableReaders = idx.consumers.get(table) ?? [];
+  let reader = nodeOf(idx, head);
+  let slot = 1;
+  for (let step = 0; step < 4 && reader.input?.[slot] !== table; step++) {
+    const p = idx.producer.get(reader.input?.[slot] ?? '');
+    if (!p || (p.opType !== 'Transpose' && p.opType !== 'Cast')) break;
+    reader = p;
+    slot = 0;
+  }
+  const others = tableReaders.filter((n) => n !== reader);
+  if (reader.input?.[slot] !== table || idx.outputNames.has(table) || others.length === 0 || others.some((n) => n.opType !== 'Gather')) {
+    throw new GraphPatternFormatError(`weight "${table}" of "${head.name}" is shared with other nodes (tied weights) in a way rotation can't untie; untie it before rotating`);
+  }
+  const src = ed.initializer(table)!;
+  const copy = ed.addInitializer(`${table}.lm_head`, tensorDims(src), readFloats(src), src.dataType ?? DataType.FLOAT);
+  ed.rewireInput(reader, slot, copy);
+  const dims = tensorDims(src);
+  warnings.push(`lm_head shares its weight with the embedding (tied); the rotation folds them differently, so lm_head gets its own copy (${dims.join(' × ')} more weights)`);
+  return { ...head, weightName: copy, weightShared: false };
 }
 
 /** Reads the rotation description a rotated model carries, if any. */
@@ -251,163 +325,193 @@ function insertDenseMatMul(ed: GraphEditor, x: string, h: string, base: string):
 }
 
 /**
- * y = x·(H_a ⊗ H_b) on the last axis of a rank-3 x [b, s, a·b] without forming the big matrix:
- * X = reshape(x, [b, s, a, b]); Y = H_aᵀ·X·H_b; y = reshape(Y, [b, s, a·b]). With hb = null the
- * second factor is the identity (the cross-head Hadamard H_heads ⊗ I_d).
+ * y = x·(H_a ⊗ H_b) on the last axis of x (any rank, e.g. [b, s, a·b], or [b·s, a·b] before a
+ * Gemm) without forming the big matrix: X = reshape(x, [−1, a, b]); Y = H_aᵀ·X·H_b;
+ * y = reshape(Y, shape(x)). With hb = null the second factor is the identity (the cross-head
+ * Hadamard H_heads ⊗ I_d).
  */
 function insertKroneckerMatMul(ed: GraphEditor, x: string, a: number, b: number, ha: string, hb: string | null, base: string): string {
-  const split = ed.addInt64(`${base}/split_shape`, [0, 0, a, b]);
-  const merge = ed.addInt64(`${base}/merge_shape`, [0, 0, a * b]);
+  const split = ed.addInt64(`${base}/split_shape`, [-1, a, b]);
   const nodes: NodeProto[] = [];
+  const shape = ed.node('Shape', [x], `${base}/Shape`);
   const reshape = ed.node('Reshape', [x, split], `${base}/Reshape`);
-  nodes.push(reshape);
+  nodes.push(shape, reshape);
   let cur = reshape.output![0];
   if (hb) {
     const mmb = ed.node('MatMul', [cur, hb], `${base}/MatMul_b`);
     nodes.push(mmb);
     cur = mmb.output![0];
   }
-  const perm = [{ name: 'perm', type: 7, ints: [0, 1, 3, 2] }];
+  const perm = [{ name: 'perm', type: 7, ints: [0, 2, 1] }];
   const t1 = ed.node('Transpose', [cur], `${base}/Transpose`, perm);
   const mma = ed.node('MatMul', [t1.output![0], ha], `${base}/MatMul_a`);
   const t2 = ed.node('Transpose', [mma.output![0]], `${base}/Transpose_1`, perm);
-  const back = ed.node('Reshape', [t2.output![0], merge], `${base}/Reshape_1`);
+  const back = ed.node('Reshape', [t2.output![0], shape.output![0]], `${base}/Reshape_1`);
   nodes.push(t1, mma, t2, back);
   ed.insertAfterProducer(x, nodes);
   return back.output![0];
 }
 
-/**
- * Finds the RMSNorm whose output is `tensor` (…Div(x, Sqrt(ReduceMean(x²) + ε))·γ), checks that only
- * the given layers read it, sets γ to ones and returns the old γ (float64).
- */
-function foldNorm(ed: GraphEditor, idx: GraphIndex, tensor: string, readers: LinearLayer[], hidden: number, sharedWeights: Set<string>): Float64Array {
-  let t = tensor;
-  let mul = idx.producer.get(t);
-  while (mul && mul.opType === 'Cast') mul = idx.producer.get((t = mul.input?.[0] ?? ''));
-  const fail = (why: string): never => {
-    throw new GraphPatternFormatError(`the input of ${readers.map((l) => `"${l.name}"`).join(', ')} is not an RMSNorm output (${why}); only LLaMA-style RMSNorm decoders can be rotated`);
-  };
-  // onnxruntime's fused RMSNorm ops (onnxruntime-genai builder, transformers optimizer): γ is input
-  // 1 of SimplifiedLayerNormalization and input 2 of SkipSimplifiedLayerNormalization, whose
-  // output 0 is the normalized sum (output 3, the sum itself, stays on the residual stream).
-  const fusedSlot = mul?.opType === 'SimplifiedLayerNormalization' || mul?.opType === 'RMSNormalization' ? 1 : mul?.opType === 'SkipSimplifiedLayerNormalization' ? 2 : -1;
-  if (mul && fusedSlot > 0 && mul.output?.[0] !== t) return fail(`it is output "${t}" of ${mul.opType}, not its normalized output`);
-  if (!mul || (mul.opType !== 'Mul' && fusedSlot < 0)) return fail(`it comes from ${mul?.opType ?? 'a graph input'}`);
-  let weightSlot: number;
-  let src: ReturnType<typeof constantSource>;
-  if (fusedSlot > 0) {
-    weightSlot = fusedSlot;
-    src = constantSource(idx, mul.input?.[fusedSlot] ?? '');
-    if (!src) return fail(`the weight of ${mul.opType} is not a constant`);
-  } else {
-    const [i0, i1] = mul.input ?? [];
-    const w0 = constantSource(idx, i0 ?? '');
-    const w1 = constantSource(idx, i1 ?? '');
-    weightSlot = w1 ? 1 : w0 ? 0 : -1;
-    if (weightSlot < 0 || (w0 && w1)) return fail('no single constant norm weight');
-    src = (weightSlot === 1 ? w1 : w0)!;
-    const normalized = (mul.input ?? [])[1 - weightSlot] ?? '';
-    if (!isRmsNormalized(idx, normalized)) return fail('no x / sqrt(mean(x²) + ε) before the weight');
-  }
-  const gammaName = src.initializer.name ?? '';
-  const gamma = readFloat64(src.initializer);
-  if (gamma.length !== hidden) return fail(`its weight has ${gamma.length} entries, not ${hidden}`);
-  // Exporters store identical norm weights once (e.g. an untrained model's all-ones gains): a
-  // shared γ is read here and the Mul gets its own all-ones copy; the others fold their own reads.
-  const shared = (idx.consumers.get(gammaName)?.length ?? 0) !== 1 || idx.outputNames.has(gammaName);
-  const allowed = new Set(readers.map((l) => l.inputName));
-  const users = (idx.consumers.get(t) ?? []).filter((n) => n.opType !== 'Shape');
-  const readerNodes = new Set(readers.map((l) => (idx.graph.node ?? [])[l.order ?? -1]));
-  for (const u of users) {
-    if (readerNodes.has(u)) continue;
-    if (u.opType === 'Cast' && allowed.has(u.output?.[0] ?? '')) continue;
-    fail(`"${u.name}" (${u.opType}) also reads it`);
-  }
-  if (shared) {
-    const ones = ed.addInitializer(`${gammaName}.folded`, tensorDims(src.initializer), new Float64Array(hidden).fill(1), src.seenType);
-    ed.rewireInput(mul, weightSlot, ones);
-    sharedWeights.add(gammaName);
-  } else ed.replaceInitializer(withValues(src.initializer, new Float64Array(hidden).fill(1)));
-  return gamma;
-}
-
-/** x / sqrt(mean(x²) + ε) (or x · 1/sqrt(…)): an RMS normalization without mean subtraction. */
-function isRmsNormalized(idx: GraphIndex, t: string): boolean {
-  let p = idx.producer.get(t);
-  while (p && p.opType === 'Cast') p = idx.producer.get(p.input?.[0] ?? '');
-  if (!p || (p.opType !== 'Div' && p.opType !== 'Mul')) return false;
-  const x = p.input?.[0] ?? '';
-  let d = idx.producer.get(p.input?.[1] ?? '');
-  const seen: string[] = [];
-  for (let i = 0; d && i < 6; i++) {
-    seen.push(d.opType ?? '');
-    if (d.opType === 'ReduceMean') {
-      const sq = idx.producer.get(d.input?.[0] ?? '');
-      if (!sq || (sq.opType !== 'Pow' && sq.opType !== 'Mul')) return false;
-      const base = sq.input?.[0] ?? '';
-      return sameSource(idx, base, x) && seen.includes('Sqrt');
-    }
-    // Follow the non-constant operand (e.g. past the ε of the Add).
-    const next: string = (d.input ?? []).find((y) => !!y && !idx.initializers.has(y) && !idx.constants.has(y)) ?? '';
-    d = idx.producer.get(next);
-  }
-  return false;
-}
-
-/** Two tensor names that are the same value up to Casts. */
-function sameSource(idx: GraphIndex, a: string, b: string): boolean {
-  const strip = (t: string) => {
-    let p = idx.producer.get(t);
-    while (p && p.opType === 'Cast') {
-      t = p.input?.[0] ?? '';
-      p = idx.producer.get(t);
-    }
-    return t;
-  };
-  return strip(a) === strip(b);
-}
-
-/** Embedding tables: Gather over a constant [vocab, hidden] float initializer with runtime indices. */
+/** Embedding tables: [rows, hidden] float initializers a Gather (with runtime indices) or an EmbedLayerNormalization reads. */
 function findEmbeddings(idx: GraphIndex, hidden: number, dec: Decoder): string[] {
   const names = new Set<string>();
   const lmWeight = dec.lmHead?.weightName;
   for (const n of idx.graph.node ?? []) {
-    if (n.opType !== 'Gather') continue;
-    const src = constantSource(idx, n.input?.[0] ?? '');
-    if (!src || idx.initializers.has(n.input?.[1] ?? '')) continue;
+    // onnxruntime's EmbedLayerNormalization reads the word (input 2) and position (input 3) tables.
+    const tables = n.opType === 'Gather' && !idx.initializers.has(n.input?.[1] ?? '') ? [n.input?.[0]] : n.opType === 'EmbedLayerNormalization' ? [n.input?.[2], n.input?.[3]] : [];
+    for (const table of tables) {
+    const src = constantSource(idx, table ?? '');
+    if (!src) continue;
     const dims = tensorDims(src.initializer);
     const dt = src.initializer.dataType;
     if (dims.length !== 2 || dims[1] !== hidden || (dt !== DataType.FLOAT && dt !== DataType.FLOAT16 && dt !== DataType.BFLOAT16 && dt !== DataType.DOUBLE)) continue;
     if (src.initializer.name === lmWeight) throw new GraphPatternFormatError('the embedding is tied to lm_head; untie the weights before rotating');
     names.add(src.initializer.name ?? '');
+    }
   }
   return [...names];
 }
 
+// ---- a layer's weight and bias, either storage orientation -----------------------------------------
+
+interface AxisOptions {
+  /** Structure of the rotated axis (o, k, i) as in rotateRowsT: k < R.n, i < inner, o < outer (default 1, 1). */
+  inner?: number;
+  outer?: number;
+  /** Per-entry scale of the input axis applied first (a folded norm gain γ; inner = 1). */
+  prescale?: Float64Array;
+  /** First output channel of the rotated range (a fused qkv layer's v part). */
+  offset?: number;
+}
+
+/** The layer reads x·R instead of x: W ← Rᵀ·diag(prescale)·W on the input axis. Returns `w`. */
+function rotateInput<T extends Float32Array | Float64Array>(w: T, l: LinearLayer, r: Rotation, o: AxisOptions): T {
+  const opts = { prescale: o.prescale };
+  return l.orientation === 'in-out' ? rotateRowsT(w, l.outFeatures, r, o.inner ?? 1, o.outer ?? 1, opts) : rotateCols(w, l.outFeatures, l.inFeatures, r, o.inner ?? 1, o.outer ?? 1, opts);
+}
+
+/** The layer's outputs become y·R (on channels offset …): W ← W·R on the output axis. Returns `w`. */
+function rotateOutput<T extends Float32Array | Float64Array>(w: T, l: LinearLayer, r: Rotation, o: AxisOptions): T {
+  const opts = { offset: o.offset };
+  return l.orientation === 'in-out' ? rotateCols(w, l.inFeatures, l.outFeatures, r, o.inner ?? 1, o.outer ?? 1, opts) : rotateRowsT(w, l.inFeatures, r, o.inner ?? 1, o.outer ?? 1, opts);
+}
+
+/** Subtracts the mean of `n` entries data[first + k·stride] from each. */
+function centre(data: Float32Array | Float64Array, first: number, n: number, stride: number): void {
+  let sum = 0;
+  for (let k = 0; k < n; k++) sum += data[first + k * stride];
+  const mean = sum / n;
+  for (let k = 0; k < n; k++) data[first + k * stride] -= mean;
+}
+
+/** W ← W·C on the output axis (C = I − 𝟙𝟙ᵀ/out): every input's row of outputs loses its mean. */
+function centreOutput(w: Float32Array | Float64Array, l: LinearLayer): void {
+  const [n, m] = [l.inFeatures, l.outFeatures];
+  if (l.orientation === 'in-out') for (let i = 0; i < n; i++) centre(w, i * m, m, 1);
+  else for (let i = 0; i < n; i++) centre(w, i, m, n);
+}
+
+/** β·W (length out) for β on the input axis, in float64. */
+function inputTimes(beta: Float64Array, w: Float32Array | Float64Array, l: LinearLayer): Float64Array {
+  const [n, m] = [l.inFeatures, l.outFeatures];
+  const out = new Float64Array(m);
+  if (l.orientation === 'in-out') {
+    for (let i = 0; i < n; i++) {
+      const bi = beta[i];
+      if (bi === 0) continue;
+      for (let j = 0; j < m; j++) out[j] += bi * w[i * m + j];
+    }
+  } else {
+    for (let j = 0; j < m; j++) {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += beta[i] * w[j * n + i];
+      out[j] = s;
+    }
+  }
+  return out;
+}
+
+/**
+ * The bias initializer added to a layer's output: Gemm's C, Attention's input 2, an Add of a
+ * constant [out] right after a MatMul, or the bias input of the SkipLayerNormalization /
+ * SkipSimplifiedLayerNormalization the output feeds (onnxruntime's optimizer moves it there).
+ */
+function biasOf(idx: GraphIndex, l: LinearLayer): string | undefined {
+  const node = (idx.graph.node ?? [])[l.order ?? -1];
+  const constant = (name: string | undefined) => {
+    const src = name ? constantSource(idx, name) : undefined;
+    return src && src.initializer.name && tensorDims(src.initializer).reduce((a, b) => a * b, 1) === l.outFeatures ? src.initializer.name : undefined;
+  };
+  if (l.opType === 'Gemm' || l.opType === 'Attention') return constant(node?.input?.[2]);
+  const users = (idx.consumers.get(l.outputName ?? '') ?? []).filter((n) => n.opType !== 'Shape');
+  if (users.length !== 1) return undefined;
+  const u = users[0]!;
+  if (u.opType === 'Add') return constant(u.input?.find((x) => x !== l.outputName));
+  if (u.opType === 'SkipLayerNormalization' && u.input?.[0] === l.outputName) return constant(u.input?.[4]);
+  if (u.opType === 'SkipSimplifiedLayerNormalization' && u.input?.[0] === l.outputName) return constant(u.input?.[3]);
+  return undefined;
+}
+
+/** Gives a layer without one a bias (a LayerNorm's β·W): Gemm's / Attention's input 2, or an Add after a MatMul. */
+function addBias(ed: GraphEditor, idx: GraphIndex, l: LinearLayer, values: Float64Array): void {
+  const node = nodeOf(idx, l);
+  const name = ed.addInitializer(`${l.weightName}.bias`, [l.outFeatures], values, activationType(idx, l));
+  if (l.opType === 'Gemm' || l.opType === 'Attention') {
+    ed.rewireInput(node, 2, name);
+    return;
+  }
+  const y = l.outputName ?? '';
+  const base = `${l.nodeName || l.name}/bias`;
+  if (idx.outputNames.has(y)) {
+    // The MatMul writes a graph output (logits): it gets a new output name, the Add the old one.
+    const raw = ed.names.fresh(`${base}_input`);
+    ed.rewireOutput(node, 0, raw);
+    const add = ed.node('Add', [raw, name], `${base}/Add`);
+    add.output = [y];
+    ed.insertAfterProducer(y, [add]);
+    return;
+  }
+  const add = ed.node('Add', [y, name], `${base}/Add`);
+  ed.insertAfterProducer(y, [add]);
+  ed.rewireConsumers(y, add.output![0]!);
+}
+
 // ---- weight algebra on flat row-major matrices (in place; src/core/hadamard.ts rotateVectors) ---
+
+export interface RotateAxisOptions {
+  /** Per-entry scale of the rotated axis applied first: x ← (x ⊙ prescale)·R (inner = 1). */
+  prescale?: Float64Array;
+  /** First row (rotateRowsT) or column (rotateCols) of the rotated range; default 0. */
+  offset?: number;
+}
 
 /**
  * W ← Rᵀ·W in place on the row axis k of rows indexed (o, k, i), o < outer, k < R.n, i < inner:
  * out[(o, k′, i), :] = Σ_k R[k, k′]·W[(o, k, i), :]. (outer = inner = 1: Rᵀ·W; inner = 1:
  * (I_outer ⊗ R)ᵀ·W; outer = 1: (R ⊗ I_inner)ᵀ·W.) With `prescale` (inner = 1, one entry per row)
- * the rows are scaled first: W ← Rᵀ·diag(prescale)·W (a folded norm weight). Returns `w`.
+ * the rows are scaled first: W ← Rᵀ·diag(prescale)·W (a folded norm weight); with `offset` the
+ * row index starts there (rows before it and after the range are untouched). Returns `w`.
  */
-export function rotateRowsT<T extends Float32Array | Float64Array>(w: T, cols: number, r: Rotation, inner: number, outer: number, prescale?: Float64Array): T {
+export function rotateRowsT<T extends Float32Array | Float64Array>(w: T, cols: number, r: Rotation, inner: number, outer: number, opts: RotateAxisOptions = {}): T {
+  const { prescale, offset = 0 } = opts;
   if (prescale && inner !== 1) throw new Error('internal: a row prescale needs inner = 1');
   // For fixed o the rows (k, i) form an [R.n, inner·cols] block whose columns are the vectors.
   const width = inner * cols;
-  for (let o = 0; o < outer; o++) rotateVectors(r, w, { offset: o * r.n * width, stride: width, count: width, step: 1 }, prescale?.subarray(o * r.n, (o + 1) * r.n));
+  for (let o = 0; o < outer; o++) rotateVectors(r, w, { offset: (offset + o * r.n * inner) * cols, stride: width, count: width, step: 1 }, prescale?.subarray(o * r.n, (o + 1) * r.n));
   return w;
 }
 
 /**
  * W ← W·R in place on the column axis k of columns indexed (o, k, i) as in rotateRowsT:
- * out[:, (o, k′, i)] = Σ_k W[:, (o, k, i)]·R[k, k′] (outer = inner = 1: W·R). Returns `w`.
+ * out[:, (o, k′, i)] = Σ_k W[:, (o, k, i)]·R[k, k′] (outer = inner = 1: W·R), on the columns
+ * from `offset`; `prescale` scales each row's entries k first (W ← W·diag(prescale)·R). Returns `w`.
  */
-export function rotateCols<T extends Float32Array | Float64Array>(w: T, rows: number, cols: number, r: Rotation, inner: number, outer: number): T {
+export function rotateCols<T extends Float32Array | Float64Array>(w: T, rows: number, cols: number, r: Rotation, inner: number, outer: number, opts: RotateAxisOptions = {}): T {
+  const { prescale, offset = 0 } = opts;
+  if (prescale && inner !== 1) throw new Error('internal: a column prescale needs inner = 1');
   for (let o = 0; o < outer; o++) {
-    for (let i = 0; i < inner; i++) rotateVectors(r, w, { offset: o * r.n * inner + i, stride: inner, count: rows, step: cols });
+    const pre = prescale?.subarray(o * r.n, (o + 1) * r.n);
+    for (let i = 0; i < inner; i++) rotateVectors(r, w, { offset: offset + o * r.n * inner + i, stride: inner, count: rows, step: cols }, pre);
   }
   return w;
 }

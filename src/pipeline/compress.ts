@@ -20,7 +20,7 @@ import { AbortError, isAbort, throwIfAborted } from './cancel';
 import { Checkpoint } from './checkpoint';
 import { checkOutputFolder, JobLock } from './lock';
 import type { Job, PipelineOptions } from './job';
-import { prepareLayout, resolveLayout, writeLayout } from './layouts';
+import { checkFolderOutput, prepareLayout, resolveLayout, writeLayout } from './layouts';
 import { outputPaths, removeTree, type OutputPaths } from './outputs';
 import { ProgressTracker } from './progress';
 import { calibrateStage } from './stages/calibrate';
@@ -85,6 +85,7 @@ export async function runCompression(
   for (const p of [paths.simulated, paths.packed, paths.report]) {
     if (path.resolve(p) === source) throw new OptionError(`the output ${p} would overwrite the source model; pick another --out folder`);
   }
+  checkFolderOutput(paths, source);
   const job: Job = {
     options,
     extra,

@@ -126,6 +126,19 @@ async function modelWithData(dir: string, file: string): Promise<string[]> {
   }
 }
 
+/**
+ * Refuses an output folder that holds the source (a rerun replaces the folder whole): OptionError
+ * naming --out. The folder's own name differs from the source folder's, so this only happens when
+ * the source sits deeper inside a folder of that name.
+ */
+export function checkFolderOutput(paths: OutputPaths, source: string): void {
+  if (!paths.folder) return;
+  const rel = path.relative(paths.folder.dir, path.resolve(source));
+  if (!rel.startsWith('..') && !path.isAbsolute(rel)) {
+    throw new OptionError(`the output folder ${paths.folder.dir} would hold the source model ${source} and be replaced; pick another --out folder or --layout file`);
+  }
+}
+
 /** Creates the staged output folder, so the write stage can write the packed model into it. */
 export async function prepareLayout(paths: OutputPaths): Promise<void> {
   if (paths.folder) await mkdir(staged(paths, paths.folder.dir), { recursive: true });

@@ -7,13 +7,35 @@ import type { BenchmarksViewData } from './bench';
 import type { CompressionReport, LayerReport, LayerRole } from './report';
 import type { ProgressEvent } from './worker';
 
+/**
+ * A layer as the inspector's table and charts see it: the report's layer without its per-row
+ * arrays (`rowScales`, `rowZeros`: one number per output row, ~18 k per block of a 1 B model).
+ * Those stay with the host and reach the webview only inside a `layerDetail` reply for the
+ * selected layer, so the first snapshot of a 22–32-block report stays a few hundred KB.
+ */
+export type LayerSummary = Omit<LayerReport, 'rowScales' | 'rowZeros'>;
+
+/** The report as the webview receives it: every field of the report, its layers as summaries. */
+export type ReportSummary = Omit<CompressionReport, 'layers'> & { layers: LayerSummary[] };
+
+/** The summary of one layer (a copy without the per-row arrays). */
+export function summarizeLayer(layer: LayerReport): LayerSummary {
+  const { rowScales: _scales, rowZeros: _zeros, ...summary } = layer;
+  return summary;
+}
+
+/** The report as the webview receives it (the host keeps the full report for layer details). */
+export function summarizeReport(report: CompressionReport): ReportSummary {
+  return { ...report, layers: report.layers.map(summarizeLayer) };
+}
+
 /** A compression job as the inspector sees it while it runs and after it ends. */
 export interface LiveJob {
   modelPath: string;
   recipe: string;
   state: 'running' | 'done' | 'failed' | 'cancelled';
   /** Layers finished so far (they fill the table while the job runs). */
-  layers: LayerReport[];
+  layers: LayerSummary[];
   /** Linear layers the job will compress, when known (for "12 / 24"). */
   totalLayers?: number;
   progress?: ProgressEvent;
@@ -53,8 +75,8 @@ export type InspectorSnapshot =
       title: string;
       /** Absolute path of the report on disk, when it has one (for reload and layer details). */
       reportPath?: string;
-      /** Null while the first job of this panel is still running. */
-      report: CompressionReport | null;
+      /** Null while the first job of this panel is still running. Layers without per-row arrays. */
+      report: ReportSummary | null;
       job?: LiveJob;
       /** Whether the host can compute layer sensitivities (a worker is available). */
       canComputeSensitivity: boolean;
@@ -70,6 +92,13 @@ export interface InspectorViewState {
   sortKey?: string;
   sortDescending?: boolean;
   filter?: string;
+  roleFilter?: string;
+  /** The table's block range filter as typed ("3-9"). */
+  blockFilter?: string;
+  /** The error chart: by block or by layer, what the block view's bars show, the blocks shown. */
+  chartView?: 'blocks' | 'layers';
+  chartMetric?: 'total' | 'pruning' | 'quantization' | `baseline:${string}`;
+  chartWindow?: { from: number; to: number };
   chosenRow?: number;
 }
 

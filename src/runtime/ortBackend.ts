@@ -8,10 +8,10 @@ import type { MatrixBackend } from '../core/backend';
 import { DataType, encodeModel, onnx } from '../onnx/proto';
 import { createSessionWithFallback } from './providers';
 
-function matmulModel(): Uint8Array {
+function matmulModel(elemType: number = DataType.FLOAT): Uint8Array {
   const vi = (name: string, dims: string[]): onnx.IValueInfoProto => ({
     name,
-    type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimParam: d })) } } },
+    type: { tensorType: { elemType, shape: { dim: dims.map((d) => ({ dimParam: d })) } } },
   });
   return encodeModel({
     irVersion: 8,
@@ -46,17 +46,21 @@ export async function createOrtBackend(options: OrtBackendOptions = {}): Promise
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
   });
+  // Float64 products (the factorization's blocks) on the CPU provider: GPU providers have no
+  // double MatMul, and these are a few n³ per layer.
+  const session64 = await ort.InferenceSession.create(matmulModel(DataType.DOUBLE), { intraOpNumThreads: options.threads ?? 2, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
   let chain: Promise<unknown> = Promise.resolve();
-  const matmulF32 = (a: Float32Array, b: Float32Array, m: number, k: number, n: number): Promise<Float32Array> => {
-    if (a.length < m * k || b.length < k * n) throw new Error(`matmulF32: operands too short for ${m}×${k}·${k}×${n}`);
+  const product = <T extends Float32Array | Float64Array>(s: ort.InferenceSession, type: 'float32' | 'float64', a: T, b: T, m: number, k: number, n: number): Promise<T> => {
+    if (a.length < m * k || b.length < k * n) throw new Error(`matmul (${type}): operands too short for ${m}×${k}·${k}×${n}`);
     // One run at a time: the session's thread pool is the parallelism.
     const run = chain.then(async () => {
-      if (m === 0 || n === 0) return new Float32Array(m * n);
-      const out = await session.run({
-        A: new ort.Tensor('float32', a.length === m * k ? a : a.subarray(0, m * k), [m, k]),
-        B: new ort.Tensor('float32', b.length === k * n ? b : b.subarray(0, k * n), [k, n]),
+      if (m === 0 || n === 0) return (type === 'float32' ? new Float32Array(m * n) : new Float64Array(m * n)) as T;
+      if (k === 0) return (type === 'float32' ? new Float32Array(m * n) : new Float64Array(m * n)) as T;
+      const out = await s.run({
+        A: new ort.Tensor(type, a.length === m * k ? a : a.subarray(0, m * k), [m, k]),
+        B: new ort.Tensor(type, b.length === k * n ? b : b.subarray(0, k * n), [k, n]),
       });
-      const y = out.Y.data as Float32Array;
+      const y = out.Y.data as T;
       out.Y.dispose?.();
       return y;
     });
@@ -66,7 +70,11 @@ export async function createOrtBackend(options: OrtBackendOptions = {}): Promise
   return {
     name: `ort-${used}`,
     provider: { used, tried },
-    matmulF32,
-    release: () => session.release(),
+    matmulF32: (a, b, m, k, n) => product(session, 'float32', a, b, m, k, n),
+    matmulF64: (a, b, m, k, n) => product(session64, 'float64', a, b, m, k, n),
+    release: async () => {
+      await session.release();
+      await session64.release();
+    },
   };
 }

@@ -74,6 +74,8 @@ export interface StartOptions {
   vsix?: string;
   /** code-server's log: test-results/e2e/<logName>.log (default code-server). */
   logName?: string;
+  /** Puts more files into the workspace folder before the workbench opens it. */
+  prepare?: (workspace: string) => void | Promise<void>;
 }
 
 /**
@@ -135,6 +137,12 @@ export async function start(settings: Record<string, unknown>, options: StartOpt
   mkdirSync(extensions, { recursive: true });
   for (const f of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'config.json', ...(options.extraModelFiles ?? [])]) {
     if (existsSync(join(MODEL_DIR, f))) copyFileSync(join(MODEL_DIR, f), join(workspace, f));
+  }
+  try {
+    await options.prepare?.(workspace);
+  } catch (e) {
+    if (!process.env['OBR_E2E_KEEP']) rmSync(root, { recursive: true, force: true });
+    throw e;
   }
   let ext: string;
   if (options.vsix) {

@@ -2,15 +2,15 @@
 // protocol in src/protocol/webview.ts; its first message is `ready`, answered with a snapshot.
 // Every snapshot re-renders from scratch except the charts (updated in place) and the selected
 // layer's detail (re-requested only when the selection, row or compressed model changes).
-import type { CompressionReport, LayerReport } from '../../src/protocol/report';
-import type { HostToWebview, InspectorSnapshot, InspectorViewState, LayerDetail, ModelInspection } from '../../src/protocol/webview';
+import type { HostToWebview, InspectorSnapshot, InspectorViewState, LayerDetail, LayerSummary, ModelInspection, ReportSummary } from '../../src/protocol/webview';
 import { badge, button, progressRing, registerComponents, textField } from './components/toolkit';
 import { bytes, num, pct, rel, seconds } from './format';
 import { Rpc, type VsCodeApi } from './rpc';
 import { onThemeChange } from './theme';
-import { ChartSlot, errorChartConfig, perplexityChartConfig, scaleDistributionConfig, sensitivityChartConfig } from './views/charts';
+import { ChartSlot, perplexityChartConfig, scaleDistributionConfig, sensitivityChartConfig } from './views/charts';
+import { ErrorChart, type ErrorChartState } from './views/errorChart';
 import { drawMask, drawRowGrid, gridInCodeUnits, maskSummary, rowGroupSummaries } from './views/heatmap';
-import { renderLayerTable, type TableState } from './views/layerTable';
+import { renderLayerTable, type LayerTable, type TableState } from './views/layerTable';
 import { renderBenchmarks } from './benchmarks/view';
 
 declare function acquireVsCodeApi(): VsCodeApi;
@@ -25,15 +25,19 @@ const table: TableState = {
   sortKey: view.sortKey ?? 'index',
   descending: view.sortDescending ?? false,
   filter: view.filter ?? '',
-  role: '',
+  role: view.roleFilter ?? '',
+  blocks: view.blockFilter ?? '',
   selected: view.selectedLayer,
 };
+const chartState: ErrorChartState = { view: view.chartView, metric: view.chartMetric ?? 'total', window: view.chartWindow };
 
 let snapshot: InspectorSnapshot | undefined;
 let detail: LayerDetail | undefined;
 let detailKey = '';
 let detailError = '';
 let lastTableKey = '';
+let layerTable: LayerTable | undefined;
+let errorChart: ErrorChart | undefined;
 const charts = new Map<string, ChartSlot>();
 
 function saveState(): void {
@@ -41,6 +45,11 @@ function saveState(): void {
   view.sortKey = table.sortKey;
   view.sortDescending = table.descending;
   view.filter = table.filter;
+  view.roleFilter = table.role;
+  view.blockFilter = table.blocks;
+  view.chartView = chartState.view;
+  view.chartMetric = chartState.metric;
+  view.chartWindow = chartState.window;
   api.setState(view);
 }
 
@@ -82,7 +91,7 @@ function slot(id: string, parent: HTMLElement, height?: number): ChartSlot {
   return s;
 }
 
-function layersOf(s: InspectorSnapshot): LayerReport[] {
+function layersOf(s: InspectorSnapshot): LayerSummary[] {
   if (s.kind !== 'report') return [];
   return s.report?.layers ?? s.job?.layers ?? [];
 }
@@ -169,20 +178,23 @@ function renderReport(s: Extract<InspectorSnapshot, { kind: 'report' }>): void {
   const tableKey = JSON.stringify([layers.length, layers.map((l) => l.loss.total), !!report]);
   if (tableKey !== lastTableKey) {
     lastTableKey = tableKey;
-    renderLayerTable(layout.table.body, { kind: 'report', layers }, table, { onChange: onTableChange });
+    // A running job's next layers update the drawn table in place (filters, scroll and focus stay).
+    if (!layerTable?.update({ kind: 'report', layers })) layerTable = renderLayerTable(layout.table.body, { kind: 'report', layers }, table, { onChange: onTableChange });
   }
-  if (layers.length === 0) layout.table.body.replaceChildren(el('p', { class: 'muted' }, 'Layers appear here as they are compressed.'));
+  if (layers.length === 0) {
+    layout.table.body.replaceChildren(el('p', { class: 'muted' }, 'Layers appear here as they are compressed.'));
+    layerTable = undefined;
+  }
 
-  // Error chart: clicking a bar selects the layer.
-  const err = slot('error-chart', layout.errors.body, 260);
-  if (!err.canvas.dataset['wired']) {
-    err.canvas.dataset['wired'] = '1';
-    err.onClick((i) => {
-      const l = layersOf(snapshot!)[i];
-      if (l) selectLayer(l.name);
+  // Error chart, grouped by block with zoom and pan; clicking a bar selects the layer.
+  layout.errors.root.querySelector('h2')!.textContent = 'Error per layer';
+  if (!errorChart?.attached) {
+    errorChart = new ErrorChart(layout.errors.body, chartState, {
+      onSelect: (name) => selectLayer(name, true),
+      onChange: () => saveState(),
     });
   }
-  err.show(errorChartConfig(layers, report?.baselines, table.selected));
+  errorChart.update(slot('error-chart', errorChart.chartHost, 280), { layers, baselines: report?.baselines, recipe: report?.recipe ?? job?.recipe ?? 'this job', selected: table.selected });
 
   renderSelectedLayer();
   renderPerplexity(report);
@@ -200,27 +212,41 @@ function resolveNear(reportPath: string, p: string): string {
   return `${dir}/${p}`;
 }
 
+/** The layer the views below and the chart's outline show (a sort or filter leaves it alone). */
+let shownSelection: string | undefined;
+
 function onTableChange(state: TableState): void {
   saveState();
-  if (state.selected !== detail?.name) renderSelectedLayer();
+  if (state.selected !== shownSelection) {
+    renderSelectedLayer();
+    redrawErrorChart();
+  }
 }
 
-function selectLayer(name: string): void {
+/** Selects a layer (from a chart): the table marks it and, with `reveal`, scrolls to it. */
+function selectLayer(name: string, reveal = false): void {
   table.selected = name;
   saveState();
-  for (const row of layout.table.body.querySelectorAll<HTMLElement>('vscode-data-grid-row[data-layer]')) {
-    row.classList.toggle('selected', row.dataset['layer'] === name);
-  }
+  layerTable?.select(name, reveal);
   renderSelectedLayer();
+  redrawErrorChart();
 }
 
-function selectedLayerReport(): LayerReport | undefined {
+/** The error chart again with the new selection outlined. */
+function redrawErrorChart(): void {
+  const s = snapshot;
+  if (!s || s.kind !== 'report' || !errorChart?.attached) return;
+  errorChart.update(slot('error-chart', errorChart.chartHost, 280), { layers: layersOf(s), baselines: s.report?.baselines, recipe: s.report?.recipe ?? s.job?.recipe ?? 'this job', selected: table.selected });
+}
+
+function selectedLayerReport(): LayerSummary | undefined {
   return snapshot ? layersOf(snapshot).find((l) => l.name === table.selected) : undefined;
 }
 
 function renderSelectedLayer(): void {
   const body = layout.layer.body;
   const s = snapshot;
+  shownSelection = table.selected;
   if (!s || !table.selected) {
     body.replaceChildren(el('p', { class: 'muted' }, 'Select a layer in the table.'));
     return;
@@ -349,7 +375,7 @@ function normalizeDetail(d: LayerDetail): LayerDetail {
   };
 }
 
-function renderPerplexity(report: CompressionReport | null): void {
+function renderPerplexity(report: ReportSummary | null): void {
   const body = layout.ppl.body;
   if (!report) {
     body.replaceChildren(el('p', { class: 'muted' }, 'Perplexities appear when the job has evaluated the model.'));
@@ -386,7 +412,7 @@ function renderPerplexity(report: CompressionReport | null): void {
  * The job's recipe and its baselines side by side: perplexity, and the layer loss summed over the
  * layers relative to the summed dense output energy (all on the same Hessians).
  */
-function recipeComparison(report: CompressionReport): HTMLElement {
+function recipeComparison(report: ReportSummary): HTMLElement {
   const d = report.perplexity.dense?.perplexity;
   const sumOf = (losses: Array<{ loss: { total: number; outputEnergy: number } }>) => {
     let total = 0;
@@ -468,9 +494,13 @@ function renderModel(title: string, model: ModelInspection): void {
   const key = `model|${model.path}|${model.layers.length}`;
   if (key !== lastTableKey) {
     lastTableKey = key;
-    renderLayerTable(layout.table.body, { kind: 'model', layers: model.layers }, table, { onChange: onTableChange });
+    if (!layerTable?.update({ kind: 'model', layers: model.layers })) layerTable = renderLayerTable(layout.table.body, { kind: 'model', layers: model.layers }, table, { onChange: onTableChange });
   }
   layout.errors.root.querySelector('h2')!.textContent = 'Crest factor per layer (max|w| / rms)';
+  if (errorChart) {
+    errorChart = undefined;
+    layout.errors.body.replaceChildren();
+  }
   const p = slot('error-chart', layout.errors.body, 220);
   p.show({
     type: 'bar',

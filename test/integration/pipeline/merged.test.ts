@@ -91,9 +91,9 @@ test('W4A16 on a merged decoder: merged outputs, weights once, both branches edi
   assert.ok(Number.isFinite(nll.sums[0]) && nll.sums[0]! > 0);
 });
 
-test('W4A4KV4 on a merged decoder with external data: rotation Hadamards and A/KV fake quantization in both branches, cached = uncached logits', { skip: !haveTiny && 'tiny fixture not built', timeout: 600_000 }, async () => {
+test('W4A4KV4 on a merged decoder with external data and constants kept in the branches: rotation Hadamards and A/KV fake quantization in both branches, cached = uncached logits', { skip: !haveTiny && 'tiny fixture not built', timeout: 600_000 }, async () => {
   const dir = tempDir('obr-merged-');
-  const source = await writeTinyMerged(dir, { externalData: true });
+  const source = await writeTinyMerged(dir, { externalData: true, foldConstants: true });
   assert.ok(existsSync(`${source}.data`));
   const evalText = shortText(dir, 'sotu-test.txt', 8_000);
   const report = await runCompression(source, quickOptions(dir, { recipe: 'obr-gptq', samples: 2, seqlen: 32 }), {}, { evalText, evalWindows: 2 });

@@ -25,6 +25,24 @@ test('ort matmulF32 == float64 GEMM to float32 accuracy, several shapes', async 
   }
 });
 
+test('ort matmulF64 == float64 GEMM to float64 accuracy, several shapes (the factorization blocks)', async () => {
+  const be = await createOrtBackend({ threads: 1 });
+  try {
+    const g = seededNormal(6);
+    for (const [m, k, n] of [[1, 1, 1], [9, 17, 4], [64, 33, 70]]) {
+      const a = Float64Array.from({ length: m * k }, () => g());
+      const b = Float64Array.from({ length: k * n }, () => g());
+      const ref = new Float64Array(m * n);
+      gemmAccumulate(a, b, ref, m, k, n);
+      const y = await be.matmulF64!(a, b, m, k, n);
+      assert.ok(y instanceof Float64Array && y.length === m * n);
+      for (let i = 0; i < ref.length; i++) assert.ok(Math.abs(y[i] - ref[i]) <= 1e-13 * k * (1 + Math.abs(ref[i])), `${m}×${k}×${n} [${i}]`);
+    }
+  } finally {
+    await be.release();
+  }
+});
+
 test("compressLayer solver 'pcg-batched' on the ort backend: loss within 5% of the exact solver", async () => {
   const rows = 32;
   const cols = 96;

@@ -44,8 +44,8 @@ test('onnxruntime-optimized GPT-2 (synthetic): the packed Attention weight is on
   } finally {
     await lm.release();
   }
-  // LayerNorm + fused q/k/v: rotation is refused with what to do instead.
-  assert.throws(() => rotateModel(m, { seed: 0 }), /fused q\/k\/v projection.*--abits 16 --kvbits 16/);
+  // LayerNorm + packed q/k/v: rotated exactly since the LayerNorm → RMSNorm conversion (gpt2Rotate.test.ts).
+  assert.equal(rotateModel(m, { seed: 0 }).rotation.norm, 'layer');
 });
 
 test('third-party onnxruntime-optimized GPT-2: the 5 QKV weights inside Attention found, c_proj roles right, blocks 0…4', { skip: !existsSync(FUSED) && `not present: ${FUSED}` }, async () => {

@@ -125,3 +125,18 @@ test('mergeDecoders: a with-past weight under another name is read under the sha
   const r = await cachedVsFull(encodeModel(b), IDS.slice(0, 6), 6);
   assert.ok(r.full.every(Number.isFinite));
 });
+
+test('merged fixture with folded constants: scalars and 1-D int tensors stay in each branch; the model still round-trips and decodes alike', async () => {
+  const { merged } = await tinyMergedDecoder({ foldConstants: true });
+  const ifNode = merged.graph!.node![0]!;
+  for (const a of ifNode.attribute!) {
+    const local = a.g!.initializer ?? [];
+    assert.ok(local.length > 100, `${a.name}: ${local.length} constants kept in the branch`);
+    assert.ok(local.every((t) => (t.dims ?? []).length <= 1), a.name!);
+  }
+  assert.equal(findLinearLayers(merged).length, 29);
+  const split = splitMergedDecoder(merged);
+  assert.deepEqual(Buffer.from(encodeModel(remerge(split, split.noPast, split.withPast))), Buffer.from(encodeModel(merged)));
+  const r = await cachedVsFull(encodeModel(merged), IDS, 5);
+  assert.ok(maxAbsDiff(r.full, r.cached) < 1e-4);
+});

@@ -37,24 +37,45 @@ export function withPresentOutputs(noPast: ModelProto, withPast: ModelProto): Mo
   return m;
 }
 
+/**
+ * Constant nodes as initializers, as exports with constant folding store them (Optimum's usually
+ * do): the merge then keeps the scalars and 1-D int tensors inside each branch, where the two
+ * exports hold different values under the same names.
+ */
+export function constantsAsInitializers(model: ModelProto): ModelProto {
+  const m = cloneModel(model);
+  const g = m.graph!;
+  const keep = [];
+  for (const n of g.node ?? []) {
+    const value = n.opType === 'Constant' ? n.attribute?.find((a) => a.name === 'value')?.t : undefined;
+    if (value) g.initializer!.push({ ...value, name: n.output![0] });
+    else keep.push(n);
+  }
+  g.node = keep;
+  return m;
+}
+
 /** The merged decoder of the tiny fixture (in memory). */
-export async function tinyMergedDecoder(): Promise<{ merged: ModelProto; noPast: ModelProto; withPast: ModelProto }> {
+export async function tinyMergedDecoder({ foldConstants = false } = {}): Promise<{ merged: ModelProto; noPast: ModelProto; withPast: ModelProto }> {
   const np = await loadModel(path.join(TINY_DIR, 'model.onnx'));
   const wp = await loadModel(path.join(TINY_DIR, 'model_with_past.onnx'));
   await np.close();
   await wp.close();
-  const noPast = withPresentOutputs(np.model, wp.model);
-  return { merged: mergeDecoders(noPast, wp.model, { graphName: 'merged' }), noPast, withPast: wp.model };
+  const fold = (m: ModelProto) => (foldConstants ? constantsAsInitializers(m) : m);
+  const withPast = fold(wp.model);
+  const noPast = fold(withPresentOutputs(np.model, wp.model));
+  return { merged: mergeDecoders(noPast, withPast, { graphName: 'merged' }), noPast, withPast };
 }
 
 /**
  * Writes `decoder_model_merged.onnx` with the tiny model's tokenizer and config beside it; returns
  * its path. `optimumFolder`: the config without our `obr_studio` marker, as in a user's Optimum
  * export folder (the pipeline then writes a drop-in output folder); `externalData`: the weights in
- * `decoder_model_merged.onnx.data`, as Optimum saves models over 2 GiB.
+ * `decoder_model_merged.onnx.data`, as Optimum saves models over 2 GiB; `foldConstants`: see
+ * constantsAsInitializers.
  */
-export async function writeTinyMerged(dir: string, { optimumFolder = false, externalData = false } = {}): Promise<string> {
-  const { merged } = await tinyMergedDecoder();
+export async function writeTinyMerged(dir: string, { optimumFolder = false, externalData = false, foldConstants = false } = {}): Promise<string> {
+  const { merged } = await tinyMergedDecoder({ foldConstants });
   const file = path.join(dir, 'decoder_model_merged.onnx');
   await writeModel(merged, file, { externalData });
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'config.json']) {

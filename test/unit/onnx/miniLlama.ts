@@ -21,6 +21,11 @@ export interface MiniLlama {
    * exporter deduplicates an untrained model's identical gains.
    */
   sharedNormWeight?: boolean;
+  /**
+   * Dynamic-shape exports read q's shape for later Reshapes (HF's `bsz, q_len = …size()`): the
+   * attention output's merge shape is built from Shape(q) instead of a constant.
+   */
+  shapeQueries?: boolean;
 }
 
 /**
@@ -120,7 +125,10 @@ export function miniLlama(c: MiniLlama): ModelProto {
     const scores = op('Mul', [op('MatMul', [qr, kt], `${p}/self_attn/MatMul`), 'attn_scale'], `${p}/self_attn/Mul_scale`);
     const probs = op('Softmax', [op('Add', [scores, 'causal_mask'], `${p}/self_attn/Add_mask`)], `${p}/self_attn/Softmax`, [intAttr('axis', -1)]);
     const ctx = op('MatMul', [probs, repeatKv(v, `${p}/self_attn/rep_v`)], `${p}/self_attn/MatMul_1`);
-    const merged = op('Reshape', [op('Transpose', [ctx], `${p}/self_attn/Transpose_ctx`, [intsAttr('perm', [0, 2, 1, 3])]), ints(`${p}.ctx.shape`, [0, 0, hidden])], `${p}/self_attn/Reshape_ctx`);
+    const ctxShape = c.shapeQueries
+      ? op('Concat', [op('Slice', [op('Shape', [q], `${p}/self_attn/Shape_q`), ints(`${p}.bs.start`, [0]), ints(`${p}.bs.end`, [1])], `${p}/self_attn/Slice_bsz`), ints(`${p}.ctx.rest`, [-1, hidden])], `${p}/self_attn/Concat_shape`, [intAttr('axis', 0)])
+      : ints(`${p}.ctx.shape`, [0, 0, hidden]);
+    const merged = op('Reshape', [op('Transpose', [ctx], `${p}/self_attn/Transpose_ctx`, [intsAttr('perm', [0, 2, 1, 3])]), ctxShape], `${p}/self_attn/Reshape_ctx`);
     x = op('Add', [x, linear(merged, `${p}/self_attn/o_proj/MatMul`, `${w}.self_attn.o_proj.weight`, hidden, hidden)], `${p}/Add`);
     const h2 = rmsNorm(x, `${p}/post_attention_layernorm`, `${w}.post_attention_layernorm.weight`);
     const gate = linear(h2, `${p}/mlp/gate_proj/MatMul`, `${w}.mlp.gate_proj.weight`, hidden, c.intermediate);

@@ -50,7 +50,7 @@ test('rotateModel rejects graphs that are not LLaMA-like with an actionable erro
   const lm = nodes.findIndex((n) => n.name === '/lm_head/MatMul');
   nodes[lm] = { ...nodes[lm], input: [div.output![0], nodes[lm].input![1]] };
   const broken = { ...m, graph: { ...m.graph, node: nodes } };
-  assert.throws(() => rotateModel(broken, { seed: 0 }), (e: unknown) => e instanceof GraphPatternFormatError && /not an RMSNorm output/.test((e as Error).message));
+  assert.throws(() => rotateModel(broken, { seed: 0 }), (e: unknown) => e instanceof GraphPatternFormatError && /not a norm output/.test((e as Error).message));
 });
 
 /** Dense float64 reference of rotateRowsT: out[(o, k′, i), :] = Σ_k A[k, k′]·w[(o, k, i), :]. */

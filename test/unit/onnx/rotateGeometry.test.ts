@@ -71,3 +71,20 @@ test('FF width 172·2^k (as Llama-2-7B 11008 = 172·64) uses the Williamson Hada
   const err = relError(dense, await runLogits(r.model, ids(cfg.vocab)));
   assert.ok(err < 1e-5, `${err}`);
 });
+
+test("5 query heads in a dynamic-shape export (Shape(q) feeds a later Reshape): the q/k Hadamard sits on RoPE's output, W4A4KV4 runs", async (t) => {
+  // The issue's "dimension mismatch at q_hadamard/MatMul": with a Shape query on q, the RoPE Add no
+  // longer post-dominated q along every path and the q Hadamard landed on a later Add (the residual
+  // stream, [b, s, 160] · [32, 32]). Shape queries carry no data and the scores MatMul ends RoPE's region.
+  const cfg = { vocab: 64, heads: 5, kvHeads: 1, headDim: 32, intermediate: 416, layers: 2, seq: SEQ, shapeQueries: true };
+  assert.ok(miniLlama(cfg).graph!.node!.some((n) => n.opType === 'Shape'), 'the builder reads q\'s shape');
+  const { rotation, rotErr, quantErr } = await rotatedAndQuantized(cfg);
+  const fq = addFakeQuant(rotation.model, { abits: 4, kvbits: 4 });
+  const byName = new Map((fq.model.graph!.node ?? []).map((n) => [n.name ?? '', n]));
+  const qh = byName.get('/model/layers.0/self_attn/q_hadamard/MatMul')!;
+  const producer = (fq.model.graph!.node ?? []).find((n) => n.output?.includes(qh.input![0]!));
+  assert.equal(producer?.name, '/model/layers.0/self_attn/rope_q/Add', 'the q Hadamard reads the RoPE output');
+  t.diagnostic(`rotation rel. error ${rotErr.toExponential(2)}, A4/KV4 ${quantErr.toFixed(3)}`);
+  assert.ok(rotErr < 1e-5, `rotation: ${rotErr}`);
+  assert.ok(quantErr < 0.5, `A4/KV4: ${quantErr}`);
+});

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { UsageError } from '../../../src/cli/command';
 import { compressOptionsFromFlags } from '../../../src/cli/commands/compress';
-import { companionFiles, detectFolderKind, resolveLayout } from '../../../src/pipeline/layouts';
+import { checkFolderOutput, companionFiles, detectFolderKind, resolveLayout } from '../../../src/pipeline/layouts';
 import { commitStaged, outputPaths, staged } from '../../../src/pipeline/outputs';
 import { DEFAULT_OPTIONS, OptionError } from '../../../src/protocol/recipes';
 
@@ -56,6 +56,14 @@ test('outputPaths with a folder: SOURCEFOLDER.<recipe>-w4-s50/ in the output fol
   assert.equal(staged(q, q.packed), path.join(q.stagingDir, 'opt.obr-gptq-w4-s50-g128', 'decoder_model.onnx'));
   assert.equal(staged(q, q.report), path.join(q.stagingDir, path.basename(q.report)));
   assert.equal(outputPaths('/m/x.onnx', DEFAULT_OPTIONS).folder, undefined);
+});
+
+test('checkFolderOutput refuses an output folder that would hold the source (a rerun replaces the folder whole)', () => {
+  const inside = outputPaths('/o/a.obr-gptq-w4-s50/sub/a/model.onnx', { ...DEFAULT_OPTIONS, outDir: '/o' }, 'genai');
+  assert.equal(inside.folder!.dir, '/o/a.obr-gptq-w4-s50');
+  assert.throws(() => checkFolderOutput(inside, '/o/a.obr-gptq-w4-s50/sub/a/model.onnx'), (e: unknown) => e instanceof OptionError && /would hold the source model/.test((e as Error).message));
+  assert.doesNotThrow(() => checkFolderOutput(outputPaths('/m/a/model.onnx', DEFAULT_OPTIONS, 'genai'), '/m/a/model.onnx'));
+  assert.doesNotThrow(() => checkFolderOutput(outputPaths('/m/a/model.onnx', DEFAULT_OPTIONS), '/m/a/model.onnx'));
 });
 
 test('companionFiles: config and tokenizer files; never models, weights, hidden files, our outputs or genai_config.json', () => {

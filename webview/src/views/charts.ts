@@ -15,10 +15,10 @@ import {
   type ChartConfiguration,
   type ChartDataset,
 } from 'chart.js';
-import type { CompressionReport, LayerReport } from '../../../src/protocol/report';
+import type { LayerSummary, ReportSummary } from '../../../src/protocol/webview';
 import { num } from '../format';
 import { palette, type Palette } from '../theme';
-import { relativeLoss } from './layerTable';
+import { relativeLoss, type BlockChartData } from './blocks';
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, LogarithmicScale, LineController, LineElement, PointElement, Legend, Tooltip);
 
@@ -65,6 +65,26 @@ export class ChartSlot {
     });
   }
 
+  /** The bar (dataset and category) under the pointer, if the pointer is on one. */
+  barAt(e: MouseEvent): { datasetIndex: number; index: number } | undefined {
+    const hit = this.chart?.getElementsAtEventForMode(e, 'nearest', { intersect: true }, false)[0];
+    return hit ? { datasetIndex: hit.datasetIndex, index: hit.index } : undefined;
+  }
+
+  /** The x-axis category under the pointer (nearest one; undefined without a chart). */
+  categoryAt(e: MouseEvent): number | undefined {
+    const x = this.chart?.scales['x'];
+    if (!x) return undefined;
+    const v = x.getValueForPixel(e.offsetX);
+    return v === undefined ? undefined : Math.round(v);
+  }
+
+  /** Width in CSS pixels of the plotting area (between the axes). */
+  plotWidth(): number {
+    const a = this.chart?.chartArea;
+    return a ? a.right - a.left : this.canvas.clientWidth;
+  }
+
   /** Destroys the chart and removes its canvas (a new slot takes its place). */
   destroy(): void {
     this.chart?.destroy();
@@ -100,7 +120,7 @@ function shortName(l: { name: string; block: number | null; role: string }): str
 }
 
 /** Relative losses per layer across the model (log scale), with baselines' totals as lines. */
-export function errorChartConfig(layers: LayerReport[], baselines: CompressionReport['baselines'], selected: string | undefined): ChartConfiguration {
+export function errorChartConfig(layers: readonly LayerSummary[], baselines: ReportSummary['baselines'], selected: string | undefined): ChartConfiguration {
   const p = palette();
   const positive = (x: number) => (Number.isFinite(x) && x > 0 ? x : null);
   const rels = layers.map(relativeLoss);
@@ -132,7 +152,7 @@ export function errorChartConfig(layers: LayerReport[], baselines: CompressionRe
 }
 
 /** Perplexity of the dense model, the compressed one and each baseline recipe. */
-export function perplexityChartConfig(report: CompressionReport): ChartConfiguration | undefined {
+export function perplexityChartConfig(report: ReportSummary): ChartConfiguration | undefined {
   const p = palette();
   const labels: string[] = [];
   const values: number[] = [];
@@ -169,7 +189,7 @@ export function perplexityChartConfig(report: CompressionReport): ChartConfigura
  * windows, so it is compared across layers (not with the dense perplexity on the full text); the
  * y axis starts near the smallest value so the differences show.
  */
-export function sensitivityChartConfig(sensitivity: NonNullable<CompressionReport['sensitivity']>, layers: LayerReport[]): ChartConfiguration {
+export function sensitivityChartConfig(sensitivity: NonNullable<ReportSummary['sensitivity']>, layers: readonly LayerSummary[]): ChartConfiguration {
   const p = palette();
   const byName = new Map(layers.map((l) => [l.name, l]));
   const options = baseOptions(p, 'perplexity, one layer compressed', false)!;
@@ -222,4 +242,70 @@ export function scaleDistributionConfig(scales: Float32Array, chosenRow: number)
     },
     options,
   };
+}
+
+/** Colour of a layer role's bars in the block view (attention roles cool, MLP roles warm). */
+function roleColor(role: string, p: Palette): string {
+  const base = role.replace(/ #\d+$/, '');
+  const map: Record<string, string> = {
+    q: p.total,
+    k: p.quantization,
+    v: p.recovered,
+    qkv: p.total,
+    o: p.series[4] ?? p.total,
+    gate: p.pruning,
+    up: p.series[5] ?? p.pruning,
+    down: p.muted,
+  };
+  return map[base] ?? p.grid;
+}
+
+/**
+ * The error chart's block view: one group of bars per block (a bar per layer role, the chosen
+ * metric relative to the layer's output energy, log scale), and per recipe a line through the
+ * block's Σ loss / Σ output energy.
+ */
+export function blockChartConfig(d: BlockChartData, metricLabel: string, selected: string | undefined): ChartConfiguration {
+  const p = palette();
+  const datasets: ChartDataset<'bar' | 'line', (number | null)[]>[] = d.roles.map((r) => {
+    const color = roleColor(r.role, p);
+    return {
+      type: 'bar',
+      label: r.role,
+      data: r.data,
+      backgroundColor: color,
+      borderColor: r.layers.map((name) => (name !== null && name === selected ? p.accent : color)),
+      borderWidth: r.layers.map((name) => (name !== null && name === selected ? 2 : 0)),
+      categoryPercentage: 0.85,
+      barPercentage: 0.95,
+    };
+  });
+  d.recipes.forEach((r, i) => {
+    const color = i === 0 ? p.foreground : p.series[(i + 2) % p.series.length]!;
+    datasets.push({
+      type: 'line',
+      label: `${r.recipe} Σ block`,
+      data: r.data,
+      borderColor: color,
+      backgroundColor: color,
+      borderDash: i === 0 ? [] : [5, 3],
+      pointRadius: 2.5,
+      borderWidth: 1.5,
+      spanGaps: true,
+    });
+  });
+  const options = baseOptions(p, `${metricLabel} / output energy (log)`, true)!;
+  options.scales!['x'] = { ticks: { color: p.muted, autoSkip: false, maxRotation: 0 }, grid: { color: p.grid }, title: { display: true, text: 'block', color: p.muted } };
+  options.plugins!.tooltip!.callbacks = {
+    title: (items) => {
+      const b = d.blocks[items[0]?.dataIndex ?? 0];
+      return b === null || b === undefined ? 'layers outside blocks' : `block ${b}`;
+    },
+    label: (ctx) => {
+      const role = d.roles[ctx.datasetIndex];
+      const name = role?.layers[ctx.dataIndex];
+      return `${ctx.dataset.label}: ${num(ctx.parsed.y ?? undefined)}${name ? `  (${name})` : ''}`;
+    },
+  };
+  return { type: 'bar', data: { labels: d.labels, datasets: datasets as ChartDataset<'bar'>[] }, options };
 }

@@ -1,21 +1,40 @@
-// The layer table: one row per compressed layer, sortable by any column, filterable by name or
-// role; clicking a row selects the layer the views below show.
-import type { LayerReport } from '../../../src/protocol/report';
-import type { ModelLayerInfo } from '../../../src/protocol/webview';
-import { dataGrid, dropdown, textField, type GridColumn } from '../components/toolkit';
-import { num, pct, rel, seconds } from '../format';
+// The layer table: one row per compressed layer, sortable by any column, filterable by name, role
+// and block range; clicking a row selects the layer the views below show. At real size (154–224
+// layers) the grid draws only the rows in view, and typing in the filter is debounced.
+import type { LayerSummary, ModelLayerInfo } from '../../../src/protocol/webview';
+import { dataGrid, dropdown, textField, type DataGridView, type GridColumn } from '../components/toolkit';
+import { parseBlockRange } from './blocks';
+import { filterRows, modelRows, reportRows, sortRows } from './layerRows';
 
 export interface TableState {
   sortKey: string;
   descending: boolean;
   filter: string;
   role: string;
+  /** Block range filter as typed ("3-9"); empty = every block. */
+  blocks: string;
   selected?: string;
 }
 
 export interface TableHandlers {
   onChange(state: TableState): void;
 }
+
+type TableData = { kind: 'report'; layers: readonly LayerSummary[] } | { kind: 'model'; layers: readonly ModelLayerInfo[] };
+
+/** The drawn table, for the page to move the selection or show new layers without drawing it again. */
+export interface LayerTable {
+  select(id: string | undefined, reveal?: boolean): void;
+  /**
+   * Shows new data (a running job's next layers) in place: filters, order, scroll position and
+   * the focus in the filter fields stay. False when it cannot (another kind of table, or the
+   * table left the page): draw a new one then.
+   */
+  update(data: TableData): boolean;
+}
+
+/** Typing pauses this long before the table is filtered again. */
+const FILTER_DEBOUNCE_MS = 150;
 
 /** The columns naming a layer, shared by the report and the model tables. */
 const LAYER_COLUMNS: GridColumn[] = [
@@ -48,162 +67,107 @@ const MODEL_COLUMNS: GridColumn[] = [
   { key: 'zeros', title: 'Zeros', width: '72px', align: 'end' },
 ];
 
-/** The weight grid of a layer for the table: "row" (one scale per row) or "g128", "+zp" when asymmetric. */
-export function groupLabel(l: Pick<LayerReport, 'groupSize' | 'asymmetric'>): string {
-  const g = l.groupSize ?? 0;
-  return `${g > 0 ? `g${g}` : 'row'}${l.asymmetric ? '+zp' : ''}`;
+function rowsOf(data: TableData) {
+  return data.kind === 'report' ? reportRows(data.layers) : modelRows(data.layers);
 }
 
-/** Relative loss terms of a layer: each divided by the dense output energy tr(W H Wᵀ). */
-export function relativeLoss(l: LayerReport): { pruning: number; quantization: number; recovered: number; total: number } {
-  const e = l.loss.outputEnergy > 0 ? l.loss.outputEnergy : NaN;
-  return { pruning: l.loss.pruning / e, quantization: l.loss.quantization / e, recovered: l.loss.recovered / e, total: l.loss.total / e };
+function rolesOf(rows: ReturnType<typeof rowsOf>): string[] {
+  return [...new Set(rows.map((r) => r.role))].sort();
 }
 
-type Row = { id: string; index: number; sortValues: Record<string, number | string>; cells: Record<string, string>; titles: Record<string, string>; role: string; name: string };
-
-function reportRows(layers: LayerReport[]): Row[] {
-  return layers.map((l, index) => {
-    const r = relativeLoss(l);
-    return {
-      id: l.name,
-      index,
-      name: l.name,
-      role: l.role,
-      sortValues: {
-        index,
-        block: l.block ?? 1e9,
-        name: l.name,
-        role: l.role,
-        shape: l.rows * l.cols,
-        sparsity: l.sparsity,
-        wbits: l.wbits,
-        // Per row sorts as the widest group; asymmetric after symmetric of the same size.
-        group: (l.groupSize || 1e9) + (l.asymmetric ? 0.5 : 0),
-        pruning: r.pruning,
-        quantization: r.quantization,
-        recovered: r.recovered,
-        total: r.total,
-        seconds: l.seconds,
-      },
-      cells: {
-        index: String(index),
-        block: l.block === null ? '–' : String(l.block),
-        name: l.name,
-        role: l.role,
-        shape: `${l.rows}×${l.cols}`,
-        sparsity: pct(l.sparsity),
-        wbits: String(l.wbits),
-        group: groupLabel(l),
-        pruning: rel(r.pruning),
-        quantization: rel(r.quantization),
-        recovered: rel(r.recovered),
-        total: rel(r.total),
-        seconds: seconds(l.seconds),
-      },
-      titles: {
-        pruning: `pruning loss ${num(l.loss.pruning)} / output energy ${num(l.loss.outputEnergy)}`,
-        quantization: `quantization loss ${num(l.loss.quantization)}`,
-        recovered: `recovered by compensation ${num(l.loss.recovered)} (pruning + quantization − total)`,
-        total: `total loss tr(ΔW H ΔWᵀ) = ${num(l.loss.total)}`,
-        group: `${(l.groupSize ?? 0) > 0 ? `one scale per ${l.groupSize} input columns of a row` : 'one scale per output row'}${l.asymmetric ? ', with a zero point each' : ', symmetric'}`,
-      },
-    };
-  });
-}
-
-function modelRows(layers: ModelLayerInfo[]): Row[] {
-  return layers.map((l, index) => ({
-    id: l.name,
-    index,
-    name: l.name,
-    role: l.role,
-    sortValues: { index, block: l.block ?? 1e9, name: l.name, role: l.role, shape: l.rows * l.cols, dtype: l.dtype, mean: l.mean, std: l.std, absMax: l.absMax, crest: l.crest, zeros: l.zeros },
-    cells: {
-      index: String(index),
-      block: l.block === null ? '–' : String(l.block),
-      name: l.name,
-      role: l.role,
-      shape: `${l.rows}×${l.cols}`,
-      dtype: l.dtype,
-      mean: num(l.mean, 4),
-      std: num(l.std, 4),
-      absMax: num(l.absMax, 3),
-      crest: num(l.crest, 1),
-      zeros: pct(l.zeros),
-    },
-    titles: { crest: 'max|w| / rms(w): heavy tails make round-to-nearest coarse' },
-  }));
-}
-
-export function renderLayerTable(
-  container: HTMLElement,
-  data: { kind: 'report'; layers: LayerReport[] } | { kind: 'model'; layers: ModelLayerInfo[] },
-  state: TableState,
-  handlers: TableHandlers,
-): void {
+export function renderLayerTable(container: HTMLElement, data: TableData, state: TableState, handlers: TableHandlers): LayerTable {
   container.replaceChildren();
-  const rows = data.kind === 'report' ? reportRows(data.layers) : modelRows(data.layers);
+  let rows = rowsOf(data);
   const columns = data.kind === 'report' ? REPORT_COLUMNS : MODEL_COLUMNS;
-  const roles = [...new Set(rows.map((r) => r.role))].sort();
+  let roles = rolesOf(rows);
+  // A job's first layer already has its block, so whether the table has blocks does not change.
+  const hasBlocks = data.kind === 'model' ? data.layers.some((l) => l.block !== null) : data.layers.length === 0 || data.layers.some((l) => l.block !== null);
 
   const toolbar = document.createElement('div');
   toolbar.className = 'toolbar';
   const count = document.createElement('span');
   count.className = 'muted';
+  count.id = 'layer-count';
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const filterField = textField('Filter layers (name or role)', state.filter, (v) => {
     state.filter = v;
-    handlers.onChange(state);
-    drawGrid();
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => {
+      timer = undefined;
+      handlers.onChange(state);
+      drawGrid();
+    }, FILTER_DEBOUNCE_MS);
   });
   filterField.id = 'layer-filter';
-  const roleBox = dropdown([{ value: '', label: 'All roles' }, ...roles.map((r) => ({ value: r, label: r }))], state.role, (v) => {
-    state.role = v;
-    handlers.onChange(state);
-    drawGrid();
-  });
-  toolbar.append(filterField, roleBox, count);
-  const gridHost = document.createElement('div');
-  gridHost.className = 'grid-host';
-  container.append(toolbar, gridHost);
-
-  function drawGrid(): void {
-    const f = state.filter.trim().toLowerCase();
-    const visible = rows.filter((r) => (!state.role || r.role === state.role) && (!f || r.name.toLowerCase().includes(f) || r.role === f));
-    const k = state.sortKey;
-    visible.sort((a, b) => {
-      const x = a.sortValues[k] ?? a.index;
-      const y = b.sortValues[k] ?? b.index;
-      const c = typeof x === 'string' || typeof y === 'string' ? String(x).localeCompare(String(y)) : (Number.isNaN(x) ? -Infinity : x) - (Number.isNaN(y) ? -Infinity : y);
-      return state.descending ? -c : c;
+  const roleDropdown = (): HTMLElement => {
+    const box = dropdown([{ value: '', label: 'All roles' }, ...roles.map((r) => ({ value: r, label: r }))], state.role, (v) => {
+      state.role = v;
+      handlers.onChange(state);
+      drawGrid();
     });
+    box.id = 'layer-role';
+    return box;
+  };
+  let roleBox = roleDropdown();
+  toolbar.append(filterField, roleBox);
+  if (hasBlocks) {
+    const blockField = textField('Blocks, e.g. 3-9', state.blocks, (v) => {
+      state.blocks = v;
+      blockField.classList.toggle('invalid', parseBlockRange(v) === undefined);
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(() => {
+        timer = undefined;
+        handlers.onChange(state);
+        drawGrid();
+      }, FILTER_DEBOUNCE_MS);
+    });
+    blockField.id = 'layer-blocks';
+    blockField.title = 'Show the layers of these blocks: 7, 3-9, 12- (from 12 on), -5 (up to 5)';
+    blockField.classList.toggle('invalid', parseBlockRange(state.blocks) === undefined);
+    toolbar.append(blockField);
+  }
+  toolbar.append(count);
+  const grid: DataGridView = dataGrid(columns, {
+    onSort: (key) => {
+      if (state.sortKey === key) state.descending = !state.descending;
+      else {
+        state.sortKey = key;
+        state.descending = !['index', 'block', 'name', 'role'].includes(key);
+      }
+      handlers.onChange(state);
+      drawGrid();
+    },
+    onSelect: (id) => {
+      state.selected = id;
+      grid.select(id);
+      handlers.onChange(state);
+    },
+  });
+  container.append(toolbar, grid.element);
+
+  /** Draws the filtered, sorted rows; a new filter or order starts at its first row (`fromTop`). */
+  function drawGrid(fromTop = true): void {
+    if (fromTop) grid.element.scrollTop = 0;
+    const visible = sortRows(filterRows(rows, { text: state.filter, role: state.role, blocks: hasBlocks ? state.blocks : '' }), state.sortKey, state.descending);
     count.textContent = visible.length === rows.length ? `${rows.length} layers` : `${visible.length} of ${rows.length} layers`;
-    gridHost.replaceChildren(
-      dataGrid(
-        columns,
-        visible.map((r) => ({ id: r.id, cells: r.cells, titles: r.titles, selected: r.id === state.selected })),
-        {
-          sortKey: state.sortKey,
-          descending: state.descending,
-          onSort: (key) => {
-            if (state.sortKey === key) state.descending = !state.descending;
-            else {
-              state.sortKey = key;
-              state.descending = !['index', 'block', 'name', 'role'].includes(key);
-            }
-            handlers.onChange(state);
-            drawGrid();
-          },
-          onSelect: (id) => {
-            state.selected = id;
-            for (const row of gridHost.querySelectorAll<HTMLElement>('vscode-data-grid-row[data-layer]')) {
-              row.classList.toggle('selected', row.dataset['layer'] === id);
-            }
-            handlers.onChange(state);
-          },
-        },
-      ),
-    );
+    grid.setRows(visible, { sortKey: state.sortKey, descending: state.descending, selected: state.selected });
   }
   drawGrid();
+  return {
+    select: (id, reveal) => grid.select(id, reveal),
+    update(next) {
+      if (next.kind !== data.kind || !container.contains(grid.element)) return false;
+      data = next;
+      rows = rowsOf(next);
+      const nextRoles = rolesOf(rows);
+      if (nextRoles.join() !== roles.join()) {
+        roles = nextRoles;
+        const box = roleDropdown();
+        roleBox.replaceWith(box);
+        roleBox = box;
+      }
+      drawGrid(false);
+      return true;
+    },
+  };
 }
