@@ -1,181 +1,249 @@
-// Scale benchmark (`npm run bench:scale`): a TinyLlama-1.1B-wide decoder (hidden 2048, 32 heads of
-// 64, FF 5632, vocab 32000; float32 weights in external data; random values) is generated at two
-// depths (1 and 2 blocks by default) and compressed end to end by `obr compress` in a child
-// process — W4A4KV4 + 50% calibration (QuaRot, streamed sequential calibration, write, streamed
-// evaluation) — under /usr/bin/time for its peak RSS. The two depths give the per-block cost of
-// every stage, hence the extrapolation T(L) = T(1) + (L − 1)·(T(2) − T(1)).
+// Scale benchmark (`npm run bench:scale`): a decoder of TinyLlama-1.1B's real shape (hidden 2048,
+// 32 query / 4 KV heads of 64, FF 5632, vocab 32000, 2048 positions, fp16 weights in external data
+// — 2.2 GB at 22 blocks; random values; scripts/bench/largeLlama.ts) is generated and compressed
+// end to end with obr-gptq W4A4KV4 + 50 % (QuaRot, streamed calibration, the core, write, streamed
+// evaluation) in a child process under /usr/bin/time for its peak RSS — once per `--runs` entry,
+// each compressing the blocks it names (the pipeline's onlyBlocks; the other blocks stay dense but
+// are loaded, rotated, written and evaluated like in a full job). Each job's report stores the
+// pre-flight estimate beside the actual time per stage.
 //
-// The core (obr-gptq on a 2048- or 5632-column layer) takes minutes to hours per layer on a
-// CPU-only 2-core machine, so the end-to-end runs use the `rtn` recipe (same calibration forwards,
-// same write and evaluation; negligible core) and the obr-gptq core is measured separately on
-// every distinct layer shape at reduced row counts and scaled linearly in the rows
-// (src/pipeline/probe.ts probeCore). Writes bench-results/scale.json; deletes the models.
+// Extrapolation (a formula, never a measurement; docs/bench-scale.md): with runs over b₁ < b₂
+// compressed blocks, calibrate and compress grow by per-block = (T(b₂) − T(b₁)) / (b₂ − b₁) and
+// T(22) = T(b₂) + (22 − b₂)·per-block; load, rotate, write and evaluate are measured on the 22-block
+// model itself. Llama-2-7B (hidden 4096, 32 blocks, FF 11008, 32 heads, vocab 32000, fp16): see
+// `llama7b` below.
 //
-// Usage: node --import tsx scripts/bench/scale.ts [--depths 1,2] [--samples 32] [--seqlen 64]
-//          [--eval-windows 4] [--core-rows 2,6] [--no-core] [--dir DIR] [--keep]
+// Writes bench-results/scale.json (+ the last run's report as bench-results/scale-report.json
+// when under 1 MB, for the inspector); deletes the model unless --keep.
+//
+// Usage: node --import tsx scripts/bench/scale.ts [--layers 22] [--runs "0;0,1"] [--samples 8]
+//          [--seqlen 512] [--eval-windows 2] [--recipe obr-gptq] [--dir DIR] [--keep] [--reuse]
+//          [--name scale] [--smoke (a hidden-256 model of the same layout: checks the script only)]
 import { spawnSync } from 'node:child_process';
-import { copyFile, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { findLinearLayers } from '../../src/onnx/linear';
-import { loadModel } from '../../src/onnx/load';
-import { probeCore } from '../../src/pipeline/probe';
-import { DEFAULT_OPTIONS } from '../../src/protocol/recipes';
-import { writeLargeLlama } from './largeLlama';
+import { scaleLlamaWeightBytes, TINYLLAMA, writeLargeLlama, type LargeLlamaShape } from './largeLlama';
 
-const HIDDEN = 2048;
-const INTERMEDIATE = 5632;
-const HEADS = 32;
-const VOCAB = 32000;
 const ROOT = resolve(__dirname, '..', '..');
 
 const { values } = parseArgs({
   options: {
-    depths: { type: 'string' },
-    samples: { type: 'string' },
-    seqlen: { type: 'string' },
-    'eval-windows': { type: 'string' },
-    'core-rows': { type: 'string' },
-    'no-core': { type: 'boolean' },
+    layers: { type: 'string', default: '22' },
+    runs: { type: 'string', default: '0;0,1' },
+    samples: { type: 'string', default: '8' },
+    seqlen: { type: 'string', default: '512' },
+    'eval-windows': { type: 'string', default: '2' },
+    recipe: { type: 'string', default: 'obr-gptq' },
     dir: { type: 'string' },
     keep: { type: 'boolean' },
+    reuse: { type: 'boolean' },
+    name: { type: 'string', default: 'scale' },
+    /** A small model of the same layout, for checking the script itself (not a benchmark). */
+    smoke: { type: 'boolean' },
   },
 });
 const dir = resolve(values.dir ?? join(tmpdir(), 'obr-bench-scale'));
-const depths = (values.depths ?? '1,2').split(',').map(Number);
-const samples = Number(values.samples ?? 32);
-const seqlen = Number(values.seqlen ?? 64);
-const evalWindows = Number(values['eval-windows'] ?? 4);
-const [coreR1, coreR2] = (values['core-rows'] ?? '2,6').split(',').map(Number) as [number, number];
+const shape: LargeLlamaShape = values.smoke
+  ? { layers: Number(values.layers), hidden: 256, heads: 4, kvHeads: 2, intermediate: 512, vocab: 2048, weightType: 'float16', positions: 512 }
+  : { ...TINYLLAMA, layers: Number(values.layers) };
+const runs = values.runs!.split(';').map((r) => r.split(',').map(Number));
+const samples = Number(values.samples);
+const seqlen = Number(values.seqlen);
+const evalWindows = Number(values['eval-windows']);
 
-/** Generates the model with `blocks` blocks in `out` (model.onnx + .data, tokenizer, config). */
-async function generate(blocks: number, out: string): Promise<{ weightBytes: number; seconds: number }> {
+/** Generates the model (model.onnx + .data, tokenizer, config) unless --reuse finds it. */
+async function generate(out: string): Promise<{ weightBytes: number; seconds: number }> {
   const started = performance.now();
-  await mkdir(out, { recursive: true });
-  await writeLargeLlama(out, { layers: blocks, hidden: HIDDEN, heads: HEADS, intermediate: INTERMEDIATE, vocab: VOCAB });
-  const fixture = join(ROOT, 'test', 'fixtures', 'models', 'tiny');
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(fixture, f), join(out, f));
-  await writeFile(
-    join(out, 'config.json'),
-    JSON.stringify({ model_type: 'llama', hidden_size: HIDDEN, intermediate_size: INTERMEDIATE, num_hidden_layers: blocks, num_attention_heads: HEADS, num_key_value_heads: HEADS, vocab_size: VOCAB, max_position_embeddings: 64 }, null, 1),
-  );
-  const weightBytes = (await stat(join(out, 'model.onnx.data'))).size + (await stat(join(out, 'model.onnx'))).size;
+  if (!(values.reuse && existsSync(join(out, 'model.onnx.data')))) {
+    await mkdir(out, { recursive: true });
+    await writeLargeLlama(out, shape);
+    const fixture = join(ROOT, 'test', 'fixtures', 'models', 'tiny');
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(fixture, f), join(out, f));
+    await writeFile(
+      join(out, 'config.json'),
+      JSON.stringify(
+        { model_type: 'llama', hidden_size: shape.hidden, intermediate_size: shape.intermediate, num_hidden_layers: shape.layers, num_attention_heads: shape.heads, num_key_value_heads: shape.kvHeads, head_dim: shape.hidden / shape.heads, vocab_size: shape.vocab, max_position_embeddings: shape.positions, torch_dtype: 'float16' },
+        null,
+        1,
+      ),
+    );
+  }
+  const weightBytes = (await stat(join(out, 'model.onnx.data'))).size;
   return { weightBytes, seconds: (performance.now() - started) / 1000 };
 }
 
 async function folderBytes(d: string): Promise<number> {
   let total = 0;
-  for (const n of await readdir(d)) {
-    const s = await stat(join(d, n));
-    if (s.isFile()) total += s.size;
+  for (const e of await readdir(d, { withFileTypes: true })) {
+    const p = join(d, e.name);
+    if (e.isDirectory()) total += await folderBytes(p);
+    else if (e.isFile()) total += (await stat(p)).size;
   }
   return total;
 }
 
-interface DepthResult {
-  blocks: number;
-  weightBytes: number;
-  generateSeconds: number;
-  peakRssBytes: number;
-  peakRssOverWeights: number;
-  wallSeconds: number;
-  timings: Record<string, number>;
-  estimate?: Record<string, number>;
-  perplexity: { dense?: number; compressed?: number };
-  outputBytes: number;
+interface LayerSeconds {
+  shape: string;
+  role: string;
+  layers: number;
+  meanSeconds: number;
 }
 
-async function depth(blocks: number): Promise<DepthResult> {
-  const modelDir = join(dir, `blocks-${blocks}`);
-  const out = join(modelDir, 'out');
-  const gen = await generate(blocks, modelDir);
-  console.error(`generated ${blocks} block(s): ${(gen.weightBytes / 2 ** 30).toFixed(2)} GiB in ${gen.seconds.toFixed(1)} s`);
+interface RunResult {
+  blocks: number[];
+  peakRssBytes: number;
+  wallSeconds: number;
+  preflightSeconds: number;
+  loadAverage: { before: number[]; after: number[] };
+  timings: Record<string, number>;
+  estimate?: Record<string, number>;
+  /** estimate / actual per stage. */
+  ratio: Record<string, number>;
+  layerSeconds: LayerSeconds[];
+  perplexity: { dense?: number; compressed?: number };
+  outputBytes: number;
+  reportPath: string;
+  reportBytes: number;
+}
+
+async function run(model: string, blocks: number[]): Promise<RunResult> {
+  const out = join(dir, `out-${blocks.join('-')}`);
+  await rm(out, { recursive: true, force: true });
   const args = [
-    process.execPath, '--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'compress', join(modelDir, 'model.onnx'),
-    '--recipe', 'rtn', '--abits', '4', '--kvbits', '4', '--samples', String(samples), '--seqlen', String(seqlen),
-    '--eval-windows', String(evalWindows), '--ep', 'cpu', '--out', out, '--json', '--yes',
+    process.execPath, '--import', 'tsx', join(ROOT, 'scripts', 'bench', 'scaleJob.ts'), model, out,
+    '--recipe', values.recipe!, '--samples', String(samples), '--seqlen', String(seqlen), '--eval-windows', String(evalWindows), '--only', blocks.join(','),
   ];
+  const before = loadavg().map((x) => Number(x.toFixed(1)));
   const t0 = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', 'OBR_TIME %M %e', ...args], { encoding: 'utf8', cwd: ROOT, maxBuffer: 64 * 2 ** 20 });
+  console.error(`run: blocks ${blocks.join(',')} (load average ${before.join(' ')})`);
+  // The job's log goes straight to a file (progress can be followed while it runs).
+  const logPath = join(dir, `log-${blocks.join('-')}.txt`);
+  const log = openSync(logPath, 'w');
+  const r = spawnSync('/usr/bin/time', ['-f', 'OBR_TIME %M %e', ...args], { encoding: 'utf8', cwd: ROOT, maxBuffer: 256 * 2 ** 20, stdio: ['ignore', 'pipe', log] });
+  closeSync(log);
   const wallSeconds = (performance.now() - t0) / 1000;
-  const timeLine = r.stderr.split('\n').find((l) => l.startsWith('OBR_TIME '));
-  if (r.status !== 0 || !timeLine) throw new Error(`obr compress failed (exit ${r.status}):\n${r.stderr.slice(-4000)}`);
-  const peakRssBytes = Number(timeLine.split(' ')[1]) * 1024;
-  const report = JSON.parse(r.stdout) as { timings: Record<string, number>; estimate?: Record<string, number>; perplexity: { dense?: { perplexity: number }; compressed?: { perplexity: number } } };
-  const result: DepthResult = {
+  const after = loadavg().map((x) => Number(x.toFixed(1)));
+  const stderr = await readFile(logPath, 'utf8');
+  const timeLine = stderr.split('\n').find((l) => l.startsWith('OBR_TIME '));
+  if (r.status !== 0 || !timeLine) throw new Error(`the job failed (exit ${r.status}):\n${stderr.slice(-4000)}`);
+  const job = JSON.parse(r.stdout.trim().split('\n').pop()!) as { report: string; preflightSeconds: number };
+  const reportText = await readFile(job.report, 'utf8');
+  const report = JSON.parse(reportText) as {
+    timings: Record<string, number>;
+    estimate?: Record<string, number>;
+    layers: Array<{ rows: number; cols: number; role: string; seconds: number }>;
+    perplexity: { dense?: { perplexity: number }; compressed?: { perplexity: number } };
+  };
+  const byShape = new Map<string, { role: Set<string>; seconds: number[] }>();
+  for (const l of report.layers) {
+    const k = `${l.rows}×${l.cols}`;
+    if (!byShape.has(k)) byShape.set(k, { role: new Set(), seconds: [] });
+    byShape.get(k)!.role.add(l.role);
+    byShape.get(k)!.seconds.push(l.seconds);
+  }
+  const ratio: Record<string, number> = {};
+  for (const [k, v] of Object.entries(report.timings)) if (report.estimate?.[k] !== undefined && v > 0) ratio[k] = Number((report.estimate[k]! / v).toFixed(2));
+  const result: RunResult = {
     blocks,
-    weightBytes: gen.weightBytes,
-    generateSeconds: Number(gen.seconds.toFixed(1)),
-    peakRssBytes,
-    peakRssOverWeights: Number((peakRssBytes / gen.weightBytes).toFixed(2)),
+    peakRssBytes: Number(timeLine.split(' ')[1]) * 1024,
     wallSeconds: Number(wallSeconds.toFixed(1)),
-    timings: report.timings,
-    estimate: report.estimate,
+    preflightSeconds: Number(job.preflightSeconds.toFixed(1)),
+    loadAverage: { before, after },
+    timings: Object.fromEntries(Object.entries(report.timings).map(([k, v]) => [k, Number(v.toFixed(1))])),
+    ...(report.estimate ? { estimate: Object.fromEntries(Object.entries(report.estimate).map(([k, v]) => [k, Number(v.toFixed(1))])) } : {}),
+    ratio,
+    layerSeconds: [...byShape].map(([shapeKey, v]) => ({ shape: shapeKey, role: [...v.role].join('/'), layers: v.seconds.length, meanSeconds: Number((v.seconds.reduce((a, b) => a + b, 0) / v.seconds.length).toFixed(1)) })),
     perplexity: { dense: report.perplexity.dense?.perplexity, compressed: report.perplexity.compressed?.perplexity },
     outputBytes: await folderBytes(out),
+    reportPath: job.report,
+    reportBytes: Buffer.byteLength(reportText),
   };
-  console.error(`compressed ${blocks} block(s): ${JSON.stringify(result)}`);
-  if (!values.keep) await rm(modelDir, { recursive: true, force: true });
+  console.error(`run: ${JSON.stringify(result)}`);
   return result;
 }
 
-/** obr-gptq core seconds per layer shape, measured at reduced rows and scaled (probeCore). */
-async function core(): Promise<Record<string, number>> {
-  const modelDir = join(dir, 'core');
-  await generate(1, modelDir);
-  const loaded = await loadModel(join(modelDir, 'model.onnx'));
-  const layers = findLinearLayers(loaded.model).filter((l) => l.block !== null);
-  await loaded.close();
-  const t = await probeCore(layers, ['obr-gptq'], { ...DEFAULT_OPTIONS, recipe: 'obr-gptq' }, undefined, { r1: coreR1, r2: coreR2 });
-  if (!values.keep) await rm(modelDir, { recursive: true, force: true });
-  return Object.fromEntries([...t].map(([k, v]) => [k.replace(/^obr-gptq /, ''), Number(v.toFixed(1))]));
+/** Parameters of one decoder block and of the vocabulary tables, for a LLaMA shape. */
+function params(s: { hidden: number; kvHeads: number; heads: number; intermediate: number; vocab: number }) {
+  const kv = (s.kvHeads * s.hidden) / s.heads;
+  return { block: 2 * s.hidden * s.hidden + 2 * s.hidden * kv + 3 * s.hidden * s.intermediate, vocab: 2 * s.vocab * s.hidden };
 }
 
 async function main(): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
-  const runs: DepthResult[] = [];
-  for (const d of depths) runs.push(await depth(d));
-  const coreSeconds = values['no-core'] ? undefined : await core();
-  if (coreSeconds) console.error(`obr-gptq core seconds per layer: ${JSON.stringify(coreSeconds)}`);
-  // Per-block cost of each stage from the two depths, and the extrapolation to 22 blocks.
-  const [a, b] = [runs[0]!, runs[runs.length - 1]!];
-  const dl = b.blocks - a.blocks || 1;
+  await mkdir(dir, { recursive: true });
+  const modelDir = join(dir, `model-${shape.layers}`);
+  const gen = await generate(modelDir);
+  console.error(`model: ${shape.layers} blocks, ${(gen.weightBytes / 1e9).toFixed(2)} GB of fp16 weights (generated in ${gen.seconds.toFixed(0)} s)`);
+  const results: RunResult[] = [];
+  for (const blocks of runs) results.push(await run(join(modelDir, 'model.onnx'), blocks));
+
+  // Per compressed block: calibrate and compress from the two largest runs (or the one run / its blocks).
+  const sorted = [...results].sort((a, b) => a.blocks.length - b.blocks.length);
+  const hi = sorted[sorted.length - 1]!;
+  const lo = sorted.length > 1 ? sorted[0]! : undefined;
   const perBlock: Record<string, number> = {};
-  const at22: Record<string, number> = {};
-  for (const k of ['load', 'rotate', 'calibrate', 'compress', 'write', 'evaluate', 'total']) {
-    if (a.timings[k] === undefined || b.timings[k] === undefined) continue;
-    perBlock[k] = Number(((b.timings[k]! - a.timings[k]!) / dl).toFixed(2));
-    at22[k] = Number((a.timings[k]! + (22 - a.blocks) * perBlock[k]!).toFixed(1));
+  for (const k of ['calibrate', 'compress']) {
+    const d = lo && hi.blocks.length > lo.blocks.length ? (hi.timings[k]! - lo.timings[k]!) / (hi.blocks.length - lo.blocks.length) : hi.timings[k]! / hi.blocks.length;
+    perBlock[k] = Number(d.toFixed(1));
   }
-  // One block's 7 layers: q, k, v, o (2048×2048), gate, up (5632×2048), down (2048×5632).
-  const coreBlock = coreSeconds ? 4 * coreSeconds[`${HIDDEN}x${HIDDEN}`]! + 2 * coreSeconds[`${INTERMEDIATE}x${HIDDEN}`]! + coreSeconds[`${HIDDEN}x${INTERMEDIATE}`]! : undefined;
-  const rssPerBlock = (b.peakRssBytes - a.peakRssBytes) / dl;
-  const weightsPerBlock = (b.weightBytes - a.weightBytes) / dl;
-  const weights22 = a.weightBytes + (22 - a.blocks) * weightsPerBlock;
-  const rss22 = a.peakRssBytes + (22 - a.blocks) * rssPerBlock;
+  const L = shape.layers;
+  const at22: Record<string, number> = {};
+  for (const k of ['load', 'rotate', 'write', 'evaluate']) at22[k] = hi.timings[k] ?? 0;
+  for (const k of ['calibrate', 'compress']) at22[k] = Number((hi.timings[k]! + (L - hi.blocks.length) * perBlock[k]!).toFixed(0));
+  at22.total = Number(Object.values(at22).reduce((a, b) => a + b, 0).toFixed(0));
+
+  // Llama-2-7B: calibrate ∝ block parameters (the forwards' flops per token), compress per layer
+  // from the measured per-row cost at TinyLlama's shapes scaled by the core's O(rows·cols²) per
+  // row pass and O(cols³) factorization (so ∝ rows·cols² for rows ≥ cols), load/rotate/write ∝
+  // weight bytes, evaluate's block part ∝ block parameters and its tail ∝ the vocab table.
+  const tiny = params(shape as Required<LargeLlamaShape>);
+  const big = params({ hidden: 4096, heads: 32, kvHeads: 32, intermediate: 11008, vocab: 32000 });
+  const weights7b = (32 * big.block + big.vocab) * 2;
+  const bytesRatio = weights7b / gen.weightBytes;
+  const layerMean = (shapeKey: string) => hi.layerSeconds.find((x) => x.shape === shapeKey)?.meanSeconds;
+  const perRowCol2 = (shapeKey: string, rows: number, cols: number) => (layerMean(shapeKey) ?? NaN) / (rows * cols * cols);
+  // Per-row·col² rates measured at 2048 columns (q/o) and 5632 columns (down).
+  const rate2048 = perRowCol2('2048×2048', 2048, 2048);
+  const rate5632 = perRowCol2('2048×5632', 2048, 5632);
+  const core7bBlock = 4 * 4096 * 4096 ** 2 * rate2048 + 2 * 11008 * 4096 ** 2 * rate2048 + 4096 * 11008 ** 2 * rate5632;
+  const llama7b = {
+    shape: 'Llama-2-7B: hidden 4096, 32 blocks, 32 heads (no GQA), FF 11008, vocab 32000, fp16 (13.5 GB)',
+    formula:
+      'calibrate = 32 · per-block(TinyLlama) · P₇(block)/P₁(block); compress = 32 · [4·c(4096×4096) + 2·c(11008×4096) + c(4096×11008)] with c(r×n) = r·n²·k, k measured per row·col² on TinyLlama 2048×2048 (for n = 4096) and 2048×5632 (for n = 11008); load, rotate, write × W₇/W₁; evaluate = evaluate(TinyLlama) · (32·P₇(block) + P₇(vocab)) / (22·P₁(block) + P₁(vocab))',
+    blockParamsRatio: Number((big.block / tiny.block).toFixed(2)),
+    weightBytes: weights7b,
+    seconds: {
+      load: Math.round(at22.load! * bytesRatio),
+      rotate: Math.round(at22.rotate! * bytesRatio),
+      calibrate: Math.round(32 * perBlock.calibrate! * (big.block / tiny.block)),
+      compress: Math.round(32 * core7bBlock),
+      write: Math.round(at22.write! * bytesRatio),
+      evaluate: Math.round((at22.evaluate! * (32 * big.block + big.vocab)) / (L * tiny.block + tiny.vocab)),
+    } as Record<string, number>,
+  };
+  llama7b.seconds.total = Object.values(llama7b.seconds).reduce((a, b) => a + b, 0);
+
   const report = {
     benchmark: 'scale',
     date: new Date().toISOString(),
     node: process.version,
-    machine: { cpus: cpus().length, totalMemGiB: Math.round(totalmem() / 2 ** 30) },
-    model: { shape: 'TinyLlama-1.1B width (hidden 2048, 32 heads × 64, FF 5632, vocab 32000), float32 weights in external data, random values', depths },
-    calibration: { samples, seqlen, tokens: samples * seqlen, mode: 'sequential', evalWindows },
-    endToEnd: { recipe: 'rtn W4A4KV4 (same forwards, rotation, write and evaluation as obr-gptq; negligible core)', runs },
-    perBlockSeconds: perBlock,
+    machine: { cpus: cpus().length, totalMemGiB: Math.round(totalmem() / 2 ** 30), note: 'shared with other jobs; load averages per run below' },
+    model: { shape: `TinyLlama-1.1B: hidden ${shape.hidden}, ${shape.layers} blocks, ${shape.heads} query / ${shape.kvHeads} KV heads of ${shape.hidden / shape.heads}, FF ${shape.intermediate}, vocab ${shape.vocab}, ${shape.positions} positions; fp16 weights in external data (random values)`, weightBytes: gen.weightBytes, expectedWeightBytes: scaleLlamaWeightBytes(shape), generateSeconds: Number(gen.seconds.toFixed(0)) },
+    job: { recipe: `${values.recipe} W4A4KV4 + 50 %`, samples, seqlen, tokens: samples * seqlen, evalWindows, mode: 'sequential (streamed)', executionProvider: 'cpu' },
+    runs: results,
+    perCompressedBlockSeconds: perBlock,
     extrapolatedTo22Blocks: {
-      formula: 'T(22) = T(1) + 21·(T(2) − T(1)) per stage; obr-gptq core = 22 · (4·core(2048×2048) + 2·core(5632×2048) + core(2048×5632))',
+      formula: `calibrate, compress: T(${L}) = T(b) + (${L} − b)·per-block, per-block = (T(b₂) − T(b₁))/(b₂ − b₁) over the runs (or T(b)/b with one run); load, rotate, write, evaluate: measured on the ${L}-block model`,
       seconds: at22,
-      obrGptqCoreSeconds: coreBlock !== undefined ? Math.round(22 * coreBlock) : undefined,
-      weightBytes: Math.round(weights22),
-      peakRssBytes: Math.round(rss22),
-      peakRssOverWeights: Number((rss22 / weights22).toFixed(2)),
     },
-    obrGptqCoreSecondsPerLayer: coreSeconds && { rowsProbed: [coreR1, coreR2], seconds: coreSeconds, perBlock: coreBlock && Math.round(coreBlock) },
-    note: 'peakRss is the whole obr compress process (node + tsx + onnxruntime) from /usr/bin/time; the models are deleted afterwards.',
+    llama7b,
+    note: 'peakRss is the whole job process (pre-flight probes included) from /usr/bin/time; outputBytes is the output folder (simulated + packed models, report). Extrapolations are formulas on the measured runs, not measurements.',
   };
   await mkdir(join(ROOT, 'bench-results'), { recursive: true });
-  await writeFile(join(ROOT, 'bench-results', 'scale.json'), JSON.stringify(report, null, 2) + '\n');
+  await writeFile(join(ROOT, 'bench-results', `${values.name}.json`), JSON.stringify(report, null, 2) + '\n');
+  if (hi.reportBytes < 2 ** 20) await copyFile(hi.reportPath, join(ROOT, 'bench-results', `${values.name}-report.json`));
   console.log(JSON.stringify(report, null, 2));
   if (!values.keep) await rm(dir, { recursive: true, force: true });
 }

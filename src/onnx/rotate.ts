@@ -120,10 +120,13 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   noHadamard(head, `${numHeads} attention heads (online cross-head rotation before o_proj)`);
   noHadamard(down.rotation, `FF width ${intermediate} (online rotation before down_proj)`);
 
-  const embeddings = findEmbeddings(idx, hidden, dec);
+  const ed = new GraphEditor(model, idx);
+  // A tied lm_head (reading the embedding table, e.g. through a Transpose) gets its own copy: the
+  // table is rotated as a writer (E·C·Q), lm_head as a reader (Qᵀ·diag(γ)·W).
+  const lmHead = dec.lmHead.weightShared ? untieHead(ed, idx, dec.lmHead, warnings) : dec.lmHead;
+  const embeddings = findEmbeddings(idx, hidden, { ...dec, lmHead });
   if (embeddings.length === 0) throw new GraphPatternFormatError('found no embedding Gather over a [vocab, hidden] initializer; can\'t rotate the residual stream');
 
-  const ed = new GraphEditor(model, idx);
   // Each weight is read once (float32, or float64 for double tensors), transformed in place with
   // every rotation it needs (rounded once), and stored once; biases likewise in float64.
   const weight = (l: LinearLayer) => readFloats(ed.initializer(l.weightName)!);
@@ -170,7 +173,7 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
     foldInto(b.fused ? [b.q] : [b.q, b.k, b.v], b.v);
     foldInto(b.gate ? [b.gate, b.up] : [b.up]);
   }
-  foldInto([dec.lmHead]);
+  foldInto([lmHead]);
   if (kinds.size > 1) throw new GraphPatternFormatError('the decoder mixes RMSNorm and LayerNorm before its projections; can\'t rotate it');
   const layerNorm = kinds.has('layer');
 
@@ -244,6 +247,34 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   if (sharedNormWeights.size > 0 || layerNorm) pruneUnused(out);
   setMetadata(out, ROTATION_METADATA_KEY, JSON.stringify(rotation));
   return { model: out, warnings, rotation };
+}
+
+/**
+ * lm_head reading the embedding table (tied weights): a copy of the table for lm_head alone,
+ * wired in where the lm_head path reads the table (the Transpose before a MatMul, or the Gemm).
+ * Any other sharing is refused.
+ */
+function untieHead(ed: GraphEditor, idx: GraphIndex, head: LinearLayer, warnings: string[]): LinearLayer {
+  const table = head.weightName;
+  const tableReaders = idx.consumers.get(table) ?? [];
+  let reader = nodeOf(idx, head);
+  let slot = 1;
+  for (let step = 0; step < 4 && reader.input?.[slot] !== table; step++) {
+    const p = idx.producer.get(reader.input?.[slot] ?? '');
+    if (!p || (p.opType !== 'Transpose' && p.opType !== 'Cast')) break;
+    reader = p;
+    slot = 0;
+  }
+  const others = tableReaders.filter((n) => n !== reader);
+  if (reader.input?.[slot] !== table || idx.outputNames.has(table) || others.length === 0 || others.some((n) => n.opType !== 'Gather')) {
+    throw new GraphPatternFormatError(`weight "${table}" of "${head.name}" is shared with other nodes (tied weights) in a way rotation can't untie; untie it before rotating`);
+  }
+  const src = ed.initializer(table)!;
+  const copy = ed.addInitializer(`${table}.lm_head`, tensorDims(src), readFloats(src), src.dataType ?? DataType.FLOAT);
+  ed.rewireInput(reader, slot, copy);
+  const dims = tensorDims(src);
+  warnings.push(`lm_head shares its weight with the embedding (tied); the rotation folds them differently, so lm_head gets its own copy (${dims.join(' × ')} more weights)`);
+  return { ...head, weightName: copy, weightShared: false };
 }
 
 /** Reads the rotation description a rotated model carries, if any. */

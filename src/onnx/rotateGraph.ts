@@ -176,11 +176,10 @@ export function findDecoder(model: ModelProto, idx: GraphIndex, explicit?: numbe
   if (blocks.length === 0) throw new GraphPatternFormatError('found no decoder blocks (q/k/v/o, up/down projections); only LLaMA- and GPT-2-style decoders can be rotated');
   if (blocks.some((b) => !!b.gate !== !!blocks[0].gate)) throw new GraphPatternFormatError('some blocks have a gated MLP and some don\'t; can\'t rotate a mixed decoder');
   for (const b of blocks) {
-    for (const l of [b.q, b.k, b.v, b.o, b.gate, b.up, b.down, ...(b.index === blocks[0].index && lmHead ? [lmHead] : [])]) {
-      if (!l) continue;
-      checkRotatable(idx, l);
-    }
+    for (const l of [b.q, b.k, b.v, b.o, b.gate, b.up, b.down]) if (l) checkRotatable(idx, l);
   }
+  // lm_head may read the embedding table (tied, through a Transpose): rotateModel unties it.
+  if (lmHead) checkRotatable(idx, lmHead, true);
   const b0 = blocks[0];
   const qRows = partRows(b0, 'q');
   const vRows = partRows(b0, 'v');
@@ -215,7 +214,7 @@ export function findDecoder(model: ModelProto, idx: GraphIndex, explicit?: numbe
 }
 
 /** MatMul against a constant weight, Gemm y = x·W (+ C) without transA/alpha/beta, or onnxruntime's Attention (packed [in, 3·out] weight). */
-function checkRotatable(idx: GraphIndex, l: LinearLayer): void {
+function checkRotatable(idx: GraphIndex, l: LinearLayer, head = false): void {
   const node = (idx.graph.node ?? [])[l.order ?? -1];
   if (l.opType === 'Gemm' && node) {
     const f = (name: string, dflt: number) => {
@@ -226,10 +225,10 @@ function checkRotatable(idx: GraphIndex, l: LinearLayer): void {
       throw new GraphPatternFormatError(`Gemm "${l.name}" uses transA/alpha/beta; rotation supports Gemm as y = x·W + C (torch Linear exports)`);
     }
   }
-  if (l.weightPath && l.weightPath.some((op) => op !== 'Cast')) {
+  if (l.weightPath && l.weightPath.some((op) => op !== 'Cast' && !(head && op === 'Transpose'))) {
     throw new GraphPatternFormatError(`the weight of "${l.name}" reaches it through ${l.weightPath.join(' → ')}; rotation needs a plain float initializer (optionally through Cast)`);
   }
-  if (l.weightShared) throw new GraphPatternFormatError(`weight "${l.weightName}" of "${l.name}" is shared with other nodes (tied weights); untie it before rotating`);
+  if (l.weightShared && !head) throw new GraphPatternFormatError(`weight "${l.weightName}" of "${l.name}" is shared with other nodes (tied weights); untie it before rotating`);
 }
 
 /** Fused attention ops (com.microsoft) that carry the head counts as attributes. */
@@ -433,13 +432,18 @@ export class GraphEditor {
   }
 
   replaceInitializer(t: TensorProto): void {
+    const added = this.newInits.findIndex((x) => x.name === t.name);
+    if (added >= 0) {
+      this.newInits[added] = t;
+      return;
+    }
     if (!this.idx.initializers.has(t.name ?? '')) throw new Error(`no initializer "${t.name}" to replace`);
     this.replacedInit.set(t.name ?? '', t);
   }
 
-  /** The current version of an initializer (replaced or original). */
+  /** The current version of an initializer (replaced, original or added). */
   initializer(name: string): TensorProto | undefined {
-    return this.replacedInit.get(name) ?? this.idx.initializers.get(name);
+    return this.replacedInit.get(name) ?? this.idx.initializers.get(name) ?? this.newInits.find((x) => x.name === name);
   }
 
   addInitializer(base: string, dims: number[], values: ArrayLike<number>, dataType: number): string {

@@ -92,26 +92,24 @@ export interface StageSeconds {
 
 /**
  * Seconds per stage of a job from its measured probes. With f(c, n) = c.fixed + c.perBatch·n/batch
- * for a probed forward c over n windows, B the blocks, W the model's weight bytes, W_cut and
- * W_block those of the cut and of one block, r = readBytes/readSeconds:
+ * for a probed forward c over n windows, B the blocks, W the model's weight bytes, W_cut that of the cut:
  *
- *   load      = open + texts + hash + W_external / r
- *   rotate    = rotate(cut) · W / W_cut                              (0 without rotation)
+ *   load      = open + texts + hash                                  (weights stay on disk)
+ *   rotate    = rotate(cut) · W / W_cut       (read, transform, check, store; 0 without rotation)
  *   calibrate = f(prelude, n) + Σ_{b ≤ last planned} ( planned b: Σ_g f(capture_g, n)
  *               + [b < last] f(advance, n);  not planned: f(advance, n) )
  *               (one-shot: a planned block is one forward, 1.1·f(advance, n))
  *   compress  = Σ_layers core(rows × cols)                          (probeCore, scaled in rows)
  *   write     = write(cut) · W / W_cut
- *   evaluate  = dense: f(prelude, m) + B·(f(block, m) + W_block/r) + f(tail, m) + (W_cut − W_block)/r
+ *   evaluate  = f(prelude, m) + B·f(block, m) + f(tail, m)         (dense, weights from the source)
  *               + evaluations × (f(prelude', m) + B·f(block', m) + f(tail', m))   (' = simulated cut)
- *   n = samples, m = evaluation windows.
+ *   n = samples, m = evaluation windows; every probed forward reads its weights as the job's do.
  */
 export function stageSeconds(x: EstimateInputs): StageSeconds {
   const { probe: p, batch } = x;
   const f = (c: ForwardCost, n: number) => forwardSeconds(c, n, batch);
-  const rate = p.readSeconds > 0 && p.readBytes > 0 ? p.readBytes / p.readSeconds : Infinity;
   const scaleToModel = p.cutWeightBytes > 0 ? x.modelWeightBytes / p.cutWeightBytes : 1;
-  const load = x.openSeconds + x.textSeconds + x.hashSeconds + x.externalBytes / rate;
+  const load = x.openSeconds + x.textSeconds + x.hashSeconds;
   const rotate = x.rotates && p.rotateSeconds !== undefined ? p.rotateSeconds * scaleToModel : 0;
   const n = x.samples;
   const planned = new Set(x.plannedBlocks);
@@ -125,7 +123,7 @@ export function stageSeconds(x: EstimateInputs): StageSeconds {
   const m = x.evalWindows;
   const B = x.modelBlocks;
   const pass = (e: CutProbe['evalDense']) => f(e.prelude, m) + B * f(e.block, m) + f(e.tail, m);
-  const evaluate = m > 0 && x.evaluations > 0 ? pass(p.evalDense) + (B * p.blockWeightBytes + (p.cutWeightBytes - p.blockWeightBytes)) / rate + x.evaluations * pass(p.evalCompressed) : 0;
+  const evaluate = m > 0 && x.evaluations > 0 ? pass(p.evalDense) + x.evaluations * pass(p.evalCompressed) : 0;
   const write = p.writeSeconds * scaleToModel;
   return { load, rotate, calibrate, compress: x.coreSeconds, write, evaluate };
 }
@@ -196,20 +194,25 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     const plannedBlocks = [...new Set(jobLayers.map((l) => blockIds.indexOf(l.block ?? -1)))].sort((x, y) => x - y);
     // The texts as the load stage reads them: tokenizer, calibration text, evaluation windows
     // (the text's non-overlapping windows, §1.11, at most evalWindows).
-    const textStarted = performance.now();
+    // Timed on a second pass: the job reads them with its code already warm (same process).
     let evalWindows = pre.evalWindows ?? 64;
     let calibIds: Int32Array | undefined;
-    try {
-      const tokenizer = await loadTokenizer(modelPath);
-      calibIds = tokenizer.encode((await readText(options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT))).text);
-      if (pre.evaluate !== false) {
-        const text = await readText(pre.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT));
-        const count = Math.floor(encodePrefix(tokenizer, text.text, pre.evalWindows ? pre.evalWindows * seqlen : undefined).length / seqlen);
-        evalWindows = pre.evalWindows ? Math.min(pre.evalWindows, count) : count;
+    const readTexts = async (): Promise<void> => {
+      try {
+        const tokenizer = await loadTokenizer(modelPath);
+        calibIds = tokenizer.encode((await readText(options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT))).text);
+        if (pre.evaluate !== false) {
+          const text = await readText(pre.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT));
+          const count = Math.floor(encodePrefix(tokenizer, text.text, pre.evalWindows ? pre.evalWindows * seqlen : undefined).length / seqlen);
+          evalWindows = pre.evalWindows ? Math.min(pre.evalWindows, count) : count;
+        }
+      } catch {
+        // no tokenizer or text here: the job itself reports that
       }
-    } catch {
-      // no tokenizer or text here: the job itself reports that
-    }
+    };
+    await readTexts();
+    const textStarted = performance.now();
+    await readTexts();
     const textSeconds = (performance.now() - textStarted) / 1000;
     const hashStarted = performance.now();
     await sha256File(loaded.path);
@@ -278,7 +281,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       const groupsPerBlock = blocks.length ? blocks.reduce((s, b) => s + b.groups.length, 0) / blocks.length : 0;
       const fraction = blocks.length ? plannedBlocks.length / blocks.length : 1;
       stages = {
-        load: openSeconds + textSeconds + hashSeconds + externalBytes / 500e6,
+        load: openSeconds + textSeconds + hashSeconds,
         rotate: rotates ? loaded.weightBytes / 50e6 : 0,
         calibrate: fraction * (oneshot ? 1 : groupsPerBlock + 1) * options.samples * windowSeconds,
         compress: coreSeconds,

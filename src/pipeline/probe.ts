@@ -2,10 +2,12 @@
 //
 // Everything is timed on a ONE-BLOCK CUT of the job's model: the prelude, decoder block 0 and the
 // tail (final norm, lm_head), the tail reading block 0's output in place of the last block's
-// (`oneBlockCut`). Its weights are read from the model file (→ read throughput), and then the same
+// (`oneBlockCut`), through a working store like the job's (src/onnx/store.ts: weights read from
+// the source, changed ones in a working data file, each block session reading its own). The same
 // code the job runs is timed on it, each stage the way the job runs it:
 //
-// - rotate: rotateModel + checkRotation on the cut (the job's QuaRot transform and its check);
+// - rotate: weights read inline (→ read throughput), rotateModel, checkRotation, the rotated
+//   weights written to the working data file;
 // - calibrate: a BlockStream over the cut (rotated when the job rotates) on windows of the job's
 //   calibration text at the job's batch: the prelude, one capture forward per input group of
 //   block 0 and the advance forward. Each forward runs two batches, so its time splits into a
@@ -25,7 +27,7 @@ import { compressLayer } from '../core/compress';
 import { seededRandom } from '../core/random';
 import { splitBlocks } from '../onnx/blocks';
 import { findLinearLayers } from '../onnx/linear';
-import { wrapModel, type LoadedModel } from '../onnx/load';
+import { wrapModel, type LoadedModel, type TensorReader } from '../onnx/load';
 import { cloneModel } from '../onnx/graph';
 import { encodeModel, type ModelProto, type NodeProto } from '../onnx/proto';
 import { rotateModel } from '../onnx/rotate';
@@ -35,7 +37,8 @@ import type { AttentionGeometry, LinearLayer } from '../onnx/types';
 import type { CompressOptions, RecipeName } from '../protocol/recipes';
 import type { TokenWindows } from '../runtime/text';
 import { createOrtBackend, type OrtMatrixBackend } from '../runtime/ortBackend';
-import { BlockStream, inlineExternalWeights } from './blockStream';
+import { BlockStream } from './blockStream';
+import { WeightStore } from '../onnx/store';
 import type { CaptureRequest, CapturedStats } from './capture';
 import { sparsityFor } from './job';
 import { checkRotation } from './rotationCheck';
@@ -212,8 +215,8 @@ function block0Groups(layers: readonly LinearLayer[]): LinearLayer[][] {
 }
 
 /** Streamed perplexity forwards of `model` (prelude, block 0, tail with the NLL head). */
-async function timeEvaluation(model: ModelProto, windows: TokenWindows, batch: number, eps: readonly string[]): Promise<{ forwards: EvalForwards; used: string }> {
-  const s = BlockStream.open(model, findLinearLayers(model), windows, { executionProviders: eps, batch, onExecutionProvider: (c) => (used = c.used) });
+async function timeEvaluation(model: ModelProto, windows: TokenWindows, batch: number, eps: readonly string[], weights: TensorReader): Promise<{ forwards: EvalForwards; used: string }> {
+  const s = BlockStream.open(model, findLinearLayers(model), windows, { executionProviders: eps, batch, weights, onExecutionProvider: (c) => (used = c.used) });
   let used = 'cpu';
   if ('err' in s) throw new Error(`internal: the cut model can't be streamed (${s.err})`);
   try {
@@ -244,61 +247,79 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
   const eps = options.executionProviders;
   const found = oneBlockCut(loaded.model, all);
   if (!found) return undefined;
-  // Weights read from the model file, as the job's load stage and the dense evaluation read them.
-  const t0 = performance.now();
-  const cut = await inlineExternalWeights(found.model, loaded);
-  const readSeconds = (performance.now() - t0) / 1000;
-  const names = (cut.graph!.initializer ?? []).map((t) => t.name ?? '');
-  const readBytes = names.filter((n) => loaded.initializerInfo(n)?.external).reduce((s, n) => s + (loaded.initializerInfo(n)?.byteLength ?? 0), 0);
+  const names = (found.model.graph!.initializer ?? []).map((t) => t.name ?? '');
   const cutWeightBytes = initializerBytes(loaded, names);
   const blockWeightBytes = initializerBytes(loaded, found.blockInitializers);
-
-  const rotates = options.abits < 16 || options.kvbits < 16;
-  let calibModel = cut;
-  let rotateSeconds: number | undefined;
-  if (rotates) {
-    const t = performance.now();
-    const r = rotateModel(cut, { seed: options.seed, geometry: o.geometry, configGeometry: o.configGeometry });
-    const layers = findLinearLayers(cut);
-    await checkRotation(cut, r.model, windows, encodeModel, { executionProviders: eps, abits: options.abits, kvbits: options.kvbits, halfPrecision: layers.some((l) => l.dtype !== 'float32') });
-    rotateSeconds = (performance.now() - t) / 1000;
-    calibModel = r.model;
-  }
-  const layers = findLinearLayers(calibModel);
-  let used = 'cpu';
-  const s = BlockStream.open(calibModel, layers, windows, { executionProviders: eps, batch, onExecutionProvider: (c) => (used = c.used) });
-  if ('err' in s) return undefined;
-  const stats = new Map<string, CapturedStats>();
-  let calibrate: CutProbe['calibrate'];
-  try {
-    const prelude = await timeForward((b) => s.ok.begin(calibModel, b));
-    const captures: ForwardCost[] = [];
-    for (const group of block0Groups(layers)) {
-      let got: Map<string, CapturedStats> = new Map();
-      captures.push(await timeForward(async (b) => (got = await s.ok.capture(calibModel, group, requestsFor(group), { onBatch: b }))));
-      for (const [k, v] of got) stats.set(k, v);
-    }
-    const advance = await timeForward((b) => s.ok.advance(calibModel, b));
-    calibrate = { prelude, captures, advance };
-  } finally {
-    s.ok.dispose();
-  }
-
-  const simulated = rotates ? withFakeQuant(calibModel, { abits: options.abits, kvbits: options.kvbits }).model : calibModel;
-  let evalDense: EvalForwards = { prelude: { fixed: 0, perBatch: 0 }, block: { fixed: 0, perBatch: 0 }, tail: { fixed: 0, perBatch: 0 } };
-  let evalCompressed = evalDense;
-  if (o.evaluate) {
-    evalDense = (await timeEvaluation(cut, windows, batch, eps)).forwards;
-    evalCompressed = simulated === cut ? evalDense : (await timeEvaluation(simulated, windows, batch, eps)).forwards;
-  }
-
-  // The write stage on the cut: simulated model, packed model (codes of block 0's layers).
   const dir = await mkdtemp(path.join(tmpdir(), 'obr-probe-'));
-  let writeSeconds: number;
+  // The job's working store (src/onnx/store.ts): weights read from the source, changed ones
+  // written to a working data file, each block session reading its own weights from it.
+  const store = new WeightStore(loaded.dir, path.join(dir, 'working.data'));
   try {
+    // Weights read inline from the model file, as the rotation stage reads them (→ read throughput).
+    const t0 = performance.now();
+    const inline = await store.inlined(found.model);
+    const readSeconds = (performance.now() - t0) / 1000;
+    store.release(inline.bytes);
+    const readBytes = inline.bytes;
+    const cut = inline.model;
+
+    const rotates = options.abits < 16 || options.kvbits < 16;
+    let calibModel = found.model;
+    let rotateSeconds: number | undefined;
+    if (rotates) {
+      const halfPrecision = findLinearLayers(cut).some((l) => l.dtype !== 'float32');
+      // As the rotate stage: weights inline, rotateModel, checkRotation, rotated weights to the working data file.
+      const rotate = async (): Promise<{ model: ModelProto; seconds: number }> => {
+        const t = performance.now();
+        const dense = await store.inlined(found.model);
+        const r = rotateModel(dense.model, { seed: options.seed, geometry: o.geometry, configGeometry: o.configGeometry });
+        await checkRotation(dense.model, r.model, windows, encodeModel, { executionProviders: eps, abits: options.abits, kvbits: options.kvbits, halfPrecision });
+        const stored = await store.externalize(r.model);
+        store.release(dense.bytes);
+        return { model: stored, seconds: (performance.now() - t) / 1000 };
+      };
+      // The job rotates with its code already warm (the pre-flight ran in the same process): on a
+      // small cut the first run's JIT and onnxruntime set-up would dominate, so it runs twice.
+      let r = await rotate();
+      if (cutWeightBytes < 64 * 2 ** 20) r = await rotate();
+      rotateSeconds = r.seconds;
+      calibModel = r.model;
+    } else calibModel = await store.externalize(found.model);
+    const layers = findLinearLayers(calibModel);
+    let used = 'cpu';
+    const s = BlockStream.open(calibModel, layers, windows, { executionProviders: eps, batch, weights: store, onExecutionProvider: (c) => (used = c.used) });
+    if ('err' in s) return undefined;
+    const stats = new Map<string, CapturedStats>();
+    let calibrate: CutProbe['calibrate'];
+    try {
+      const prelude = await timeForward((b) => s.ok.begin(calibModel, b));
+      const captures: ForwardCost[] = [];
+      for (const group of block0Groups(layers)) {
+        let got: Map<string, CapturedStats> = new Map();
+        captures.push(await timeForward(async (b) => (got = await s.ok.capture(calibModel, group, requestsFor(group), { onBatch: b }))));
+        for (const [k, v] of got) stats.set(k, v);
+      }
+      const advance = await timeForward((b) => s.ok.advance(calibModel, b));
+      calibrate = { prelude, captures, advance };
+    } finally {
+      s.ok.dispose();
+    }
+
+    const fakeQuant = () => (rotates ? withFakeQuant(calibModel, { abits: options.abits, kvbits: options.kvbits }).model : calibModel);
+    const simulated = fakeQuant();
+    let evalDense: EvalForwards = { prelude: { fixed: 0, perBatch: 0 }, block: { fixed: 0, perBatch: 0 }, tail: { fixed: 0, perBatch: 0 } };
+    let evalCompressed = evalDense;
+    if (o.evaluate) {
+      // The dense model reads its weights from the source file, the simulated one from the store.
+      evalDense = (await timeEvaluation(found.model, windows, batch, eps, loaded)).forwards;
+      evalCompressed = (await timeEvaluation(simulated, windows, batch, eps, store)).forwards;
+    }
+
+    // As the write stage: the fake-quant graph built, the simulated model written, the packed one
+    // built (codes of block 0's layers) and written.
     const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
     const t = performance.now();
-    await writeModel(simulated, path.join(dir, 'simulated.onnx'), { externalData: external });
+    await writeModel(fakeQuant(), path.join(dir, 'simulated.onnx'), { externalData: external, source: store });
     const compressed = layers.filter((l) => l.block === 0 && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
     const groups = options.groupSize > 0 ? (l: LinearLayer) => Math.ceil(l.inFeatures / options.groupSize) : () => 1;
     const packed = packedModel(
@@ -307,28 +328,30 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       compressed.map((l) => ({ layer: l, codes: new Int8Array(l.outFeatures * l.inFeatures), scales: new Float64Array(l.outFeatures * groups(l)).fill(1e-3), groupSize: options.groupSize })),
       options.wbits,
     );
-    if (packed.model) await writeModel(packed.model, path.join(dir, 'packed.onnx'), { externalData: external });
-    writeSeconds = (performance.now() - t) / 1000;
+    if (packed.model) await writeModel(await store.externalize(packed.model), path.join(dir, 'packed.onnx'), { externalData: external, source: store });
+    const writeSeconds = (performance.now() - t) / 1000;
+    const weightsModel = (await store.inlined(calibModel)).model;
+    return {
+      batch,
+      seqlen: windows.seqlen,
+      executionProvider: used,
+      cutWeightBytes,
+      blockWeightBytes,
+      readBytes,
+      readSeconds,
+      ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
+      calibrate,
+      evalDense,
+      evalCompressed,
+      writeSeconds,
+      stats,
+      layers,
+      weightsModel,
+    };
   } finally {
+    await store.close();
     await rm(dir, { recursive: true, force: true });
   }
-  return {
-    batch,
-    seqlen: windows.seqlen,
-    executionProvider: used,
-    cutWeightBytes,
-    blockWeightBytes,
-    readBytes,
-    readSeconds,
-    ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
-    calibrate,
-    evalDense,
-    evalCompressed,
-    writeSeconds,
-    stats,
-    layers,
-    weightsModel: calibModel,
-  };
 }
 
 /** A random SPD matrix n×n: a positive diagonal plus a few random rank-one terms (timing only). */
@@ -388,6 +411,7 @@ export async function probeCore(
   const batched = (options.solver ?? 'batched') === 'batched' && recipes.some((r) => r === 'obr-rtn' || r === 'obr-gptq');
   const backend: OrtMatrixBackend | undefined = batched ? await createOrtBackend({ executionProviders: options.executionProviders, threads }) : undefined;
   try {
+    let warm = false;
     const shapes = new Map<string, { rows: number; cols: number }>();
     for (const l of layers) shapes.set(`${l.outFeatures}x${l.inFeatures}`, { rows: l.outFeatures, cols: l.inFeatures });
     for (const [key, { rows, cols }] of shapes) {
@@ -407,10 +431,16 @@ export async function probeCore(
         };
         const r1 = Math.min(rows, probeRows.r1);
         const r2 = Math.min(rows, probeRows.r2);
-        await time(Math.min(rows, 4)); // warm-up: kernels compiled, worker threads started
-        // Best of two at each row count: the probe shares the machine with whatever else runs.
-        const t1 = Math.min(await time(r1), await time(r1));
-        const t2 = r2 > r1 ? Math.min(await time(r2), await time(r2)) : t1;
+        if (!warm) await time(Math.min(rows, 4)); // warm-up: kernels compiled, worker threads started
+        warm = true;
+        // Best of two at each row count when that is cheap (the probe shares the machine with
+        // whatever else runs); one measurement when a layer shape takes seconds.
+        const best = async (r: number): Promise<number> => {
+          const first = await time(r);
+          return first < 2 ? Math.min(first, await time(r)) : first;
+        };
+        const t1 = await best(r1);
+        const t2 = r2 > r1 ? await best(r2) : t1;
         const perRow = r2 > r1 ? Math.max(0, (t2 - t1) / (r2 - r1)) : 0;
         out.set(`${recipe} ${rows}x${cols}`, t1 + perRow * (rows - r1));
       }

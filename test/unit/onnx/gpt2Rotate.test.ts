@@ -62,6 +62,16 @@ test('GPT-2 LayerNorm decoders: centred, made RMSNorm and rotated, the logits eq
   }
 });
 
+test('a tied lm_head (Transpose of the word embedding, as HF GPT-2) gets its own copy; the rotated logits equal the dense ones', async () => {
+  const model = torchGpt2({ vocab: 64, hidden: 32, heads: 4, layers: 2, tied: true });
+  const r = rotateModel(model, { seed: 0 });
+  assert.match(r.warnings.join('\n'), /lm_head shares its weight with the embedding \(tied\).*own copy \(64 × 32 more weights\)/);
+  const inits = new Set((r.model.graph!.initializer ?? []).map((t) => t.name));
+  assert.ok(inits.has('transformer.wte.weight') && inits.has('transformer.wte.weight.lm_head'));
+  const err = relError(await logits(model, 64), await logits(r.model, 64));
+  assert.ok(err < 1e-5, `${err}`);
+});
+
 test('the LayerNorm conversion needs the centring: without it the rotated GPT-2 would be wrong (the fixture has a mean offset)', async () => {
   // The residual stream of the fixture has a per-token mean far from 0 (embedding offset 0.7), so
   // LayerNorm ≠ RMSNorm on the uncentred stream: a model whose embeddings are shifted back after
@@ -125,11 +135,11 @@ test('third-party onnxruntime-optimized GPT-2: rotated (EmbedLayerNormalization,
 });
 
 for (const gemm of [false, true]) {
-  test(`W4A4KV4 compress + evaluate end to end on a synthetic GPT-2 (${gemm ? 'Gemm' : 'MatMul + Add'})`, { timeout: 300_000 }, async () => {
+  test(`W4A4KV4 compress + evaluate end to end on a synthetic GPT-2 (${gemm ? 'Gemm, lm_head tied to the embedding' : 'MatMul + Add'})`, { timeout: 300_000 }, async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'obr-gpt2-w4a4kv4-'));
     try {
       const model = path.join(dir, 'model.onnx');
-      writeFileSync(model, encodeModel(torchGpt2({ vocab: 4096, hidden: 64, heads: 4, layers: 2, gemm })));
+      writeFileSync(model, encodeModel(torchGpt2({ vocab: 4096, hidden: 64, heads: 4, layers: 2, gemm, tied: gemm })));
       copyFileSync(path.join(ROOT, 'test', 'fixtures', 'models', 'tiny', 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
       const r = await runCompression(model, { ...DEFAULT_OPTIONS, seqlen: 32, samples: 8, abits: 4, kvbits: 4, executionProviders: ['cpu'] }, {}, { evalWindows: 4 });
       assert.equal(r.layers.map((l) => `${l.block}:${l.role}`).join(' '), '0:qkv 0:o 0:up 0:down 1:qkv 1:o 1:up 1:down');

@@ -2,7 +2,7 @@
 // word + position embedding Gathers, LayerNormalization (γ and β), a fused c_attn projection split
 // into q/k/v (Split), Reshape → Transpose(0,2,1,3) heads, causal softmax attention (a [P, P] mask
 // table sliced to the window), c_proj, GELU MLP (c_fc, Erf GELU, c_proj), every projection with a
-// bias, final ln_f and an untied lm_head. Two projection layouts: `MatMul` against an [in, out]
+// bias, final ln_f and lm_head (its own weight, or tied to the word embedding). Two projection layouts: `MatMul` against an [in, out]
 // weight + Add(bias) on [b, s, ·] (transformers' Conv1D export), or `Gemm` (transB = 1, [out, in]
 // weight, bias as C) between Reshapes to [b·s, ·] and back (torch Linear on 2-D input, as the
 // third-party ort-gpt2-past-nohead). int64 input_ids / position_ids, output logits. The residual
@@ -21,6 +21,8 @@ export interface TorchGpt2Options {
   positions?: number;
   /** Projections as Gemm (transB = 1) between Reshapes instead of MatMul + Add. */
   gemm?: boolean;
+  /** lm_head reads the word embedding through a Transpose (HF GPT-2's tied weights), instead of its own [hidden, vocab] weight. */
+  tied?: boolean;
   /** MLP width; default 4·hidden. */
   intermediate?: number;
   seed?: number;
@@ -126,7 +128,8 @@ export function torchGpt2(o: TorchGpt2Options): ModelProto {
     x = op('Add', [x, linear(gelu, `${p}/mlp/c_proj`, `${w}.mlp.c_proj`, F, H)], `${p}/Add_1`);
   }
   const hf = layerNorm(x, '/transformer/ln_f', 'transformer.ln_f');
-  const logits = op('MatMul', [hf, init('lm_head.weight', [H, o.vocab], gauss(H * o.vocab, 1 / Math.sqrt(H)))], '/lm_head/MatMul');
+  const head = o.tied ? op('Transpose', ['transformer.wte.weight'], '/lm_head/Transpose', [intsAttr('perm', [1, 0])]) : init('lm_head.weight', [H, o.vocab], gauss(H * o.vocab, 1 / Math.sqrt(H)));
+  const logits = op('MatMul', [hf, head], '/lm_head/MatMul');
   nodes.push(node('Identity', [logits], ['logits'], '/logits/Identity'));
   return makeModel(
     {
