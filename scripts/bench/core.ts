@@ -5,8 +5,8 @@
 // Writes bench-results/core.json and docs/bench-core.md.
 //
 // Usage: tsx scripts/bench/core.ts [--layers 2048x2048,5632x2048,2048x5632,4096x4096] (rows×cols)
-//        [--methods obr-gptq,obr-rtn] [--ref-rows 64] [--threads 2] [--torch-threads 1]
-//        [--no-torch] [--no-exact]
+//        [--methods obr-gptq,obr-rtn,sparsegpt-gptq] [--ref-rows 64] [--threads 2] [--torch-threads 1]
+//        [--no-torch] [--no-exact] [--no-sparsegpt]
 // The batched solver always runs on the whole layer. The per-row references (ours exact and
 // torch's loop) run on the first --ref-rows rows and their time is scaled by rows/ref-rows (their
 // work is linear in rows apart from one n³ factorization for the GPTQ tail, so this slightly
@@ -21,7 +21,7 @@ import { compressLayer, layerLossBetween } from '../../src/core/compress';
 import { seededNormal } from '../../src/core/random';
 import { createOrtBackend, type OrtMatrixBackend } from '../../src/runtime/ortBackend';
 
-type Method = 'obr-gptq' | 'obr-rtn';
+type Method = 'obr-gptq' | 'obr-rtn' | 'sparsegpt-gptq';
 
 interface Args {
   layers: Array<[number, number]>;
@@ -31,6 +31,7 @@ interface Args {
   torchThreads: number;
   torch: boolean;
   exact: boolean;
+  sparseGpt: boolean;
 }
 
 function parse(argv: string[]): Args {
@@ -39,8 +40,8 @@ function parse(argv: string[]): Args {
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const layers = (get('layers') ?? '2048x2048,5632x2048,2048x5632,4096x4096').split(',').map((s) => s.split('x').map(Number) as [number, number]);
-  const methods = (get('methods') ?? 'obr-gptq,obr-rtn').split(',') as Method[];
-  return { layers, methods, refRows: Number(get('ref-rows') ?? 64), threads: Number(get('threads') ?? 2), torchThreads: Number(get('torch-threads') ?? 1), torch: !argv.includes('--no-torch'), exact: !argv.includes('--no-exact') };
+  const methods = (get('methods') ?? 'obr-gptq,obr-rtn,sparsegpt-gptq').split(',') as Method[];
+  return { layers, methods, refRows: Number(get('ref-rows') ?? 64), threads: Number(get('threads') ?? 2), torchThreads: Number(get('torch-threads') ?? 1), torch: !argv.includes('--no-torch'), exact: !argv.includes('--no-exact'), sparseGpt: !argv.includes('--no-sparsegpt') };
 }
 
 /**
@@ -172,7 +173,7 @@ async function main(): Promise<void> {
     const ref = Math.min(args.refRows, rows);
     const refLoss = (q: Float64Array): number => layerLossBetween(q.subarray(0, ref * cols), W.subarray(0, ref * cols), ref, cols, H);
     let sparseGpt: Run | undefined;
-    if (args.torch) sparseGpt = torchRun(dir, 'sparsegpt-gptq', rows, Math.max(args.torchThreads, 2), rows, W, H, cols, ref);
+    if (args.torch && args.sparseGpt) sparseGpt = torchRun(dir, 'sparsegpt-gptq', rows, Math.max(args.torchThreads, 2), rows, W, H, cols, ref);
     for (const method of args.methods) {
       const config = { method, sparsity: { kind: 'unstructured', ratio: 0.5 }, wbits: 4, alpha: 0.5, damp: 0.01 } as const;
       let load = loadavg()[0]!;
@@ -184,9 +185,11 @@ async function main(): Promise<void> {
         rows,
         cols,
         method,
-        batched: { seconds, secondsFullLayer: seconds, rowsMeasured: rows, lossRefRows: refLoss(res.weight), load, iterations: stats!.iterations, solverSeconds: stats!.seconds, provider: backend.provider.used },
+        batched: { seconds, secondsFullLayer: seconds, rowsMeasured: rows, lossRefRows: refLoss(res.weight), load, iterations: stats?.iterations ?? [0, 0], solverSeconds: stats?.seconds ?? [0, 0, 0], provider: backend.provider.used },
       };
-      if (args.exact) {
+      // sparsegpt-gptq (ours, whole layer) has no per-row reference: it is compared with PyTorch SparseGPT+GPTQ only.
+      const perRow = method !== 'sparsegpt-gptq';
+      if (args.exact && perRow) {
         load = loadavg()[0]!;
         // Timed at ref/2 and ref rows: the difference is the per-row cost, the rest (the GPTQ
         // tail's factorization, worker start-up) counts once.
@@ -205,7 +208,7 @@ async function main(): Promise<void> {
         row.lossRatioExact = row.batched.lossRefRows / row.exact.lossRefRows;
       }
       if (args.torch) {
-        const tr = torchRun(dir, method, ref, args.torchThreads, rows, W, H, cols, ref);
+        const tr = perRow ? torchRun(dir, method, ref, args.torchThreads, rows, W, H, cols, ref) : undefined;
         if (tr) {
           row.torch = tr;
           row.timeRatio = row.batched.secondsFullLayer / tr.secondsFullLayer;
@@ -214,6 +217,7 @@ async function main(): Promise<void> {
         if (sparseGpt) {
           row.torchSparseGptGptq = sparseGpt;
           row.timeRatioSparseGpt = row.batched.secondsFullLayer / sparseGpt.secondsFullLayer;
+          if (!perRow) row.lossRatioTorch = row.batched.lossRefRows / sparseGpt.lossRefRows;
         }
       }
       results.push(row);
@@ -241,7 +245,7 @@ function markdown(meta: Record<string, unknown>, results: Row[]): string {
     '',
     `- **batched**: \`compressLayer\` with the default solver (src/core/admm.ts, [solver.md](solver.md)) on the **whole layer**, wall time including the scale search, mask, factorizations and the GPTQ tail; "its" = ADMM iterations of the pruning / transfer steps.`,
     '- **exact** (our per-row Cholesky solver, `--solver exact`) and **torch** (scripts/bench/torch_reference.py: the official algorithm\'s per-row loop in PyTorch, fp32, OpenBLAS limited to torch\'s thread count) run on the **first rows** only (column "ref rows"). Full-layer time: torch = its n³ factorization (timed separately) + the rest × rows/(ref rows); exact = timed at ref/2 and ref rows, extrapolated linearly in rows.',
-    '- **SparseGPT+GPTQ**: the paper\'s cheap baseline in PyTorch (same script, `--method sparsegpt-gptq`), whole layer.',
+    '- **SparseGPT+GPTQ**: the paper\'s cheap baseline in PyTorch (same script, `--method sparsegpt-gptq`), whole layer. Rows **sparsegpt-gptq**: ours (`compressLayer`, whole layer, lazy-batch updates as float64 WebAssembly GEMMs, [solver.md](solver.md)) in the batched column, against it; its loss ratio is to PyTorch SparseGPT+GPTQ on the same first rows.',
     '- **ratio** = batched full-layer time / reference full-layer time (≤ 0.1 is the 10× target). **loss** = batched loss / reference loss on the same first rows (tr(ΔW H ΔWᵀ), undamped H); over so few rows it is dominated by rounding noise (±3%); the solver\'s accuracy is tested against the exact solver in test/integration/core/admm.test.ts (docs/solver.md).',
     '- The machine is shared (2 cores, other jobs running): the load column is the 1-minute load average when each measurement started; measurements of the same row are back to back, not simultaneous.',
     '',
@@ -250,7 +254,7 @@ function markdown(meta: Record<string, unknown>, results: Row[]): string {
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.rows} × ${r.cols} | ${r.method} | ${f(r.batched.seconds)} | ${r.batched.iterations.join(' / ')} | ${r.exact?.rowsMeasured ?? r.torch?.rowsMeasured ?? '–'} | ${f(r.exact?.secondsFullLayer)} | ${f(r.torch?.secondsFullLayer)} | ${f(r.timeRatio, 3)} | ${f(r.timeRatioExact, 3)} | ${f(r.torchSparseGptGptq?.seconds)} | ${f(r.timeRatioSparseGpt, 2)} | ${f(r.lossRatioExact, 5)} | ${f(r.lossRatioTorch, 5)} | ${[r.batched.load, r.exact?.load, r.torch?.load].filter((x) => x !== undefined).map((x) => x!.toFixed(1)).join(' / ')} |`,
+      `| ${r.rows} × ${r.cols} | ${r.method} | ${f(r.batched.seconds)} | ${r.method === 'sparsegpt-gptq' ? '–' : r.batched.iterations.join(' / ')} | ${r.exact?.rowsMeasured ?? r.torch?.rowsMeasured ?? '–'} | ${f(r.exact?.secondsFullLayer)} | ${f(r.torch?.secondsFullLayer)} | ${f(r.timeRatio, 3)} | ${f(r.timeRatioExact, 3)} | ${f(r.torchSparseGptGptq?.seconds)} | ${f(r.timeRatioSparseGpt, 2)} | ${f(r.lossRatioExact, 5)} | ${f(r.lossRatioTorch, 5)} | ${[r.batched.load, r.exact?.load, r.torch?.load].filter((x) => x !== undefined).map((x) => x!.toFixed(1)).join(' / ')} |`,
     );
   }
   lines.push(

@@ -161,3 +161,32 @@ test('mixed precision rows (float32 factor + float64 refinement) = float64 rows 
     }
   }
 });
+
+test('blocked triangular inverse (n ≥ 256: 128-column blocks, gemmSub) = JavaScript row loop (rel. 1e-12), L·X = I, upper triangle exactly 0', () => {
+  const wasm = createRowKernels(KERNELS_WASM_BASE64);
+  const js = createRowKernels(null);
+  for (const n of [256, 300, 517]) {
+    const l = spd(n, n + 3);
+    assert.ok(js.cholesky(l, n));
+    const xw = wasm.invertLower(l, n);
+    const xj = js.invertLower(l, n);
+    let scale = 0;
+    let diff = 0;
+    for (let i = 0; i < n * n; i++) {
+      scale = Math.max(scale, Math.abs(xj[i]));
+      diff = Math.max(diff, Math.abs(xw[i] - xj[i]));
+    }
+    assert.ok(diff <= 1e-12 * scale, `n ${n}: ${diff / scale}`);
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) assert.ok(xw[i * n + j] === 0, `n ${n}: X[${i}, ${j}] = ${xw[i * n + j]}`);
+    // L·X = I on a spread of entries (‖L‖·‖X‖-relative).
+    let lmax = 0;
+    for (let i = 0; i < n * n; i++) lmax = Math.max(lmax, Math.abs(l[i]));
+    for (let i = 0; i < n; i += 7) {
+      for (let j = 0; j < n; j += 5) {
+        let s = 0;
+        for (let t = 0; t < n; t++) s += l[i * n + t] * xw[t * n + j];
+        assert.ok(Math.abs(s - (i === j ? 1 : 0)) <= 1e-12 * n * lmax * scale, `n ${n}: (L X)[${i}, ${j}] = ${s}`);
+      }
+    }
+  }
+});

@@ -430,16 +430,16 @@ export function gemmSub(c: usize, ldc: i32, a: usize, lda: i32, b: usize, ldb: i
           const b0 = v128.load(q);
           const b1 = v128.load(q, 16);
           const o = (<usize>p) << 3;
-          const e0 = f64x2.splat(load<f64>(a0 + o));
+          const e0 = v128.load64_splat(a0 + o);
           x00 = f64x2.add(x00, f64x2.mul(e0, b0));
           x01 = f64x2.add(x01, f64x2.mul(e0, b1));
-          const e1 = f64x2.splat(load<f64>(a1 + o));
+          const e1 = v128.load64_splat(a1 + o);
           x10 = f64x2.add(x10, f64x2.mul(e1, b0));
           x11 = f64x2.add(x11, f64x2.mul(e1, b1));
-          const e2 = f64x2.splat(load<f64>(a2 + o));
+          const e2 = v128.load64_splat(a2 + o);
           x20 = f64x2.add(x20, f64x2.mul(e2, b0));
           x21 = f64x2.add(x21, f64x2.mul(e2, b1));
-          const e3 = f64x2.splat(load<f64>(a3 + o));
+          const e3 = v128.load64_splat(a3 + o);
           x30 = f64x2.add(x30, f64x2.mul(e3, b0));
           x31 = f64x2.add(x31, f64x2.mul(e3, b1));
         }
@@ -537,6 +537,45 @@ function pruneLowest(wr: usize, u: usize, n: i32, mr: usize, j: i32, width: i32,
  */
 export function gptqRows(w: usize, rows: i32, n: i32, u: usize, scales: usize, zeros: usize, groups: i32, gs: i32, maxq: f64, mask: usize, start: i32, bs: i32, codes: usize, err: usize, pack: usize): void {
   for (let i1 = start; i1 < n; i1 += bs) gptqBlock(w, rows, n, u, scales, zeros, groups, gs, maxq, mask, i1, min(n, i1 + bs), codes, err, bs, pack, 0, 0);
+}
+
+/** Block width of invertLowerBlocked (columns per block column). */
+const NB: i32 = 128;
+
+/**
+ * X = L⁻¹ (n×n, row stride n, strict upper triangle zero) for the lower factor at `l` (row
+ * stride n), by block columns of NB: for each block column J, forward substitution down the
+ * blocks K ≥ J, X[K, J] = L_KK⁻¹ R[K, J] (R starts as the identity's columns J), then every
+ * block row below K gets R[>K, J] −= L[>K, K]·X[K, J] in one gemmSub. Equal to invertLower up to
+ * float64 round-off; the bulk of the n³/3 work is gemmSub. pack: NB·PANEL doubles.
+ */
+export function invertLowerBlocked(l: usize, n: i32, x: usize, pack: usize): void {
+  const rs = (<usize>n) << 3;
+  memory.fill(x, 0, (<usize>n) * rs);
+  for (let i = 0; i < n; i++) store<f64>(x + (<usize>i) * rs + ((<usize>i) << 3), 1);
+  for (let c0 = 0; c0 < n; c0 += NB) {
+    const c1 = min(n, c0 + NB);
+    const w = c1 - c0;
+    for (let k0 = c0; k0 < n; k0 += NB) {
+      const k1 = min(n, k0 + NB);
+      // X[k, J] = (R[k, J] − Σ_{k0 ≤ t < k} L[k, t]·X[t, J]) / L[k, k], row by row.
+      for (let k = k0; k < k1; k++) {
+        const xk = x + (<usize>k) * rs + ((<usize>c0) << 3);
+        const lk = l + (<usize>k) * rs;
+        for (let t = k0; t < k; t++) {
+          const c = load<f64>(lk + ((<usize>t) << 3));
+          if (c != 0) axpyNeg(xk, x + (<usize>t) * rs + ((<usize>c0) << 3), c, w);
+        }
+        const dinv = 1 / load<f64>(lk + ((<usize>k) << 3));
+        const v = f64x2.splat(dinv);
+        const bytes = (<usize>w) << 3;
+        let t: usize = 0;
+        for (; t + 16 <= bytes; t += 16) v128.store(xk + t, f64x2.mul(v128.load(xk + t), v));
+        if (t < bytes) store<f64>(xk + t, load<f64>(xk + t) * dinv);
+      }
+      if (k1 < n) gemmSub(x + (<usize>k1) * rs + ((<usize>c0) << 3), n, l + (<usize>k1) * rs + ((<usize>k0) << 3), n, x + (<usize>k0) * rs + ((<usize>c0) << 3), n, n - k1, k1 - k0, w, pack);
+    }
+  }
 }
 
 /** Doubles of gemmSub's packing buffer for k rows of B. */
