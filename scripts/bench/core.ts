@@ -6,7 +6,7 @@
 //
 // Usage: tsx scripts/bench/core.ts [--layers 2048x2048,5632x2048,2048x5632,4096x4096] (rows×cols)
 //        [--methods obr-gptq,obr-rtn,sparsegpt-gptq] [--ref-rows 64] [--threads 2] [--torch-threads 1]
-//        [--no-torch] [--no-exact]
+//        [--no-torch] [--no-exact] [--no-sparsegpt]
 // The batched solver always runs on the whole layer. The per-row references (ours exact and
 // torch's loop) run on the first --ref-rows rows and their time is scaled by rows/ref-rows (their
 // work is linear in rows apart from one n³ factorization for the GPTQ tail, so this slightly
@@ -31,6 +31,7 @@ interface Args {
   torchThreads: number;
   torch: boolean;
   exact: boolean;
+  sparseGpt: boolean;
 }
 
 function parse(argv: string[]): Args {
@@ -40,7 +41,7 @@ function parse(argv: string[]): Args {
   };
   const layers = (get('layers') ?? '2048x2048,5632x2048,2048x5632,4096x4096').split(',').map((s) => s.split('x').map(Number) as [number, number]);
   const methods = (get('methods') ?? 'obr-gptq,obr-rtn,sparsegpt-gptq').split(',') as Method[];
-  return { layers, methods, refRows: Number(get('ref-rows') ?? 64), threads: Number(get('threads') ?? 2), torchThreads: Number(get('torch-threads') ?? 1), torch: !argv.includes('--no-torch'), exact: !argv.includes('--no-exact') };
+  return { layers, methods, refRows: Number(get('ref-rows') ?? 64), threads: Number(get('threads') ?? 2), torchThreads: Number(get('torch-threads') ?? 1), torch: !argv.includes('--no-torch'), exact: !argv.includes('--no-exact'), sparseGpt: !argv.includes('--no-sparsegpt') };
 }
 
 /**
@@ -172,7 +173,7 @@ async function main(): Promise<void> {
     const ref = Math.min(args.refRows, rows);
     const refLoss = (q: Float64Array): number => layerLossBetween(q.subarray(0, ref * cols), W.subarray(0, ref * cols), ref, cols, H);
     let sparseGpt: Run | undefined;
-    if (args.torch) sparseGpt = torchRun(dir, 'sparsegpt-gptq', rows, Math.max(args.torchThreads, 2), rows, W, H, cols, ref);
+    if (args.torch && args.sparseGpt) sparseGpt = torchRun(dir, 'sparsegpt-gptq', rows, Math.max(args.torchThreads, 2), rows, W, H, cols, ref);
     for (const method of args.methods) {
       const config = { method, sparsity: { kind: 'unstructured', ratio: 0.5 }, wbits: 4, alpha: 0.5, damp: 0.01 } as const;
       let load = loadavg()[0]!;

@@ -10,6 +10,8 @@
 //     reshape) — and after a head_dim Hadamard applied to both q and k (QuaRot's
 //     QKRotationWrapper; q·kᵀ is unchanged since H·Hᵀ = I) — before the KV-cache Concat.
 //   V (kvbits < 16): values after the per-head reshape [b, kv_heads, s, head_dim], before the Concat.
+//   Fused attention ops: the K/V inputs of MultiHeadAttention/GroupQueryAttention; onnxruntime's
+//   packed Attention gets its projection unfused first (./packedAttention.ts) into MultiHeadAttention.
 //   KV grouping: `kvGroup: 'token'` (default) uses one scale per token across all kv heads, which
 //   is what the QuaRot/OBR README command runs (k/v_groupsize −1); 'head' uses one scale per token
 //   per head (groups of head_dim), a finer grid that is also cheap to run.
@@ -27,6 +29,7 @@ import { activationType, findDecoder, fusedAttentionOf, GraphEditor, GraphPatter
 import type { AttentionGeometry, LinearLayer } from './types';
 import { rotationOf } from './rotate';
 import { ModelWriteInputError } from './errors';
+import { unfusePackedAttention } from './packedAttention';
 
 export interface FakeQuantOptions {
   /** Activation bits for the linear-layer inputs; 16 disables activation quantization. */
@@ -128,9 +131,27 @@ export function addFakeQuant(model: ModelProto, options: FakeQuantOptions): Fake
     for (const b of dec.blocks) {
       const dtype = activationType(idx, b.k);
       if (b.q.opType === 'Attention') {
-        throw new GraphPatternFormatError(
-          `block ${b.index}: onnxruntime's Attention "${b.q.nodeName}" computes q/k/v from its packed weight inside the op, so its keys and values can't be quantized before attention; use kvbits 16 (activations can still be 4-bit)`,
-        );
+        // The packed weight hides q/k/v inside the op: unfuse the projection, quantize, feed MultiHeadAttention.
+        const att = nodeAt(idx, b.q);
+        const u = unfusePackedAttention(ed, att, opset, b.index);
+        const base = `/model/layers.${b.index}/attn`;
+        const nodes = [...u.pre];
+        let qIn = u.q;
+        let kIn = u.k;
+        if (hdName) {
+          const qh = buildHeadwise(ed, u.q, dec.numHeads, dec.headDim, hdName, `${base}/q_hadamard`);
+          const kh = buildHeadwise(ed, u.k, dec.numKvHeads, dec.headDim, hdName, `${base}/k_hadamard`);
+          nodes.push(...qh.nodes, ...kh.nodes);
+          qIn = qh.y;
+          kIn = kh.y;
+        }
+        const kq = buildFakeQuant(ed, consts, kIn, grid, [-1], dtype, opset, `${base}/k_quant`);
+        const vq = buildFakeQuant(ed, consts, u.v, grid, [-1], dtype, opset, `${base}/v_quant`);
+        nodes.push(...kq.nodes, ...vq.nodes, ...u.post(qIn, kq.y, vq.y));
+        ed.replaceNode(att, nodes);
+        result.quantized.keys++;
+        result.quantized.values++;
+        continue;
       }
       const tensors = projectionTensors(idx, b);
       if (!tensors) throw new GraphPatternFormatError(`block ${b.index}: can't find the q/k/v outputs of the fused projection "${b.q.name}" (expected a Split into three); KV quantization needs them — use kvbits 16`);
@@ -228,13 +249,19 @@ function quantizeFusedAttentionKv(
 
 /** y = x·(I_heads ⊗ H) on the last axis of a rank-3 x [b, s, heads·d]: reshape, MatMul, reshape back. */
 function insertHeadwise(ed: GraphEditor, x: string, heads: number, d: number, h: string, base: string): string {
+  const { y, nodes } = buildHeadwise(ed, x, heads, d, h, base);
+  ed.insertAfterProducer(x, nodes);
+  return y;
+}
+
+/** insertHeadwise's nodes, for the caller to place. */
+function buildHeadwise(ed: GraphEditor, x: string, heads: number, d: number, h: string, base: string): { y: string; nodes: NodeProto[] } {
   const split = ed.addInt64(`${base}/split_shape`, [0, 0, heads, d]);
   const merge = ed.addInt64(`${base}/merge_shape`, [0, 0, heads * d]);
   const r = ed.node('Reshape', [x, split], `${base}/Reshape`);
   const mm = ed.node('MatMul', [r.output![0], h], `${base}/MatMul`);
   const back = ed.node('Reshape', [mm.output![0], merge], `${base}/Reshape_1`);
-  ed.insertAfterProducer(x, [r, mm, back]);
-  return back.output![0];
+  return { y: back.output![0], nodes: [r, mm, back] };
 }
 
 function checkBits(name: string, bits: number): void {
@@ -283,6 +310,13 @@ function insertFakeQuant(
   base: string,
   anchor: string = x,
 ): string {
+  const { y, nodes } = buildFakeQuant(ed, c, x, grid, axes, dtype, opset, base);
+  ed.insertAfterProducer(anchor, nodes);
+  return y;
+}
+
+/** insertFakeQuant's nodes, for the caller to place. */
+function buildFakeQuant(ed: GraphEditor, c: QuantConstants, x: string, grid: QuantGrid, axes: number[], dtype: number, opset: number, base: string): { y: string; nodes: NodeProto[] } {
   const nodes: NodeProto[] = [];
   const add = (op: string, inputs: string[], label: string, attribute: NodeProto['attribute'] = []): string => {
     const n = ed.node(op, inputs, `${base}/${label}`, attribute);
@@ -324,8 +358,7 @@ function insertFakeQuant(
     const q = add('Clip', [r, zero, c.scalar(`maxq${maxq}`, maxq, dtype)], 'Clip');
     y = add('Mul', [add('Sub', [q, z], 'Unshift'), s], 'Dequantize');
   }
-  ed.insertAfterProducer(anchor, nodes);
-  return y;
+  return { y, nodes };
 }
 
 /**

@@ -485,6 +485,11 @@ export class GraphEditor {
     this.rewired.set(node, cur);
   }
 
+  /** An original node as the edits so far left it (its rewired inputs/outputs). */
+  current(node: NodeProto): NodeProto {
+    return this.rewired.get(node) ?? node;
+  }
+
   /** Every output slot of one original node writes `to` instead. */
   rewireOutput(node: NodeProto, slot: number, to: string): void {
     const cur = this.rewired.get(node) ?? { ...node, input: [...(node.input ?? [])] };

@@ -5,7 +5,11 @@
 // norm placement, an unexpected op) and the job stops with what was found and what to do — before
 // calibration, not after hours of compression. The simulated graph (online q/k Hadamards and A4/KV4
 // quantizers) is also run once, so a shape error there shows up now too.
-import type { ModelProto } from '../onnx/proto';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PROTOBUF_LIMIT_BYTES } from '../onnx/load';
+import type { ModelProto, TensorProto } from '../onnx/proto';
+import { writeModel } from '../onnx/write';
 import { rotationOf } from '../onnx/rotate';
 import { GraphPatternFormatError } from '../onnx/rotateGraph';
 import { CausalLm, floatData } from '../runtime/lm';
@@ -21,6 +25,14 @@ export interface RotationCheckOptions {
   kvbits: number;
   /** Whether the weights are 16-bit floats (looser tolerance). */
   halfPrecision?: boolean;
+  /**
+   * A folder for models onnxruntime can't take from memory (over protobuf's 2 GiB limit): they are
+   * written there with external data, opened from the file and removed after (the job's working
+   * folder). Without it such a model fails with onnxruntime's size error.
+   */
+  spillDir?: string;
+  /** Inline weight bytes above which a model is spilled (default: protobuf's limit less 64 MiB; tests lower it). */
+  inMemoryLimit?: number;
 }
 
 export interface RotationCheckResult {
@@ -47,9 +59,46 @@ export function relativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): 
   return den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
 }
 
-/** Logits of `count` windows, run one at a time (models exported for batch 1 work too). */
-async function logitsOf(bytes: Uint8Array, ids: Int32Array, count: number, seqlen: number, eps: readonly string[], label: string): Promise<Float32Array> {
-  const lm = await CausalLm.open(bytes, { executionProviders: eps, label });
+/** Bytes of a graph's inline initializer data. */
+function inlineBytes(m: ModelProto): number {
+  const of = (t: TensorProto): number =>
+    (t.rawData?.length ?? 0) + 4 * ((t.floatData?.length ?? 0) + (t.int32Data?.length ?? 0)) + 8 * ((t.int64Data?.length ?? 0) + (t.doubleData?.length ?? 0));
+  return (m.graph?.initializer ?? []).reduce((s, t) => s + of(t), 0);
+}
+
+/** Leaves headroom under 2 GiB for the graph itself, as writeModel's 'auto' does. */
+const IN_MEMORY_LIMIT = PROTOBUF_LIMIT_BYTES - 64 * 1024 * 1024;
+
+/**
+ * Logits of `count` windows, run one at a time (models exported for batch 1 work too). A model
+ * over protobuf's limit is written with external data into `spillDir` and opened from there.
+ */
+async function logitsOf(
+  model: ModelProto,
+  encode: (m: ModelProto) => Uint8Array,
+  spill: { dir?: string; limit: number },
+  ids: Int32Array,
+  count: number,
+  seqlen: number,
+  eps: readonly string[],
+  label: string,
+): Promise<Float32Array> {
+  let spilled: string | undefined;
+  let input: string | Uint8Array;
+  if (spill.dir !== undefined && inlineBytes(model) > spill.limit) {
+    spilled = join(spill.dir, `rotation-check-${label.replace(/[^a-z]+/gi, '-')}`);
+    await mkdir(spilled, { recursive: true });
+    input = (await writeModel(model, join(spilled, 'model.onnx'), { externalData: true })).path;
+  } else {
+    input = encode(model);
+  }
+  let lm: CausalLm;
+  try {
+    lm = await CausalLm.open(input, { executionProviders: eps, label });
+  } catch (e) {
+    if (spilled) await rm(spilled, { recursive: true, force: true });
+    throw e;
+  }
   try {
     const parts: Float32Array[] = [];
     for (let w = 0; w < count; w++) {
@@ -66,6 +115,7 @@ async function logitsOf(bytes: Uint8Array, ids: Int32Array, count: number, seqle
     return all;
   } finally {
     await lm.release();
+    if (spilled) await rm(spilled, { recursive: true, force: true });
   }
 }
 
@@ -88,10 +138,11 @@ export async function checkRotation(
     ? `${info.numHeads} query heads, ${info.numKvHeads} KV heads, head_dim ${info.headDim}, hidden ${info.hidden}, FF ${info.intermediate}`
     : 'unknown geometry';
   const fix = 'pass --heads, --kv-heads and --head-dim if the geometry is wrong, or compress without rotation (--abits 16 --kvbits 16)';
-  const reference = await logitsOf(encode(dense), ids, count, calib.seqlen, options.executionProviders, 'the dense model');
+  const spill = { dir: options.spillDir, limit: options.inMemoryLimit ?? IN_MEMORY_LIMIT };
+  const reference = await logitsOf(dense, encode, spill, ids, count, calib.seqlen, options.executionProviders, 'the dense model');
   let actual: Float32Array;
   try {
-    actual = await logitsOf(encode(rotated), ids, count, calib.seqlen, options.executionProviders, 'the rotated model');
+    actual = await logitsOf(rotated, encode, spill, ids, count, calib.seqlen, options.executionProviders, 'the rotated model');
   } catch (e) {
     throw new GraphPatternFormatError(`the rotated model does not run (${(e as Error).message}); the rotation found ${geometry} — ${fix}`, { cause: e });
   }
@@ -106,7 +157,7 @@ export async function checkRotation(
     const simulated = withFakeQuant(rotated, { abits: options.abits, kvbits: options.kvbits }).model;
     let logits: Float32Array;
     try {
-      logits = await logitsOf(encode(simulated), ids.subarray(0, calib.seqlen), 1, calib.seqlen, options.executionProviders, 'the simulated (A/KV-quantized) model');
+      logits = await logitsOf(simulated, encode, spill, ids.subarray(0, calib.seqlen), 1, calib.seqlen, options.executionProviders, 'the simulated (A/KV-quantized) model');
     } catch (e) {
       throw new GraphPatternFormatError(`the simulated A${options.abits}/KV${options.kvbits} model does not run (${(e as Error).message}); it found ${geometry} — ${fix}`, { cause: e });
     }

@@ -34,6 +34,7 @@ export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJo
         abits: options.abits,
         kvbits: options.kvbits,
         halfPrecision: working.layers.some((l) => l.dtype !== 'float32'),
+        spillDir: job.paths.partialDir,
       });
       await working.replaceProto(r.model);
       job.log('info', `rotation check: the rotated model's logits match the dense model's to ${check.relativeError.toPrecision(2)} (relative, ${check.windows} calibration windows; tolerance ${check.tolerance})`);

@@ -15,6 +15,8 @@ export interface OrtGpt2Options {
   layers: number;
   positions?: number;
   seed?: number;
+  /** Packed KV cache per block: input past_N [2, b, heads, past_seq, head_dim], output present_N. */
+  past?: boolean;
 }
 
 export function ortGpt2(o: OrtGpt2Options): ModelProto {
@@ -42,7 +44,13 @@ export function ortGpt2(o: OrtGpt2Options): ModelProto {
   let residual = 'emb_sum';
   for (let l = 0; l < o.layers; l++) {
     const p = `transformer.h.${l}`;
-    const att = ms('Attention', `GptAttention_${l}`, [normed, t(`${p}.attn.c_attn.weight`, [H, 3 * H], gauss(H * 3 * H, 1 / Math.sqrt(H))), t(`${p}.attn.c_attn.bias`, [3 * H], gauss(3 * H, 0.02)), 'attention_mask'], [`GptAttention_${l}_output`], [intAttr('num_heads', o.heads), intAttr('unidirectional', 1)]);
+    const att = ms(
+      'Attention',
+      `GptAttention_${l}`,
+      [normed, t(`${p}.attn.c_attn.weight`, [H, 3 * H], gauss(H * 3 * H, 1 / Math.sqrt(H))), t(`${p}.attn.c_attn.bias`, [3 * H], gauss(3 * H, 0.02)), 'attention_mask', ...(o.past ? [`past_${l}`] : [])],
+      [`GptAttention_${l}_output`, ...(o.past ? [`present_${l}`] : [])],
+      [intAttr('num_heads', o.heads), intAttr('unidirectional', 1)],
+    );
     nodes.push(node('MatMul', [att, t(`${p}.attn.c_proj.weight`, [H, H], gauss(H * H, 1 / Math.sqrt(H)))], [`GptAttention_${l}_matmul_output`], `GptAttention_${l}_matmul`));
     const [g2, b2] = ln(`${p}.ln_2`);
     ms('SkipLayerNormalization', `SkipLayerNorm_${2 * l}`, [`GptAttention_${l}_matmul_output`, residual, g2!, b2!, t(`${p}.attn.c_proj.bias`, [H], gauss(H, 0.02))], [`ln2_${l}`, '', '', `res_attn_${l}`], [eps]);
@@ -65,8 +73,12 @@ export function ortGpt2(o: OrtGpt2Options): ModelProto {
         valueInfo('input_ids', DataType.INT32, ['batch_size', 'seq_len']),
         valueInfo('position_ids', DataType.INT32, ['batch_size', 'seq_len']),
         valueInfo('attention_mask', DataType.INT32, ['batch_size', 'total_seq_len']),
+        ...(o.past ? Array.from({ length: o.layers }, (_, l) => valueInfo(`past_${l}`, DataType.FLOAT, [2, 'batch_size', o.heads, 'past_seq_len', H / o.heads])) : []),
       ],
-      output: [valueInfo('logits', DataType.FLOAT, ['batch_size', 'seq_len', o.vocab])],
+      output: [
+        valueInfo('logits', DataType.FLOAT, ['batch_size', 'seq_len', o.vocab]),
+        ...(o.past ? Array.from({ length: o.layers }, (_, l) => valueInfo(`present_${l}`, DataType.FLOAT, [2, 'batch_size', o.heads, 'total_seq_len', H / o.heads])) : []),
+      ],
     },
     11,
     [{ domain: 'com.microsoft', version: 1 }],

@@ -1,6 +1,9 @@
 // The rotation check compares the rotated, not-yet-quantized model with the dense model on a few
 // calibration windows and stops a job whose rotation doesn't fit the graph — before calibration.
 import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { encodeModel, type ModelProto } from '../../../src/onnx/proto';
 import { rotateModel } from '../../../src/onnx/rotate';
@@ -26,6 +29,24 @@ test('a correct rotation (5 query heads, 1 KV head) passes the check with float-
   const r = await checkRotation(dense, model, calib, encodeModel, opts);
   assert.equal(r.windows, 2);
   assert.ok(r.relativeError < 1e-5, `${r.relativeError}`);
+});
+
+test('a model over the in-memory limit is checked from a file with external data in the working folder, removed after', async () => {
+  // onnxruntime takes at most 2 GiB from memory; a TinyLlama-sized rotated model is bigger. The
+  // limit is lowered here so the spill path runs on a small model: same result as from memory.
+  const dense = miniLlama(CFG);
+  const { model } = rotateModel(dense, { seed: 0 });
+  const inMemory = await checkRotation(dense, model, calib, encodeModel, opts);
+  const dir = await mkdtemp(join(tmpdir(), 'obr-rotcheck-'));
+  try {
+    const encodes: number[] = [];
+    const spilled = await checkRotation(dense, model, calib, (m) => (encodes.push(1), encodeModel(m)), { ...opts, spillDir: dir, inMemoryLimit: 0 });
+    assert.equal(encodes.length, 0, 'every model went through a file, none through memory');
+    assert.equal(spilled.relativeError, inMemory.relativeError);
+    assert.deepEqual(await readdir(dir), [], 'the spilled models are removed');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('a rotation that does not fit the graph stops with the geometry found and what to do', async () => {
