@@ -22,6 +22,8 @@ import { BENCH_HISTORY_FILE, BENCH_SCHEMA_VERSION } from '../../protocol/bench';
 import { formatSparsity, type RecipeName } from '../../protocol/recipes';
 import type { ProgressEvent } from '../../protocol/worker';
 import { findLinearLayers } from '../../onnx/linear';
+import { loadModel } from '../../onnx/load';
+import { isMergedDecoder } from '../../onnx/merged';
 import { loadTokenizer } from '../../runtime/tokenizer';
 import { readText } from '../../runtime/text';
 import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from '../assets';
@@ -251,7 +253,11 @@ async function runtimeSuite(spec: BenchSpec, ctx: RuntimeContext): Promise<Runti
   if (prompt.length < promptTokens) ctx.warnings.push(`the evaluation text has only ${prompt.length} tokens; prompt shortened`);
 
   const common = { executionProviders: spec.executionProviders, prompt, decodeTokens, warmup: spec.warmup, reps: spec.reps, threads: undefined, signal: ctx.signal };
-  if (!spec.pastModelPath) ctx.warnings.push('no KV-cache model (model_with_past.onnx) beside the model: decode speed not measured');
+  // An Optimum merged decoder is its own KV-cache model (the with-past branch behind
+  // use_cache_branch), and so is its packed output, which keeps the merged layout.
+  const merged = !spec.pastModelPath && (await isMergedDecoderFile(spec.modelPath));
+  const pastModelPath = merged ? spec.modelPath : spec.pastModelPath;
+  if (!pastModelPath) ctx.warnings.push('no KV-cache model (model_with_past.onnx) beside the model: decode speed not measured');
 
   ctx.progress('runtime', 1, steps, 'dense model in onnxruntime');
   const runtime: RuntimeResult = {
@@ -262,7 +268,7 @@ async function runtimeSuite(spec: BenchSpec, ctx: RuntimeContext): Promise<Runti
     asymmetric: options.asymmetric,
     promptTokens: prompt.length,
     decodeTokens,
-    dense: await measureVariant({ ...common, label: 'dense', modelPath: spec.modelPath, pastModelPath: spec.pastModelPath }),
+    dense: await measureVariant({ ...common, label: 'dense', modelPath: spec.modelPath, pastModelPath }),
     sparsityNote: SPARSITY_NOTE,
   };
 
@@ -279,7 +285,7 @@ async function runtimeSuite(spec: BenchSpec, ctx: RuntimeContext): Promise<Runti
     }
   }
   if (packedPath) {
-    let packedPast: string | undefined;
+    let packedPast: string | undefined = merged ? packedPath : undefined;
     if (spec.pastModelPath) {
       ctx.progress('runtime', 2, steps, 'packing the KV-cache model with the same weights');
       const out = outputPaths(spec.pastModelPath, { ...options, outDir: ctx.workDir }).packed;
@@ -293,7 +299,7 @@ async function runtimeSuite(spec: BenchSpec, ctx: RuntimeContext): Promise<Runti
     // A second round, dense then packed again, so a change of machine load during the suite
     // affects both variants alike; each round is a fresh process per variant.
     if (spec.reps >= 4) {
-      const d2 = await measureVariant({ ...common, label: 'dense', modelPath: spec.modelPath, pastModelPath: spec.pastModelPath });
+      const d2 = await measureVariant({ ...common, label: 'dense', modelPath: spec.modelPath, pastModelPath });
       const p2 = await measureVariant({ ...common, label: 'packed', modelPath: packedPath, pastModelPath: packedPast });
       runtime.dense = mergeVariants(runtime.dense, d2, prompt.length);
       runtime.packed = mergeVariants(runtime.packed, p2, prompt.length);
@@ -353,4 +359,14 @@ export function historyEntry(r: BenchResult): BenchHistoryEntry {
     coreGflops: r.core ? coreGflops : undefined,
     json: r.outputs.json,
   };
+}
+
+/** Whether a model file is an Optimum merged decoder (an If on use_cache_branch). */
+async function isMergedDecoderFile(modelPath: string): Promise<boolean> {
+  const loaded = await loadModel(modelPath);
+  try {
+    return isMergedDecoder(loaded.model);
+  } finally {
+    await loaded.close();
+  }
 }

@@ -159,6 +159,8 @@ function feedsFor(session: ort.InferenceSession, ids: ArrayLike<number>, past: n
     if (name === 'input_ids') feeds[name] = intTensor(meta.get(name), ids, [1, n]);
     else if (name === 'attention_mask') feeds[name] = intTensor(meta.get(name), new Array<number>(past + n).fill(1), [1, past + n]);
     else if (name === 'position_ids') feeds[name] = intTensor(meta.get(name), Array.from({ length: n }, (_, i) => past + i), [1, n]);
+    // An Optimum merged decoder picks its branch from this flag: with the cache once past > 0.
+    else if (name === 'use_cache_branch') feeds[name] = new ort.Tensor('bool', Uint8Array.from([past > 0 ? 1 : 0]), [1]);
     else if (cache?.has(name)) feeds[name] = cache.get(name)!;
     else {
       const m = meta.get(name);

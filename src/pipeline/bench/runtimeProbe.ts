@@ -69,6 +69,7 @@ function feeds(s, ids, past, cache) {
     if (name === 'input_ids') f[name] = intTensor(meta.get(name), ids, [1, n]);
     else if (name === 'attention_mask') f[name] = intTensor(meta.get(name), new Array(past + n).fill(1), [1, past + n]);
     else if (name === 'position_ids') f[name] = intTensor(meta.get(name), Array.from({ length: n }, (_, i) => past + i), [1, n]);
+    else if (name === 'use_cache_branch') f[name] = new ort.Tensor('bool', Uint8Array.from([past > 0 ? 1 : 0]), [1]);
     else if (cache && cache.has(name)) f[name] = cache.get(name);
     else {
       const m = meta.get(name), shape = (m && m.shape) || [];
@@ -105,7 +106,7 @@ const present = (n) => n.replace(/^past_key_values\./, 'present.').replace(/^pas
   }
   if (cfg.pastModelPath) {
     const s = (await open(cfg.pastModelPath)).s;
-    const pastInputs = s.inputNames.filter((n) => !['input_ids', 'attention_mask', 'position_ids'].includes(n));
+    const pastInputs = s.inputNames.filter((n) => !['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch'].includes(n));
     const outputs = ['logits', ...pastInputs.map(present)];
     for (const o of outputs) if (!s.outputNames.includes(o)) throw new Error('the KV-cache model has no output "' + o + '"');
     let tokens = [], last;
