@@ -253,10 +253,11 @@ async function runtimeSuite(spec: BenchSpec, ctx: RuntimeContext): Promise<Runti
   if (prompt.length < promptTokens) ctx.warnings.push(`the evaluation text has only ${prompt.length} tokens; prompt shortened`);
 
   const common = { executionProviders: spec.executionProviders, prompt, decodeTokens, warmup: spec.warmup, reps: spec.reps, threads: undefined, signal: ctx.signal };
-  // An Optimum merged decoder is its own KV-cache model (the with-past branch behind
-  // use_cache_branch), and so is its packed output, which keeps the merged layout.
-  const merged = !spec.pastModelPath && (await isMergedDecoderFile(spec.modelPath));
-  const pastModelPath = merged ? spec.modelPath : spec.pastModelPath;
+  // A model with cache inputs (onnxruntime-genai's and Optimum's exports: past_key_values.* or
+  // past_N; a merged decoder's with-past branch behind use_cache_branch) is its own KV-cache
+  // model, and so is its packed output, which keeps the source's interface.
+  const selfCached = !spec.pastModelPath && (await hasCacheInputs(spec.modelPath));
+  const pastModelPath = selfCached ? spec.modelPath : spec.pastModelPath;
   if (!pastModelPath) ctx.warnings.push('no KV-cache model (model_with_past.onnx) beside the model: decode speed not measured');
 
   ctx.progress('runtime', 1, steps, 'dense model in onnxruntime');
@@ -285,7 +286,7 @@ async function runtimeSuite(spec: BenchSpec, ctx: RuntimeContext): Promise<Runti
     }
   }
   if (packedPath) {
-    let packedPast: string | undefined = merged ? packedPath : undefined;
+    let packedPast: string | undefined = selfCached ? packedPath : undefined;
     if (spec.pastModelPath) {
       ctx.progress('runtime', 2, steps, 'packing the KV-cache model with the same weights');
       const out = outputPaths(spec.pastModelPath, { ...options, outDir: ctx.workDir }).packed;
@@ -361,11 +362,11 @@ export function historyEntry(r: BenchResult): BenchHistoryEntry {
   };
 }
 
-/** Whether a model file is an Optimum merged decoder (an If on use_cache_branch). */
-async function isMergedDecoderFile(modelPath: string): Promise<boolean> {
+/** Whether a model takes its own KV cache: past_key_values.* / past_N inputs, or an Optimum merged decoder. */
+async function hasCacheInputs(modelPath: string): Promise<boolean> {
   const loaded = await loadModel(modelPath);
   try {
-    return isMergedDecoder(loaded.model);
+    return isMergedDecoder(loaded.model) || (loaded.model.graph?.input ?? []).some((i) => /^past(_key_values)?[._]/.test(i.name ?? ''));
   } finally {
     await loaded.close();
   }

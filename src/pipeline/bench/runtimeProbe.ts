@@ -80,9 +80,17 @@ function feeds(s, ids, past, cache) {
   }
   return f;
 }
+function halfToFloat(h) {
+  const e = (h >> 10) & 0x1f, m = h & 0x3ff, sign = h & 0x8000 ? -1 : 1;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+// The last position's logits as numbers (fp16 models give raw 16-bit patterns in t.data).
 function lastRow(t) {
   const vocab = t.dims[t.dims.length - 1], d = t.data;
-  return Float32Array.from(d.subarray(d.length - vocab));
+  const row = d.subarray(d.length - vocab);
+  return t.type === 'float16' ? Float32Array.from(row, halfToFloat) : Float32Array.from(row);
 }
 function argmax(row) { let b = 0; for (let v = 1; v < row.length; v++) if (row[v] > row[b]) b = v; return b; }
 const present = (n) => n.replace(/^past_key_values\./, 'present.').replace(/^past\./, 'present.');
