@@ -11,12 +11,10 @@ import { runBenchmarks } from '../../../src/pipeline/bench/run';
 import { writeTinyMerged } from '../../unit/onnx/mergedDecoder';
 import { tempDir } from '../pipeline/fixtures';
 
-test('runtime suite on a merged decoder: decode with the cache for dense and packed, cached = uncached logits', { timeout: 600_000 }, async (t) => {
-  const dir = tempDir('obr-bench-merged-');
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const model = await writeTinyMerged(path.join(dir, 'm'), { optimumFolder: true });
-  const result = await runBenchmarks({
-    modelPath: model,
+/** The runtime suite at W4 weight-only, 8 prompt + 4 decoded tokens, on CPU. */
+function runtimeSuite(modelPath: string, outDir: string) {
+  return runBenchmarks({
+    modelPath,
     suites: ['runtime'],
     abits: 16,
     kvbits: 16,
@@ -28,8 +26,15 @@ test('runtime suite on a merged decoder: decode with the cache for dense and pac
     promptTokens: 8,
     decodeTokens: 4,
     executionProviders: ['cpu'],
-    outDir: path.join(dir, 'out'),
+    outDir,
   });
+}
+
+test('runtime suite on a merged decoder: decode with the cache for dense and packed, cached = uncached logits', { timeout: 600_000 }, async (t) => {
+  const dir = tempDir('obr-bench-merged-');
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const model = await writeTinyMerged(path.join(dir, 'm'), { optimumFolder: true });
+  const result = await runtimeSuite(model, path.join(dir, 'out'));
   const runtime = result.runtime!;
   assert.equal(runtime.dense.pastModelPath, model, 'the merged model is its own KV-cache model');
   for (const v of [runtime.dense, runtime.packed!]) {
@@ -47,21 +52,7 @@ const GENAI = path.resolve(__dirname, '..', '..', '..', '..', 'shared', 'data', 
 test('runtime suite on the onnxruntime-genai fp16 export (past_key_values.* inputs): decode with its own cache', { timeout: 600_000, skip: !existsSync(GENAI) && 'needs ../shared/data/external-models' }, async (t) => {
   const dir = tempDir('obr-bench-genai-');
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const result = await runBenchmarks({
-    modelPath: GENAI,
-    suites: ['runtime'],
-    abits: 16,
-    kvbits: 16,
-    samples: 4,
-    seqlen: 32,
-    evalWindows: 2,
-    reps: 1,
-    warmup: 0,
-    promptTokens: 8,
-    decodeTokens: 4,
-    executionProviders: ['cpu'],
-    outDir: dir,
-  });
+  const result = await runtimeSuite(GENAI, dir);
   const runtime = result.runtime!;
   assert.equal(runtime.dense.pastModelPath, GENAI);
   for (const v of [runtime.dense, runtime.packed!]) {
