@@ -1,8 +1,11 @@
 // Stage 2, rotate: QuaRot (§1.3) for activation / KV quantization, as a graph transform on the
 // working model, checked against the unrotated graph. Keeps the rotated dense graph (the reference
 // for baselines, sensitivity and one-shot calibration); the dense perplexity reads the source file.
+//
+// Memory: the rotation runs tensor by tensor through the working store (rotateModelStreamed):
+// each weight is read, rotated, written to the working data file and dropped.
 import { encodeModel, type ModelProto } from '../../onnx/proto';
-import { rotateModel } from '../../onnx/rotate';
+import { rotateModel, rotateModelStreamed, type RotateOptions } from '../../onnx/rotate';
 import { configGeometry } from '../geometry';
 import type { Job } from '../job';
 import { checkRotation } from '../rotationCheck';
@@ -14,6 +17,11 @@ export interface RotatedJob {
   rotated: boolean;
 }
 
+/** The rotation options of a job (the merged decoder's with-past branch is planned with the same). */
+export function rotateOptionsOf(job: Job): RotateOptions {
+  return { seed: job.options.seed, geometry: job.extra.geometry, configGeometry: configGeometry(job.source) };
+}
+
 export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJob> {
   const { options } = job;
   const { working } = input;
@@ -21,26 +29,33 @@ export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJo
   if (rotated) {
     const t = performance.now();
     job.progress.report('rotate', 0, 1, 'rotating the residual stream (QuaRot)');
-    // The rotation and its check still work on the whole graph in memory (weights read inline from
-    // the store); the rotated weights then go to the working data file and are released.
-    const dense = await working.inlined();
+    const dense = working.proto;
+    const r = working.store
+      ? await rotateModelStreamed(dense, rotateOptionsOf(job), working.store, (done, total) => job.progress.report('rotate', 0.5 * (done / total), 1))
+      : rotateModel(dense, rotateOptionsOf(job));
+    job.warnings.push(...r.warnings);
+    // The rotated model must still be the dense model (float tolerance) — checked before calibration.
+    // The check still runs whole-model sessions (weights read inline, released after).
+    job.progress.report('rotate', 0.5, 1, 'checking the rotated model against the dense one');
+    const denseInline = await working.inlined(dense);
     try {
-      const r = rotateModel(dense.model, { seed: options.seed, geometry: job.extra.geometry, configGeometry: configGeometry(job.source) });
-      job.warnings.push(...r.warnings);
-      // The rotated model must still be the dense model (float tolerance) — checked before calibration.
-      job.progress.report('rotate', 0, 1, 'checking the rotated model against the dense one');
-      const check = await checkRotation(dense.model, r.model, input.calib, encodeModel, {
-        executionProviders: options.executionProviders,
-        abits: options.abits,
-        kvbits: options.kvbits,
-        halfPrecision: working.layers.some((l) => l.dtype !== 'float32'),
-        spillDir: job.paths.partialDir,
-      });
-      await working.replaceProto(r.model);
-      job.log('info', `rotation check: the rotated model's logits match the dense model's to ${check.relativeError.toPrecision(2)} (relative, ${check.windows} calibration windows; tolerance ${check.tolerance})`);
+      const rotatedInline = await working.inlined(r.model);
+      try {
+        const check = await checkRotation(denseInline.model, rotatedInline.model, input.calib, encodeModel, {
+          executionProviders: options.executionProviders,
+          abits: options.abits,
+          kvbits: options.kvbits,
+          halfPrecision: working.layers.some((l) => l.dtype !== 'float32'),
+          spillDir: job.paths.partialDir,
+        });
+        job.log('info', `rotation check: the rotated model's logits match the dense model's to ${check.relativeError.toPrecision(2)} (relative, ${check.windows} calibration windows; tolerance ${check.tolerance})`);
+      } finally {
+        working.releaseInline(rotatedInline.bytes);
+      }
     } finally {
-      working.releaseInline(dense.bytes);
+      working.releaseInline(denseInline.bytes);
     }
+    await working.replaceProto(r.model);
     job.timings.rotate = (performance.now() - t) / 1000;
     job.progress.report('rotate', 1, 1);
   }
