@@ -178,22 +178,10 @@ export async function rotateModelStreamed(
   store: RotationStore,
   onTask?: (done: number, total: number) => void,
 ): Promise<RotateResult> {
-  const original = new Map<TensorProto, TensorProto>();
-  const planned = cloneModel(model);
-  const inits = planned.graph!.initializer!;
-  let small = 0;
+  const planned = await readPlanTensors(model, store);
   try {
-    for (let i = 0; i < inits.length; i++) {
-      const t = inits[i]!;
-      if (!isExternal(t) || !readByPlan(t)) continue;
-      const rawData = await store.readTensor(t);
-      small += rawData.length;
-      const inline: TensorProto = { ...tensorHeader(t), rawData };
-      original.set(inline, t);
-      inits[i] = inline;
-    }
-    const plan = planRotation(planned, options);
-    const inputs = indexGraph(planned.graph!).initializers;
+    const plan = planRotation(planned.model, options);
+    const inputs = indexGraph(planned.model.graph!).initializers;
     const values = new Map<string, TensorProto>();
     let done = 0;
     for (const task of plan.tasks) {
@@ -216,13 +204,67 @@ export async function rotateModelStreamed(
       }
       onTask?.(++done, plan.tasks.length);
     }
-    const out = fillPlaceholders(plan, values);
-    // Tensors the rotation left as they were go back to their references (not copies in the graph).
-    out.graph!.initializer = out.graph!.initializer!.map((t) => original.get(t) ?? t);
+    const out = planned.restore(fillPlaceholders(plan, values));
     return { model: out, warnings: plan.warnings, rotation: plan.rotation };
   } finally {
-    store.release(small);
+    store.release(planned.bytes);
   }
+}
+
+/**
+ * The rotated graph of `model` without its weights: what the rotation does to the graph (norms,
+ * online Hadamards, added biases and copies), with every tensor a weight task would write left as
+ * a placeholder (named in `placeholders`, no data) for the caller to replace — a merged decoder's
+ * with-past branch takes them from the rotated no-past branch (src/onnx/merged.ts
+ * withSharedWeightsOf). Reads only the vectors and constants the transform needs (from `store`
+ * when external).
+ */
+export async function rotateGraphOnly(
+  model: ModelProto,
+  options: RotateOptions,
+  store?: Pick<RotationStore, 'readTensor' | 'release'>,
+): Promise<RotateResult & { placeholders: ReadonlySet<string> }> {
+  const planned = store ? await readPlanTensors(model, store) : { model, bytes: 0, restore: (m: ModelProto) => m };
+  try {
+    const plan = planRotation(planned.model, options);
+    return { model: planned.restore(plan.model), warnings: plan.warnings, rotation: plan.rotation, placeholders: plan.placeholders };
+  } finally {
+    store?.release(planned.bytes);
+  }
+}
+
+/**
+ * A copy of `model` with the external tensors the graph transform reads (readByPlan) read inline
+ * (`bytes` of them, to release); `restore` puts the original references back into a graph
+ * derived from the copy wherever a tensor was left as it was.
+ */
+async function readPlanTensors(model: ModelProto, store: Pick<RotationStore, 'readTensor' | 'release'>): Promise<{ model: ModelProto; bytes: number; restore(m: ModelProto): ModelProto }> {
+  const original = new Map<TensorProto, TensorProto>();
+  const copy = cloneModel(model);
+  const inits = copy.graph!.initializer!;
+  let bytes = 0;
+  try {
+    for (let i = 0; i < inits.length; i++) {
+      const t = inits[i]!;
+      if (!isExternal(t) || !readByPlan(t)) continue;
+      const rawData = await store.readTensor(t);
+      bytes += rawData.length;
+      const inline: TensorProto = { ...tensorHeader(t), rawData };
+      original.set(inline, t);
+      inits[i] = inline;
+    }
+  } catch (e) {
+    store.release(bytes);
+    throw e;
+  }
+  return {
+    model: copy,
+    bytes,
+    restore: (m) => {
+      m.graph!.initializer = m.graph!.initializer!.map((t) => original.get(t) ?? t);
+      return m;
+    },
+  };
 }
 
 /**

@@ -3,12 +3,15 @@
 // for baselines, sensitivity and one-shot calibration); the dense perplexity reads the source file.
 //
 // Memory: the rotation runs tensor by tensor through the working store (rotateModelStreamed):
-// each weight is read, rotated, written to the working data file and dropped.
+// each weight is read, rotated, written to the working data file and dropped; the check streams
+// the dense and the rotated model through their blocks (checkRotationStreamed) — so the stage
+// holds a tensor or a block, never the model.
+import path from 'node:path';
 import { encodeModel, type ModelProto } from '../../onnx/proto';
 import { rotateModel, rotateModelStreamed, type RotateOptions } from '../../onnx/rotate';
 import { configGeometry } from '../geometry';
-import type { Job } from '../job';
-import { checkRotation } from '../rotationCheck';
+import { DEFAULT_ACTIVATION_CACHE_MIB, type Job } from '../job';
+import { checkRotation, checkRotationStreamed } from '../rotationCheck';
 import type { LoadedJob } from './load';
 
 export interface RotatedJob {
@@ -34,27 +37,28 @@ export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJo
       ? await rotateModelStreamed(dense, rotateOptionsOf(job), working.store, (done, total) => job.progress.report('rotate', 0.5 * (done / total), 1))
       : rotateModel(dense, rotateOptionsOf(job));
     job.warnings.push(...r.warnings);
-    // The rotated model must still be the dense model (float tolerance) — checked before calibration.
-    // The check still runs whole-model sessions (weights read inline, released after).
+    // The rotated model must still be the dense model (float tolerance) — checked before calibration,
+    // both streamed through their blocks (one block's weights in a session at a time).
     job.progress.report('rotate', 0.5, 1, 'checking the rotated model against the dense one');
-    const denseInline = await working.inlined(dense);
-    try {
-      const rotatedInline = await working.inlined(r.model);
-      try {
-        const check = await checkRotation(denseInline.model, rotatedInline.model, input.calib, encodeModel, {
-          executionProviders: options.executionProviders,
-          abits: options.abits,
-          kvbits: options.kvbits,
-          halfPrecision: working.layers.some((l) => l.dtype !== 'float32'),
-          spillDir: job.paths.partialDir,
-        });
-        job.log('info', `rotation check: the rotated model's logits match the dense model's to ${check.relativeError.toPrecision(2)} (relative, ${check.windows} calibration windows; tolerance ${check.tolerance})`);
-      } finally {
-        working.releaseInline(rotatedInline.bytes);
-      }
-    } finally {
-      working.releaseInline(denseInline.bytes);
-    }
+    const checkOptions = {
+      executionProviders: options.executionProviders,
+      abits: options.abits,
+      kvbits: options.kvbits,
+      halfPrecision: working.layers.some((l) => l.dtype !== 'float32'),
+      spillDir: job.paths.partialDir,
+    };
+    const check = working.store
+      ? await checkRotationStreamed(dense, r.model, input.calib, {
+          ...checkOptions,
+          weights: working.store,
+          activations: { budgetBytes: (job.extra.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB) * 2 ** 20, spillDir: path.join(job.paths.partialDir, 'activations-rotation') },
+          signal: job.signal,
+        })
+      : { ...(await checkRotation(dense, r.model, input.calib, encodeModel, checkOptions)), streamed: false };
+    job.log(
+      'info',
+      `rotation check: the rotated model's logits match the dense model's to ${check.relativeError.toPrecision(2)} (relative, ${check.windows} calibration windows; tolerance ${check.tolerance}; ${check.streamed ? 'streamed through the blocks' : 'whole-model sessions'})`,
+    );
     await working.replaceProto(r.model);
     job.timings.rotate = (performance.now() - t) / 1000;
     job.progress.report('rotate', 1, 1);

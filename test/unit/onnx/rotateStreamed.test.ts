@@ -2,7 +2,7 @@
 // tensors from the store, rotates them and writes them to the working data file — and the result
 // equals the in-memory rotateModel bit for bit (same graph, same bytes in every initializer), on
 // the bundled models and the fixtures of every supported layout, while the store never holds more
-// than the largest task's tensors.
+// than the largest task's tensors. A merged decoder's with-past branch needs only the rotated graph.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { loadModel, parseModel } from '../../../src/onnx/load';
 import { encodeModel, type ModelProto, type TensorProto } from '../../../src/onnx/proto';
-import { rotateModel, rotateModelStreamed } from '../../../src/onnx/rotate';
+import { splitMergedDecoder, withSharedWeightsOf } from '../../../src/onnx/merged';
+import { rotateGraphOnly, rotateModel, rotateModelStreamed } from '../../../src/onnx/rotate';
 import { WeightStore } from '../../../src/onnx/store';
 import { elementCount, elementSize, inlineTensorBytes, isExternal, tensorDims } from '../../../src/onnx/tensor';
 import { WorkingModel } from '../../../src/pipeline/working';
@@ -127,5 +128,23 @@ test('a bias several blocks share (onnxruntime-optimized GPT-2 export) is rotate
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a merged decoder\'s with-past branch: its rotated graph alone + the rotated no-past weights = rotating the whole branch, byte for byte', async () => {
+  for (const foldConstants of [false, true]) {
+    const { merged: mergedModel } = await tinyMergedDecoder({ foldConstants });
+    const merged = splitMergedDecoder(mergedModel);
+    const noPast = rotateModel(merged.noPast, { seed: 0 }).model;
+    const branch = withSharedWeightsOf(merged, merged.withPast, noPast);
+    // Before: the whole branch rotated (its weights read and rotated, then replaced by the no-past branch's).
+    const whole = withSharedWeightsOf(merged, rotateModel(branch, { seed: 0 }).model, noPast);
+    const graphOnly = await rotateGraphOnly(branch, { seed: 0 });
+    assert.ok(graphOnly.placeholders.size > 0);
+    const now = withSharedWeightsOf(merged, graphOnly.model, noPast);
+    assert.ok(Buffer.from(encodeModel(now)).equals(Buffer.from(encodeModel(whole))), `foldConstants ${foldConstants}: same branch`);
+    // Every placeholder was replaced by a rotated no-past weight.
+    const left = new Set(now.graph!.initializer!);
+    assert.ok(!graphOnly.model.graph!.initializer!.some((t) => graphOnly.placeholders.has(t.name!) && left.has(t)));
   }
 });
