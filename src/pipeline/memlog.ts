@@ -4,7 +4,8 @@
 // unreachable, and with a small JavaScript heap (the job's big arrays live outside it) that can be
 // seconds after the last use: the previous layer's hundreds of MB of float64 copies were still
 // resident while the next layer allocated its own. The block loop calls this between layers and
-// before each capture; a full collection of the ~20 MB heap takes tens of milliseconds.
+// before each capture, for layers of at least 16 MiB (float64); a full collection of the ~20 MB
+// heap takes tens of milliseconds.
 //
 // Memory trace for the memory benchmark (scripts/bench/memory.ts, issue #12 item 2): with
 // OBR_MEMLOG=FILE set, every memMark(label) appends one JSON line with the process's RSS, V8 heap
@@ -51,8 +52,16 @@ export function memMark(label: string): void {
 
 let gc: (() => void) | null | undefined;
 
-/** A full garbage collection now (a no-op where V8 does not allow it). */
-export function collectGarbage(): void {
+/** Below this many bytes of fresh garbage a forced collection is not worth its milliseconds. */
+export const COLLECT_MIN_BYTES = 16 * 2 ** 20;
+
+/**
+ * A full garbage collection now, when the step that just ended left about `bytes` of arrays
+ * behind (at least COLLECT_MIN_BYTES; small models never pay for it); a no-op where V8 does not
+ * allow it.
+ */
+export function collectGarbage(bytes: number): void {
+  if (bytes < COLLECT_MIN_BYTES) return;
   if (gc === undefined) {
     try {
       setFlagsFromString('--expose-gc');

@@ -146,7 +146,7 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
       await working.setWeights(new Map([[s.report.name, s.weight]]));
       saved.push(await checkpoint.saveLayer(block.id, saved.length, s));
       states.set(s.report.name, layerRecord(s));
-      collectGarbage();
+      collectGarbage(s.weight.byteLength);
       memMark(`compressed layer ${l.name}`);
     }
   };
@@ -198,7 +198,7 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
         } else {
           for (const group of block.groups) {
             const label = `block ${block.id} ${groupLabel(group)}`;
-            collectGarbage();
+            collectGarbage(Math.max(...group.map((l) => l.inFeatures * l.outFeatures * 8)));
             const stats = await timed(() => stream.capture(working.proto, group, requestsFor(group), { onBatch: onBatch(label) }));
             memMark(`captured ${label}`);
             reportCaptured(block, stats);

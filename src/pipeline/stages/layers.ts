@@ -64,7 +64,7 @@ export async function compressOneLayer(job: Job, working: WorkingModel, layer: L
   throwIfAborted(signal);
   const t0 = performance.now();
   const weight = await working.readWeight(layer);
-  collectGarbage(); // the weight's stored bytes, before the core allocates its copies
+  collectGarbage(weight.byteLength); // the weight's stored bytes, before the core allocates its copies
   const r = await compressLayer(
     { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
     { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
