@@ -195,6 +195,11 @@ async function shiftedInverse(matmul: MatMul, h: Float64Array, n: number, c0: nu
   return matmul(lit, li32, m, m, m);
 }
 
+/** B = W H as one float32 product; the float32 copies of W and H live only for it. */
+function rightSides(matmul: MatMul, w: Float64Array, h: Float64Array, rows: number, n: number): Promise<Float32Array> {
+  return matmul(Float32Array.from(w), Float32Array.from(h), rows, n, n);
+}
+
 /** The float32 transpose of the lower triangle of the m×m `lower` (row-major). */
 function transposedLowerF32(lower: Float64Array, m: number): Float32Array {
   const t = new Float32Array(m * m);
@@ -213,8 +218,9 @@ interface StepInput {
   support: Uint8Array;
   stride: number;
   c0: number;
-  /** Right sides B (rows×w): the solution satisfies (X H_block)_S = B_S. */
-  b: Float64Array;
+  /** Right sides B (rows×w): the solution satisfies (X H_block)_S = B_S (float32 when it is a
+   *  product's result: read as the same numbers). */
+  b: Float64Array | Float32Array;
   /** The loss's reference point T (rows×w, T H_block = B) when known: then L(X) = Σ (X − T)ᵀH(X − T)
    *  is evaluated directly; without it, L is tracked by differences from `lossStart`. */
   t?: Float64Array;
@@ -570,7 +576,7 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: n
     rows,
     w,
     support,
-    b: ws ? ws.f64().fill(0) : b,
+    b: ws ? ws.f64() : b instanceof Float64Array ? b : Float64Array.from(b),
     t: byT ? (ws ? ws.f64() : s.t!) : null,
     rho,
     relax,
@@ -699,14 +705,10 @@ export async function compensateAdmm(
     return (zeros ? (groupCode(x, s, zeros[gi], maxq) - zeros[gi]) * s : symmetricCode(x, s, maxq) * s) * dj;
   };
   const rho1 = (settings.rho === 'auto' ? autoRho(h, n) : settings.rho) * medianDiagonal(h, n, 0);
-  const h32 = Float32Array.from(h);
   const inverse1 = await shiftedInverse(matmul, h, n, 0, rho1, mm64);
 
-  // B = W H; Z₀ = W ⊙ M, U₀ = 0.
-  const w32 = new Float32Array(size);
-  for (let i = 0; i < size; i++) w32[i] = wt[i];
-  const bh = await matmul(w32, h32, rows, n, n);
-  const b = Float64Array.from(bh);
+  // B = W H (float32, read as is by both steps); Z₀ = W ⊙ M, U₀ = 0.
+  const bh = await rightSides(matmul, wt, h, rows, n);
   const z = new Float64Array(size);
   for (let i = 0; i < size; i++) z[i] = mask[i] ? wt[i] : 0;
   const t1 = performance.now();
@@ -714,7 +716,7 @@ export async function compensateAdmm(
 
   const s1 = await admmStep(
     matmul,
-    { rows, w: n, support: mask, stride: n, c0: 0, b, t: wt, lossStart: NaN, residualTol: settings.residualTol1, z, inverse: inverse1, rho: rho1, lossTol: settings.lossTol, minIter: settings.minIter, maxIter: settings.maxIter },
+    { rows, w: n, support: mask, stride: n, c0: 0, b: bh, t: wt, lossStart: NaN, residualTol: settings.residualTol1, z, inverse: inverse1, rho: rho1, lossTol: settings.lossTol, minIter: settings.minIter, maxIter: settings.maxIter },
     settings.relax,
     settings.anderson,
     settings.wasm !== false,
