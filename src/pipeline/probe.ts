@@ -46,11 +46,13 @@ import { packedModel, withFakeQuant } from './transforms';
 import { COMPRESSED_ROLES } from './working';
 
 /**
- * Calibration windows the probe runs: the job's own count up to four batches (so a forward of
- * block 0 is timed as the job runs it), at least two batches (to split fixed and per-batch time).
+ * Windows a probed forward runs: the job's own count (of calibration or evaluation windows) up to
+ * four batches. A forward's cost is not proportional to its windows — each opens a session and
+ * pays a first run — so it is timed at the job's own batches where they are few (measured, not
+ * scaled), and split into a fixed and a per-batch part only to scale beyond four batches.
  */
-export function probeWindows(samples: number, batch: number): number {
-  return Math.max(2 * batch, Math.min(samples, 4 * batch));
+export function probeWindows(windows: number, batch: number): number {
+  return Math.max(1, Math.min(windows, 4 * batch));
 }
 
 /** Seconds of one streamed forward of a region: `fixed` once, `perBatch` per full batch. */
@@ -66,18 +68,26 @@ export function forwardSeconds(c: ForwardCost, windows: number, batch: number): 
 
 /**
  * Splits a forward's time into fixed and per-batch parts from the times at which its batches
- * finished (`marks`, after `start`; the forward returned at `end`): the per-batch part is the
- * median time between consecutive batch ends (robust to one batch slowed by other work on the
- * machine); the rest (subgraph and session set-up before the first batch, the first run's extra,
- * release after the last) is fixed.
+ * finished (`marks`, after `start`; the forward returned at `end`) and the windows in each batch
+ * (`counts`; all full when omitted): the per-window part is the median over the batches after the
+ * first of their time per window (robust to one batch slowed by other work on the machine), times
+ * `batch` for a full batch; the rest (subgraph, weights read and session opened before the first
+ * batch, the first run's extra, release after the last) is fixed. So fixed + perBatch·(windows run
+ * / batch) is exactly the measured time, whatever the batches were.
  */
-export function splitForward(start: number, marks: readonly number[], end: number): ForwardCost {
+export function splitForward(start: number, marks: readonly number[], end: number, counts?: readonly number[], batch?: number): ForwardCost {
   const total = Math.max(0, end - start);
-  if (marks.length < 2) return { fixed: 0, perBatch: total };
-  const gaps = marks.slice(1).map((m, i) => m - marks[i]!).sort((a, b) => a - b);
-  const mid = gaps.length >> 1;
-  const perBatch = Math.max(0, gaps.length % 2 ? gaps[mid]! : (gaps[mid - 1]! + gaps[mid]!) / 2);
-  return { fixed: Math.max(0, total - marks.length * perBatch), perBatch };
+  const full = batch ?? Math.max(1, ...(counts ?? [1]));
+  const count = (i: number) => counts?.[i] ?? full;
+  if (marks.length < 2) return { fixed: 0, perBatch: marks.length === 1 ? (total * full) / count(0) : total };
+  const perWindow = marks
+    .slice(1)
+    .map((m, i) => (m - marks[i]!) / count(i + 1))
+    .sort((a, b) => a - b);
+  const mid = perWindow.length >> 1;
+  const perBatch = Math.max(0, (perWindow.length % 2 ? perWindow[mid]! : (perWindow[mid - 1]! + perWindow[mid]!) / 2) * full);
+  const windows = marks.reduce((s, _, i) => s + count(i), 0);
+  return { fixed: Math.max(0, total - (windows / full) * perBatch), perBatch };
 }
 
 /** Streamed evaluation forwards of one model: prelude, one block, the tail with the NLL head. */
@@ -184,12 +194,27 @@ function initializerBytes(loaded: LoadedModel, names: Iterable<string>): number 
   return s;
 }
 
-/** Times one BlockStream call whose batches report through `onBatch`. */
-async function timeForward(run: (onBatch: () => void) => Promise<unknown>): Promise<ForwardCost> {
+/** OBR_PROBE_TRACE=1: every probe measurement to stderr (raw batch times, for checking the estimate's formulas). */
+const TRACE = process.env.OBR_PROBE_TRACE === '1';
+function trace(what: string, data: unknown): void {
+  if (TRACE) process.stderr.write(`probe-trace ${what} ${JSON.stringify(data)}\n`);
+}
+
+/** Times one BlockStream call whose batches report through `onBatch` (windows done so far). */
+async function timeForward(run: (onBatch: (done: number) => void) => Promise<unknown>, batch: number, label = 'forward'): Promise<ForwardCost> {
   const marks: number[] = [];
+  const counts: number[] = [];
+  let before = 0;
   const start = performance.now();
-  await run(() => marks.push(performance.now()));
-  return scale(splitForward(start, marks, performance.now()), 1 / 1000);
+  await run((done) => {
+    marks.push(performance.now());
+    counts.push(done - before);
+    before = done;
+  });
+  const end = performance.now();
+  const cost = scale(splitForward(start, marks, end, counts, batch), 1 / 1000);
+  trace(label, { marks: marks.map((m) => Number(((m - start) / 1000).toFixed(3))), counts, end: Number(((end - start) / 1000).toFixed(3)), ...cost });
+  return cost;
 }
 
 function scale(c: ForwardCost, f: number): ForwardCost {
@@ -220,9 +245,9 @@ async function timeEvaluation(model: ModelProto, windows: TokenWindows, batch: n
   let used = 'cpu';
   if ('err' in s) throw new Error(`internal: the cut model can't be streamed (${s.err})`);
   try {
-    const prelude = await timeForward((b) => s.ok.begin(model, b));
-    const block = await timeForward((b) => s.ok.advance(model, b));
-    const tail = await timeForward((b) => s.ok.tailNll(model, b));
+    const prelude = await timeForward((b) => s.ok.begin(model, b), batch, 'eval prelude');
+    const block = await timeForward((b) => s.ok.advance(model, b), batch, 'eval block');
+    const tail = await timeForward((b) => s.ok.tailNll(model, b), batch, 'eval tail');
     return { forwards: { prelude, block, tail }, used };
   } finally {
     s.ok.dispose();
@@ -232,8 +257,10 @@ async function timeEvaluation(model: ModelProto, windows: TokenWindows, batch: n
 export interface CutProbeOptions {
   options: CompressOptions;
   batch: number;
-  /** Windows of the job's calibration text (`probeWindows`). */
+  /** Windows of the job's calibration text (`probeWindows` of its samples). */
   windows: TokenWindows;
+  /** Windows the evaluation forwards are timed on (`probeWindows` of the job's evaluation windows; default `windows`). */
+  evalWindows?: TokenWindows;
   /** Where the model's config.json lives (geometry for the rotation). */
   modelPath: string;
   geometry?: AttentionGeometry;
@@ -284,6 +311,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       if (cutWeightBytes < 64 * 2 ** 20) r = await rotate();
       rotateSeconds = r.seconds;
       calibModel = r.model;
+      trace('rotate', { seconds: r.seconds, cutWeightBytes });
     } else calibModel = await store.externalize(found.model);
     const layers = findLinearLayers(calibModel);
     let used = 'cpu';
@@ -292,14 +320,14 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     const stats = new Map<string, CapturedStats>();
     let calibrate: CutProbe['calibrate'];
     try {
-      const prelude = await timeForward((b) => s.ok.begin(calibModel, b));
+      const prelude = await timeForward((b) => s.ok.begin(calibModel, b), batch, 'calibrate prelude');
       const captures: ForwardCost[] = [];
       for (const group of block0Groups(layers)) {
         let got: Map<string, CapturedStats> = new Map();
-        captures.push(await timeForward(async (b) => (got = await s.ok.capture(calibModel, group, requestsFor(group), { onBatch: b }))));
+        captures.push(await timeForward(async (b) => (got = await s.ok.capture(calibModel, group, requestsFor(group), { onBatch: b })), batch, `calibrate capture ${group.map((l) => l.role).join(',')}`));
         for (const [k, v] of got) stats.set(k, v);
       }
-      const advance = await timeForward((b) => s.ok.advance(calibModel, b));
+      const advance = await timeForward((b) => s.ok.advance(calibModel, b), batch, 'calibrate advance');
       calibrate = { prelude, captures, advance };
     } finally {
       s.ok.dispose();
@@ -311,8 +339,9 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     let evalCompressed = evalDense;
     if (o.evaluate) {
       // The dense model reads its weights from the source file, the simulated one from the store.
-      evalDense = (await timeEvaluation(found.model, windows, batch, eps, loaded)).forwards;
-      evalCompressed = (await timeEvaluation(simulated, windows, batch, eps, store)).forwards;
+      const ew = o.evalWindows ?? windows;
+      evalDense = (await timeEvaluation(found.model, ew, batch, eps, loaded)).forwards;
+      evalCompressed = (await timeEvaluation(simulated, ew, batch, eps, store)).forwards;
     }
 
     // As the write stage: the fake-quant graph built, the simulated model written, the packed one
@@ -330,6 +359,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     );
     if (packed.model) await writeModel(await store.externalize(packed.model), path.join(dir, 'packed.onnx'), { externalData: external, source: store });
     const writeSeconds = (performance.now() - t) / 1000;
+    trace('write', { seconds: writeSeconds, read: { bytes: readBytes, seconds: readSeconds } });
     const weightsModel = (await store.inlined(calibModel)).model;
     return {
       batch,
@@ -392,8 +422,20 @@ export async function coreSamples(probe: CutProbe): Promise<Map<string, CoreSamp
 }
 
 /**
+ * Row counts the core probe times a layer of `rows` rows at: r₁ = 32 and r₂ = max(4·r₁, rows/8)
+ * (at most `rows`). A layer's time is a fixed part (its Hessian's factorizations, solver set-up) and
+ * a per-row part; at 16 and 64 rows the fixed part hid the per-row part in the machine's noise (a
+ * 2048×2048 obr-gptq layer measured 8.2 s at 16 rows and 6.4 s at 64 on the scale model), so r₂
+ * grows with the layer.
+ */
+export function coreProbeRows(rows: number): { r1: number; r2: number } {
+  const r1 = Math.min(rows, 32);
+  return { r1, r2: Math.min(rows, Math.max(4 * r1, Math.ceil(rows / 8))) };
+}
+
+/**
  * Seconds of compressLayer for each distinct (rows, cols) shape and recipe, measured at reduced
- * rows and scaled: on the real weight rows and captured Hessian from `samples` where there is one
+ * rows (`coreProbeRows`, or `probeRows` when given) and scaled linearly in rows: on the real weight rows and captured Hessian from `samples` where there is one
  * for the shape, else on random rows and a random SPD Hessian (an easier problem: the iterative
  * solver converges faster on it, so that estimate is low).
  */
@@ -402,7 +444,7 @@ export async function probeCore(
   recipes: readonly RecipeName[],
   options: CompressOptions,
   threads: number | undefined,
-  probeRows: { r1: number; r2: number } = { r1: 16, r2: 64 },
+  probeRows?: { r1: number; r2: number },
   samples: ReadonlyMap<string, CoreSample> = new Map(),
 ): Promise<Map<string, number>> {
   const out = new Map<string, number>();
@@ -429,8 +471,9 @@ export async function probeCore(
           );
           return (performance.now() - t0) / 1000;
         };
-        const r1 = Math.min(rows, probeRows.r1);
-        const r2 = Math.min(rows, probeRows.r2);
+        const at = probeRows ?? coreProbeRows(rows);
+        const r1 = Math.min(rows, at.r1);
+        const r2 = Math.min(rows, at.r2);
         if (!warm) await time(Math.min(rows, 4)); // warm-up: kernels compiled, worker threads started
         warm = true;
         // Best of two at each row count when that is cheap (the probe shares the machine with
@@ -443,6 +486,7 @@ export async function probeCore(
         const t2 = r2 > r1 ? await best(r2) : t1;
         const perRow = r2 > r1 ? Math.max(0, (t2 - t1) / (r2 - r1)) : 0;
         out.set(`${recipe} ${rows}x${cols}`, t1 + perRow * (rows - r1));
+        trace('core', { recipe, rows, cols, r1, t1, r2, t2, estimate: t1 + perRow * (rows - r1) });
       }
     }
   } finally {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
-import { forwardSeconds, probeWindows, splitForward } from '../../../src/pipeline/probe';
+import { coreProbeRows, forwardSeconds, probeWindows, splitForward } from '../../../src/pipeline/probe';
 
 const c = (fixed: number, perBatch: number) => ({ fixed, perBatch });
 const MEASURED: EstimateInputs = {
@@ -53,15 +53,33 @@ test('fixed and per-batch time split from the batch end times; the median gap ig
   // The third batch slowed by other work: the median gap is still 0.2 s.
   const slow = splitForward(0, [1.5, 1.7, 2.6, 2.8], 2.9);
   close(slow.perBatch, 0.2, 'per batch, one slow batch');
-  // One batch only: no split, all of it per batch.
+  // One batch only: no split; the forward of that many windows costs what was measured.
   assert.deepEqual(splitForward(0, [0.7], 0.8), { fixed: 0, perBatch: 0.8 });
+  close(forwardSeconds(splitForward(0, [0.7], 0.8, [2], 4), 2, 4), 0.8, 'one half batch, at its own windows');
 });
 
-test('the probe runs the job\'s own windows up to four batches, at least two', () => {
+test('a partial last batch counts by its windows, and the split reproduces the measured time at the probed windows', () => {
+  // Batches of 4, 4 and 2 windows (10 windows at batch 4): 0.1 s per window after the first batch.
+  const s = splitForward(0, [2.0, 2.4, 2.6], 2.7, [4, 4, 2], 4);
+  close(s.perBatch, 0.4, 'per full batch');
+  close(s.fixed, 2.7 - 2.5 * 0.4, 'fixed');
+  close(forwardSeconds(s, 10, 4), 2.7, 'measured time at the probed windows');
+});
+
+test('the probe runs the job\'s own windows, up to four batches', () => {
   assert.equal(probeWindows(32, 8), 32);
   assert.equal(probeWindows(128, 8), 32);
-  assert.equal(probeWindows(4, 8), 16);
+  assert.equal(probeWindows(4, 8), 4);
+  assert.equal(probeWindows(2, 4), 2);
   assert.equal(probeWindows(20, 4), 16);
+});
+
+test('the core probe\'s row counts grow with the layer (the per-row part must stand out of the fixed part)', () => {
+  assert.deepEqual(coreProbeRows(128), { r1: 32, r2: 128 });
+  assert.deepEqual(coreProbeRows(256), { r1: 32, r2: 128 });
+  assert.deepEqual(coreProbeRows(2048), { r1: 32, r2: 256 });
+  assert.deepEqual(coreProbeRows(5632), { r1: 32, r2: 704 });
+  assert.deepEqual(coreProbeRows(16), { r1: 16, r2: 16 });
 });
 
 test('per-stage seconds of the bundled model\'s job from its measured probe', () => {
