@@ -24,8 +24,8 @@
 // above) but changes an RMSNorm model's function (the mean is part of the signal RMSNorm sees).
 import { hadamardMatrix, hadamardPlan, orthogonalMatrix, rotateVectors, type Rotation } from '../core/hadamard';
 import { ModelWriteInputError } from './errors';
-import { indexGraph, pruneUnused, setMetadata, type GraphIndex } from './graph';
-import { DataType, type ModelProto, type NodeProto } from './proto';
+import { cloneModel, indexGraph, pruneUnused, setMetadata, type GraphIndex } from './graph';
+import { DataType, type ModelProto, type NodeProto, type TensorProto } from './proto';
 import { foldNorm } from './norms';
 import {
   activationType,
@@ -39,7 +39,7 @@ import {
   withValues,
   type Decoder,
 } from './rotateGraph';
-import { tensorDims } from './tensor';
+import { decodeFloats, elementCount, elementSize, inlineTensorBytes, isExternal, tensorDims, tensorHeader } from './tensor';
 import type { AttentionGeometry, LinearLayer } from './types';
 
 export interface RotateOptions {
@@ -95,7 +95,211 @@ export interface RotateResult {
 
 export const ROTATION_METADATA_KEY = 'obr.rotation';
 
+/**
+ * One weight transform of the rotation: reads initializers (`reads`) and returns the values of
+ * the initializers it writes (`writes`, in order). Tasks run in order, each with only its own
+ * tensors in memory (rotateModelStreamed) or all in memory (rotateModel), with the same result
+ * bit for bit. A read is the input model's tensor, or — `written`, for a tensor several layers
+ * share (an exporter's deduplicated bias) — the value an earlier task wrote.
+ */
+export interface TaskRead {
+  name: string;
+  as: 'floats' | 'float64';
+  /** Read what an earlier task wrote under this name (not the input model's value). */
+  written?: boolean;
+}
+
+export interface RotationTask {
+  /** Initializers it reads: `floats` as float32 (float64 for double tensors), `float64` as float64. */
+  reads: ReadonlyArray<TaskRead>;
+  /** The initializers it writes, as they stand in the graph before the task's values (name, dims, type). */
+  writes: readonly TensorProto[];
+  /** The values of `writes` from the values of `reads` (it may modify and return its inputs). */
+  run(inputs: Array<Float32Array | Float64Array>): Array<Float32Array | Float64Array>;
+}
+
+/**
+ * The rotation as a graph transform plus weight tasks: `model` is the rotated graph whose task
+ * outputs are placeholders (header only, no data) until filled with the tasks' values
+ * (rotateModel, rotateModelStreamed). A branch whose weights are replaced afterwards anyway (a
+ * merged decoder's with-past branch) needs only the graph.
+ */
+export interface RotationPlan extends RotateResult {
+  tasks: RotationTask[];
+  /** Names of the placeholder initializers in `model` (each written by exactly one task). */
+  placeholders: ReadonlySet<string>;
+}
+
 export function rotateModel(model: ModelProto, options: RotateOptions): RotateResult {
+  const plan = planRotation(model, options);
+  const inputs = indexGraph(model.graph!).initializers;
+  const values = new Map<string, TensorProto>();
+  for (const task of plan.tasks) {
+    const out = task.run(task.reads.map((r) => readAs(r.written ? values.get(r.name)! : inputs.get(r.name)!, r.as)));
+    task.writes.forEach((h, i) => values.set(h.name ?? '', withValues(h, out[i]!)));
+  }
+  return { model: fillPlaceholders(plan, values), warnings: plan.warnings, rotation: plan.rotation };
+}
+
+/** Where rotateModelStreamed reads and writes weights: the job's working store (src/onnx/store.ts). */
+export interface RotationStore {
+  /** Bytes of a tensor (inline or external); external reads are fresh buffers the caller owns. */
+  readTensor(t: TensorProto): Promise<Uint8Array>;
+  /** Hands back bytes returned by readTensor. */
+  release(bytes: number): void;
+  /** Stores `bytes` for `header`; returns the tensor as the graph should hold it (an external reference or inline). */
+  put(header: TensorProto, bytes: Uint8Array): Promise<TensorProto>;
+}
+
+/**
+ * Whether the graph transform may read a tensor's data (rotateModelStreamed reads these before
+ * planning): vectors and scalars (norm gains and shifts, biases, ε) and small non-float tensors
+ * (shape constants). Weight matrices are left to the tasks.
+ */
+function readByPlan(t: TensorProto): boolean {
+  const dims = tensorDims(t);
+  if (dims.filter((d) => d > 1).length <= 1) return true;
+  const float = t.dataType === DataType.FLOAT || t.dataType === DataType.FLOAT16 || t.dataType === DataType.BFLOAT16 || t.dataType === DataType.DOUBLE;
+  return !float && elementCount(dims) * (elementSize(t.dataType ?? 0) ?? 8) <= 1 << 20;
+}
+
+/**
+ * rotateModel on a graph whose weights are external references (the job's working copy), one
+ * tensor at a time: the vectors and constants the graph transform reads (norm gains, biases, shape
+ * constants; readByPlan) are read first; then each task reads its few weights from `store`, rotates them and
+ * writes the result back to `store`, and drops them — so memory holds the largest task's tensors
+ * (an embedding table, or lm_head and its copy), never the model. The result equals rotateModel
+ * on the same model with every weight inline, bit for bit (test/unit/onnx/rotateStreamed.test.ts).
+ * `onTask(done, total)` reports progress.
+ */
+export async function rotateModelStreamed(
+  model: ModelProto,
+  options: RotateOptions,
+  store: RotationStore,
+  onTask?: (done: number, total: number) => void,
+): Promise<RotateResult> {
+  const planned = await readPlanTensors(model, store);
+  try {
+    const plan = planRotation(planned.model, options);
+    const inputs = indexGraph(planned.model.graph!).initializers;
+    const values = new Map<string, TensorProto>();
+    let done = 0;
+    for (const task of plan.tasks) {
+      let held = 0;
+      try {
+        const args: Array<Float32Array | Float64Array> = [];
+        for (const r of task.reads) {
+          const t = r.written ? values.get(r.name)! : inputs.get(r.name)!;
+          const bytes = await store.readTensor(t);
+          if (isExternal(t)) held += bytes.length;
+          args.push(readAs(t, r.as, bytes));
+        }
+        const out = task.run(args);
+        for (let i = 0; i < task.writes.length; i++) {
+          const h = task.writes[i]!;
+          values.set(h.name ?? '', await store.put(h, inlineTensorBytes(withValues(h, out[i]!))));
+        }
+      } finally {
+        store.release(held);
+      }
+      onTask?.(++done, plan.tasks.length);
+    }
+    const out = planned.restore(fillPlaceholders(plan, values));
+    return { model: out, warnings: plan.warnings, rotation: plan.rotation };
+  } finally {
+    store.release(planned.bytes);
+  }
+}
+
+/**
+ * The rotated graph of `model` without its weights: what the rotation does to the graph (norms,
+ * online Hadamards, added biases and copies), with every tensor a weight task would write left as
+ * a placeholder (named in `placeholders`, no data) for the caller to replace — a merged decoder's
+ * with-past branch takes them from the rotated no-past branch (src/onnx/merged.ts
+ * withSharedWeightsOf). Reads only the vectors and constants the transform needs (from `store`
+ * when external).
+ */
+export async function rotateGraphOnly(
+  model: ModelProto,
+  options: RotateOptions,
+  store?: Pick<RotationStore, 'readTensor' | 'release'>,
+): Promise<RotateResult & { placeholders: ReadonlySet<string> }> {
+  const planned = store ? await readPlanTensors(model, store) : { model, bytes: 0, restore: (m: ModelProto) => m };
+  try {
+    const plan = planRotation(planned.model, options);
+    return { model: planned.restore(plan.model), warnings: plan.warnings, rotation: plan.rotation, placeholders: plan.placeholders };
+  } finally {
+    store?.release(planned.bytes);
+  }
+}
+
+/**
+ * A copy of `model` with the external tensors the graph transform reads (readByPlan) read inline
+ * (`bytes` of them, to release); `restore` puts the original references back into a graph
+ * derived from the copy wherever a tensor was left as it was.
+ */
+async function readPlanTensors(model: ModelProto, store: Pick<RotationStore, 'readTensor' | 'release'>): Promise<{ model: ModelProto; bytes: number; restore(m: ModelProto): ModelProto }> {
+  const original = new Map<TensorProto, TensorProto>();
+  const copy = cloneModel(model);
+  const inits = copy.graph!.initializer!;
+  let bytes = 0;
+  try {
+    for (let i = 0; i < inits.length; i++) {
+      const t = inits[i]!;
+      if (!isExternal(t) || !readByPlan(t)) continue;
+      const rawData = await store.readTensor(t);
+      bytes += rawData.length;
+      const inline: TensorProto = { ...tensorHeader(t), rawData };
+      original.set(inline, t);
+      inits[i] = inline;
+    }
+  } catch (e) {
+    store.release(bytes);
+    throw e;
+  }
+  return {
+    model: copy,
+    bytes,
+    restore: (m) => {
+      m.graph!.initializer = m.graph!.initializer!.map((t) => original.get(t) ?? t);
+      return m;
+    },
+  };
+}
+
+/**
+ * A tensor's values for a task: `floats` as float32 (float64 for double tensors), `float64` as
+ * float64. `bytes`, when given, are its stored bytes read fresh from a file: a float32 tensor is
+ * then used in place (no copy).
+ */
+function readAs(t: TensorProto, as: 'floats' | 'float64', bytes?: Uint8Array): Float32Array | Float64Array {
+  if (!bytes) return as === 'floats' ? readFloats(t) : readFloat64(t);
+  const n = elementCount(tensorDims(t));
+  if (as === 'floats' && t.dataType === DataType.FLOAT && isExternal(t) && bytes.byteOffset % 4 === 0 && bytes.byteLength === 4 * n) {
+    return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+  }
+  const out = as === 'float64' || t.dataType === DataType.DOUBLE ? new Float64Array(n) : new Float32Array(n);
+  return decodeFloats(bytes, t.dataType ?? 0, out);
+}
+
+/** The plan's model with its placeholders replaced by `values` (every one must be there). */
+function fillPlaceholders(plan: RotationPlan, values: ReadonlyMap<string, TensorProto>): ModelProto {
+  const out = plan.model;
+  out.graph!.initializer = out.graph!.initializer!.map((t) => {
+    const name = t.name ?? '';
+    if (!plan.placeholders.has(name)) return t;
+    const v = values.get(name);
+    if (!v) throw new Error(`internal: the rotation computed no values for "${name}"`);
+    return v;
+  });
+  return out;
+}
+
+/**
+ * The rotation's graph transform and its weight tasks (see RotationPlan). Reads the data of small
+ * tensors only (norm gains and shifts, shape constants); the weights are read by the tasks.
+ */
+export function planRotation(model: ModelProto, options: RotateOptions): RotationPlan {
   if (!model.graph) throw new GraphPatternFormatError('the model has no graph');
   if (rotationOf(model)) throw new ModelWriteInputError('bad-option', 'the model is already rotated (metadata "obr.rotation"); rotate the original model instead');
   const idx = indexGraph(model.graph);
@@ -121,25 +325,35 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   noHadamard(down.rotation, `FF width ${intermediate} (online rotation before down_proj)`);
 
   const ed = new GraphEditor(model, idx);
+  // Weight tasks: each reads input-model initializers and writes placeholders. `copyOf` maps an
+  // added copy (a tied lm_head's) to the table it copies, which the task reads instead.
+  const tasks: RotationTask[] = [];
+  const placeholders = new Set<string>();
+  const copyOf = new Map<string, string>();
+  const read = (name: string, as: TaskRead['as']): TaskRead => {
+    const s = copyOf.get(name) ?? name;
+    if (!idx.initializers.has(s)) throw new Error(`internal: the rotation reads "${s}", which is no initializer of the model`);
+    // A tensor several layers share (a deduplicated bias) is read as the earlier layer's task left it.
+    return placeholders.has(s) ? { name: s, as, written: true } : { name: s, as };
+  };
+  /** The current tensor `name` becomes a placeholder; returns it as it stood (the header for withValues). */
+  const place = (name: string): TensorProto => {
+    const t = ed.initializer(name)!;
+    placeholders.add(name);
+    // The fields withValues keeps: a second write (a shared bias) gets the same header.
+    ed.replaceInitializer({ name: t.name, dims: t.dims, dataType: t.dataType, docString: t.docString });
+    return t;
+  };
+  /** A new initializer the tasks fill: a tied lm_head's copy (written by its reader task), a LayerNorm reader's new bias. */
+  const addPlaceholder = (base: string, dims: number[], dataType: number): string => ed.addPlaceholder(base, dims, dataType);
   // A tied lm_head (reading the embedding table, e.g. through a Transpose) gets its own copy: the
   // table is rotated as a writer (E·C·Q), lm_head as a reader (Qᵀ·diag(γ)·W).
-  const lmHead = dec.lmHead.weightShared ? untieHead(ed, idx, dec.lmHead, warnings) : dec.lmHead;
+  const lmHead = dec.lmHead.weightShared ? untieHead(ed, idx, dec.lmHead, warnings, addPlaceholder, copyOf) : dec.lmHead;
   const embeddings = findEmbeddings(idx, hidden, { ...dec, lmHead });
   if (embeddings.length === 0) throw new GraphPatternFormatError('found no embedding Gather over a [vocab, hidden] initializer; can\'t rotate the residual stream');
 
   // Each weight is read once (float32, or float64 for double tensors), transformed in place with
   // every rotation it needs (rounded once), and stored once; biases likewise in float64.
-  const weight = (l: LinearLayer) => readFloats(ed.initializer(l.weightName)!);
-  const store = (l: LinearLayer, values: Float32Array | Float64Array) => ed.replaceInitializer(withValues(ed.initializer(l.weightName)!, values));
-  const bias = (l: LinearLayer): Float64Array | undefined => {
-    const name = biasOf(idx, l);
-    return name ? readFloat64(ed.initializer(name)!) : undefined;
-  };
-  const storeBias = (l: LinearLayer, values: Float64Array) => {
-    const name = biasOf(idx, l);
-    if (name) ed.replaceInitializer(withValues(ed.initializer(name)!, values));
-    else addBias(ed, idx, l, values);
-  };
   const vRows = partRows(dec.blocks[0], 'v');
 
   // (a) fold the norms, (b) rotate readers by Qᵀ on the input side: W ← Qᵀ·diag(γ)·W; a
@@ -152,21 +366,37 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
     kinds.add(norm.kind);
     normsFolded++;
     for (const l of readers) {
-      const w = weight(l);
-      let b = bias(l);
-      if (norm.beta) {
-        const shift = inputTimes(norm.beta, w, l);
-        if (b) for (let j = 0; j < b.length; j++) b[j] += shift[j];
-        else b = shift;
+      const biasName = biasOf(idx, l);
+      const reads = [read(l.weightName, 'floats'), ...(biasName ? [read(biasName, 'float64')] : [])];
+      const writes = [place(l.weightName)];
+      // A LayerNorm's β·W gives a reader without a bias one.
+      if (biasName) writes.push(place(biasName));
+      else if (norm.beta) {
+        const added = addBias(ed, idx, l, addPlaceholder);
+        placeholders.add(added);
+        writes.push(ed.initializer(added)!);
       }
-      rotateInput(w, l, residual, { prescale: norm.gamma });
-      // (c) values: per kv head W_v ← W_v·(I_kv ⊗ H_d) (and its bias), after the residual rotation.
-      if (l === values) {
-        rotateOutput(w, l, valueHead, { outer: numKvHeads, offset: vRows[0] });
-        if (b) rotateCols(b, 1, b.length, valueHead, 1, numKvHeads, { offset: vRows[0] });
-      }
-      store(l, w);
-      if (b) storeBias(l, b);
+      const { gamma, beta } = norm;
+      const isValues = l === values;
+      tasks.push({
+        reads,
+        writes,
+        run: ([w, stored]) => {
+          let b = stored as Float64Array | undefined;
+          if (beta) {
+            const shift = inputTimes(beta, w!, l);
+            if (b) for (let j = 0; j < b.length; j++) b[j] += shift[j];
+            else b = shift;
+          }
+          rotateInput(w!, l, residual, { prescale: gamma });
+          // (c) values: per kv head W_v ← W_v·(I_kv ⊗ H_d) (and its bias), after the residual rotation.
+          if (isValues) {
+            rotateOutput(w!, l, valueHead, { outer: numKvHeads, offset: vRows[0] });
+            if (b) rotateCols(b, 1, b.length, valueHead, 1, numKvHeads, { offset: vRows[0] });
+          }
+          return b ? [w!, b] : [w!];
+        },
+      });
     }
   };
   for (const b of dec.blocks) {
@@ -177,32 +407,48 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   if (kinds.size > 1) throw new GraphPatternFormatError('the decoder mixes RMSNorm and LayerNorm before its projections; can\'t rotate it');
   const layerNorm = kinds.has('layer');
 
-  // Writers into the residual stream: W ← W·C·Q, b ← b·C·Q (C centres, LayerNorm decoders only).
-  const writeResidual = (l: LinearLayer, w: Float32Array | Float64Array) => {
-    if (layerNorm) centreOutput(w, l);
-    store(l, rotateOutput(w, l, residual, {}));
-    const b = bias(l);
-    if (b) {
-      if (layerNorm) centre(b, 0, b.length, 1);
-      storeBias(l, rotateCols(b, 1, hidden, residual, 1, 1));
-    }
+  // Writers into the residual stream: W ← W·C·Q, b ← b·C·Q (C centres, LayerNorm decoders only);
+  // `inputSide` applies what the writer's input needs first.
+  const writeResidual = (l: LinearLayer, inputSide: (w: Float32Array | Float64Array) => void) => {
+    const biasName = biasOf(idx, l);
+    const reads = [read(l.weightName, 'floats'), ...(biasName ? [read(biasName, 'float64')] : [])];
+    const writes = [place(l.weightName), ...(biasName ? [place(biasName)] : [])];
+    tasks.push({
+      reads,
+      writes,
+      run: ([w, b]) => {
+        inputSide(w!);
+        if (layerNorm) centreOutput(w!, l);
+        rotateOutput(w!, l, residual, {});
+        if (!b) return [w!];
+        if (layerNorm) centre(b, 0, b.length, 1);
+        return [w!, rotateCols(b, 1, hidden, residual, 1, 1)];
+      },
+    });
   };
   for (const b of dec.blocks) {
     // o_proj: W ← Mᵀ·Bᵀ·W·Q with B = I_heads ⊗ H_d (offline, matches v) and M = H_heads ⊗ I_d (online).
-    const wo = rotateInput(weight(b.o), b.o, valueHead, { outer: numHeads });
-    if (head) rotateInput(wo, b.o, head, { inner: headDim });
-    writeResidual(b.o, wo);
+    writeResidual(b.o, (wo) => {
+      rotateInput(wo, b.o, valueHead, { outer: numHeads });
+      if (head) rotateInput(wo, b.o, head, { inner: headDim });
+    });
     // (d) down_proj: W ← H_Iᵀ·W·Q, with the online H_I on its input.
-    writeResidual(b.down, rotateInput(weight(b.down), b.down, down.rotation, {}));
+    writeResidual(b.down, (wd) => rotateInput(wd, b.down, down.rotation, {}));
   }
 
   // Embeddings E ← E·C·Q.
   for (const name of embeddings) {
-    const t = ed.initializer(name)!;
-    const rows = tensorDims(t)[0];
-    const e = readFloats(t);
-    if (layerNorm) for (let r = 0; r < rows; r++) centre(e, r * hidden, hidden, 1);
-    ed.replaceInitializer(withValues(t, rotateCols(e, rows, hidden, residual, 1, 1)));
+    const reads = [read(name, 'floats')];
+    const header = place(name);
+    const rows = tensorDims(header)[0];
+    tasks.push({
+      reads,
+      writes: [header],
+      run: ([e]) => {
+        if (layerNorm) for (let r = 0; r < rows; r++) centre(e!, r * hidden, hidden, 1);
+        return [rotateCols(e!, rows, hidden, residual, 1, 1)];
+      },
+    });
   }
   // Online Hadamards as graph nodes.
   const actType = activationType(idx, dec.blocks[0].down);
@@ -246,15 +492,22 @@ export function rotateModel(model: ModelProto, options: RotateOptions): RotateRe
   // A shared norm weight every reader now bypasses, or a LayerNorm's γ/β, is dead weight now.
   if (sharedNormWeights.size > 0 || layerNorm) pruneUnused(out);
   setMetadata(out, ROTATION_METADATA_KEY, JSON.stringify(rotation));
-  return { model: out, warnings, rotation };
+  return { model: out, warnings, rotation, tasks, placeholders };
 }
 
 /**
  * lm_head reading the embedding table (tied weights): a copy of the table for lm_head alone,
  * wired in where the lm_head path reads the table (the Transpose before a MatMul, or the Gemm).
- * Any other sharing is refused.
+ * Any other sharing is refused. The copy is a placeholder lm_head's task fills.
  */
-function untieHead(ed: GraphEditor, idx: GraphIndex, head: LinearLayer, warnings: string[]): LinearLayer {
+function untieHead(
+  ed: GraphEditor,
+  idx: GraphIndex,
+  head: LinearLayer,
+  warnings: string[],
+  addPlaceholder: (base: string, dims: number[], dataType: number) => string,
+  copyOf: Map<string, string>,
+): LinearLayer {
   const table = head.weightName;
   const tableReaders = idx.consumers.get(table) ?? [];
   let reader = nodeOf(idx, head);
@@ -270,7 +523,9 @@ function untieHead(ed: GraphEditor, idx: GraphIndex, head: LinearLayer, warnings
     throw new GraphPatternFormatError(`weight "${table}" of "${head.name}" is shared with other nodes (tied weights) in a way rotation can't untie; untie it before rotating`);
   }
   const src = ed.initializer(table)!;
-  const copy = ed.addInitializer(`${table}.lm_head`, tensorDims(src), readFloats(src), src.dataType ?? DataType.FLOAT);
+  // The copy's values are the table's: lm_head's task reads the table (copyOf) and writes the copy.
+  const copy = addPlaceholder(`${table}.lm_head`, tensorDims(src), src.dataType ?? DataType.FLOAT);
+  copyOf.set(copy, table);
   ed.rewireInput(reader, slot, copy);
   const dims = tensorDims(src);
   warnings.push(`lm_head shares its weight with the embedding (tied); the rotation folds them differently, so lm_head gets its own copy (${dims.join(' × ')} more weights)`);
@@ -452,13 +707,16 @@ function biasOf(idx: GraphIndex, l: LinearLayer): string | undefined {
   return undefined;
 }
 
-/** Gives a layer without one a bias (a LayerNorm's β·W): Gemm's / Attention's input 2, or an Add after a MatMul. */
-function addBias(ed: GraphEditor, idx: GraphIndex, l: LinearLayer, values: Float64Array): void {
+/**
+ * Gives a layer without one a bias (a LayerNorm's β·W): Gemm's / Attention's input 2, or an Add
+ * after a MatMul. Returns the bias initializer's name: a placeholder its task fills.
+ */
+function addBias(ed: GraphEditor, idx: GraphIndex, l: LinearLayer, addPlaceholder: (base: string, dims: number[], dataType: number) => string): string {
   const node = nodeOf(idx, l);
-  const name = ed.addInitializer(`${l.weightName}.bias`, [l.outFeatures], values, activationType(idx, l));
+  const name = addPlaceholder(`${l.weightName}.bias`, [l.outFeatures], activationType(idx, l));
   if (l.opType === 'Gemm' || l.opType === 'Attention') {
     ed.rewireInput(node, 2, name);
-    return;
+    return name;
   }
   const y = l.outputName ?? '';
   const base = `${l.nodeName || l.name}/bias`;
@@ -469,11 +727,12 @@ function addBias(ed: GraphEditor, idx: GraphIndex, l: LinearLayer, values: Float
     const add = ed.node('Add', [raw, name], `${base}/Add`);
     add.output = [y];
     ed.insertAfterProducer(y, [add]);
-    return;
+    return name;
   }
   const add = ed.node('Add', [y, name], `${base}/Add`);
   ed.insertAfterProducer(y, [add]);
   ed.rewireConsumers(y, add.output![0]!);
+  return name;
 }
 
 // ---- weight algebra on flat row-major matrices (in place; src/core/hadamard.ts rotateVectors) ---

@@ -452,6 +452,13 @@ export class GraphEditor {
     return name;
   }
 
+  /** A new initializer without data yet (name, dims, type): rotate.ts fills it after its weight tasks. */
+  addPlaceholder(base: string, dims: number[], dataType: number): string {
+    const name = this.names.fresh(base);
+    this.newInits.push({ name, dims, dataType });
+    return name;
+  }
+
   addInt64(base: string, values: number[]): string {
     const name = this.names.fresh(base);
     this.newInits.push(int64Initializer(name, values));

@@ -203,6 +203,42 @@ export class BlockStream {
     return sums;
   }
 
+  /**
+   * Runs the tail (final norm, lm_head) on the cached outputs of the last block and hands each
+   * batch's graph `outputs` (e.g. logits) to `onBatch` (the tensors are valid during the call).
+   */
+  async tailOutputs(model: ModelProto, outputs: readonly string[], onBatch: (batch: CalibrationBatch, out: Record<string, ort.Tensor>) => void | Promise<void>): Promise<void> {
+    const region = this.current;
+    if (region.kind !== 'tail') throw new Error('internal: the block stream is not at the tail');
+    const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.typeOf(r))]));
+    const sub = regionModel(model, region, types, [...outputs]);
+    const held = this.options.weights ? await inlineRegionWeights(sub, this.options.weights) : 0;
+    let session: ort.InferenceSession;
+    try {
+      session = await openRegionSession(sub, this.options);
+    } catch (e) {
+      this.options.weights?.release(held);
+      throw e;
+    }
+    try {
+      const graphInputs = session.inputNames.filter((n) => region.graphInputs.includes(n));
+      for (let b = 0; b < this.cache.batches.length; b++) {
+        throwIfAborted(this.options.signal);
+        const out = await session.run(await this.batchFeeds(session, graphInputs, region, b), [...outputs]);
+        try {
+          await onBatch(this.cache.batches[b]!, out);
+        } finally {
+          for (const t of Object.values(out)) t.dispose();
+        }
+      }
+    } finally {
+      await session.release();
+      this.options.weights?.release(held);
+    }
+    this.forwards++;
+    this.options.onForward?.(region, 'advance');
+  }
+
   /** Bytes of cached activations in memory and spilled to disk now. */
   cachedBytes(): { memory: number; disk: number } {
     return this.cache.bytes();

@@ -12,8 +12,7 @@ import path from 'node:path';
 import { setMetadata } from '../../onnx/graph';
 import { findLinearLayers } from '../../onnx/linear';
 import { mergedSource, remerge, withSharedWeightsOf, type MergedDecoder } from '../../onnx/merged';
-import { rotateModel } from '../../onnx/rotate';
-import { configGeometry } from '../geometry';
+import { rotateGraphOnly } from '../../onnx/rotate';
 import type { ModelProto } from '../../onnx/proto';
 import { writeModel } from '../../onnx/write';
 import { throwIfAborted } from '../cancel';
@@ -23,6 +22,7 @@ import { staged } from '../outputs';
 import { packedModel, packedRowBlockSize, withFakeQuant, type PackedSize } from '../transforms';
 import type { CompressedJob } from './calibrate';
 import type { LoadedJob } from './load';
+import { rotateOptionsOf } from './rotate';
 import type { WorkingModel } from '../working';
 
 /** Metadata key the packing writes its summary under (src/onnx/packed.ts). */
@@ -124,21 +124,23 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
 /**
  * A merged decoder's with-past branch as the pipeline's no-past branch now is: rotated the same
  * way when the job rotates (the rotation is a function of the graph and the seed, so the branch
- * gets the same online Hadamards; its weights are then replaced), with the compressed weights.
+ * gets the same online Hadamards and the same names for what it rewrites), with the compressed
+ * weights. Only the branch's graph is rotated (rotateGraphOnly): every weight the rotation would
+ * write is the rotated no-past branch's, taken by name — no weight of the branch is read.
  */
 async function mergedWithPast(job: Job, merged: MergedDecoder, working: WorkingModel): Promise<ModelProto> {
   const { options } = job;
   const compressed = working.proto;
   let branch = withSharedWeightsOf(merged, merged.withPast, compressed);
   if (options.abits < 16 || options.kvbits < 16) {
-    // The rotation reads the branch's weights inline (the graph change is what is kept).
-    const inline = await working.inlined(branch);
-    try {
-      branch = rotateModel(inline.model, { seed: options.seed, geometry: job.extra.geometry, configGeometry: configGeometry(job.source) }).model;
-    } finally {
-      working.releaseInline(inline.bytes);
+    const plan = await rotateGraphOnly(branch, rotateOptionsOf(job), working.store);
+    branch = withSharedWeightsOf(merged, plan.model, compressed);
+    const unfilled = (plan.model.graph?.initializer ?? []).filter((t) => plan.placeholders.has(t.name ?? ''));
+    const left = new Set(branch.graph?.initializer ?? []);
+    const missing = unfilled.filter((t) => left.has(t));
+    if (missing.length > 0) {
+      throw new Error(`internal: the rotated with-past branch reads ${missing.map((t) => `"${t.name}"`).join(', ')}, which the no-past branch has no rotated weight for`);
     }
-    branch = withSharedWeightsOf(merged, branch, compressed);
   }
   return branch;
 }

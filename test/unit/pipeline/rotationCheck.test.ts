@@ -6,9 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { encodeModel, type ModelProto } from '../../../src/onnx/proto';
-import { rotateModel } from '../../../src/onnx/rotate';
+import { rotateModel, rotateModelStreamed } from '../../../src/onnx/rotate';
 import { GraphPatternFormatError, readFloat64, withValues } from '../../../src/onnx/rotateGraph';
-import { checkRotation, relativeDifference, rotationTolerance } from '../../../src/pipeline/rotationCheck';
+import { WeightStore } from '../../../src/onnx/store';
+import { externalDataEntry, isExternal } from '../../../src/onnx/tensor';
+import { checkRotation, checkRotationStreamed, relativeDifference, rotationTolerance } from '../../../src/pipeline/rotationCheck';
 import type { TokenWindows } from '../../../src/runtime/text';
 import { miniLlama } from '../onnx/miniLlama';
 
@@ -70,4 +72,61 @@ test('a rotation that does not fit the graph stops with the geometry found and w
     assert.match(e.message, /^the rotated model's logits differ from the dense model's by \d\.\d+e?-?\d* \(relative, on 2 calibration windows; float tolerance 0\.001\): the rotation does not fit this graph\. It found 5 query heads, 1 KV heads, head_dim 8, hidden 40, FF 52 — pass --heads, --kv-heads and --head-dim/);
     return true;
   });
+});
+
+/** The dense and rotated mini model with their weights in a working store (as in a job). */
+async function inStore(dense: ModelProto, dir: string) {
+  const store = new WeightStore(dir, join(dir, 'working.data'));
+  const source = await store.externalize(dense);
+  const rotated = await rotateModelStreamed(source, { seed: 0 }, store);
+  return { store, source, rotated: rotated.model };
+}
+
+test('streamed through the blocks (weights from the store, a block at a time), the check gives the whole-model result', async () => {
+  const dense = miniLlama(CFG);
+  const whole = await checkRotation(dense, rotateModel(dense, { seed: 0 }).model, calib, encodeModel, opts);
+  const dir = await mkdtemp(join(tmpdir(), 'obr-rotcheck-'));
+  const { store, source, rotated } = await inStore(dense, dir);
+  try {
+    assert.ok(source.graph!.initializer!.some(isExternal) && rotated.graph!.initializer!.some(isExternal), 'weights are external references');
+    const streamed = await checkRotationStreamed(source, rotated, calib, { ...opts, weights: store });
+    assert.equal(streamed.streamed, true);
+    assert.equal(streamed.windows, 2);
+    // Block-by-block forwards run the same kernels on the same tensors as the whole model.
+    assert.ok(Math.abs(streamed.relativeError - whole.relativeError) < 1e-6, `${streamed.relativeError} vs ${whole.relativeError}`);
+    assert.equal(store.resident, 0, 'every block\'s weights handed back');
+    const total = source.graph!.initializer!.filter(isExternal).reduce((s, t) => s + Number(externalDataEntry(t).length), 0);
+    assert.ok(store.peakResident < total / 2, `peak ${store.peakResident} of ${total} B: a block or a table, not the model`);
+  } finally {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('streamed, a wrong rotation stops with the same message', async () => {
+  const dense = miniLlama(CFG);
+  const dir = await mkdtemp(join(tmpdir(), 'obr-rotcheck-'));
+  const { store, source, rotated } = await inStore(dense, dir);
+  try {
+    // As above: swap the first two heads' rows of o_proj, here in the store.
+    const inits = [...rotated.graph!.initializer!];
+    const at = inits.findIndex((t) => t.name === 'model.layers.0.self_attn.o_proj.weight');
+    const bytes = await store.readTensor(inits[at]!);
+    const w = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    const swapped = new Float32Array(w.length);
+    for (let r = 0; r < 40; r++) {
+      const from = r < 8 ? r + 8 : r < 16 ? r - 8 : r;
+      swapped.set(w.subarray(from * 40, (from + 1) * 40), r * 40);
+    }
+    inits[at] = await store.put(inits[at]!, new Uint8Array(swapped.buffer));
+    const broken: ModelProto = { ...rotated, graph: { ...rotated.graph, initializer: inits } };
+    await assert.rejects(checkRotationStreamed(source, broken, calib, { ...opts, weights: store }), (e: unknown) => {
+      assert.ok(e instanceof GraphPatternFormatError);
+      assert.match(e.message, /^the rotated model's logits differ from the dense model's by \d\.\d+e?-?\d* \(relative, on 2 calibration windows; float tolerance 0\.001\): the rotation does not fit this graph\. It found 5 query heads, 1 KV heads, head_dim 8, hidden 40, FF 52 — pass --heads, --kv-heads and --head-dim/);
+      return true;
+    });
+  } finally {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
 });
