@@ -76,7 +76,7 @@ export interface EstimateInputs {
   openSeconds: number;
   textSeconds: number;
   hashSeconds: number;
-  probe: Pick<CutProbe, 'cutWeightBytes' | 'blockWeightBytes' | 'readBytes' | 'readSeconds' | 'rotateSeconds' | 'calibrate' | 'evalDense' | 'evalCompressed' | 'writeSeconds'>;
+  probe: Pick<CutProbe, 'cutWeightBytes' | 'blockWeightBytes' | 'readBytes' | 'readSeconds' | 'rotateSeconds' | 'rotateTransformSeconds' | 'rotateCheckSeconds' | 'calibrate' | 'evalDense' | 'evalCompressed' | 'writeSeconds'>;
   /** Σ over the job's layers (and baselines) of the core probe's seconds. */
   coreSeconds: number;
 }
@@ -96,7 +96,11 @@ export interface StageSeconds {
  * the job's own up to four batches), B the blocks, W the model's weight bytes, W_cut that of the cut:
  *
  *   load      = open + texts + hash                                  (weights stay on disk)
- *   rotate    = rotate(cut) · W / W_cut       (read, transform, check, store; 0 without rotation)
+ *   rotate    = transform(cut) · W / W_cut + check(cut) + Σ_{b ≥ 1} (2·f_b(advance, w) + f_b(advance, 1))
+ *               (the streamed rotation scales with the weight bytes; the streamed check runs the
+ *               dense and rotated model on w = min(2, n) windows and the simulated one on 1, three
+ *               forwards per block after block 0; 0 without rotation. A probe without the split:
+ *               rotate(cut) · W / W_cut)
  *   calibrate = f(prelude, n) + Σ_{b ≤ last planned} ( planned b: Σ_g f_b(capture_g, n)
  *               + [b < last] f_b(advance, n);  not planned: f_b(advance, n) )
  *               (one-shot: a planned block is one forward, 1.1·f_b(advance, n))
@@ -120,8 +124,13 @@ export function stageSeconds(x: EstimateInputs): StageSeconds {
   /** Forward c of block b over n windows. */
   const fb = (c: ForwardCost, b: number, n: number) => (b === 0 ? f(c, n) : f({ fixed: c.fixed * otherBlock, perBatch: c.perBatch }, n));
   const load = x.openSeconds + x.textSeconds + x.hashSeconds;
-  const rotate = x.rotates && p.rotateSeconds !== undefined ? p.rotateSeconds * scaleToModel : 0;
   const n = x.samples;
+  let rotate = 0;
+  if (x.rotates && p.rotateTransformSeconds !== undefined && p.rotateCheckSeconds !== undefined) {
+    const w = Math.min(2, n);
+    rotate = p.rotateTransformSeconds * scaleToModel + p.rotateCheckSeconds;
+    for (let b = 1; b < x.modelBlocks; b++) rotate += 2 * fb(p.calibrate.advance, b, w) + fb(p.calibrate.advance, b, 1);
+  } else if (x.rotates && p.rotateSeconds !== undefined) rotate = p.rotateSeconds * scaleToModel;
   const planned = new Set(x.plannedBlocks);
   const last = Math.max(-1, ...x.plannedBlocks);
   let calibrate = last >= 0 ? f(p.calibrate.prelude, n) : 0;
@@ -272,7 +281,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     let windowSeconds: number;
     let inputs: EstimateInputs | undefined;
     if (probe) {
-      const { cutWeightBytes, blockWeightBytes, readBytes, readSeconds, rotateSeconds, calibrate, evalDense, evalCompressed, writeSeconds } = probe;
+      const { cutWeightBytes, blockWeightBytes, readBytes, readSeconds, rotateSeconds, rotateTransformSeconds, rotateCheckSeconds, calibrate, evalDense, evalCompressed, writeSeconds } = probe;
       inputs = {
         samples: options.samples,
         evalWindows: evaluations > 0 ? evalWindows : 0,
@@ -287,7 +296,18 @@ export async function estimateCompression(modelPath: string, options: CompressOp
         openSeconds,
         textSeconds,
         hashSeconds,
-        probe: { cutWeightBytes, blockWeightBytes, readBytes, readSeconds, ...(rotateSeconds !== undefined ? { rotateSeconds } : {}), calibrate, evalDense, evalCompressed, writeSeconds },
+        probe: {
+          cutWeightBytes,
+          blockWeightBytes,
+          readBytes,
+          readSeconds,
+          ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
+          ...(rotateTransformSeconds !== undefined && rotateCheckSeconds !== undefined ? { rotateTransformSeconds, rotateCheckSeconds } : {}),
+          calibrate,
+          evalDense,
+          evalCompressed,
+          writeSeconds,
+        },
         coreSeconds,
       };
       stages = stageSeconds(inputs);
@@ -297,7 +317,9 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       notes.push(
         `probe on ${probe.executionProvider} (a one-block cut of the model, batch ${probeBatch} × ${seqlen} tokens): block forward ${ms(c.advance.perBatch)} per batch + ${ms(c.advance.fixed)} per forward; captures ${c.captures.map((x) => ms(x.perBatch)).join(' / ')} per batch; tail ${ms(probe.evalDense.tail.perBatch)}${probe.readBytes > 0 ? `; weights read at ${(probe.readBytes / Math.max(probe.readSeconds, 1e-9) / 1e6).toFixed(0)} MB/s` : ''}`,
       );
-      if (probe.rotateSeconds !== undefined) notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights) with its check: ${probe.rotateSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB`);
+      if (probe.rotateTransformSeconds !== undefined && probe.rotateCheckSeconds !== undefined) {
+        notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights): ${probe.rotateTransformSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB; its check ${probe.rotateCheckSeconds.toFixed(1)} s + three block forwards per further block`);
+      }
     } else {
       if (why) notes.push(`no forward probe (${why}): the time of the forwards, rotation and I/O is a rough constant-rate guess`);
       // No probe: about 30 GFLOP/s for the forwards (2 flops per weight per token), 500 MB/s in,

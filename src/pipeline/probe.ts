@@ -6,8 +6,9 @@
 // the source, changed ones in a working data file, each block session reading its own). The same
 // code the job runs is timed on it, each stage the way the job runs it:
 //
-// - rotate: weights read inline (→ read throughput), rotateModel, checkRotation, the rotated
-//   weights written to the working data file;
+// - rotate: the streamed rotation (each weight read, rotated, written to the working data file)
+//   and the streamed rotation check (dense and rotated cut on two windows, simulated on one),
+//   timed apart;
 // - calibrate: a BlockStream over the cut (rotated when the job rotates) on windows of the job's
 //   calibration text at the job's batch: the prelude, one capture forward per input group of
 //   block 0 and the advance forward. Each forward runs two batches, so its time splits into a
@@ -29,8 +30,8 @@ import { splitBlocks } from '../onnx/blocks';
 import { findLinearLayers } from '../onnx/linear';
 import { wrapModel, type LoadedModel, type TensorReader } from '../onnx/load';
 import { cloneModel } from '../onnx/graph';
-import { encodeModel, type ModelProto, type NodeProto } from '../onnx/proto';
-import { rotateModel } from '../onnx/rotate';
+import { type ModelProto, type NodeProto } from '../onnx/proto';
+import { rotateModelStreamed } from '../onnx/rotate';
 import { readLayerWeight64 } from '../onnx/weights';
 import { writeModel } from '../onnx/write';
 import type { AttentionGeometry, LinearLayer } from '../onnx/types';
@@ -40,8 +41,8 @@ import { createOrtBackend, type OrtMatrixBackend } from '../runtime/ortBackend';
 import { BlockStream } from './blockStream';
 import { WeightStore } from '../onnx/store';
 import type { CaptureRequest, CapturedStats } from './capture';
-import { sparsityFor } from './job';
-import { checkRotation } from './rotationCheck';
+import { checkRotationStreamed } from './rotationCheck';
+import { DEFAULT_ACTIVATION_CACHE_MIB, sparsityFor } from './job';
 import { packedModel, withFakeQuant } from './transforms';
 import { COMPRESSED_ROLES } from './working';
 
@@ -108,8 +109,11 @@ export interface CutProbe {
   /** Bytes read from the model file for the cut's weights, and the seconds that took. */
   readBytes: number;
   readSeconds: number;
-  /** rotateModel + checkRotation on the cut (absent when the job doesn't rotate). */
+  /** The rotation stage on the cut (absent when the job doesn't rotate): transform + check. */
   rotateSeconds?: number;
+  /** Its two parts: the streamed rotation of the cut's weights (read, rotate, store) and the streamed check (three passes through the cut). */
+  rotateTransformSeconds?: number;
+  rotateCheckSeconds?: number;
   calibrate: { prelude: ForwardCost; captures: ForwardCost[]; advance: ForwardCost };
   evalDense: EvalForwards;
   evalCompressed: EvalForwards;
@@ -293,25 +297,39 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     const rotates = options.abits < 16 || options.kvbits < 16;
     let calibModel = found.model;
     let rotateSeconds: number | undefined;
+    let rotateTransformSeconds: number | undefined;
+    let rotateCheckSeconds: number | undefined;
     if (rotates) {
       const halfPrecision = findLinearLayers(cut).some((l) => l.dtype !== 'float32');
-      // As the rotate stage: weights inline, rotateModel, checkRotation, rotated weights to the working data file.
-      const rotate = async (): Promise<{ model: ModelProto; seconds: number }> => {
+      // As the rotate stage: the rotation tensor by tensor through the store (rotateModelStreamed),
+      // then the check streamed through the blocks (dense and rotated on two windows, the
+      // simulated graph on one), each timed: the transform scales with weight bytes, the check
+      // with the blocks (stageSeconds).
+      const rotate = async (): Promise<{ model: ModelProto; transform: number; check: number }> => {
         const t = performance.now();
-        const dense = await store.inlined(found.model);
-        const r = rotateModel(dense.model, { seed: options.seed, geometry: o.geometry, configGeometry: o.configGeometry });
-        await checkRotation(dense.model, r.model, windows, encodeModel, { executionProviders: eps, abits: options.abits, kvbits: options.kvbits, halfPrecision });
+        const r = await rotateModelStreamed(found.model, { seed: options.seed, geometry: o.geometry, configGeometry: o.configGeometry }, store);
         const stored = await store.externalize(r.model);
-        store.release(dense.bytes);
-        return { model: stored, seconds: (performance.now() - t) / 1000 };
+        const t1 = performance.now();
+        await checkRotationStreamed(found.model, stored, windows, {
+          executionProviders: eps,
+          abits: options.abits,
+          kvbits: options.kvbits,
+          halfPrecision,
+          weights: store,
+          spillDir: dir,
+          activations: { budgetBytes: DEFAULT_ACTIVATION_CACHE_MIB * 2 ** 20, spillDir: path.join(dir, 'activations-rotation') },
+        });
+        return { model: stored, transform: (t1 - t) / 1000, check: (performance.now() - t1) / 1000 };
       };
       // The job rotates with its code already warm (the pre-flight ran in the same process): on a
       // small cut the first run's JIT and onnxruntime set-up would dominate, so it runs twice.
       let r = await rotate();
       if (cutWeightBytes < 64 * 2 ** 20) r = await rotate();
-      rotateSeconds = r.seconds;
+      rotateSeconds = r.transform + r.check;
+      rotateTransformSeconds = r.transform;
+      rotateCheckSeconds = r.check;
       calibModel = r.model;
-      trace('rotate', { seconds: r.seconds, cutWeightBytes });
+      trace('rotate', { transform: r.transform, check: r.check, cutWeightBytes });
     } else calibModel = await store.externalize(found.model);
     const layers = findLinearLayers(calibModel);
     let used = 'cpu';
@@ -370,6 +388,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       readBytes,
       readSeconds,
       ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
+      ...(rotateTransformSeconds !== undefined && rotateCheckSeconds !== undefined ? { rotateTransformSeconds, rotateCheckSeconds } : {}),
       calibrate,
       evalDense,
       evalCompressed,

@@ -4,8 +4,10 @@
 // windows; measured on the shared 2-core machine at load average ≈ 20, rounded to the ms), and
 // every expected value is worked out by hand from them below.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
-import { stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
+import { otherBlockScale, stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
 import { coreProbeRows, forwardSeconds, probeWindows, splitForward } from '../../../src/pipeline/probe';
 
 const c = (fixed: number, perBatch: number) => ({ fixed, perBatch });
@@ -124,4 +126,44 @@ test('no rotation, no evaluation: those terms are 0; external weights change no 
   const e = stageSeconds({ ...MEASURED, externalBytes: 100e6, probe: { ...MEASURED.probe, readBytes: 10e6, readSeconds: 0.05 } });
   close(e.load, stageSeconds(MEASURED).load, 'load: the weights stay on disk');
   close(e.evaluate, stageSeconds(MEASURED).evaluate, 'evaluate');
+});
+
+// A probe recorded on the scale benchmark's 22-block TinyLlama-shape model (fixture: what it is,
+// the command and the machine's load are in the file): block 0 holds the embedding table (the
+// token Gather sits in its region), 220 MB against 88 MB for each later block.
+const SCALE = JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'fixtures', 'preflight', 'scale-22-run1.json'), 'utf8')) as { inputs: EstimateInputs; actual: Record<string, number> };
+
+test('blocks after block 0 scale its fixed part by weight bytes (recorded scale-model probe)', () => {
+  const x = SCALE.inputs;
+  const other = (2_201_335_564 - 351_297_892) / 21;
+  close(otherBlockScale(x), other / 219_693_412, 'W_b / W_0');
+  assert.ok(otherBlockScale(x) > 0.39 && otherBlockScale(x) < 0.41);
+  // The bundled model's block 0 is like the others: no scaling.
+  close(otherBlockScale(MEASURED), 1, 'bundled model');
+  const s = stageSeconds(x);
+  const k = otherBlockScale(x);
+  // evaluate, m = 2 windows at batch 4: each forward is fixed + perBatch·2/4.
+  const f = (c: { fixed: number; perBatch: number }, scale = 1) => c.fixed * scale + c.perBatch * 0.5;
+  const p = x.probe;
+  const pass = (e: typeof p.evalDense) => f(e.prelude) + f(e.tail) + f(e.block) + 21 * f(e.block, k);
+  close(s.evaluate, pass(p.evalDense) + pass(p.evalCompressed), 'evaluate');
+  // calibrate, block 0 only (n = 8 windows, two batches): prelude + the four captures, no advance.
+  const g = (c: { fixed: number; perBatch: number }) => c.fixed + c.perBatch * 2;
+  close(s.calibrate, g(p.calibrate.prelude) + p.calibrate.captures.reduce((t, c) => t + g(c), 0), 'calibrate');
+  // A probe of that time measured the rotation as one number: scaled by weight bytes.
+  close(s.rotate, (p.rotateSeconds! * 2_201_335_564) / 351_297_892, 'rotate');
+  // Blocks 0 and 1: block 1's captures and block 0's advance (block 0's own fixed part).
+  const two = stageSeconds({ ...x, plannedBlocks: [0, 1] });
+  const g1 = (c: { fixed: number; perBatch: number }) => c.fixed * k + c.perBatch * 2;
+  close(two.calibrate - s.calibrate, g(p.calibrate.advance) + p.calibrate.captures.reduce((t, c) => t + g1(c), 0), 'the second block');
+});
+
+test('the streamed rotation: transform scaled by bytes, the check measured on the cut plus three forwards per further block', () => {
+  const x: EstimateInputs = { ...SCALE.inputs, probe: { ...SCALE.inputs.probe, rotateTransformSeconds: 20, rotateCheckSeconds: 30 } };
+  const k = otherBlockScale(x);
+  const adv = x.probe.calibrate.advance;
+  // w = min(2, samples) windows for the dense and rotated passes, 1 for the simulated one (batch 4).
+  const perBlock = 2 * (adv.fixed * k + adv.perBatch * (2 / 4)) + (adv.fixed * k + adv.perBatch * (1 / 4));
+  close(stageSeconds(x).rotate, (20 * 2_201_335_564) / 351_297_892 + 30 + 21 * perBlock, 'rotate');
+  assert.equal(stageSeconds({ ...x, rotates: false }).rotate, 0);
 });
