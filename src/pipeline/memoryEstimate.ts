@@ -20,12 +20,15 @@
 //            + rtn, wanda-rtn: nothing more (no damped H)
 //            + gptq, sparsegpt-gptq: n²·8·6   the damped H, the triangular factor (a worker copy)
 //              and the factorization's scratch (the kernels' memory holds 2 n², plus 1 n² copies in and out)
-//            + obr-rtn, obr-gptq: n²·8·(1 + ADMM) + 4·rows·cols·8   the damped H, the batched
-//              solver's n²-sized matrices and its rows×cols iterates (see ADMM_HESSIANS)
+//            + obr-rtn, obr-gptq: n²·8·(1 + ADMM_HESSIANS) + 4·rows·cols·8 + min(512 MiB, 80·rows·cols)
+//              the damped H, the batched solver's n²-sized matrices (ADMM_HESSIANS), its rows×cols
+//              arrays (scaled W, B = WH, Z, step 2's pieces) and its iteration state, which
+//              src/core/admm.ts bounds by ADMM_STATE_BYTES (rows solved in blocks)
 //
 // The coefficients are counts of the arrays the code allocates (src/core/compress.ts,
 // src/core/admm.ts, src/pipeline/capture.ts); the memory benchmark (scripts/bench/memory.ts,
 // docs/benchmarks.md) checks the sum against the measured peak RSS.
+import { ADMM_STATE_BYTES } from '../core/admm';
 import type { RecipeName } from '../protocol/recipes';
 
 /** Node, V8, onnxruntime's libraries and the job's small state (measured ~170 MiB after loading a model). */
@@ -33,10 +36,14 @@ export const FIXED_BYTES = 200 * 2 ** 20;
 
 /**
  * n×n float64 matrices the batched OBR solver (src/core/admm.ts) holds at its peak besides the
- * damped H: the scaled H, (H + ρI)⁻¹ as float32 and its factor pieces. An upper bound taken from
- * the code, not a measurement.
+ * damped H: the scaled H, the Cholesky factor in the kernels' memory, its inverse's scratch
+ * (20 bytes per entry) and (H + ρI)⁻¹ as float32 — about 4 × 8 bytes per entry, counted from
+ * the code, not measured.
  */
-export const ADMM_HESSIANS = 3;
+export const ADMM_HESSIANS = 4;
+
+/** Iteration state of the batched solver, bytes per rows×cols entry, bounded by ADMM_STATE_BYTES. */
+const ADMM_STATE_PER_ENTRY = 80;
 
 export interface MemoryLayer {
   rows: number;
@@ -90,7 +97,7 @@ export function coreBytes(recipe: RecipeName, rows: number, cols: number): numbe
       return common + 6 * h;
     case 'obr-rtn':
     case 'obr-gptq':
-      return common + (1 + ADMM_HESSIANS) * h + 4 * w;
+      return common + (1 + ADMM_HESSIANS) * h + 4 * w + Math.min(ADMM_STATE_BYTES, ADMM_STATE_PER_ENTRY * rows * cols);
   }
 }
 

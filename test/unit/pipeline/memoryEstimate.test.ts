@@ -3,6 +3,7 @@
 // RSS is in test/integration/pipeline/memory.test.ts and the memory benchmark.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { ADMM_STATE_BYTES } from '../../../src/core/admm';
 import { ADMM_HESSIANS, coreBytes, estimateMemory, FIXED_BYTES, type MemoryInputs } from '../../../src/pipeline/memoryEstimate';
 
 /** The 2.1 GiB benchmark model's block (hidden 2048, FF 5632, float32) repeated `blocks` times. */
@@ -48,7 +49,8 @@ test('the peak is the fixed part + the largest phase; rtn never pays for a dampe
   // down: 5632² float64 Hessian + the core's copies of the 2048×5632 weight
   assert.equal(t.compress, 5632 * 5632 * 8 + coreBytes('rtn', 2048, 5632));
   assert.equal(coreBytes('rtn', 2048, 5632), 2048 * 5632 * (6 * 8 + 2));
-  assert.equal(coreBytes('obr-gptq', 2048, 5632) - coreBytes('rtn', 2048, 5632), (1 + ADMM_HESSIANS) * 5632 * 5632 * 8 + 4 * 2048 * 5632 * 8);
+  assert.equal(coreBytes('obr-gptq', 2048, 5632) - coreBytes('rtn', 2048, 5632), (1 + ADMM_HESSIANS) * 5632 * 5632 * 8 + 4 * 2048 * 5632 * 8 + ADMM_STATE_BYTES, 'the solver\'s state is capped');
+  assert.equal(coreBytes('obr-rtn', 64, 64) - coreBytes('rtn', 64, 64), (1 + ADMM_HESSIANS) * 64 * 64 * 8 + 4 * 64 * 64 * 8 + 80 * 64 * 64, 'below the cap: 80 B per entry');
   assert.ok(estimateMemory(llama(11, ['obr-gptq'])).peakBytes > e.peakBytes);
   // A baseline recipe adds its float32 copy of the layer and its own core needs.
   const withBaseline = estimateMemory(llama(11, ['rtn', 'gptq']));
