@@ -91,6 +91,19 @@ export function splitForward(start: number, marks: readonly number[], end: numbe
   return { fixed: Math.max(0, total - (windows / full) * perBatch), perBatch };
 }
 
+/**
+ * A forward timed on one batch only (`splitForward` put all of it in the per-batch part): split it
+ * with `perBatch` measured on the same block elsewhere (the calibration advance, two batches or
+ * more), the rest fixed — so that the fixed part (weights read, session opened) can be scaled per
+ * block. Unchanged when it was already split or there is no per-batch measurement.
+ */
+export function resplitOneBatch(c: ForwardCost, windows: number, batch: number, perBatch: number): ForwardCost {
+  if (c.fixed > 0 || !(perBatch > 0)) return c;
+  const total = c.perBatch * (windows / batch);
+  const compute = Math.min(total, perBatch * (windows / batch));
+  return { fixed: total - compute, perBatch: compute / (windows / batch) };
+}
+
 /** Streamed evaluation forwards of one model: prelude, one block, the tail with the NLL head. */
 export interface EvalForwards {
   prelude: ForwardCost;
@@ -372,6 +385,10 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       const ew = o.evalWindows ?? windows;
       evalDense = (await timeEvaluation(found.model, ew, batch, eps, loaded)).forwards;
       evalCompressed = (await timeEvaluation(simulated, ew, batch, eps, store)).forwards;
+      // One batch can't be split; the block's per-batch arithmetic is the calibration advance's.
+      const per = calibrate.advance.perBatch;
+      evalDense = { ...evalDense, block: resplitOneBatch(evalDense.block, ew.count, batch, per) };
+      evalCompressed = { ...evalCompressed, block: resplitOneBatch(evalCompressed.block, ew.count, batch, per) };
     }
 
     // As the write stage: the fake-quant graph built, the simulated model written, the packed one

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { otherBlockScale, stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
-import { coreProbeRows, forwardSeconds, probeWindows, splitForward } from '../../../src/pipeline/probe';
+import { coreProbeRows, forwardSeconds, probeWindows, resplitOneBatch, splitForward } from '../../../src/pipeline/probe';
 
 const c = (fixed: number, perBatch: number) => ({ fixed, perBatch });
 const MEASURED: EstimateInputs = {
@@ -183,4 +183,21 @@ test('the bundled model\'s recorded probe: rotate = transform scaled by bytes + 
   // Calibration windows = the job's 32 at batch 8 (four batches): calibrate is the measured forwards, 4 blocks.
   const f = (c: { fixed: number; perBatch: number }) => c.fixed + 4 * c.perBatch;
   close(stageSeconds(x).calibrate, f(p.calibrate.prelude) + 4 * p.calibrate.captures.reduce((t, c) => t + f(c), 0) + 3 * f(p.calibrate.advance), 'calibrate');
+});
+
+test('an evaluation forward timed on one batch is split with the calibration advance\'s per-batch part (recorded scale probe)', () => {
+  // The job evaluates 2 windows at batch 4: one batch, 27.894 s for block 0 (recorded, load ≈ 20);
+  // the calibration advance of the same block measured 12.226 s per batch over two batches.
+  const one = splitForward(0, [27.709], 27.894, [2], 4);
+  close(forwardSeconds(one, 2, 4), 27.894, 'measured');
+  const r = resplitOneBatch(one, 2, 4, 12.226);
+  close(r.perBatch, 12.226, 'per batch from the advance');
+  close(r.fixed, 27.894 - 12.226 / 2, 'the rest fixed');
+  close(forwardSeconds(r, 2, 4), 27.894, 'still the measured time at the probed windows');
+  // A later block (88 MB against block 0's 220 MB) pays its share of the fixed part only.
+  const k = (2_201_335_564 - 351_297_892) / 21 / 219_693_412;
+  close(forwardSeconds({ fixed: r.fixed * k, perBatch: r.perBatch }, 2, 4), (27.894 - 6.113) * k + 6.113, 'a later block');
+  // Already split, or nothing to split with: unchanged.
+  assert.deepEqual(resplitOneBatch({ fixed: 1, perBatch: 2 }, 2, 4, 3), { fixed: 1, perBatch: 2 });
+  assert.deepEqual(resplitOneBatch(one, 2, 4, 0), one);
 });
