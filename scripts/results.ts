@@ -12,7 +12,7 @@
 // re-render the tables after a change of this script) and runs only the jobs that have none.
 //
 // Usage: node --import tsx scripts/results.ts [--suite all|main|groups] [--model PATH] [--samples N]
-//        [--eval-windows K] [--only REGEX] [--out DIR] [--reuse]   (needs `npm run build` first: it runs dist/cli.js)
+//        [--eval-windows K] [--only REGEX] [--out DIR] [--reuse] [--solver batched|exact]   (needs `npm run build` first: it runs dist/cli.js)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -30,6 +30,8 @@ const { values } = parseArgs({
     reuse: { type: 'boolean', default: false },
     out: { type: 'string', default: path.join(root, '.cache', 'results') },
     doc: { type: 'string', default: path.join(root, 'docs', 'results.md') },
+    // OBR compensation solver passed to every job (`obr compress --solver`); default: the CLI's (batched).
+    solver: { type: 'string' },
   },
 });
 
@@ -145,7 +147,7 @@ function reusableReport(row: Row): JobReport | undefined {
 }
 
 function runRow(row: Row): Result {
-  const args = ['compress', path.relative(root, model), '--recipe', row.recipe, ...row.args, '--samples', values.samples!, '--eval-windows', values['eval-windows']!, '--out', path.relative(root, values.out!), '--ep', 'cpu', '--json', '--no-resume'];
+  const args = ['compress', path.relative(root, model), '--recipe', row.recipe, ...row.args, '--samples', values.samples!, '--eval-windows', values['eval-windows']!, '--out', path.relative(root, values.out!), '--ep', 'cpu', '--json', '--no-resume', ...(values.solver ? ['--solver', values.solver] : [])];
   const command = `node dist/cli.js ${args.join(' ')}`;
   process.stderr.write(`${row.setting.padEnd(16)} ${row.recipe.padEnd(15)} ${row.groupSize !== undefined ? gridLabel(row).padEnd(13) : ''}… `);
   const t0 = Date.now();

@@ -9,7 +9,11 @@
 // (H + ρI)⁻¹ is factored once per layer and step (wasm Cholesky + triangular inverse, the
 // product L⁻ᵀL⁻¹ on the backend); every iteration's product runs on MatrixBackend.matmulF32
 // (onnxruntime on the job's execution provider, src/runtime/ortBackend.ts), float32, while Z, U
-// and all sums stay float64 in JavaScript. Z is exactly 0 off S, so pruned entries are exact zeros.
+// and all sums stay float64. Between two products, one pass per row does the iteration's
+// elementwise work (T(V), residual, loss, Anderson history and mixing, the next left operand) in
+// a WebAssembly SIMD kernel (admmRows in src/core/wasm/assembly; iterateRows is its JavaScript
+// twin, bit for bit): the JavaScript passes it replaces took twice as long as the product at
+// 2048 columns. Z is exactly 0 off S, so pruned entries are exact zeros.
 //
 //   step 1 (pruning):   S = kept set M, B = W H.
 //   step 2 (transfer):  only the columns c ≥ k of the α split: S = M[:, k:] (= R2), the
@@ -28,12 +32,14 @@
 // the last two relative changes and must be ≤ lossTol twice in a row, and the fixed-point
 // residual must be down to residualTol1/2 of the first (see AdmmSettings). ρ: autoRho.
 //
-// Memory: O(n² + rows·n) (the inverse, H's float32 copy, and a handful of rows×n arrays).
+// Memory: O(n² + rows·n) (the inverse, H's float32 copy, and a handful of rows×n arrays: the
+// kernel instance of a step holds about 70 bytes per entry of the step's rows×w, freed with it).
 import type { MatrixBackend } from './backend';
 import type { CompensationProblem } from './kernels';
 import { rowKernels } from './kernels';
 import { LinAlgError, gemmAccumulate } from './matrix';
 import { groupCode, groupLayout, symmetricCode } from './quantize';
+import { KERNELS_WASM_BASE64 } from './wasm/kernelsWasm';
 
 export interface AdmmSettings {
   /** ρ relative to the median diagonal of the step's (damped) Hessian block; 'auto' picks it from
@@ -59,9 +65,12 @@ export interface AdmmSettings {
   anderson: number;
   /** Step 1 also waits for its fixed-point residual to fall to this fraction of the first. */
   residualTol1: number;
+  /** Run the iterations' elementwise work in the WebAssembly kernel (admmRows) when it loads;
+   *  false: the JavaScript twin (iterateRows; the same bits, slower). Default true. */
+  wasm?: boolean;
 }
 
-export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e-5, minIter: 8, maxIter: 80, lossTol2: 1e-5, maxIter2: 80, residualTol2: 2e-3, scale: true, anderson: 3, residualTol1: 1e-3 };
+export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e-5, minIter: 8, maxIter: 80, lossTol2: 1e-5, maxIter2: 80, residualTol2: 2e-3, scale: true, anderson: 3, residualTol1: 5e-4 };
 
 /**
  * ρ / median(diag H) for the block H[c0:, c0:], from the spread of its correlation matrix
@@ -112,6 +121,9 @@ export interface AdmmStats {
   /** Extrapolated relative loss still to gain when each step stopped (what the rule saw). */
   lastChange: [number, number];
 }
+
+/** Anderson memory the fused iteration supports (settings.anderson is clamped to it). */
+const MAX_ANDERSON = 3;
 
 type MatMul = (a: Float32Array, b: Float32Array, m: number, k: number, n: number) => Promise<Float32Array>;
 
@@ -175,18 +187,22 @@ async function shiftedInverse(matmul: MatMul, h: Float64Array, n: number, c0: nu
     l[dst + i] += rho;
   }
   if (!rowKernels.cholesky(l, m)) throw new LinAlgError(`ADMM: H + ρI (${m}×${m}) is not positive definite; raise --damp`);
-  const li = await invertLowerBlocked(l, m, mm64);
-  const lit = new Float32Array(m * m);
+  // L⁻ᵀ in float32 straight from the float64 L⁻¹, whose last use this is (so it can be collected
+  // before the second float32 copy is made): peak 20 bytes per entry here, not 28.
+  const lit = transposedLowerF32(await invertLowerBlocked(l, m, mm64), m);
   const li32 = new Float32Array(m * m);
+  for (let i = 0; i < m; i++) for (let j = i; j < m; j++) li32[j * m + i] = lit[i * m + j]!;
+  return matmul(lit, li32, m, m, m);
+}
+
+/** The float32 transpose of the lower triangle of the m×m `lower` (row-major). */
+function transposedLowerF32(lower: Float64Array, m: number): Float32Array {
+  const t = new Float32Array(m * m);
   for (let i = 0; i < m; i++) {
     const o = i * m;
-    for (let j = 0; j <= i; j++) {
-      const v = li[o + j];
-      li32[o + j] = v;
-      lit[j * m + i] = v;
-    }
+    for (let j = 0; j <= i; j++) t[j * m + i] = lower[o + j]!;
   }
-  return matmul(lit, li32, m, m, m);
+  return t;
 }
 
 interface StepInput {
@@ -215,92 +231,407 @@ interface StepInput {
   maxIter: number;
 }
 
+/** The exports of the WebAssembly kernels (src/core/wasm/assembly) that the solver uses. */
+interface AdmmKernels {
+  memory: { buffer: ArrayBuffer; grow(pages: number): number };
+  heapBase(): number;
+  admmRows(
+    x: number, xPrev: number, gPrev: number, v: number, c: number, b: number, t: number, support: number, tPrev: number, fPrev: number,
+    dF0: number, dF1: number, dF2: number, dT0: number, dT1: number, dT2: number, gram: number, scratch: number,
+    rows: number, w: number, rho: number, relax: number, hist: number, cols: number, slot: number, out: number,
+  ): void;
+}
+
+/** Largest memory a step's kernel instance may use (wasm32; headroom under 4 GiB). */
+const ADMM_WASM_MAX_BYTES = 3 * 2 ** 30;
+
+interface AdmmWorkspace {
+  kernels: AdmmKernels;
+  /** Views on the instance's memory, handed out in order (rows×w elements each). */
+  f32(): Float32Array;
+  f64(): Float64Array;
+  u8(): Uint8Array;
+  gram: Float64Array;
+  sums: Float64Array;
+  /** Byte offset of 12 float64 of scratch (the per-row 3×3 solve). */
+  scratch: number;
+}
+
+/**
+ * A fresh instance of the WebAssembly kernels for one ADMM step, its memory grown once to hold
+ * the step's state (rows×w: V, B, T, T(V), F in float64; c, two X buffers, the gradient and the
+ * history columns in float32; the support; per-row Gram matrices), so views stay valid and
+ * nothing else writes there; dropped with the step. Null without WebAssembly SIMD or when the
+ * state would not fit in a 32-bit memory (the JavaScript kernel runs instead).
+ */
+function admmWorkspace(rows: number, w: number, m: number, byT: boolean): AdmmWorkspace | null {
+  const size = rows * w;
+  const pad = (bytes: number): number => Math.ceil(bytes / 16) * 16;
+  const n64 = byT ? 5 : 4; // b, t?, v, tPrev, fPrev
+  const n32 = 3 + (byT ? 0 : 1) + 2 * m + (m > 0 && m < MAX_ANDERSON ? 1 : 0); // c, two X, gPrev?, ΔF/ΔT, zero
+  const bytes = n64 * pad(size * 8) + n32 * pad(size * 4) + pad(size + 16) + pad(rows * 72) + 96 + 16;
+  let kernels: AdmmKernels;
+  try {
+    const api = (globalThis as unknown as { WebAssembly: { Module: new (b: Uint8Array) => object; Instance: new (m: object, i: object) => { exports: unknown } } }).WebAssembly;
+    kernels = new api.Instance(new api.Module(Buffer.from(KERNELS_WASM_BASE64, 'base64')), {}).exports as AdmmKernels;
+  } catch {
+    return null; // no WebAssembly SIMD here
+  }
+  let next = kernels.heapBase();
+  if (next + bytes > ADMM_WASM_MAX_BYTES) return null;
+  const have = kernels.memory.buffer.byteLength;
+  if (next + bytes > have) kernels.memory.grow(Math.ceil((next + bytes - have) / 65536));
+  const buffer = kernels.memory.buffer;
+  const take = (n: number): number => {
+    const at = next;
+    next += pad(n);
+    return at;
+  };
+  const gram = new Float64Array(buffer, take(rows * 72), rows * 9);
+  const sums = new Float64Array(buffer, take(16), 2);
+  const scratch = take(96);
+  return {
+    kernels,
+    f32: () => new Float32Array(buffer, take(size * 4), size),
+    f64: () => new Float64Array(buffer, take(size * 8), size),
+    u8: () => new Uint8Array(buffer, take(size + 16), size),
+    gram,
+    sums,
+    scratch,
+  };
+}
+
+/** The arrays of one step's iteration (admmStep); the kernels below read them into locals. */
+interface StepState {
+  rows: number;
+  w: number;
+  /** The step's support, rows×w (compacted from the layer's mask). */
+  support: Uint8Array;
+  b: Float64Array;
+  /** Loss reference T (rows×w) or null: then the loss is tracked by differences (xPrev, gPrev). */
+  t: Float64Array | null;
+  rho: number;
+  relax: number;
+  /** V (float64) and the next product's left operand B + ρV (float32). */
+  v: Float64Array;
+  c: Float32Array;
+  /** T(V) and F of the last iteration. */
+  tPrev: Float64Array;
+  fPrev: Float64Array;
+  /** The last iteration's gradient X H − B (loss by differences only). */
+  gPrev: Float32Array;
+  /** Anderson history: ΔF and ΔT columns (three; unused ones are zero), per-row 3×3 Gram of ΔF. */
+  dF: [Float32Array, Float32Array, Float32Array];
+  dT: [Float32Array, Float32Array, Float32Array];
+  gram: Float64Array;
+  gamma: Float64Array;
+  lu: Float64Array;
+}
+
+/**
+ * γ = (G + εI)⁻¹ ΔFᵀF for one row (G its Gram matrix of the `cols` stored ΔF columns, 3×3 at
+ * gram[gr..]), by Gaussian elimination; into s.gamma (zeros where G is not positive).
+ */
+function andersonGamma(s: StepState, gr: number, cols: number, r0: number, r1: number, r2: number): void {
+  const { gram, gamma, lu } = s;
+  gamma[0] = r0;
+  gamma[1] = r1;
+  gamma[2] = r2;
+  let trace = 0;
+  for (let a = 0; a < cols; a++) trace += gram[gr + a * 4]!;
+  const eps = 1e-10 * trace + 1e-300;
+  for (let a = 0; a < cols; a++) for (let e = 0; e < cols; e++) lu[a * 3 + e] = gram[gr + a * 3 + e]! + (a === e ? eps : 0);
+  let ok = trace > 0;
+  for (let p = 0; p < cols && ok; p++) {
+    const piv = lu[p * 4]!;
+    if (!(piv > 0)) {
+      ok = false;
+      break;
+    }
+    for (let a = p + 1; a < cols; a++) {
+      const f = lu[a * 3 + p]! / piv;
+      for (let e = p; e < cols; e++) lu[a * 3 + e] -= f * lu[p * 3 + e]!;
+      gamma[a] -= f * gamma[p]!;
+    }
+  }
+  if (!ok) {
+    gamma.fill(0);
+    return;
+  }
+  for (let a = cols - 1; a >= 0; a--) {
+    let sum = gamma[a]!;
+    for (let e = a + 1; e < cols; e++) sum -= lu[a * 3 + e]! * gamma[e]!;
+    gamma[a] = sum / lu[a * 4]!;
+  }
+  for (let a = cols; a < 3; a++) gamma[a] = 0;
+}
+
+/**
+ * One iteration's elementwise work, row by row so that a row's operands stay in cache: T(V), F,
+ * the loss term and the new history column (when `hist`: column `slot`, mixing over `cols`
+ * columns); the row's Anderson dot products and γ; then V ← T(V) − ΔT γ (or V ← T(V) without
+ * history) and c = B + ρV. Returns [loss term, ‖F‖²] in `out`. A small function of its own so
+ * that V8 optimizes it once (inside the large async step it deoptimized repeatedly).
+ */
+function iterateRows(s: StepState, x: Float32Array, xPrev: Float32Array, hist: boolean, cols: number, slot: number, out: Float64Array): void {
+  const { rows, w, support, b, t, rho, relax, v, c, tPrev, fPrev, gPrev, gram, gamma } = s;
+  const [f0, f1, f2] = s.dF;
+  const [e0, e1, e2] = s.dT;
+  const cF = s.dF[slot]!;
+  const cT = s.dT[slot]!;
+  const tt = t ?? b;
+  const byT = t !== null;
+  let lossTotal = 0;
+  let ffTotal = 0;
+  for (let r = 0; r < rows; r++) {
+    const o = r * w;
+    const end = o + w;
+    const pairEnd = o + (w & ~1);
+    let lossA = 0;
+    let lossB = 0;
+    let ffA = 0;
+    let ffB = 0;
+    let s0A = 0;
+    let s0B = 0;
+    let s1A = 0;
+    let s1B = 0;
+    let s2A = 0;
+    let s2B = 0;
+    let n0A = 0;
+    let n0B = 0;
+    let n1A = 0;
+    let n1B = 0;
+    let n2A = 0;
+    let n2B = 0;
+    for (let p = o; p < pairEnd; p += 2) {
+      {
+        const i = p;
+        const xv = x[i]!;
+        const vi = v[i]!;
+        const g = rho * (vi - xv); // (X H − B)[i]
+        if (byT) lossA += (xv - tt[i]!) * g;
+        else {
+          lossA += (xv - xPrev[i]!) * (g + gPrev[i]!);
+          gPrev[i] = g;
+        }
+        const tv = support[i] ? relax * xv + (1 - relax) * vi : vi - relax * xv;
+        const fv = tv - vi;
+        ffA += fv * fv;
+        if (hist) {
+          const df = Math.fround(fv - fPrev[i]!);
+          cF[i] = df;
+          cT[i] = tv - tPrev[i]!;
+          const a0 = f0[i]!;
+          const a1 = f1[i]!;
+          const a2 = f2[i]!;
+          s0A += a0 * fv;
+          s1A += a1 * fv;
+          s2A += a2 * fv;
+          n0A += a0 * df;
+          n1A += a1 * df;
+          n2A += a2 * df;
+        } else {
+          v[i] = tv;
+          c[i] = b[i]! + rho * tv;
+        }
+        fPrev[i] = fv;
+        tPrev[i] = tv;
+      }
+      {
+        const i = p + 1;
+        const xv = x[i]!;
+        const vi = v[i]!;
+        const g = rho * (vi - xv); // (X H − B)[i]
+        if (byT) lossB += (xv - tt[i]!) * g;
+        else {
+          lossB += (xv - xPrev[i]!) * (g + gPrev[i]!);
+          gPrev[i] = g;
+        }
+        const tv = support[i] ? relax * xv + (1 - relax) * vi : vi - relax * xv;
+        const fv = tv - vi;
+        ffB += fv * fv;
+        if (hist) {
+          const df = Math.fround(fv - fPrev[i]!);
+          cF[i] = df;
+          cT[i] = tv - tPrev[i]!;
+          const a0 = f0[i]!;
+          const a1 = f1[i]!;
+          const a2 = f2[i]!;
+          s0B += a0 * fv;
+          s1B += a1 * fv;
+          s2B += a2 * fv;
+          n0B += a0 * df;
+          n1B += a1 * df;
+          n2B += a2 * df;
+        } else {
+          v[i] = tv;
+          c[i] = b[i]! + rho * tv;
+        }
+        fPrev[i] = fv;
+        tPrev[i] = tv;
+      }
+    }
+    let loss = lossA + lossB;
+    let ff = ffA + ffB;
+    let s0 = s0A + s0B;
+    let s1 = s1A + s1B;
+    let s2 = s2A + s2B;
+    let n0 = n0A + n0B;
+    let n1 = n1A + n1B;
+    let n2 = n2A + n2B;
+    if (pairEnd < end) {
+      const i = pairEnd;
+      const xv = x[i]!;
+      const vi = v[i]!;
+      const g = rho * (vi - xv); // (X H − B)[i]
+      if (byT) loss += (xv - tt[i]!) * g;
+      else {
+        loss += (xv - xPrev[i]!) * (g + gPrev[i]!);
+        gPrev[i] = g;
+      }
+      const tv = support[i] ? relax * xv + (1 - relax) * vi : vi - relax * xv;
+      const fv = tv - vi;
+      ff += fv * fv;
+      if (hist) {
+        const df = Math.fround(fv - fPrev[i]!);
+        cF[i] = df;
+        cT[i] = tv - tPrev[i]!;
+        const a0 = f0[i]!;
+        const a1 = f1[i]!;
+        const a2 = f2[i]!;
+        s0 += a0 * fv;
+        s1 += a1 * fv;
+        s2 += a2 * fv;
+        n0 += a0 * df;
+        n1 += a1 * df;
+        n2 += a2 * df;
+      } else {
+        v[i] = tv;
+        c[i] = b[i]! + rho * tv;
+      }
+      fPrev[i] = fv;
+      tPrev[i] = tv;
+    }
+
+    lossTotal += loss;
+    ffTotal += ff;
+    if (!hist) continue;
+    // The Gram row/column of the newest ΔF column (older entries are unchanged), then γ.
+    const gr = r * 9;
+    if (cols > 0) gram[gr + slot] = gram[gr + slot * 3] = n0;
+    if (cols > 1) gram[gr + 3 + slot] = gram[gr + slot * 3 + 1] = n1;
+    if (cols > 2) gram[gr + 6 + slot] = gram[gr + slot * 3 + 2] = n2;
+    andersonGamma(s, gr, cols, s0, s1, s2);
+    const g0 = gamma[0]!;
+    const g1 = gamma[1]!;
+    const g2 = gamma[2]!;
+    for (let i = o; i < end; i++) {
+      const vn = tPrev[i]! - e0[i]! * g0 - e1[i]! * g1 - e2[i]! * g2;
+      v[i] = vn;
+      c[i] = b[i]! + rho * vn;
+    }
+  }
+  out[0] += lossTotal;
+  out[1] += ffTotal;
+}
+
 /**
  * ADMM iterations on one step, in place on `z`, with Anderson acceleration (settings.anderson
- * = m > 0; 0 = plain ADMM). With Z on S and U off S (U₀ = 0) the iteration is a linear fixed-point
- * map of one variable V = Z − U (V = Z on S, −U off S):
+ * = m ∈ [1, 3]; 0 = plain ADMM). With Z on S and U off S (U₀ = 0) the iteration is a linear
+ * fixed-point map of one variable V = Z − U (V = Z on S, −U off S):
  *   X = (B + ρV)(H + ρI)⁻¹,  X̂ = λX + (1 − λ)PV,  T(V) = P X̂ − Q X̂ + QV  (P, Q: on / off S),
  * so the residual F = T(V) − V = λ(P(X − V) − QX) is X's scaled gradient on S and its
  * infeasibility off S. Anderson (type II, memory m, per row): V ← T(V) − ΔT γ with
  * γ = argmin ‖F − ΔF γ‖ over the last m differences, an m×m solve per row (GMRES-like: about half
  * the products of plain ADMM on our layers, and much less sensitive to ρ).
  * The loss at X costs no product: X(H + ρI) = B + ρV gives X H − B = ρ(V − X), so
- * L(X) − const = Σ (X − T)·(X H − B) = ρ Σ (X − T)·(V − X). Stops when the loss still to gain
- * (extrapolated from the last two relative changes) is ≤ lossTol twice in a row and the residual
- * ‖F‖ ≤ residualTol × its first value (after minIter), or after maxIter. The result is P·T(V).
+ * L(X) − const = Σ (X − T)·(X H − B) = ρ Σ (X − T)·(V − X); without T, by differences
+ * L(a) − L(b) = (a − b)·(g_a + g_b). Stops when the loss still to gain (extrapolated from the
+ * last two relative changes) is ≤ lossTol twice in a row and the residual ‖F‖ ≤ residualTol ×
+ * its first value (after minIter), or after maxIter. The result is P·T(V).
  */
-async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: number, signal: AbortSignal | undefined, onIteration: (iteration: number, change: number, residual: number) => void): Promise<{ iterations: number; change: number; loss: number }> {
-  const { rows, w, support, stride, c0, b, t, z, inverse, rho } = s;
+async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: number, useWasm: boolean, signal: AbortSignal | undefined, onIteration: (iteration: number, change: number, residual: number) => void): Promise<{ iterations: number; change: number; loss: number }> {
+  const { rows, w, stride, c0, b, z, inverse, rho } = s;
   const size = rows * w;
-  const m = Math.max(0, Math.floor(anderson));
-  const v = z; // V₀ = Z₀ (U₀ = 0); Z = P·V at the end.
-  const c = new Float32Array(size);
-  const tPrev = new Float64Array(size); // T(V) of the previous iteration
-  const fPrev = new Float64Array(size); // F of the previous iteration
-  // Anderson history: ring of m columns ΔF, ΔT (float32: differences of nearby iterates), per-row
-  // Gram matrices of ΔF.
-  const dF = Array.from({ length: m }, () => new Float32Array(size));
-  const dT = Array.from({ length: m }, () => new Float32Array(size));
-  const gram = new Float64Array(rows * m * m);
-  const rhs = new Float64Array(m);
-  const gamma = new Float64Array(m);
-  const lu = new Float64Array(m * m);
-  // Without T: the previous X and gradient g = XH − B, for L(a) − L(b) = (a − b)·(g_a + g_b).
-  const xPrev = t ? null : new Float64Array(size);
-  const gPrev = t ? null : new Float64Array(size);
+  const m = Math.max(0, Math.min(MAX_ANDERSON, Math.floor(anderson)));
+  const byT = s.t !== undefined;
+  // The state lives in a kernel instance's own memory when the WebAssembly kernels load (and it
+  // fits), else in plain arrays; both run the same operations (admmRows / iterateRows).
+  const ws = useWasm ? admmWorkspace(rows, w, m, byT) : null;
+  const f32 = (): Float32Array => (ws ? ws.f32() : new Float32Array(size));
+  const f64 = (): Float64Array => (ws ? ws.f64() : new Float64Array(size));
+  // History columns are float32 (differences of nearby iterates); the kernel always reads three,
+  // the ones not yet written (or beyond m) are zero.
+  const zero = m > 0 && m < MAX_ANDERSON ? f32() : new Float32Array(0);
+  const column = (a: number): Float32Array => (a < m ? f32() : zero);
+  const support = ws ? ws.u8() : new Uint8Array(size);
+  for (let r = 0; r < rows; r++) support.set(s.support.subarray(r * stride + c0, r * stride + c0 + w), r * w);
+  const state: StepState = {
+    rows,
+    w,
+    support,
+    b: ws ? ws.f64().fill(0) : b,
+    t: byT ? (ws ? ws.f64() : s.t!) : null,
+    rho,
+    relax,
+    v: ws ? ws.f64() : z, // V₀ = Z₀ (U₀ = 0); Z = P·T(V) at the end.
+    c: f32(),
+    tPrev: f64(),
+    fPrev: f64(),
+    gPrev: byT ? new Float32Array(0) : f32(),
+    dF: [column(0), column(1), column(2)],
+    dT: [column(0), column(1), column(2)],
+    gram: ws ? ws.gram : new Float64Array(rows * 9),
+    gamma: new Float64Array(3),
+    lu: new Float64Array(9),
+  };
+  if (ws) {
+    state.b.set(b);
+    if (state.t) state.t.set(s.t!);
+    state.v.set(z);
+  }
+  const xBuffers = ws ? [f32(), f32()] : [];
+  const sums = ws ? ws.sums : new Float64Array(2);
   let loss = s.lossStart;
   let change = Infinity;
   let remaining = Infinity;
-  let f0 = 0;
+  let firstResidual = 0;
   let residual = Infinity;
   let it = 0;
   let stored = 0; // history columns filled
   let slot = 0; // ring position of the next column
-  let tFinal: Float64Array | null = null;
-  for (let i = 0; i < size; i++) c[i] = b[i] + rho * v[i];
+  let xPrev: Float32Array | null = null;
+  const { c, tPrev } = state;
+  for (let i = 0; i < size; i++) c[i] = b[i]! + rho * z[i]!;
+  const dF = state.dF;
+  const dT = state.dT;
   while (it < s.maxIter) {
     if (signal?.aborted) throw signal.reason ?? new Error('aborted');
     const x = await matmul(c, inverse, rows, w, w);
     it++;
-    let lossTerm = 0;
-    let ff = 0;
-    const colF = m > 0 && it > 1 ? dF[slot]! : null;
-    const colT = m > 0 && it > 1 ? dT[slot]! : null;
-    // Pass 1: T(V), F, the loss, and the new history column.
-    for (let r = 0; r < rows; r++) {
-      const o = r * w;
-      const so = r * stride + c0;
-      for (let j = 0; j < w; j++) {
-        const i = o + j;
-        const xv = x[i];
-        const vi = v[i];
-        const g = rho * (vi - xv); // (X H − B)[i]
-        if (t) lossTerm += (xv - t[i]) * g;
-        else {
-          if (it > 1) lossTerm += (xv - xPrev![i]) * (g + gPrev![i]);
-          xPrev![i] = xv;
-          gPrev![i] = g;
-        }
-        let tv: number;
-        if (support[so + j]) tv = relax * xv + (1 - relax) * vi;
-        else tv = vi - relax * xv;
-        const fv = tv - vi;
-        if (support[so + j]) ff += fv * fv;
-        else ff += fv * fv;
-        if (colF) {
-          colF[i] = fv - fPrev[i];
-          colT![i] = tv - tPrev[i];
-        }
-        fPrev[i] = fv;
-        tPrev[i] = tv;
-      }
+    // From the second iteration on, this one writes history column `slot` and mixes over `cols`
+    // columns; without history V ← T(V).
+    const hist = m > 0 && it > 1;
+    const cols = hist ? Math.min(m, stored + 1) : 0;
+    sums.fill(0);
+    if (ws) {
+      const xw = xBuffers[it % 2]!;
+      xw.set(x);
+      const xp = xPrev ?? xw;
+      ws.kernels.admmRows(xw.byteOffset, xp.byteOffset, state.gPrev.byteOffset, state.v.byteOffset, c.byteOffset, state.b.byteOffset, state.t ? state.t.byteOffset : 0, support.byteOffset, tPrev.byteOffset, state.fPrev.byteOffset, dF[0].byteOffset, dF[1].byteOffset, dF[2].byteOffset, dT[0].byteOffset, dT[1].byteOffset, dT[2].byteOffset, state.gram.byteOffset, ws.scratch, rows, w, rho, relax, hist ? 1 : 0, cols, slot, sums.byteOffset);
+      xPrev = xw;
+    } else {
+      iterateRows(state, x, xPrev ?? x, hist, cols, slot, sums);
+      xPrev = x;
     }
-    if (colF) {
+    const lossTerm = sums[0]!;
+    const ff = sums[1]!;
+    if (hist) {
       slot = (slot + 1) % m;
-      stored = Math.min(m, stored + 1);
+      stored = cols;
     }
     const before = change;
-    if (t) {
+    if (state.t) {
       if (it > 1) change = Math.abs(lossTerm - loss) / Math.max(Math.abs(lossTerm), 1e-300);
       loss = lossTerm;
     } else if (it > 1) {
@@ -313,92 +644,13 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: n
     const estimate = q < 0.999 ? (change * q) / (1 - q) : Infinity;
     const settled = estimate <= s.lossTol && remaining <= s.lossTol;
     remaining = estimate;
-    if (it === 1) f0 = Math.sqrt(ff);
-    residual = f0 > 0 ? Math.sqrt(ff) / f0 : 0;
+    if (it === 1) firstResidual = Math.sqrt(ff);
+    residual = firstResidual > 0 ? Math.sqrt(ff) / firstResidual : 0;
     onIteration(it, change, residual);
-    if (it >= s.minIter && ((settled && residual <= s.residualTol) || change === 0 || ff === 0)) {
-      tFinal = tPrev;
-      break;
-    }
-    if (it === s.maxIter) {
-      tFinal = tPrev;
-      break;
-    }
-    // Pass 2: V ← T(V) − ΔT γ (per row), and the next product's left operand B + ρV.
-    if (stored === 0) {
-      for (let i = 0; i < size; i++) {
-        v[i] = tPrev[i];
-        c[i] = b[i] + rho * tPrev[i];
-      }
-      continue;
-    }
-    const newest = (slot + m - 1) % m;
-    for (let r = 0; r < rows; r++) {
-      const o = r * w;
-      const gr = r * m * m;
-      // Gram row/column of the newest ΔF column (older entries are unchanged), and ΔFᵀF.
-      for (let a = 0; a < m; a++) {
-        rhs[a] = 0;
-        if (a >= stored && stored < m) continue;
-      }
-      for (let a = 0; a < stored; a++) {
-        const fa = dF[a]!;
-        let sf = 0;
-        let sn = 0;
-        const fn = dF[newest]!;
-        for (let j = 0; j < w; j++) {
-          const va = fa[o + j];
-          sf += va * fPrev[o + j];
-          sn += va * fn[o + j];
-        }
-        rhs[a] = sf;
-        gram[gr + a * m + newest] = sn;
-        gram[gr + newest * m + a] = sn;
-      }
-      // Solve (G + εI) γ = rhs by Gaussian elimination on the stored columns (m is tiny).
-      let trace = 0;
-      for (let a = 0; a < stored; a++) trace += gram[gr + a * m + a];
-      const eps = 1e-10 * trace + 1e-300;
-      for (let a = 0; a < stored; a++) {
-        for (let e = 0; e < stored; e++) lu[a * m + e] = gram[gr + a * m + e] + (a === e ? eps : 0);
-        gamma[a] = rhs[a];
-      }
-      let ok = trace > 0;
-      for (let p = 0; p < stored && ok; p++) {
-        const piv = lu[p * m + p];
-        if (!(piv > 0)) {
-          ok = false;
-          break;
-        }
-        for (let a = p + 1; a < stored; a++) {
-          const f = lu[a * m + p] / piv;
-          for (let e = p; e < stored; e++) lu[a * m + e] -= f * lu[p * m + e];
-          gamma[a] -= f * gamma[p];
-        }
-      }
-      if (ok) {
-        for (let a = stored - 1; a >= 0; a--) {
-          let sum = gamma[a];
-          for (let e = a + 1; e < stored; e++) sum -= lu[a * m + e] * gamma[e];
-          gamma[a] = sum / lu[a * m + a];
-        }
-      } else gamma.fill(0);
-      for (let j = 0; j < w; j++) {
-        const i = o + j;
-        let vn = tPrev[i];
-        for (let a = 0; a < stored; a++) vn -= dT[a]![i] * gamma[a];
-        v[i] = vn;
-        c[i] = b[i] + rho * vn;
-      }
-    }
+    if (it >= s.minIter && ((settled && residual <= s.residualTol) || change === 0 || ff === 0)) break;
   }
   // Z = P·T(V): the last ADMM step's primal iterate, exactly 0 off S.
-  const tf = tFinal ?? tPrev;
-  for (let r = 0; r < rows; r++) {
-    const o = r * w;
-    const so = r * stride + c0;
-    for (let j = 0; j < w; j++) z[o + j] = support[so + j] ? tf[o + j] : 0;
-  }
+  for (let i = 0; i < size; i++) z[i] = support[i] ? tPrev[i]! : 0;
   return { iterations: it, change: remaining, loss };
 }
 
@@ -465,6 +717,7 @@ export async function compensateAdmm(
     { rows, w: n, support: mask, stride: n, c0: 0, b, t: wt, lossStart: NaN, residualTol: settings.residualTol1, z, inverse: inverse1, rho: rho1, lossTol: settings.lossTol, minIter: settings.minIter, maxIter: settings.maxIter },
     settings.relax,
     settings.anderson,
+    settings.wasm !== false,
     signal,
     (iteration, change, residual) => onIteration?.({ step: 1, iteration, change, residual }),
   );
@@ -512,6 +765,7 @@ export async function compensateAdmm(
       { rows, w: wr, support: mask, stride: n, c0: k, b: b2, lossStart: start, residualTol: settings.residualTol2, z: z2, inverse: inverse2, rho: rho2, lossTol: settings.lossTol2, minIter: settings.minIter, maxIter: settings.maxIter2 },
       settings.relax,
       settings.anderson,
+      settings.wasm !== false,
       signal,
       (iteration, change, residual) => onIteration?.({ step: 2, iteration, change, residual }),
     );

@@ -824,3 +824,214 @@ function solveWithFactor(mixed: i32, a: usize, a32: usize, m: i32, lda: i32, v: 
 export function heapBase(): usize {
   return (__heap_base + 15) & ~15;
 }
+
+// ---- Batched ADMM: one iteration's elementwise work (src/core/admm.ts) ---------------------------
+
+/**
+ * γ = (G + εI)⁻¹ r for one row's Anderson mixing (admmRows): G the 3×3 Gram matrix at `g`
+ * (f64, `cols` columns used), ε = 1e-10·tr G + 1e-300, Gaussian elimination without pivoting in
+ * `lu` (9 f64); γ into `gamma` (3 f64), zeros when a pivot is not positive. The same operations
+ * in the same order as andersonGamma in src/core/admm.ts.
+ */
+function andersonGamma(g: usize, cols: i32, r0: f64, r1: f64, r2: f64, lu: usize, gamma: usize): void {
+  store<f64>(gamma, r0);
+  store<f64>(gamma, r1, 8);
+  store<f64>(gamma, r2, 16);
+  let trace: f64 = 0;
+  for (let a = 0; a < cols; a++) trace += load<f64>(g + (<usize>(a * 4) << 3));
+  const eps = 1e-10 * trace + 1e-300;
+  for (let a = 0; a < cols; a++) {
+    for (let e = 0; e < cols; e++) store<f64>(lu + (<usize>(a * 3 + e) << 3), load<f64>(g + (<usize>(a * 3 + e) << 3)) + (a == e ? eps : 0));
+  }
+  let ok = trace > 0;
+  for (let p = 0; p < cols && ok; p++) {
+    const piv = load<f64>(lu + (<usize>(p * 4) << 3));
+    if (!(piv > 0)) {
+      ok = false;
+      break;
+    }
+    for (let a = p + 1; a < cols; a++) {
+      const f = load<f64>(lu + (<usize>(a * 3 + p) << 3)) / piv;
+      for (let e = p; e < cols; e++) {
+        const q = lu + (<usize>(a * 3 + e) << 3);
+        store<f64>(q, load<f64>(q) - f * load<f64>(lu + (<usize>(p * 3 + e) << 3)));
+      }
+      const q = gamma + (<usize>a << 3);
+      store<f64>(q, load<f64>(q) - f * load<f64>(gamma + (<usize>p << 3)));
+    }
+  }
+  if (!ok) {
+    store<f64>(gamma, 0);
+    store<f64>(gamma, 0, 8);
+    store<f64>(gamma, 0, 16);
+    return;
+  }
+  for (let a = cols - 1; a >= 0; a--) {
+    let sum = load<f64>(gamma + (<usize>a << 3));
+    for (let e = a + 1; e < cols; e++) sum -= load<f64>(lu + (<usize>(a * 3 + e) << 3)) * load<f64>(gamma + (<usize>e << 3));
+    store<f64>(gamma + (<usize>a << 3), sum / load<f64>(lu + (<usize>(a * 4) << 3)));
+  }
+  for (let a = cols; a < 3; a++) store<f64>(gamma + (<usize>a << 3), 0);
+}
+
+/**
+ * One iteration of the batched ADMM solver's elementwise work over `rows` rows of `w` columns
+ * (src/core/admm.ts: iterateRows is the JavaScript twin, the same operations in the same order,
+ * so both give the same bits). Element i of row r: g = ρ(v − x); the loss term (x − t)·g (t ≠ 0)
+ * or (x − xPrev)·(g + gPrev) (then gPrev ← g, float32); T = λx + (1 − λ)v on the support,
+ * v − λx off it; F = T − v. With `hist`: ΔF = f32(F − fPrev) → column `slot` of dF, ΔT → of dT,
+ * and per row the dot products of the three ΔF columns with F and with the new column, the
+ * Gram update and γ (andersonGamma), then v ← T − ΔT·γ; without: v ← T. Then c ← f32(b + ρv),
+ * fPrev ← F, tPrev ← T. Sums run in two lanes (even / odd columns) per row, added at the row's
+ * end (then an odd column's term). out[0] += loss terms, out[1] += ‖F‖².
+ * Pointers (bytes): x, xPrev, gPrev, c, dF*, dT* float32; v, b, t, tPrev, fPrev, gram (rows×9),
+ * scratch (12 f64), out float64; support u8 (rows×w, compacted, 8 bytes of slack at the end).
+ */
+export function admmRows(
+  x: usize, xPrev: usize, gPrev: usize, v: usize, c: usize, b: usize, t: usize, support: usize, tPrev: usize, fPrev: usize,
+  dF0: usize, dF1: usize, dF2: usize, dT0: usize, dT1: usize, dT2: usize, gram: usize, scratch: usize,
+  rows: i32, w: i32, rho: f64, relax: f64, hist: i32, cols: i32, slot: i32, out: usize,
+): void {
+  const cF = slot == 0 ? dF0 : slot == 1 ? dF1 : dF2;
+  const cT = slot == 0 ? dT0 : slot == 1 ? dT1 : dT2;
+  const byT = t != 0;
+  const rhoV = f64x2.splat(rho);
+  const relaxV = f64x2.splat(relax);
+  const keepV = f64x2.splat(1 - relax);
+  const zero = f64x2.splat(0);
+  const lu = scratch;
+  const gamma = scratch + 72;
+  let lossTotal: f64 = 0;
+  let ffTotal: f64 = 0;
+  const pairs = w & ~1;
+  for (let r = 0; r < rows; r++) {
+    const o = (<usize>r) * (<usize>w);
+    let lossV = zero, ffV = zero, s0V = zero, s1V = zero, s2V = zero, n0V = zero, n1V = zero, n2V = zero;
+    for (let j = 0; j < pairs; j += 2) {
+      const i = o + <usize>j;
+      const i4 = i << 2;
+      const i8 = i << 3;
+      const xv = f64x2.promote_low_f32x4(v128.load64_zero(x + i4));
+      const vi = v128.load(v + i8);
+      const g = f64x2.mul(rhoV, f64x2.sub(vi, xv));
+      if (byT) lossV = f64x2.add(lossV, f64x2.mul(f64x2.sub(xv, v128.load(t + i8)), g));
+      else {
+        const xp = f64x2.promote_low_f32x4(v128.load64_zero(xPrev + i4));
+        const gp = f64x2.promote_low_f32x4(v128.load64_zero(gPrev + i4));
+        lossV = f64x2.add(lossV, f64x2.mul(f64x2.sub(xv, xp), f64x2.add(g, gp)));
+        v128.store64_lane(gPrev + i4, f32x4.demote_f64x2_zero(g), 0);
+      }
+      const mask = i64x2.ne(i64x2.extend_low_i32x4_u(i32x4.extend_low_i16x8_u(v128.load8x8_u(support + i))), zero);
+      const on = f64x2.add(f64x2.mul(relaxV, xv), f64x2.mul(keepV, vi));
+      const off = f64x2.sub(vi, f64x2.mul(relaxV, xv));
+      const tv = v128.bitselect(on, off, mask);
+      const fv = f64x2.sub(tv, vi);
+      ffV = f64x2.add(ffV, f64x2.mul(fv, fv));
+      if (hist) {
+        const df32 = f32x4.demote_f64x2_zero(f64x2.sub(fv, v128.load(fPrev + i8)));
+        v128.store64_lane(cF + i4, df32, 0);
+        v128.store64_lane(cT + i4, f32x4.demote_f64x2_zero(f64x2.sub(tv, v128.load(tPrev + i8))), 0);
+        const df = f64x2.promote_low_f32x4(df32);
+        const a0 = f64x2.promote_low_f32x4(v128.load64_zero(dF0 + i4));
+        const a1 = f64x2.promote_low_f32x4(v128.load64_zero(dF1 + i4));
+        const a2 = f64x2.promote_low_f32x4(v128.load64_zero(dF2 + i4));
+        s0V = f64x2.add(s0V, f64x2.mul(a0, fv));
+        s1V = f64x2.add(s1V, f64x2.mul(a1, fv));
+        s2V = f64x2.add(s2V, f64x2.mul(a2, fv));
+        n0V = f64x2.add(n0V, f64x2.mul(a0, df));
+        n1V = f64x2.add(n1V, f64x2.mul(a1, df));
+        n2V = f64x2.add(n2V, f64x2.mul(a2, df));
+      } else {
+        v128.store(v + i8, tv);
+        v128.store64_lane(c + i4, f32x4.demote_f64x2_zero(f64x2.add(v128.load(b + i8), f64x2.mul(rhoV, tv))), 0);
+      }
+      v128.store(fPrev + i8, fv);
+      v128.store(tPrev + i8, tv);
+    }
+    let lossR = f64x2.extract_lane(lossV, 0) + f64x2.extract_lane(lossV, 1);
+    let ffR = f64x2.extract_lane(ffV, 0) + f64x2.extract_lane(ffV, 1);
+    let s0 = f64x2.extract_lane(s0V, 0) + f64x2.extract_lane(s0V, 1);
+    let s1 = f64x2.extract_lane(s1V, 0) + f64x2.extract_lane(s1V, 1);
+    let s2 = f64x2.extract_lane(s2V, 0) + f64x2.extract_lane(s2V, 1);
+    let n0 = f64x2.extract_lane(n0V, 0) + f64x2.extract_lane(n0V, 1);
+    let n1 = f64x2.extract_lane(n1V, 0) + f64x2.extract_lane(n1V, 1);
+    let n2 = f64x2.extract_lane(n2V, 0) + f64x2.extract_lane(n2V, 1);
+    if (pairs < w) {
+      // The odd last column, scalar (the same operations).
+      const i = o + <usize>pairs;
+      const i4 = i << 2;
+      const i8 = i << 3;
+      const xv = <f64>load<f32>(x + i4);
+      const vi = load<f64>(v + i8);
+      const g = rho * (vi - xv);
+      if (byT) lossR += (xv - load<f64>(t + i8)) * g;
+      else {
+        lossR += (xv - <f64>load<f32>(xPrev + i4)) * (g + <f64>load<f32>(gPrev + i4));
+        store<f32>(gPrev + i4, <f32>g);
+      }
+      const tv = load<u8>(support + i) ? relax * xv + (1 - relax) * vi : vi - relax * xv;
+      const fv = tv - vi;
+      ffR += fv * fv;
+      if (hist) {
+        const df32 = <f32>(fv - load<f64>(fPrev + i8));
+        store<f32>(cF + i4, df32);
+        store<f32>(cT + i4, <f32>(tv - load<f64>(tPrev + i8)));
+        const df = <f64>df32;
+        const a0 = <f64>load<f32>(dF0 + i4);
+        const a1 = <f64>load<f32>(dF1 + i4);
+        const a2 = <f64>load<f32>(dF2 + i4);
+        s0 += a0 * fv;
+        s1 += a1 * fv;
+        s2 += a2 * fv;
+        n0 += a0 * df;
+        n1 += a1 * df;
+        n2 += a2 * df;
+      } else {
+        store<f64>(v + i8, tv);
+        store<f32>(c + i4, <f32>(load<f64>(b + i8) + rho * tv));
+      }
+      store<f64>(fPrev + i8, fv);
+      store<f64>(tPrev + i8, tv);
+    }
+    lossTotal += lossR;
+    ffTotal += ffR;
+    if (!hist) continue;
+    const gr = gram + (<usize>r) * 72;
+    const sl = <usize>slot;
+    if (cols > 0) {
+      store<f64>(gr + (sl << 3), n0);
+      store<f64>(gr + ((sl * 3) << 3), n0);
+    }
+    if (cols > 1) {
+      store<f64>(gr + ((3 + sl) << 3), n1);
+      store<f64>(gr + ((sl * 3 + 1) << 3), n1);
+    }
+    if (cols > 2) {
+      store<f64>(gr + ((6 + sl) << 3), n2);
+      store<f64>(gr + ((sl * 3 + 2) << 3), n2);
+    }
+    andersonGamma(gr, cols, s0, s1, s2, lu, gamma);
+    const g0 = load<f64>(gamma), g1 = load<f64>(gamma, 8), g2 = load<f64>(gamma, 16);
+    const g0V = f64x2.splat(g0), g1V = f64x2.splat(g1), g2V = f64x2.splat(g2);
+    for (let j = 0; j < pairs; j += 2) {
+      const i = o + <usize>j;
+      const i4 = i << 2;
+      const i8 = i << 3;
+      let vn = f64x2.sub(v128.load(tPrev + i8), f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(dT0 + i4)), g0V));
+      vn = f64x2.sub(vn, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(dT1 + i4)), g1V));
+      vn = f64x2.sub(vn, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(dT2 + i4)), g2V));
+      v128.store(v + i8, vn);
+      v128.store64_lane(c + i4, f32x4.demote_f64x2_zero(f64x2.add(v128.load(b + i8), f64x2.mul(rhoV, vn))), 0);
+    }
+    if (pairs < w) {
+      const i = o + <usize>pairs;
+      const i4 = i << 2;
+      const i8 = i << 3;
+      const vn = load<f64>(tPrev + i8) - <f64>load<f32>(dT0 + i4) * g0 - <f64>load<f32>(dT1 + i4) * g1 - <f64>load<f32>(dT2 + i4) * g2;
+      store<f64>(v + i8, vn);
+      store<f32>(c + i4, <f32>(load<f64>(b + i8) + rho * vn));
+    }
+  }
+  store<f64>(out, load<f64>(out) + lossTotal);
+  store<f64>(out + 8, load<f64>(out + 8) + ffTotal);
+}
