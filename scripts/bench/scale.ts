@@ -43,6 +43,8 @@ const { values } = parseArgs({
     name: { type: 'string', default: 'scale' },
     /** A small model of the same layout, for checking the script itself (not a benchmark). */
     smoke: { type: 'boolean' },
+    /** Don't run: rebuild the results from the logs and reports a --keep run left in --dir. */
+    collect: { type: 'boolean' },
   },
 });
 const dir = resolve(values.dir ?? join(tmpdir(), 'obr-bench-scale'));
@@ -57,7 +59,7 @@ const evalWindows = Number(values['eval-windows']);
 /** Generates the model (model.onnx + .data, tokenizer, config) unless --reuse finds it. */
 async function generate(out: string): Promise<{ weightBytes: number; seconds: number }> {
   const started = performance.now();
-  if (!(values.reuse && existsSync(join(out, 'model.onnx.data')))) {
+  if (!((values.reuse || values.collect) && existsSync(join(out, 'model.onnx.data')))) {
     await mkdir(out, { recursive: true });
     await writeLargeLlama(out, shape);
     const fixture = join(ROOT, 'test', 'fixtures', 'models', 'tiny');
@@ -102,7 +104,12 @@ interface RunResult {
   estimate?: Record<string, number>;
   /** estimate / actual per stage. */
   ratio: Record<string, number>;
+  /** Core seconds per layer (the report's: compressLayer up to its result, without the layer-loss statistics). */
   layerSeconds: LayerSeconds[];
+  /** The compress stage's wall time per layer (weight read, core, layer loss), from the job's trace. */
+  layerWallSeconds: LayerSeconds[];
+  /** The probe measurements the pre-flight estimate was computed from (src/pipeline/preflight.ts EstimateInputs). */
+  preflightInputs?: unknown;
   perplexity: { dense?: number; compressed?: number };
   outputBytes: number;
   reportPath: string;
@@ -111,6 +118,8 @@ interface RunResult {
 
 async function run(model: string, blocks: number[]): Promise<RunResult> {
   const out = join(dir, `out-${blocks.join('-')}`);
+  const logPath = join(dir, `log-${blocks.join('-')}.txt`);
+  if (values.collect) return summarize(blocks, out, logPath, undefined, { before: [], after: [] });
   await rm(out, { recursive: true, force: true });
   const args = [
     process.execPath, '--import', 'tsx', join(ROOT, 'scripts', 'bench', 'scaleJob.ts'), model, out,
@@ -119,31 +128,67 @@ async function run(model: string, blocks: number[]): Promise<RunResult> {
   const before = loadavg().map((x) => Number(x.toFixed(1)));
   const t0 = performance.now();
   console.error(`run: blocks ${blocks.join(',')} (load average ${before.join(' ')})`);
-  // The job's log goes straight to a file (progress can be followed while it runs).
-  const logPath = join(dir, `log-${blocks.join('-')}.txt`);
+  // The job's log goes straight to a file (progress can be followed while it runs); the probes
+  // trace their raw measurements into it (OBR_PROBE_TRACE).
   const log = openSync(logPath, 'w');
-  const r = spawnSync('/usr/bin/time', ['-f', 'OBR_TIME %M %e', ...args], { encoding: 'utf8', cwd: ROOT, maxBuffer: 256 * 2 ** 20, stdio: ['ignore', 'pipe', log] });
+  const r = spawnSync('/usr/bin/time', ['-f', 'OBR_TIME %M %e', ...args], { encoding: 'utf8', cwd: ROOT, maxBuffer: 256 * 2 ** 20, stdio: ['ignore', 'pipe', log], env: { ...process.env, OBR_PROBE_TRACE: '1' } });
   closeSync(log);
   const wallSeconds = (performance.now() - t0) / 1000;
   const after = loadavg().map((x) => Number(x.toFixed(1)));
-  const stderr = await readFile(logPath, 'utf8');
-  const timeLine = stderr.split('\n').find((l) => l.startsWith('OBR_TIME '));
-  if (r.status !== 0 || !timeLine) throw new Error(`the job failed (exit ${r.status}):\n${stderr.slice(-4000)}`);
-  const job = JSON.parse(r.stdout.trim().split('\n').pop()!) as { report: string; preflightSeconds: number };
-  const reportText = await readFile(job.report, 'utf8');
-  const report = JSON.parse(reportText) as {
-    timings: Record<string, number>;
-    estimate?: Record<string, number>;
-    layers: Array<{ rows: number; cols: number; role: string; seconds: number }>;
-    perplexity: { dense?: { perplexity: number }; compressed?: { perplexity: number } };
-  };
+  if (r.status !== 0) throw new Error(`the job failed (exit ${r.status}):\n${(await readFile(logPath, 'utf8')).slice(-4000)}`);
+  return summarize(blocks, out, logPath, wallSeconds, { before, after });
+}
+
+/**
+ * Each layer's wall time in the compress stage, from the job's trace (scaleJob.ts): from the end
+ * of what ran before it (the previous layer, or its group's capture forward) to its report.
+ */
+function layerWallTimes(log: string): Map<string, number> {
+  const out = new Map<string, number>();
+  let last = 0;
+  for (const line of log.split('\n')) {
+    const m = /^trace t=([\d.]+) (\S+) (.*)$/.exec(line);
+    if (!m) continue;
+    const t = Number(m[1]);
+    const layer = /^(\S+) \d+x\d+ core /.exec(m[3]!);
+    if (m[2] === 'layer' && layer) {
+      out.set(layer[1]!, t - last);
+      last = t;
+    } else if (m[2] !== 'compress') last = t;
+  }
+  return out;
+}
+
+function byShapeMean(layers: Array<{ rows: number; cols: number; role: string; seconds: number }>): LayerSeconds[] {
   const byShape = new Map<string, { role: Set<string>; seconds: number[] }>();
-  for (const l of report.layers) {
+  for (const l of layers) {
     const k = `${l.rows}×${l.cols}`;
     if (!byShape.has(k)) byShape.set(k, { role: new Set(), seconds: [] });
     byShape.get(k)!.role.add(l.role);
     byShape.get(k)!.seconds.push(l.seconds);
   }
+  return [...byShape].map(([shapeKey, v]) => ({ shape: shapeKey, role: [...v.role].join('/'), layers: v.seconds.length, meanSeconds: Number((v.seconds.reduce((a, b) => a + b, 0) / v.seconds.length).toFixed(1)) }));
+}
+
+async function summarize(blocks: number[], out: string, logPath: string, wall: number | undefined, loadAverage: { before: number[]; after: number[] }): Promise<RunResult> {
+  const stderr = await readFile(logPath, 'utf8');
+  const timeLine = stderr.split('\n').find((l) => l.startsWith('OBR_TIME '));
+  if (!timeLine) throw new Error(`no /usr/bin/time line in ${logPath}: the job did not finish`);
+  const wallSeconds = wall ?? Number(timeLine.split(' ')[2]);
+  const reportName = (await readdir(out)).find((f) => f.endsWith('.report.json'));
+  if (!reportName) throw new Error(`no report in ${out}`);
+  const job = { report: join(out, reportName), preflightSeconds: Number(/pre-flight estimate \((\d+) s of probes\)/.exec(stderr)?.[1] ?? NaN) };
+  const inputsLine = stderr.split('\n').find((l) => l.startsWith('pre-flight inputs: '));
+  const preflightInputs = inputsLine ? (JSON.parse(inputsLine.slice('pre-flight inputs: '.length)) as unknown) : undefined;
+  const reportText = await readFile(job.report, 'utf8');
+  const report = JSON.parse(reportText) as {
+    timings: Record<string, number>;
+    estimate?: Record<string, number>;
+    layers: Array<{ name: string; rows: number; cols: number; role: string; seconds: number }>;
+    perplexity: { dense?: { perplexity: number }; compressed?: { perplexity: number } };
+  };
+  const walls = layerWallTimes(stderr);
+  const layerWall = report.layers.flatMap((l) => (walls.has(l.name) ? [{ ...l, seconds: walls.get(l.name)! }] : []));
   const ratio: Record<string, number> = {};
   for (const [k, v] of Object.entries(report.timings)) if (report.estimate?.[k] !== undefined && v > 0) ratio[k] = Number((report.estimate[k]! / v).toFixed(2));
   const result: RunResult = {
@@ -151,11 +196,13 @@ async function run(model: string, blocks: number[]): Promise<RunResult> {
     peakRssBytes: Number(timeLine.split(' ')[1]) * 1024,
     wallSeconds: Number(wallSeconds.toFixed(1)),
     preflightSeconds: Number(job.preflightSeconds.toFixed(1)),
-    loadAverage: { before, after },
+    loadAverage,
     timings: Object.fromEntries(Object.entries(report.timings).map(([k, v]) => [k, Number(v.toFixed(1))])),
     ...(report.estimate ? { estimate: Object.fromEntries(Object.entries(report.estimate).map(([k, v]) => [k, Number(v.toFixed(1))])) } : {}),
     ratio,
-    layerSeconds: [...byShape].map(([shapeKey, v]) => ({ shape: shapeKey, role: [...v.role].join('/'), layers: v.seconds.length, meanSeconds: Number((v.seconds.reduce((a, b) => a + b, 0) / v.seconds.length).toFixed(1)) })),
+    layerSeconds: byShapeMean(report.layers),
+    layerWallSeconds: byShapeMean(layerWall),
+    ...(preflightInputs ? { preflightInputs } : {}),
     perplexity: { dense: report.perplexity.dense?.perplexity, compressed: report.perplexity.compressed?.perplexity },
     outputBytes: await folderBytes(out),
     reportPath: job.report,
@@ -202,7 +249,8 @@ async function main(): Promise<void> {
   const big = params({ hidden: 4096, heads: 32, kvHeads: 32, intermediate: 11008, vocab: 32000 });
   const weights7b = (32 * big.block + big.vocab) * 2;
   const bytesRatio = weights7b / gen.weightBytes;
-  const layerMean = (shapeKey: string) => hi.layerSeconds.find((x) => x.shape === shapeKey)?.meanSeconds;
+  // The compress stage's wall time per layer (core + layer loss + weight read), not the core alone.
+  const layerMean = (shapeKey: string) => (hi.layerWallSeconds.length ? hi.layerWallSeconds : hi.layerSeconds).find((x) => x.shape === shapeKey)?.meanSeconds;
   const perRowCol2 = (shapeKey: string, rows: number, cols: number) => (layerMean(shapeKey) ?? NaN) / (rows * cols * cols);
   // Per-row·col² rates measured at 2048 columns (q/o) and 5632 columns (down).
   const rate2048 = perRowCol2('2048×2048', 2048, 2048);
@@ -245,7 +293,7 @@ async function main(): Promise<void> {
   await writeFile(join(ROOT, 'bench-results', `${values.name}.json`), JSON.stringify(report, null, 2) + '\n');
   if (hi.reportBytes < 2 ** 20) await copyFile(hi.reportPath, join(ROOT, 'bench-results', `${values.name}-report.json`));
   console.log(JSON.stringify(report, null, 2));
-  if (!values.keep) await rm(dir, { recursive: true, force: true });
+  if (!values.keep && !values.collect) await rm(dir, { recursive: true, force: true });
 }
 
 void main().catch((e) => {

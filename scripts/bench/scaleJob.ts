@@ -40,13 +40,23 @@ async function main(): Promise<void> {
   const preflightSeconds = (performance.now() - started) / 1000;
   for (const n of pre.notes) console.error(`pre-flight: ${n}`);
   console.error(`pre-flight estimate (${preflightSeconds.toFixed(0)} s of probes): ${JSON.stringify(stageEstimate(pre))}`);
+  // The probe measurements the estimate was computed from (recorded for the estimate's unit test).
+  console.error(`pre-flight inputs: ${JSON.stringify(pre.inputs ?? null)}`);
+  const t0 = performance.now();
+  const at = () => ((performance.now() - t0) / 1000).toFixed(2);
   let last = 0;
+  let lastStage = '';
   const report = await runCompression(
     model,
     options,
     {
       log: (level, m) => console.error(`${level}: ${m}`),
+      // Every layer's end and every batch-level progress event, with the job's clock: where the
+      // time of each stage goes (per forward, per layer), for checking the estimate's formulas.
+      onLayer: (l) => console.error(`trace t=${at()} layer ${l.name} ${l.rows}x${l.cols} core ${l.seconds.toFixed(2)} s`),
       onProgress: (e) => {
+        if (e.stage !== lastStage || /windows|perplexity|block|layer/.test(e.message ?? '')) console.error(`trace t=${at()} ${e.stage} ${e.done}/${e.total} ${e.message ?? ''}`);
+        lastStage = e.stage;
         const now = performance.now();
         if (now - last < 15_000) return;
         last = now;

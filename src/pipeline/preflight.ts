@@ -15,12 +15,14 @@ import type { CompressionEstimate } from '../protocol/worker';
 import { checkSeqlen, contextLength, defaultBatch } from './evaluate';
 import { COMPRESSED_ROLES } from './working';
 import { checkGroupSizeFits, planBlocks } from './compress';
-import { coreSamples, forwardSeconds, probeCore, probeCut, probeWindows, type CutProbe, type ForwardCost } from './probe';
-import { BUNDLED_CALIBRATION_TEXT, BUNDLED_EVALUATION_TEXT, bundledText } from './assets';
+import { coreProbeRows, coreSamples, forwardSeconds, probeCore, probeCut, probeWindows, type CutProbe, type ForwardCost } from './probe';
+import { BUNDLED_CALIBRATION_TEXT, bundledText, defaultEvaluationText } from './assets';
 import { calibrationWindows, readText } from '../runtime/text';
 import { encodePrefix, loadTokenizer } from '../runtime/tokenizer';
 import { configGeometry } from './geometry';
 import { sha256File } from './stages/load';
+import { DEFAULT_ACTIVATION_CACHE_MIB } from './job';
+import { estimateMemory, type MemoryEstimate } from './memoryEstimate';
 
 export interface PreflightOptions {
   /** Run the probes: block forwards and the core on each layer shape (default true). */
@@ -40,6 +42,8 @@ export interface PreflightOptions {
   geometry?: AttentionGeometry;
   /** Compress only these blocks (the pipeline's onlyBlocks). */
   onlyBlocks?: readonly number[];
+  /** The job's activation cache budget (MiB; default DEFAULT_ACTIVATION_CACHE_MIB). */
+  activationCacheMiB?: number;
 }
 
 export interface Preflight extends CompressionEstimate {
@@ -53,6 +57,8 @@ export interface Preflight extends CompressionEstimate {
   /** What the time estimate was computed from (absent without the forward probe). */
   inputs?: EstimateInputs;
   breakdown: { loadSeconds: number; rotateSeconds: number; calibrateSeconds: number; compressSeconds: number; writeSeconds: number; evaluateSeconds: number; hessianBytes: number; modelBytes: number };
+  /** The memory estimate's terms (src/pipeline/memoryEstimate.ts). */
+  memory: MemoryEstimate;
 }
 
 /** What the time estimate is computed from: the job's shape and the measured probes. */
@@ -76,7 +82,7 @@ export interface EstimateInputs {
   openSeconds: number;
   textSeconds: number;
   hashSeconds: number;
-  probe: Pick<CutProbe, 'cutWeightBytes' | 'blockWeightBytes' | 'readBytes' | 'readSeconds' | 'rotateSeconds' | 'calibrate' | 'evalDense' | 'evalCompressed' | 'writeSeconds'>;
+  probe: Pick<CutProbe, 'cutWeightBytes' | 'blockWeightBytes' | 'readBytes' | 'readSeconds' | 'rotateSeconds' | 'rotateTransformSeconds' | 'rotateCheckSeconds' | 'calibrate' | 'evalDense' | 'evalCompressed' | 'writeSeconds'>;
   /** Σ over the job's layers (and baselines) of the core probe's seconds. */
   coreSeconds: number;
 }
@@ -92,40 +98,71 @@ export interface StageSeconds {
 
 /**
  * Seconds per stage of a job from its measured probes. With f(c, n) = c.fixed + c.perBatch·n/batch
- * for a probed forward c over n windows, B the blocks, W the model's weight bytes, W_cut that of the cut:
+ * for a probed forward c over n windows (exactly the measured time at the probed windows, which are
+ * the job's own up to four batches), B the blocks, W the model's weight bytes, W_cut that of the cut:
  *
  *   load      = open + texts + hash                                  (weights stay on disk)
- *   rotate    = rotate(cut) · W / W_cut       (read, transform, check, store; 0 without rotation)
- *   calibrate = f(prelude, n) + Σ_{b ≤ last planned} ( planned b: Σ_g f(capture_g, n)
- *               + [b < last] f(advance, n);  not planned: f(advance, n) )
- *               (one-shot: a planned block is one forward, 1.1·f(advance, n))
+ *   rotate    = transform(cut) · W / W_cut + check(cut) + Σ_{b ≥ 1} (2·f_b(advance, w) + f_b(advance, 1))
+ *               (the streamed rotation scales with the weight bytes; the streamed check runs the
+ *               dense and rotated model on w = min(2, n) windows and the simulated one on 1, three
+ *               forwards per block after block 0; 0 without rotation. A probe without the split:
+ *               rotate(cut) · W / W_cut)
+ *   calibrate = f(prelude, n) + Σ_{b ≤ last planned} ( planned b: Σ_g f_b(capture_g, n)
+ *               + [b < last] f_b(advance, n);  not planned: f_b(advance, n) )
+ *               (one-shot: a planned block is one forward, 1.1·f_b(advance, n))
  *   compress  = Σ_layers core(rows × cols)                          (probeCore, scaled in rows)
  *   write     = write(cut) · W / W_cut
- *   evaluate  = f(prelude, m) + B·f(block, m) + f(tail, m)         (dense, weights from the source)
- *               + evaluations × (f(prelude', m) + B·f(block', m) + f(tail', m))   (' = simulated cut)
+ *   evaluate  = f(prelude, m) + Σ_b f_b(block, m) + f(tail, m)      (dense, weights from the source)
+ *               + evaluations × (the same with the simulated cut's forwards)
  *   n = samples, m = evaluation windows; every probed forward reads its weights as the job's do.
+ *
+ * f_b: the probe times block 0. A block's fixed part (its weights read, its session opened) grows
+ * with its weight bytes, and block 0 may hold more than the others (the embedding table when the
+ * token Gather sits in block 0's region, as in the scale benchmark's graph: 220 MB against 88 MB),
+ * so for b ≥ 1 the fixed part is scaled by W_b / W_0 with W_b = (W − W_cut)/(B − 1); the per-batch
+ * part (the block's arithmetic) is the same for every block.
  */
 export function stageSeconds(x: EstimateInputs): StageSeconds {
   const { probe: p, batch } = x;
   const f = (c: ForwardCost, n: number) => forwardSeconds(c, n, batch);
   const scaleToModel = p.cutWeightBytes > 0 ? x.modelWeightBytes / p.cutWeightBytes : 1;
+  const otherBlock = otherBlockScale(x);
+  /** Forward c of block b over n windows. */
+  const fb = (c: ForwardCost, b: number, n: number) => (b === 0 ? f(c, n) : f({ fixed: c.fixed * otherBlock, perBatch: c.perBatch }, n));
   const load = x.openSeconds + x.textSeconds + x.hashSeconds;
-  const rotate = x.rotates && p.rotateSeconds !== undefined ? p.rotateSeconds * scaleToModel : 0;
   const n = x.samples;
+  let rotate = 0;
+  if (x.rotates && p.rotateTransformSeconds !== undefined && p.rotateCheckSeconds !== undefined) {
+    const w = Math.min(2, n);
+    rotate = p.rotateTransformSeconds * scaleToModel + p.rotateCheckSeconds;
+    for (let b = 1; b < x.modelBlocks; b++) rotate += 2 * fb(p.calibrate.advance, b, w) + fb(p.calibrate.advance, b, 1);
+  } else if (x.rotates && p.rotateSeconds !== undefined) rotate = p.rotateSeconds * scaleToModel;
   const planned = new Set(x.plannedBlocks);
   const last = Math.max(-1, ...x.plannedBlocks);
   let calibrate = last >= 0 ? f(p.calibrate.prelude, n) : 0;
   for (let b = 0; b <= last; b++) {
-    if (!planned.has(b)) calibrate += f(p.calibrate.advance, n);
-    else if (x.oneshot) calibrate += 1.1 * f(p.calibrate.advance, n);
-    else calibrate += p.calibrate.captures.reduce((s, c) => s + f(c, n), 0) + (b < last ? f(p.calibrate.advance, n) : 0);
+    if (!planned.has(b)) calibrate += fb(p.calibrate.advance, b, n);
+    else if (x.oneshot) calibrate += 1.1 * fb(p.calibrate.advance, b, n);
+    else calibrate += p.calibrate.captures.reduce((s, c) => s + fb(c, b, n), 0) + (b < last ? fb(p.calibrate.advance, b, n) : 0);
   }
   const m = x.evalWindows;
   const B = x.modelBlocks;
-  const pass = (e: CutProbe['evalDense']) => f(e.prelude, m) + B * f(e.block, m) + f(e.tail, m);
+  const pass = (e: CutProbe['evalDense']) => {
+    let s = f(e.prelude, m) + f(e.tail, m);
+    for (let b = 0; b < B; b++) s += fb(e.block, b, m);
+    return s;
+  };
   const evaluate = m > 0 && x.evaluations > 0 ? pass(p.evalDense) + x.evaluations * pass(p.evalCompressed) : 0;
   const write = p.writeSeconds * scaleToModel;
   return { load, rotate, calibrate, compress: x.coreSeconds, write, evaluate };
+}
+
+/** W_b / W_0: a block after the first against the probed block 0, by weight bytes (1 with one block). */
+export function otherBlockScale(x: Pick<EstimateInputs, 'modelBlocks' | 'modelWeightBytes' | 'probe'>): number {
+  const { cutWeightBytes, blockWeightBytes } = x.probe;
+  if (x.modelBlocks < 2 || blockWeightBytes <= 0) return 1;
+  const other = (x.modelWeightBytes - cutWeightBytes) / (x.modelBlocks - 1);
+  return other > 0 ? other / blockWeightBytes : 1;
 }
 
 /**
@@ -156,28 +193,37 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     const inter = Math.max(0, ...layers.filter((l) => l.role === 'down').map((l) => l.inFeatures));
     const blocks = planBlocks(layers);
 
-    // Memory. The source model stays loaded, the working copy holds every weight inline, its
-    // encoding is handed to onnxruntime, which keeps its own copy: ~4 × the weights.
+    // Memory: weights stay on disk and are read a block at a time, so the peak is a fixed part
+    // plus the largest of one block's capture, one layer in the core, one evaluation session
+    // (every formula in src/pipeline/memoryEstimate.ts).
     const modelBytes = loaded.weightBytes + loaded.fileBytes;
-    const groupHessian = (g: ReadonlyArray<{ inputName: string; inFeatures: number }>) =>
-      [...new Map(g.map((l) => [l.inputName, l.inFeatures])).values()].reduce((s, n) => s + n * n * 8, 0);
-    let hessianBytes = 0;
-    if (options.calibrationMode === 'oneshot') {
-      const inputs = new Map(layers.map((l) => [l.inputName, l.inFeatures]));
-      for (const n of inputs.values()) hessianBytes += n * n * 8;
-    } else {
-      for (const b of blocks) for (const g of b.groups) hessianBytes = Math.max(hessianBytes, groupHessian(g));
-    }
-    const largest = layers.reduce((m, l) => Math.max(m, l.inFeatures * l.outFeatures), 0);
-    const maxCols = Math.max(0, ...layers.map((l) => l.inFeatures));
-    // core: weight copies (f64 ×4), codes + mask, damped H, its factor and inverse (f64 ×4)
-    const coreBytes = largest * (8 * 4 + 2) + maxCols * maxCols * 8 * 4;
-    const activationBytes = batch * seqlen * (2 * vocab + 16 * hidden + 4 * inter) * 4;
-    // Baselines keep their compressed weights as float32 until they are evaluated, and one
-    // baseline model (inline weights) is alive at a time during its evaluation.
     const baselines = resolveBaselines(pre.baselines, options.recipe);
-    const baselineBytes = baselines.length ? baselines.length * params * 4 + loaded.weightBytes : 0;
-    const peakBytes = Math.round(4 * loaded.weightBytes + loaded.fileBytes + hessianBytes + coreBytes + activationBytes + baselineBytes + 150 * 2 ** 20);
+    const memoryLayers = pre.onlyBlocks ? layers.filter((l) => pre.onlyBlocks!.includes(l.block ?? -1)) : layers;
+    const stored = (name: string) => loaded.initializerInfo(name)?.byteLength ?? 0;
+    const perBlock = new Map<number, number>();
+    for (const l of layers) perBlock.set(l.block ?? -1, (perBlock.get(l.block ?? -1) ?? 0) + stored(l.weightName));
+    const blockWeights = new Set(layers.map((l) => l.weightName));
+    const outsideBytes = loaded.initializerNames().reduce((m, n) => (blockWeights.has(n) ? m : Math.max(m, stored(n))), 0);
+    const inputsOf = (g: ReadonlyArray<{ inputName: string; inFeatures: number }>) => [...new Map(g.map((l) => [l.inputName, l.inFeatures])).values()];
+    const memBlocks = planBlocks(memoryLayers);
+    const captureGroups = options.calibrationMode === 'oneshot' ? memBlocks.map((b) => inputsOf(b.groups.flat())) : memBlocks.flatMap((b) => b.groups.map(inputsOf));
+    const memory = estimateMemory({
+      recipes: [options.recipe, ...baselines],
+      layers: memoryLayers.map((l) => ({ rows: l.outFeatures, cols: l.inFeatures, inputName: l.inputName })),
+      captureGroups,
+      blockBytes: Math.max(0, ...perBlock.values()),
+      outsideBytes,
+      graphBytes: loaded.fileBytes,
+      batch,
+      seqlen,
+      samples: options.samples,
+      hidden,
+      intermediate: inter,
+      vocab,
+      activationBudgetBytes: (pre.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB) * 2 ** 20,
+    });
+    const hessianBytes = Math.max(0, ...captureGroups.map((g) => g.reduce((s, n) => s + n * n * 8, 0)));
+    const peakBytes = memory.peakBytes;
 
     // Disk: the simulated model has the source's size; the packed one stores 4-bit codes plus
     // a scale (and zero point) per row or per group for the compressed layers, everything else as is.
@@ -202,7 +248,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
         const tokenizer = await loadTokenizer(modelPath);
         calibIds = tokenizer.encode((await readText(options.calibText ?? bundledText(BUNDLED_CALIBRATION_TEXT))).text);
         if (pre.evaluate !== false) {
-          const text = await readText(pre.evalText ?? bundledText(BUNDLED_EVALUATION_TEXT));
+          const text = await readText(pre.evalText ?? defaultEvaluationText(modelPath));
           const count = Math.floor(encodePrefix(tokenizer, text.text, pre.evalWindows ? pre.evalWindows * seqlen : undefined).length / seqlen);
           evalWindows = pre.evalWindows ? Math.min(pre.evalWindows, count) : count;
         }
@@ -226,7 +272,9 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     if (pre.probe !== false && calibIds) {
       try {
         const windows = calibrationWindows(calibIds, probeWindows(options.samples, probeBatch), seqlen, options.seed);
-        probe = await probeCut(loaded, all, { options, batch: probeBatch, windows, modelPath, geometry: pre.geometry, configGeometry: configGeometry(modelPath), evaluate: evaluations > 0 });
+        // Evaluation forwards are timed on as many windows as the job evaluates (up to four batches).
+        const evalProbe = calibrationWindows(calibIds, probeWindows(Math.max(1, evalWindows), probeBatch), seqlen, options.seed);
+        probe = await probeCut(loaded, all, { options, batch: probeBatch, windows, evalWindows: evalProbe, modelPath, geometry: pre.geometry, configGeometry: configGeometry(modelPath), evaluate: evaluations > 0 });
         if (!probe) why = "the graph can't be cut into blocks";
       } catch (e) {
         why = (e as Error).message;
@@ -236,7 +284,8 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     if (pre.probe !== false) {
       core = await probeCore(jobLayers, recipes, options, pre.threads, undefined, probe ? await coreSamples(probe) : undefined);
       const shapes = [...new Set(jobLayers.map((l) => `${l.outFeatures}×${l.inFeatures}`))];
-      notes.push(`core probe: ${recipes.join(', ')} on ${shapes.join(', ')} at 16 and 64 rows${probe ? ' (real weight rows and captured Hessians)' : ''}, scaled to the full row counts`);
+      const rowsAt = [...new Set(jobLayers.map((l) => { const r = coreProbeRows(l.outFeatures); return `${r.r1}/${r.r2}`; }))];
+      notes.push(`core probe: ${recipes.join(', ')} on ${shapes.join(', ')} at ${rowsAt.join(', ')} rows${probe ? ' (real weight rows and captured Hessians)' : ''}, scaled to the full row counts`);
     }
     const coreSeconds = recipes.reduce(
       (t, recipe) => t + jobLayers.reduce((s, l) => s + (core ? core.get(`${recipe} ${l.outFeatures}x${l.inFeatures}`)! : coreSecondsEstimate(l.outFeatures, l.inFeatures, recipe)), 0),
@@ -247,7 +296,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     let windowSeconds: number;
     let inputs: EstimateInputs | undefined;
     if (probe) {
-      const { cutWeightBytes, blockWeightBytes, readBytes, readSeconds, rotateSeconds, calibrate, evalDense, evalCompressed, writeSeconds } = probe;
+      const { cutWeightBytes, blockWeightBytes, readBytes, readSeconds, rotateSeconds, rotateTransformSeconds, rotateCheckSeconds, calibrate, evalDense, evalCompressed, writeSeconds } = probe;
       inputs = {
         samples: options.samples,
         evalWindows: evaluations > 0 ? evalWindows : 0,
@@ -262,7 +311,18 @@ export async function estimateCompression(modelPath: string, options: CompressOp
         openSeconds,
         textSeconds,
         hashSeconds,
-        probe: { cutWeightBytes, blockWeightBytes, readBytes, readSeconds, ...(rotateSeconds !== undefined ? { rotateSeconds } : {}), calibrate, evalDense, evalCompressed, writeSeconds },
+        probe: {
+          cutWeightBytes,
+          blockWeightBytes,
+          readBytes,
+          readSeconds,
+          ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
+          ...(rotateTransformSeconds !== undefined && rotateCheckSeconds !== undefined ? { rotateTransformSeconds, rotateCheckSeconds } : {}),
+          calibrate,
+          evalDense,
+          evalCompressed,
+          writeSeconds,
+        },
         coreSeconds,
       };
       stages = stageSeconds(inputs);
@@ -272,7 +332,9 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       notes.push(
         `probe on ${probe.executionProvider} (a one-block cut of the model, batch ${probeBatch} × ${seqlen} tokens): block forward ${ms(c.advance.perBatch)} per batch + ${ms(c.advance.fixed)} per forward; captures ${c.captures.map((x) => ms(x.perBatch)).join(' / ')} per batch; tail ${ms(probe.evalDense.tail.perBatch)}${probe.readBytes > 0 ? `; weights read at ${(probe.readBytes / Math.max(probe.readSeconds, 1e-9) / 1e6).toFixed(0)} MB/s` : ''}`,
       );
-      if (probe.rotateSeconds !== undefined) notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights) with its check: ${probe.rotateSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB`);
+      if (probe.rotateTransformSeconds !== undefined && probe.rotateCheckSeconds !== undefined) {
+        notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights): ${probe.rotateTransformSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB; its check ${probe.rotateCheckSeconds.toFixed(1)} s + three block forwards per further block`);
+      }
     } else {
       if (why) notes.push(`no forward probe (${why}): the time of the forwards, rotation and I/O is a rough constant-rate guess`);
       // No probe: about 30 GFLOP/s for the forwards (2 flops per weight per token), 500 MB/s in,
@@ -316,6 +378,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       forwardSeconds: windowSeconds,
       ...(inputs ? { inputs } : {}),
       breakdown: { loadSeconds, rotateSeconds, calibrateSeconds, compressSeconds, writeSeconds, evaluateSeconds, hessianBytes, modelBytes },
+      memory,
     };
   } finally {
     await loaded.close();

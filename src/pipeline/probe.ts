@@ -6,8 +6,9 @@
 // the source, changed ones in a working data file, each block session reading its own). The same
 // code the job runs is timed on it, each stage the way the job runs it:
 //
-// - rotate: weights read inline (→ read throughput), rotateModel, checkRotation, the rotated
-//   weights written to the working data file;
+// - rotate: the streamed rotation (each weight read, rotated, written to the working data file)
+//   and the streamed rotation check (dense and rotated cut on two windows, simulated on one),
+//   timed apart;
 // - calibrate: a BlockStream over the cut (rotated when the job rotates) on windows of the job's
 //   calibration text at the job's batch: the prelude, one capture forward per input group of
 //   block 0 and the advance forward. Each forward runs two batches, so its time splits into a
@@ -29,8 +30,8 @@ import { splitBlocks } from '../onnx/blocks';
 import { findLinearLayers } from '../onnx/linear';
 import { wrapModel, type LoadedModel, type TensorReader } from '../onnx/load';
 import { cloneModel } from '../onnx/graph';
-import { encodeModel, type ModelProto, type NodeProto } from '../onnx/proto';
-import { rotateModel } from '../onnx/rotate';
+import { type ModelProto, type NodeProto } from '../onnx/proto';
+import { rotateModelStreamed } from '../onnx/rotate';
 import { readLayerWeight64 } from '../onnx/weights';
 import { writeModel } from '../onnx/write';
 import type { AttentionGeometry, LinearLayer } from '../onnx/types';
@@ -40,17 +41,19 @@ import { createOrtBackend, type OrtMatrixBackend } from '../runtime/ortBackend';
 import { BlockStream } from './blockStream';
 import { WeightStore } from '../onnx/store';
 import type { CaptureRequest, CapturedStats } from './capture';
-import { sparsityFor } from './job';
-import { checkRotation } from './rotationCheck';
+import { checkRotationStreamed } from './rotationCheck';
+import { DEFAULT_ACTIVATION_CACHE_MIB, sparsityFor } from './job';
 import { packedModel, withFakeQuant } from './transforms';
 import { COMPRESSED_ROLES } from './working';
 
 /**
- * Calibration windows the probe runs: the job's own count up to four batches (so a forward of
- * block 0 is timed as the job runs it), at least two batches (to split fixed and per-batch time).
+ * Windows a probed forward runs: the job's own count (of calibration or evaluation windows) up to
+ * four batches. A forward's cost is not proportional to its windows — each opens a session and
+ * pays a first run — so it is timed at the job's own batches where they are few (measured, not
+ * scaled), and split into a fixed and a per-batch part only to scale beyond four batches.
  */
-export function probeWindows(samples: number, batch: number): number {
-  return Math.max(2 * batch, Math.min(samples, 4 * batch));
+export function probeWindows(windows: number, batch: number): number {
+  return Math.max(1, Math.min(windows, 4 * batch));
 }
 
 /** Seconds of one streamed forward of a region: `fixed` once, `perBatch` per full batch. */
@@ -66,18 +69,26 @@ export function forwardSeconds(c: ForwardCost, windows: number, batch: number): 
 
 /**
  * Splits a forward's time into fixed and per-batch parts from the times at which its batches
- * finished (`marks`, after `start`; the forward returned at `end`): the per-batch part is the
- * median time between consecutive batch ends (robust to one batch slowed by other work on the
- * machine); the rest (subgraph and session set-up before the first batch, the first run's extra,
- * release after the last) is fixed.
+ * finished (`marks`, after `start`; the forward returned at `end`) and the windows in each batch
+ * (`counts`; all full when omitted): the per-window part is the median over the batches after the
+ * first of their time per window (robust to one batch slowed by other work on the machine), times
+ * `batch` for a full batch; the rest (subgraph, weights read and session opened before the first
+ * batch, the first run's extra, release after the last) is fixed. So fixed + perBatch·(windows run
+ * / batch) is exactly the measured time, whatever the batches were.
  */
-export function splitForward(start: number, marks: readonly number[], end: number): ForwardCost {
+export function splitForward(start: number, marks: readonly number[], end: number, counts?: readonly number[], batch?: number): ForwardCost {
   const total = Math.max(0, end - start);
-  if (marks.length < 2) return { fixed: 0, perBatch: total };
-  const gaps = marks.slice(1).map((m, i) => m - marks[i]!).sort((a, b) => a - b);
-  const mid = gaps.length >> 1;
-  const perBatch = Math.max(0, gaps.length % 2 ? gaps[mid]! : (gaps[mid - 1]! + gaps[mid]!) / 2);
-  return { fixed: Math.max(0, total - marks.length * perBatch), perBatch };
+  const full = batch ?? Math.max(1, ...(counts ?? [1]));
+  const count = (i: number) => counts?.[i] ?? full;
+  if (marks.length < 2) return { fixed: 0, perBatch: marks.length === 1 ? (total * full) / count(0) : total };
+  const perWindow = marks
+    .slice(1)
+    .map((m, i) => (m - marks[i]!) / count(i + 1))
+    .sort((a, b) => a - b);
+  const mid = perWindow.length >> 1;
+  const perBatch = Math.max(0, (perWindow.length % 2 ? perWindow[mid]! : (perWindow[mid - 1]! + perWindow[mid]!) / 2) * full);
+  const windows = marks.reduce((s, _, i) => s + count(i), 0);
+  return { fixed: Math.max(0, total - (windows / full) * perBatch), perBatch };
 }
 
 /** Streamed evaluation forwards of one model: prelude, one block, the tail with the NLL head. */
@@ -98,8 +109,11 @@ export interface CutProbe {
   /** Bytes read from the model file for the cut's weights, and the seconds that took. */
   readBytes: number;
   readSeconds: number;
-  /** rotateModel + checkRotation on the cut (absent when the job doesn't rotate). */
+  /** The rotation stage on the cut (absent when the job doesn't rotate): transform + check. */
   rotateSeconds?: number;
+  /** Its two parts: the streamed rotation of the cut's weights (read, rotate, store) and the streamed check (three passes through the cut). */
+  rotateTransformSeconds?: number;
+  rotateCheckSeconds?: number;
   calibrate: { prelude: ForwardCost; captures: ForwardCost[]; advance: ForwardCost };
   evalDense: EvalForwards;
   evalCompressed: EvalForwards;
@@ -184,12 +198,27 @@ function initializerBytes(loaded: LoadedModel, names: Iterable<string>): number 
   return s;
 }
 
-/** Times one BlockStream call whose batches report through `onBatch`. */
-async function timeForward(run: (onBatch: () => void) => Promise<unknown>): Promise<ForwardCost> {
+/** OBR_PROBE_TRACE=1: every probe measurement to stderr (raw batch times, for checking the estimate's formulas). */
+const TRACE = process.env.OBR_PROBE_TRACE === '1';
+function trace(what: string, data: unknown): void {
+  if (TRACE) process.stderr.write(`probe-trace ${what} ${JSON.stringify(data)}\n`);
+}
+
+/** Times one BlockStream call whose batches report through `onBatch` (windows done so far). */
+async function timeForward(run: (onBatch: (done: number) => void) => Promise<unknown>, batch: number, label = 'forward'): Promise<ForwardCost> {
   const marks: number[] = [];
+  const counts: number[] = [];
+  let before = 0;
   const start = performance.now();
-  await run(() => marks.push(performance.now()));
-  return scale(splitForward(start, marks, performance.now()), 1 / 1000);
+  await run((done) => {
+    marks.push(performance.now());
+    counts.push(done - before);
+    before = done;
+  });
+  const end = performance.now();
+  const cost = scale(splitForward(start, marks, end, counts, batch), 1 / 1000);
+  trace(label, { marks: marks.map((m) => Number(((m - start) / 1000).toFixed(3))), counts, end: Number(((end - start) / 1000).toFixed(3)), ...cost });
+  return cost;
 }
 
 function scale(c: ForwardCost, f: number): ForwardCost {
@@ -220,9 +249,9 @@ async function timeEvaluation(model: ModelProto, windows: TokenWindows, batch: n
   let used = 'cpu';
   if ('err' in s) throw new Error(`internal: the cut model can't be streamed (${s.err})`);
   try {
-    const prelude = await timeForward((b) => s.ok.begin(model, b));
-    const block = await timeForward((b) => s.ok.advance(model, b));
-    const tail = await timeForward((b) => s.ok.tailNll(model, b));
+    const prelude = await timeForward((b) => s.ok.begin(model, b), batch, 'eval prelude');
+    const block = await timeForward((b) => s.ok.advance(model, b), batch, 'eval block');
+    const tail = await timeForward((b) => s.ok.tailNll(model, b), batch, 'eval tail');
     return { forwards: { prelude, block, tail }, used };
   } finally {
     s.ok.dispose();
@@ -232,8 +261,10 @@ async function timeEvaluation(model: ModelProto, windows: TokenWindows, batch: n
 export interface CutProbeOptions {
   options: CompressOptions;
   batch: number;
-  /** Windows of the job's calibration text (`probeWindows`). */
+  /** Windows of the job's calibration text (`probeWindows` of its samples). */
   windows: TokenWindows;
+  /** Windows the evaluation forwards are timed on (`probeWindows` of the job's evaluation windows; default `windows`). */
+  evalWindows?: TokenWindows;
   /** Where the model's config.json lives (geometry for the rotation). */
   modelPath: string;
   geometry?: AttentionGeometry;
@@ -266,24 +297,39 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     const rotates = options.abits < 16 || options.kvbits < 16;
     let calibModel = found.model;
     let rotateSeconds: number | undefined;
+    let rotateTransformSeconds: number | undefined;
+    let rotateCheckSeconds: number | undefined;
     if (rotates) {
       const halfPrecision = findLinearLayers(cut).some((l) => l.dtype !== 'float32');
-      // As the rotate stage: weights inline, rotateModel, checkRotation, rotated weights to the working data file.
-      const rotate = async (): Promise<{ model: ModelProto; seconds: number }> => {
+      // As the rotate stage: the rotation tensor by tensor through the store (rotateModelStreamed),
+      // then the check streamed through the blocks (dense and rotated on two windows, the
+      // simulated graph on one), each timed: the transform scales with weight bytes, the check
+      // with the blocks (stageSeconds).
+      const rotate = async (): Promise<{ model: ModelProto; transform: number; check: number }> => {
         const t = performance.now();
-        const dense = await store.inlined(found.model);
-        const r = rotateModel(dense.model, { seed: options.seed, geometry: o.geometry, configGeometry: o.configGeometry });
-        await checkRotation(dense.model, r.model, windows, encodeModel, { executionProviders: eps, abits: options.abits, kvbits: options.kvbits, halfPrecision });
+        const r = await rotateModelStreamed(found.model, { seed: options.seed, geometry: o.geometry, configGeometry: o.configGeometry }, store);
         const stored = await store.externalize(r.model);
-        store.release(dense.bytes);
-        return { model: stored, seconds: (performance.now() - t) / 1000 };
+        const t1 = performance.now();
+        await checkRotationStreamed(found.model, stored, windows, {
+          executionProviders: eps,
+          abits: options.abits,
+          kvbits: options.kvbits,
+          halfPrecision,
+          weights: store,
+          spillDir: dir,
+          activations: { budgetBytes: DEFAULT_ACTIVATION_CACHE_MIB * 2 ** 20, spillDir: path.join(dir, 'activations-rotation') },
+        });
+        return { model: stored, transform: (t1 - t) / 1000, check: (performance.now() - t1) / 1000 };
       };
       // The job rotates with its code already warm (the pre-flight ran in the same process): on a
       // small cut the first run's JIT and onnxruntime set-up would dominate, so it runs twice.
       let r = await rotate();
       if (cutWeightBytes < 64 * 2 ** 20) r = await rotate();
-      rotateSeconds = r.seconds;
+      rotateSeconds = r.transform + r.check;
+      rotateTransformSeconds = r.transform;
+      rotateCheckSeconds = r.check;
       calibModel = r.model;
+      trace('rotate', { transform: r.transform, check: r.check, cutWeightBytes });
     } else calibModel = await store.externalize(found.model);
     const layers = findLinearLayers(calibModel);
     let used = 'cpu';
@@ -292,14 +338,14 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     const stats = new Map<string, CapturedStats>();
     let calibrate: CutProbe['calibrate'];
     try {
-      const prelude = await timeForward((b) => s.ok.begin(calibModel, b));
+      const prelude = await timeForward((b) => s.ok.begin(calibModel, b), batch, 'calibrate prelude');
       const captures: ForwardCost[] = [];
       for (const group of block0Groups(layers)) {
         let got: Map<string, CapturedStats> = new Map();
-        captures.push(await timeForward(async (b) => (got = await s.ok.capture(calibModel, group, requestsFor(group), { onBatch: b }))));
+        captures.push(await timeForward(async (b) => (got = await s.ok.capture(calibModel, group, requestsFor(group), { onBatch: b })), batch, `calibrate capture ${group.map((l) => l.role).join(',')}`));
         for (const [k, v] of got) stats.set(k, v);
       }
-      const advance = await timeForward((b) => s.ok.advance(calibModel, b));
+      const advance = await timeForward((b) => s.ok.advance(calibModel, b), batch, 'calibrate advance');
       calibrate = { prelude, captures, advance };
     } finally {
       s.ok.dispose();
@@ -311,8 +357,9 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     let evalCompressed = evalDense;
     if (o.evaluate) {
       // The dense model reads its weights from the source file, the simulated one from the store.
-      evalDense = (await timeEvaluation(found.model, windows, batch, eps, loaded)).forwards;
-      evalCompressed = (await timeEvaluation(simulated, windows, batch, eps, store)).forwards;
+      const ew = o.evalWindows ?? windows;
+      evalDense = (await timeEvaluation(found.model, ew, batch, eps, loaded)).forwards;
+      evalCompressed = (await timeEvaluation(simulated, ew, batch, eps, store)).forwards;
     }
 
     // As the write stage: the fake-quant graph built, the simulated model written, the packed one
@@ -330,6 +377,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     );
     if (packed.model) await writeModel(await store.externalize(packed.model), path.join(dir, 'packed.onnx'), { externalData: external, source: store });
     const writeSeconds = (performance.now() - t) / 1000;
+    trace('write', { seconds: writeSeconds, read: { bytes: readBytes, seconds: readSeconds } });
     const weightsModel = (await store.inlined(calibModel)).model;
     return {
       batch,
@@ -340,6 +388,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       readBytes,
       readSeconds,
       ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
+      ...(rotateTransformSeconds !== undefined && rotateCheckSeconds !== undefined ? { rotateTransformSeconds, rotateCheckSeconds } : {}),
       calibrate,
       evalDense,
       evalCompressed,
@@ -392,8 +441,20 @@ export async function coreSamples(probe: CutProbe): Promise<Map<string, CoreSamp
 }
 
 /**
+ * Row counts the core probe times a layer of `rows` rows at: r₁ = 32 and r₂ = max(4·r₁, rows/8)
+ * (at most `rows`). A layer's time is a fixed part (its Hessian's factorizations, solver set-up) and
+ * a per-row part; at 16 and 64 rows the fixed part hid the per-row part in the machine's noise (a
+ * 2048×2048 obr-gptq layer measured 8.2 s at 16 rows and 6.4 s at 64 on the scale model), so r₂
+ * grows with the layer.
+ */
+export function coreProbeRows(rows: number): { r1: number; r2: number } {
+  const r1 = Math.min(rows, 32);
+  return { r1, r2: Math.min(rows, Math.max(4 * r1, Math.ceil(rows / 8))) };
+}
+
+/**
  * Seconds of compressLayer for each distinct (rows, cols) shape and recipe, measured at reduced
- * rows and scaled: on the real weight rows and captured Hessian from `samples` where there is one
+ * rows (`coreProbeRows`, or `probeRows` when given) and scaled linearly in rows: on the real weight rows and captured Hessian from `samples` where there is one
  * for the shape, else on random rows and a random SPD Hessian (an easier problem: the iterative
  * solver converges faster on it, so that estimate is low).
  */
@@ -402,7 +463,7 @@ export async function probeCore(
   recipes: readonly RecipeName[],
   options: CompressOptions,
   threads: number | undefined,
-  probeRows: { r1: number; r2: number } = { r1: 16, r2: 64 },
+  probeRows?: { r1: number; r2: number },
   samples: ReadonlyMap<string, CoreSample> = new Map(),
 ): Promise<Map<string, number>> {
   const out = new Map<string, number>();
@@ -429,8 +490,9 @@ export async function probeCore(
           );
           return (performance.now() - t0) / 1000;
         };
-        const r1 = Math.min(rows, probeRows.r1);
-        const r2 = Math.min(rows, probeRows.r2);
+        const at = probeRows ?? coreProbeRows(rows);
+        const r1 = Math.min(rows, at.r1);
+        const r2 = Math.min(rows, at.r2);
         if (!warm) await time(Math.min(rows, 4)); // warm-up: kernels compiled, worker threads started
         warm = true;
         // Best of two at each row count when that is cheap (the probe shares the machine with
@@ -443,6 +505,7 @@ export async function probeCore(
         const t2 = r2 > r1 ? await best(r2) : t1;
         const perRow = r2 > r1 ? Math.max(0, (t2 - t1) / (r2 - r1)) : 0;
         out.set(`${recipe} ${rows}x${cols}`, t1 + perRow * (rows - r1));
+        trace('core', { recipe, rows, cols, r1, t1, r2, t2, estimate: t1 + perRow * (rows - r1) });
       }
     }
   } finally {

@@ -4,9 +4,11 @@
 // windows; measured on the shared 2-core machine at load average ≈ 20, rounded to the ms), and
 // every expected value is worked out by hand from them below.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
-import { stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
-import { forwardSeconds, probeWindows, splitForward } from '../../../src/pipeline/probe';
+import { otherBlockScale, stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
+import { coreProbeRows, forwardSeconds, probeWindows, splitForward } from '../../../src/pipeline/probe';
 
 const c = (fixed: number, perBatch: number) => ({ fixed, perBatch });
 const MEASURED: EstimateInputs = {
@@ -53,15 +55,33 @@ test('fixed and per-batch time split from the batch end times; the median gap ig
   // The third batch slowed by other work: the median gap is still 0.2 s.
   const slow = splitForward(0, [1.5, 1.7, 2.6, 2.8], 2.9);
   close(slow.perBatch, 0.2, 'per batch, one slow batch');
-  // One batch only: no split, all of it per batch.
+  // One batch only: no split; the forward of that many windows costs what was measured.
   assert.deepEqual(splitForward(0, [0.7], 0.8), { fixed: 0, perBatch: 0.8 });
+  close(forwardSeconds(splitForward(0, [0.7], 0.8, [2], 4), 2, 4), 0.8, 'one half batch, at its own windows');
 });
 
-test('the probe runs the job\'s own windows up to four batches, at least two', () => {
+test('a partial last batch counts by its windows, and the split reproduces the measured time at the probed windows', () => {
+  // Batches of 4, 4 and 2 windows (10 windows at batch 4): 0.1 s per window after the first batch.
+  const s = splitForward(0, [2.0, 2.4, 2.6], 2.7, [4, 4, 2], 4);
+  close(s.perBatch, 0.4, 'per full batch');
+  close(s.fixed, 2.7 - 2.5 * 0.4, 'fixed');
+  close(forwardSeconds(s, 10, 4), 2.7, 'measured time at the probed windows');
+});
+
+test('the probe runs the job\'s own windows, up to four batches', () => {
   assert.equal(probeWindows(32, 8), 32);
   assert.equal(probeWindows(128, 8), 32);
-  assert.equal(probeWindows(4, 8), 16);
+  assert.equal(probeWindows(4, 8), 4);
+  assert.equal(probeWindows(2, 4), 2);
   assert.equal(probeWindows(20, 4), 16);
+});
+
+test('the core probe\'s row counts grow with the layer (the per-row part must stand out of the fixed part)', () => {
+  assert.deepEqual(coreProbeRows(128), { r1: 32, r2: 128 });
+  assert.deepEqual(coreProbeRows(256), { r1: 32, r2: 128 });
+  assert.deepEqual(coreProbeRows(2048), { r1: 32, r2: 256 });
+  assert.deepEqual(coreProbeRows(5632), { r1: 32, r2: 704 });
+  assert.deepEqual(coreProbeRows(16), { r1: 16, r2: 16 });
 });
 
 test('per-stage seconds of the bundled model\'s job from its measured probe', () => {
@@ -106,4 +126,44 @@ test('no rotation, no evaluation: those terms are 0; external weights change no 
   const e = stageSeconds({ ...MEASURED, externalBytes: 100e6, probe: { ...MEASURED.probe, readBytes: 10e6, readSeconds: 0.05 } });
   close(e.load, stageSeconds(MEASURED).load, 'load: the weights stay on disk');
   close(e.evaluate, stageSeconds(MEASURED).evaluate, 'evaluate');
+});
+
+// A probe recorded on the scale benchmark's 22-block TinyLlama-shape model (fixture: what it is,
+// the command and the machine's load are in the file): block 0 holds the embedding table (the
+// token Gather sits in its region), 220 MB against 88 MB for each later block.
+const SCALE = JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'fixtures', 'preflight', 'scale-22-run1.json'), 'utf8')) as { inputs: EstimateInputs; actual: Record<string, number> };
+
+test('blocks after block 0 scale its fixed part by weight bytes (recorded scale-model probe)', () => {
+  const x = SCALE.inputs;
+  const other = (2_201_335_564 - 351_297_892) / 21;
+  close(otherBlockScale(x), other / 219_693_412, 'W_b / W_0');
+  assert.ok(otherBlockScale(x) > 0.39 && otherBlockScale(x) < 0.41);
+  // The bundled model's block 0 is like the others: no scaling.
+  close(otherBlockScale(MEASURED), 1, 'bundled model');
+  const s = stageSeconds(x);
+  const k = otherBlockScale(x);
+  // evaluate, m = 2 windows at batch 4: each forward is fixed + perBatch·2/4.
+  const f = (c: { fixed: number; perBatch: number }, scale = 1) => c.fixed * scale + c.perBatch * 0.5;
+  const p = x.probe;
+  const pass = (e: typeof p.evalDense) => f(e.prelude) + f(e.tail) + f(e.block) + 21 * f(e.block, k);
+  close(s.evaluate, pass(p.evalDense) + pass(p.evalCompressed), 'evaluate');
+  // calibrate, block 0 only (n = 8 windows, two batches): prelude + the four captures, no advance.
+  const g = (c: { fixed: number; perBatch: number }) => c.fixed + c.perBatch * 2;
+  close(s.calibrate, g(p.calibrate.prelude) + p.calibrate.captures.reduce((t, c) => t + g(c), 0), 'calibrate');
+  // A probe of that time measured the rotation as one number: scaled by weight bytes.
+  close(s.rotate, (p.rotateSeconds! * 2_201_335_564) / 351_297_892, 'rotate');
+  // Blocks 0 and 1: block 1's captures and block 0's advance (block 0's own fixed part).
+  const two = stageSeconds({ ...x, plannedBlocks: [0, 1] });
+  const g1 = (c: { fixed: number; perBatch: number }) => c.fixed * k + c.perBatch * 2;
+  close(two.calibrate - s.calibrate, g(p.calibrate.advance) + p.calibrate.captures.reduce((t, c) => t + g1(c), 0), 'the second block');
+});
+
+test('the streamed rotation: transform scaled by bytes, the check measured on the cut plus three forwards per further block', () => {
+  const x: EstimateInputs = { ...SCALE.inputs, probe: { ...SCALE.inputs.probe, rotateTransformSeconds: 20, rotateCheckSeconds: 30 } };
+  const k = otherBlockScale(x);
+  const adv = x.probe.calibrate.advance;
+  // w = min(2, samples) windows for the dense and rotated passes, 1 for the simulated one (batch 4).
+  const perBlock = 2 * (adv.fixed * k + adv.perBatch * (2 / 4)) + (adv.fixed * k + adv.perBatch * (1 / 4));
+  close(stageSeconds(x).rotate, (20 * 2_201_335_564) / 351_297_892 + 30 + 21 * perBlock, 'rotate');
+  assert.equal(stageSeconds({ ...x, rotates: false }).rotate, 0);
 });
