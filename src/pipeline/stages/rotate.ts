@@ -41,6 +41,7 @@ export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJo
         })
       : rotateModel(dense, rotateOptionsOf(job));
     job.warnings.push(...r.warnings);
+    const rotatedAt = performance.now();
     // The rotated model must still be the dense model (float tolerance) — checked before calibration,
     // both streamed through their blocks (one block's weights in a session at a time).
     job.progress.report('rotate', 0.5, 1, 'checking the rotated model against the dense one', undefined, true);
@@ -63,6 +64,7 @@ export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJo
       'info',
       `rotation check: the rotated model's logits match the dense model's to ${check.relativeError.toPrecision(2)} (relative, ${check.windows} calibration windows; tolerance ${check.tolerance}; ${check.streamed ? 'streamed through the blocks' : 'whole-model sessions'})`,
     );
+    job.log('debug', `rotate stage: rotation ${((rotatedAt - t) / 1000).toFixed(1)} s, check ${((performance.now() - rotatedAt) / 1000).toFixed(1)} s`);
     await working.replaceProto(r.model);
     job.timings.rotate = (performance.now() - t) / 1000;
     job.progress.report('rotate', 1, 1);

@@ -59,8 +59,8 @@ test('cancelled during the streamed rotation or its check: AbortError, and no wo
       runCompression(EXTERNAL, quickOptions(dir, { recipe: 'rtn', abits: 4, kvbits: 4, samples: 2, outDir: out }), {
         signal: abort.signal,
         onProgress: (e) => {
-          // The rotation reports its tasks in the first half of the stage, the check starts at 0.5.
-          const rotating = e.stage === 'rotate' && e.done > 0 && e.done < 0.5;
+          // The stage starts with the rotation (its first event is never throttled); the check starts at 0.5.
+          const rotating = e.stage === 'rotate' && e.message?.startsWith('rotating') === true;
           const checking = e.stage === 'rotate' && e.message?.startsWith('checking') === true;
           if (abort.signal.aborted && checking) checkedAfterCancel = true;
           if ((when === 'rotation' && rotating) || (when === 'check' && checking)) {
