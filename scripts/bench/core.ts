@@ -162,7 +162,11 @@ async function main(): Promise<void> {
     const merged = [...earlier, ...results].sort((a, b) => a.cols * a.rows - b.cols * b.rows || a.cols - b.cols || a.method.localeCompare(b.method));
     mkdirSync(root, { recursive: true });
     writeFileSync(file, JSON.stringify({ meta, results: merged }, null, 2) + '\n');
-    writeFileSync(join('docs', 'bench-core.md'), markdown(meta, merged));
+    // Hand-written text after the notes marker of the existing file is kept.
+    const doc = join('docs', 'bench-core.md');
+    const old = existsSync(doc) ? readFileSync(doc, 'utf8') : '';
+    const at = old.indexOf(NOTES_MARK);
+    writeFileSync(doc, markdown(meta, merged) + (at >= 0 ? `\n${old.slice(at)}` : ''));
   };
   for (const [rows, cols] of args.layers) {
     const dir = join(root, 'core-layers', `r${rows}c${cols}`);
@@ -233,6 +237,8 @@ async function main(): Promise<void> {
   await backend.release();
   console.error(`wrote ${join(root, 'core.json')} and docs/bench-core.md`);
 }
+
+const NOTES_MARK = '<!-- notes -->';
 
 function markdown(meta: Record<string, unknown>, results: Row[]): string {
   const f = (x: number | undefined, d = 1): string => (x === undefined ? '–' : x.toFixed(d));

@@ -32,8 +32,9 @@
 // the last two relative changes and must be ≤ lossTol twice in a row, and the fixed-point
 // residual must be down to residualTol1/2 of the first (see AdmmSettings). ρ: autoRho.
 //
-// Memory: O(n² + rows·n) (the inverse, H's float32 copy, and a handful of rows×n arrays: the
-// kernel instance of a step holds about 70 bytes per entry of the step's rows×w, freed with it).
+// Memory: O(n² + rows·n) (the inverse, and a handful of rows×n arrays); the iteration state
+// (≈ 80 bytes per entry, in the step's kernel instance, freed with it) is bounded by solving the
+// rows in blocks of at most ADMM_STATE_BYTES (512 MiB) of state.
 import type { MatrixBackend } from './backend';
 import type { CompensationProblem } from './kernels';
 import { rowKernels } from './kernels';
@@ -68,7 +69,16 @@ export interface AdmmSettings {
   /** Run the iterations' elementwise work in the WebAssembly kernel (admmRows) when it loads;
    *  false: the JavaScript twin (iterateRows; the same bits, slower). Default true. */
   wasm?: boolean;
+  /** Bytes of iteration state (≈ 80 per entry of the rows × columns solved at once) above which
+   *  the rows are solved in blocks, one after another (default ADMM_STATE_BYTES). */
+  stateBytes?: number;
 }
+
+/** Iteration state held at once (the rows are solved in blocks beyond it): 512 MiB. */
+export const ADMM_STATE_BYTES = 512 * 2 ** 20;
+/** Upper bound of the state per entry: V, B, T, T(V), F (float64), c, two X, the gradient, six
+ *  history columns (float32) and the support (admmWorkspace). */
+const STATE_BYTES_PER_ENTRY = 80;
 
 export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e-5, minIter: 8, maxIter: 80, lossTol2: 1e-5, maxIter2: 80, residualTol2: 2e-3, scale: true, anderson: 3, residualTol1: 5e-4 };
 
@@ -115,6 +125,7 @@ export interface AdmmProgress {
 }
 
 export interface AdmmStats {
+  /** ADMM iterations of steps 1 and 2 (the most any row block needed). */
   iterations: [number, number];
   /** Seconds: setup (factorizations, right sides), step 1, step 2. */
   seconds: [number, number, number];
@@ -195,6 +206,11 @@ async function shiftedInverse(matmul: MatMul, h: Float64Array, n: number, c0: nu
   return matmul(lit, li32, m, m, m);
 }
 
+/** B = W H as one float32 product; the float32 copies of W and H live only for it. */
+function rightSides(matmul: MatMul, w: Float64Array, h: Float64Array, rows: number, n: number): Promise<Float32Array> {
+  return matmul(Float32Array.from(w), Float32Array.from(h), rows, n, n);
+}
+
 /** The float32 transpose of the lower triangle of the m×m `lower` (row-major). */
 function transposedLowerF32(lower: Float64Array, m: number): Float32Array {
   const t = new Float32Array(m * m);
@@ -213,8 +229,9 @@ interface StepInput {
   support: Uint8Array;
   stride: number;
   c0: number;
-  /** Right sides B (rows×w): the solution satisfies (X H_block)_S = B_S. */
-  b: Float64Array;
+  /** Right sides B (rows×w): the solution satisfies (X H_block)_S = B_S (float32 when it is a
+   *  product's result: read as the same numbers). */
+  b: Float64Array | Float32Array;
   /** The loss's reference point T (rows×w, T H_block = B) when known: then L(X) = Σ (X − T)ᵀH(X − T)
    *  is evaluated directly; without it, L is tracked by differences from `lossStart`. */
   t?: Float64Array;
@@ -247,6 +264,8 @@ const ADMM_WASM_MAX_BYTES = 3 * 2 ** 30;
 
 interface AdmmWorkspace {
   kernels: AdmmKernels;
+  /** Start handing out views again from the beginning, `rows` (≤ the rows it was sized for) × w each. */
+  reset(rows: number): void;
   /** Views on the instance's memory, handed out in order (rows×w elements each). */
   f32(): Float32Array;
   f64(): Float64Array;
@@ -258,14 +277,14 @@ interface AdmmWorkspace {
 }
 
 /**
- * A fresh instance of the WebAssembly kernels for one ADMM step, its memory grown once to hold
- * the step's state (rows×w: V, B, T, T(V), F in float64; c, two X buffers, the gradient and the
+ * A fresh instance of the WebAssembly kernels for one ADMM step (reused by its row blocks, reset
+ * before each), its memory grown once to hold the step's state (rows×w: V, B, T, T(V), F in float64; c, two X buffers, the gradient and the
  * history columns in float32; the support; per-row Gram matrices), so views stay valid and
  * nothing else writes there; dropped with the step. Null without WebAssembly SIMD or when the
  * state would not fit in a 32-bit memory (the JavaScript kernel runs instead).
  */
 function admmWorkspace(rows: number, w: number, m: number, byT: boolean): AdmmWorkspace | null {
-  const size = rows * w;
+  let size = rows * w;
   const pad = (bytes: number): number => Math.ceil(bytes / 16) * 16;
   const n64 = byT ? 5 : 4; // b, t?, v, tPrev, fPrev
   const n32 = 3 + (byT ? 0 : 1) + 2 * m + (m > 0 && m < MAX_ANDERSON ? 1 : 0); // c, two X, gPrev?, ΔF/ΔT, zero
@@ -290,8 +309,14 @@ function admmWorkspace(rows: number, w: number, m: number, byT: boolean): AdmmWo
   const gram = new Float64Array(buffer, take(rows * 72), rows * 9);
   const sums = new Float64Array(buffer, take(16), 2);
   const scratch = take(96);
+  const first = next;
   return {
     kernels,
+    reset: (blockRows: number) => {
+      if (blockRows > rows) throw new Error(`admmWorkspace: ${blockRows} rows, sized for ${rows}`);
+      size = blockRows * w;
+      next = first;
+    },
     f32: () => new Float32Array(buffer, take(size * 4), size),
     f64: () => new Float64Array(buffer, take(size * 8), size),
     u8: () => new Uint8Array(buffer, take(size + 16), size),
@@ -550,14 +575,14 @@ function iterateRows(s: StepState, x: Float32Array, xPrev: Float32Array, hist: b
  * last two relative changes) is ≤ lossTol twice in a row and the residual ‖F‖ ≤ residualTol ×
  * its first value (after minIter), or after maxIter. The result is P·T(V).
  */
-async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: number, useWasm: boolean, signal: AbortSignal | undefined, onIteration: (iteration: number, change: number, residual: number) => void): Promise<{ iterations: number; change: number; loss: number }> {
+async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: number, ws: AdmmWorkspace | null, signal: AbortSignal | undefined, onIteration: (iteration: number, change: number, residual: number) => void): Promise<{ iterations: number; change: number; loss: number }> {
   const { rows, w, stride, c0, b, z, inverse, rho } = s;
   const size = rows * w;
   const m = Math.max(0, Math.min(MAX_ANDERSON, Math.floor(anderson)));
   const byT = s.t !== undefined;
   // The state lives in a kernel instance's own memory when the WebAssembly kernels load (and it
   // fits), else in plain arrays; both run the same operations (admmRows / iterateRows).
-  const ws = useWasm ? admmWorkspace(rows, w, m, byT) : null;
+  ws?.reset(rows);
   const f32 = (): Float32Array => (ws ? ws.f32() : new Float32Array(size));
   const f64 = (): Float64Array => (ws ? ws.f64() : new Float64Array(size));
   // History columns are float32 (differences of nearby iterates); the kernel always reads three,
@@ -570,7 +595,7 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: n
     rows,
     w,
     support,
-    b: ws ? ws.f64().fill(0) : b,
+    b: ws ? ws.f64() : b instanceof Float64Array ? b : Float64Array.from(b),
     t: byT ? (ws ? ws.f64() : s.t!) : null,
     rho,
     relax,
@@ -589,6 +614,9 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: n
     state.b.set(b);
     if (state.t) state.t.set(s.t!);
     state.v.set(z);
+    // An earlier row block's values: the kernel reads all three history columns (unused ones
+    // must be 0) and the gradient.
+    for (const a of [...state.dF, ...state.dT, state.gPrev]) a.fill(0);
   }
   const xBuffers = ws ? [f32(), f32()] : [];
   const sums = ws ? ws.sums : new Float64Array(2);
@@ -699,31 +727,50 @@ export async function compensateAdmm(
     return (zeros ? (groupCode(x, s, zeros[gi], maxq) - zeros[gi]) * s : symmetricCode(x, s, maxq) * s) * dj;
   };
   const rho1 = (settings.rho === 'auto' ? autoRho(h, n) : settings.rho) * medianDiagonal(h, n, 0);
-  const h32 = Float32Array.from(h);
   const inverse1 = await shiftedInverse(matmul, h, n, 0, rho1, mm64);
 
-  // B = W H; Z₀ = W ⊙ M, U₀ = 0.
-  const w32 = new Float32Array(size);
-  for (let i = 0; i < size; i++) w32[i] = wt[i];
-  const bh = await matmul(w32, h32, rows, n, n);
-  const b = Float64Array.from(bh);
+  // B = W H (float32, read as is by both steps); Z₀ = W ⊙ M, U₀ = 0.
+  const bh = await rightSides(matmul, wt, h, rows, n);
   const z = new Float64Array(size);
   for (let i = 0; i < size; i++) z[i] = mask[i] ? wt[i] : 0;
   const t1 = performance.now();
   signal?.throwIfAborted();
 
-  const s1 = await admmStep(
-    matmul,
-    { rows, w: n, support: mask, stride: n, c0: 0, b, t: wt, lossStart: NaN, residualTol: settings.residualTol1, z, inverse: inverse1, rho: rho1, lossTol: settings.lossTol, minIter: settings.minIter, maxIter: settings.maxIter },
-    settings.relax,
-    settings.anderson,
-    settings.wasm !== false,
-    signal,
-    (iteration, change, residual) => onIteration?.({ step: 1, iteration, change, residual }),
-  );
+  // Row blocks: the iteration state of rows × n entries at once stays within stateBytes (the
+  // products of a block are still large: ≥ 1024 rows for n ≤ 6500 at the default). Both steps use
+  // the same blocks; each block has its own stopping rule (its loss, its residual), so a block
+  // meets the tolerances on its own rows and the layer meets them in sum.
+  const m = Math.max(0, Math.min(MAX_ANDERSON, Math.floor(settings.anderson)));
+  const maxRows = Math.max(1, Math.floor((settings.stateBytes ?? ADMM_STATE_BYTES) / (STATE_BYTES_PER_ENTRY * n)));
+  const nBlocks = Math.ceil(rows / maxRows);
+  const blockRows = Math.ceil(rows / nBlocks);
+  const blocks: Array<[number, number]> = [];
+  for (let r0 = 0; r0 < rows; r0 += blockRows) blocks.push([r0, Math.min(rows, r0 + blockRows)]);
+  const useWasm = settings.wasm !== false;
+  const blockLoss1 = new Float64Array(blocks.length);
+  const s1 = { iterations: 0, change: 0, loss: 0 };
+  {
+    const ws = useWasm ? admmWorkspace(blockRows, n, m, true) : null;
+    for (const [bi, [r0, r1]] of blocks.entries()) {
+      const span = (a: Float64Array | Float32Array) => a.subarray(r0 * n, r1 * n);
+      const r = await admmStep(
+        matmul,
+        { rows: r1 - r0, w: n, support: mask.subarray(r0 * n, r1 * n), stride: n, c0: 0, b: span(bh), t: span(wt) as Float64Array, lossStart: NaN, residualTol: settings.residualTol1, z: span(z) as Float64Array, inverse: inverse1, rho: rho1, lossTol: settings.lossTol, minIter: settings.minIter, maxIter: settings.maxIter },
+        settings.relax,
+        settings.anderson,
+        ws,
+        signal,
+        (iteration, change, residual) => onIteration?.({ step: 1, iteration, change, residual }),
+      );
+      blockLoss1[bi] = r.loss;
+      s1.loss += r.loss;
+      s1.iterations = Math.max(s1.iterations, r.iterations);
+      s1.change = Math.max(s1.change, r.change);
+    }
+  }
   const t2 = performance.now();
 
-  let s2 = { iterations: 0, change: 0, loss: 0 };
+  const s2 = { iterations: 0, change: 0, loss: 0 };
   out.set(z);
   if (k > 0 && k < n) {
     // Step 2 on columns [k, n): X1 = Q(w̄) on E2 (kept columns < k), 0 on E1.
@@ -749,26 +796,32 @@ export async function compensateAdmm(
         b2[r * wr + j] = bh[r * n + k + j] - x1h[r * wr + j];
       }
     }
-    // Scale of step 2's loss for the stopping rule: at the warm start L ≈ step 1's loss plus the
-    // E2 rounding's δᵀHδ (its diagonal part; the Pythagorean split of §2.4).
-    let start = s1.loss;
-    for (let r = 0; r < rows; r++) {
-      for (let j = 0; j < k; j++) {
-        const i = r * n + j;
-        if (!mask[i]) continue;
-        const d = x1[r * k + j] - z[i];
-        start += d * d * h[j * n + j];
+    const ws = useWasm ? admmWorkspace(blockRows, wr, m, false) : null;
+    for (const [bi, [r0, r1]] of blocks.entries()) {
+      // Scale of step 2's loss for the stopping rule: at the warm start L ≈ step 1's loss plus the
+      // E2 rounding's δᵀHδ (its diagonal part; the Pythagorean split of §2.4).
+      let start = blockLoss1[bi]!;
+      for (let r = r0; r < r1; r++) {
+        for (let j = 0; j < k; j++) {
+          const i = r * n + j;
+          if (!mask[i]) continue;
+          const dd = x1[r * k + j] - z[i];
+          start += dd * dd * h[j * n + j];
+        }
       }
+      const r = await admmStep(
+        matmul,
+        { rows: r1 - r0, w: wr, support: mask.subarray(r0 * n, r1 * n), stride: n, c0: k, b: b2.subarray(r0 * wr, r1 * wr), lossStart: start, residualTol: settings.residualTol2, z: z2.subarray(r0 * wr, r1 * wr), inverse: inverse2, rho: rho2, lossTol: settings.lossTol2, minIter: settings.minIter, maxIter: settings.maxIter2 },
+        settings.relax,
+        settings.anderson,
+        ws,
+        signal,
+        (iteration, change, residual) => onIteration?.({ step: 2, iteration, change, residual }),
+      );
+      s2.loss += r.loss;
+      s2.iterations = Math.max(s2.iterations, r.iterations);
+      s2.change = Math.max(s2.change, r.change);
     }
-    s2 = await admmStep(
-      matmul,
-      { rows, w: wr, support: mask, stride: n, c0: k, b: b2, lossStart: start, residualTol: settings.residualTol2, z: z2, inverse: inverse2, rho: rho2, lossTol: settings.lossTol2, minIter: settings.minIter, maxIter: settings.maxIter2 },
-      settings.relax,
-      settings.anderson,
-      settings.wasm !== false,
-      signal,
-      (iteration, change, residual) => onIteration?.({ step: 2, iteration, change, residual }),
-    );
     for (let r = 0; r < rows; r++) for (let j = 0; j < wr; j++) out[r * n + k + j] = z2[r * wr + j];
   }
   if (settings.scale) for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) out[r * n + j] /= d[j];

@@ -21,6 +21,8 @@ import { calibrationWindows, readText } from '../runtime/text';
 import { encodePrefix, loadTokenizer } from '../runtime/tokenizer';
 import { configGeometry } from './geometry';
 import { sha256File } from './stages/load';
+import { DEFAULT_ACTIVATION_CACHE_MIB } from './job';
+import { estimateMemory, type MemoryEstimate } from './memoryEstimate';
 
 export interface PreflightOptions {
   /** Run the probes: block forwards and the core on each layer shape (default true). */
@@ -40,6 +42,8 @@ export interface PreflightOptions {
   geometry?: AttentionGeometry;
   /** Compress only these blocks (the pipeline's onlyBlocks). */
   onlyBlocks?: readonly number[];
+  /** The job's activation cache budget (MiB; default DEFAULT_ACTIVATION_CACHE_MIB). */
+  activationCacheMiB?: number;
 }
 
 export interface Preflight extends CompressionEstimate {
@@ -53,6 +57,8 @@ export interface Preflight extends CompressionEstimate {
   /** What the time estimate was computed from (absent without the forward probe). */
   inputs?: EstimateInputs;
   breakdown: { loadSeconds: number; rotateSeconds: number; calibrateSeconds: number; compressSeconds: number; writeSeconds: number; evaluateSeconds: number; hessianBytes: number; modelBytes: number };
+  /** The memory estimate's terms (src/pipeline/memoryEstimate.ts). */
+  memory: MemoryEstimate;
 }
 
 /** What the time estimate is computed from: the job's shape and the measured probes. */
@@ -189,28 +195,37 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     const inter = Math.max(0, ...layers.filter((l) => l.role === 'down').map((l) => l.inFeatures));
     const blocks = planBlocks(layers);
 
-    // Memory. The source model stays loaded, the working copy holds every weight inline, its
-    // encoding is handed to onnxruntime, which keeps its own copy: ~4 × the weights.
+    // Memory: weights stay on disk and are read a block at a time, so the peak is a fixed part
+    // plus the largest of one block's capture, one layer in the core, one evaluation session
+    // (every formula in src/pipeline/memoryEstimate.ts).
     const modelBytes = loaded.weightBytes + loaded.fileBytes;
-    const groupHessian = (g: ReadonlyArray<{ inputName: string; inFeatures: number }>) =>
-      [...new Map(g.map((l) => [l.inputName, l.inFeatures])).values()].reduce((s, n) => s + n * n * 8, 0);
-    let hessianBytes = 0;
-    if (options.calibrationMode === 'oneshot') {
-      const inputs = new Map(layers.map((l) => [l.inputName, l.inFeatures]));
-      for (const n of inputs.values()) hessianBytes += n * n * 8;
-    } else {
-      for (const b of blocks) for (const g of b.groups) hessianBytes = Math.max(hessianBytes, groupHessian(g));
-    }
-    const largest = layers.reduce((m, l) => Math.max(m, l.inFeatures * l.outFeatures), 0);
-    const maxCols = Math.max(0, ...layers.map((l) => l.inFeatures));
-    // core: weight copies (f64 ×4), codes + mask, damped H, its factor and inverse (f64 ×4)
-    const coreBytes = largest * (8 * 4 + 2) + maxCols * maxCols * 8 * 4;
-    const activationBytes = batch * seqlen * (2 * vocab + 16 * hidden + 4 * inter) * 4;
-    // Baselines keep their compressed weights as float32 until they are evaluated, and one
-    // baseline model (inline weights) is alive at a time during its evaluation.
     const baselines = resolveBaselines(pre.baselines, options.recipe);
-    const baselineBytes = baselines.length ? baselines.length * params * 4 + loaded.weightBytes : 0;
-    const peakBytes = Math.round(4 * loaded.weightBytes + loaded.fileBytes + hessianBytes + coreBytes + activationBytes + baselineBytes + 150 * 2 ** 20);
+    const memoryLayers = pre.onlyBlocks ? layers.filter((l) => pre.onlyBlocks!.includes(l.block ?? -1)) : layers;
+    const stored = (name: string) => loaded.initializerInfo(name)?.byteLength ?? 0;
+    const perBlock = new Map<number, number>();
+    for (const l of layers) perBlock.set(l.block ?? -1, (perBlock.get(l.block ?? -1) ?? 0) + stored(l.weightName));
+    const blockWeights = new Set(layers.map((l) => l.weightName));
+    const outsideBytes = loaded.initializerNames().reduce((m, n) => (blockWeights.has(n) ? m : Math.max(m, stored(n))), 0);
+    const inputsOf = (g: ReadonlyArray<{ inputName: string; inFeatures: number }>) => [...new Map(g.map((l) => [l.inputName, l.inFeatures])).values()];
+    const memBlocks = planBlocks(memoryLayers);
+    const captureGroups = options.calibrationMode === 'oneshot' ? memBlocks.map((b) => inputsOf(b.groups.flat())) : memBlocks.flatMap((b) => b.groups.map(inputsOf));
+    const memory = estimateMemory({
+      recipes: [options.recipe, ...baselines],
+      layers: memoryLayers.map((l) => ({ rows: l.outFeatures, cols: l.inFeatures, inputName: l.inputName })),
+      captureGroups,
+      blockBytes: Math.max(0, ...perBlock.values()),
+      outsideBytes,
+      graphBytes: loaded.fileBytes,
+      batch,
+      seqlen,
+      samples: options.samples,
+      hidden,
+      intermediate: inter,
+      vocab,
+      activationBudgetBytes: (pre.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB) * 2 ** 20,
+    });
+    const hessianBytes = Math.max(0, ...captureGroups.map((g) => g.reduce((s, n) => s + n * n * 8, 0)));
+    const peakBytes = memory.peakBytes;
 
     // Disk: the simulated model has the source's size; the packed one stores 4-bit codes plus
     // a scale (and zero point) per row or per group for the compressed layers, everything else as is.
@@ -366,6 +381,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       forwardSeconds: windowSeconds,
       ...(inputs ? { inputs } : {}),
       breakdown: { loadSeconds, rotateSeconds, calibrateSeconds, compressSeconds, writeSeconds, evaluateSeconds, hessianBytes, modelBytes },
+      memory,
     };
   } finally {
     await loaded.close();

@@ -41,14 +41,21 @@ export interface OrtMatrixBackend extends MatrixBackend {
 
 /** A MatrixBackend with float32 MatMul on onnxruntime. Call release() when done. */
 export async function createOrtBackend(options: OrtBackendOptions = {}): Promise<OrtMatrixBackend> {
-  const { session, used, tried } = await createSessionWithFallback(matmulModel(), options.executionProviders ?? ['cpu'], {
+  // The intra-op threads do not spin-wait after a product: between two products the solver's own
+  // pass runs on the main thread, and on a busy machine spinning threads took the cores from it
+  // and stalled the next product's barrier (2048³ at load average 18: 1.1–1.5 s without
+  // spinning against 1.3–2.4 s with it, in turn in one process); one product is tens of ms or more,
+  // so the wake-up costs nothing measurable.
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: options.threads ?? 2,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
-  });
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
+  };
+  const { session, used, tried } = await createSessionWithFallback(matmulModel(), options.executionProviders ?? ['cpu'], sessionOptions);
   // Float64 products (the factorization's blocks) on the CPU provider: GPU providers have no
   // double MatMul, and these are a few n³ per layer.
-  const session64 = await ort.InferenceSession.create(matmulModel(DataType.DOUBLE), { intraOpNumThreads: options.threads ?? 2, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
+  const session64 = await ort.InferenceSession.create(matmulModel(DataType.DOUBLE), sessionOptions);
   let chain: Promise<unknown> = Promise.resolve();
   const product = <T extends Float32Array | Float64Array>(s: ort.InferenceSession, type: 'float32' | 'float64', a: T, b: T, m: number, k: number, n: number): Promise<T> => {
     if (a.length < m * k || b.length < k * n) throw new Error(`matmul (${type}): operands too short for ${m}×${k}·${k}×${n}`);
