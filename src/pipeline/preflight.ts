@@ -82,7 +82,7 @@ export interface EstimateInputs {
   openSeconds: number;
   textSeconds: number;
   hashSeconds: number;
-  probe: Pick<CutProbe, 'cutWeightBytes' | 'blockWeightBytes' | 'readBytes' | 'readSeconds' | 'rotateSeconds' | 'rotateTransformSeconds' | 'rotateCheckSeconds' | 'calibrate' | 'evalDense' | 'evalCompressed' | 'writeSeconds'>;
+  probe: Pick<CutProbe, 'cutWeightBytes' | 'blockWeightBytes' | 'readBytes' | 'readSeconds' | 'rotateSeconds' | 'rotateTransformSeconds' | 'rotateCheckSeconds' | 'rotateCheckBlockSeconds' | 'calibrate' | 'evalDense' | 'evalCompressed' | 'writeSeconds'>;
   /** Σ over the job's layers (and baselines) of the core probe's seconds. */
   coreSeconds: number;
 }
@@ -102,11 +102,12 @@ export interface StageSeconds {
  * the job's own up to four batches), B the blocks, W the model's weight bytes, W_cut that of the cut:
  *
  *   load      = open + texts + hash                                  (weights stay on disk)
- *   rotate    = transform(cut) · W / W_cut + check(cut) + Σ_{b ≥ 1} (2·f_b(advance, w) + f_b(advance, 1))
+ *   rotate    = transform(cut) · W / W_cut + check(cut) + (B − 1)·c₁
  *               (the streamed rotation scales with the weight bytes; the streamed check runs the
- *               dense and rotated model on w = min(2, n) windows and the simulated one on 1, three
- *               forwards per block after block 0; 0 without rotation. A probe without the split:
- *               rotate(cut) · W / W_cut)
+ *               dense, rotated and simulated model through every block: c₀ = block 0's three
+ *               forwards in the cut's check, c₁ = c₀ with the part of it that is block 0's fixed
+ *               cost, min(c₀, 3·advance.fixed), scaled by W_b / W_0; 0 without rotation. A probe
+ *               without the split: rotate(cut) · W / W_cut)
  *   calibrate = f(prelude, n) + Σ_{b ≤ last planned} ( planned b: Σ_g f_b(capture_g, n)
  *               + [b < last] f_b(advance, n);  not planned: f_b(advance, n) )
  *               (one-shot: a planned block is one forward, 1.1·f_b(advance, n))
@@ -132,10 +133,11 @@ export function stageSeconds(x: EstimateInputs): StageSeconds {
   const load = x.openSeconds + x.textSeconds + x.hashSeconds;
   const n = x.samples;
   let rotate = 0;
-  if (x.rotates && p.rotateTransformSeconds !== undefined && p.rotateCheckSeconds !== undefined) {
-    const w = Math.min(2, n);
-    rotate = p.rotateTransformSeconds * scaleToModel + p.rotateCheckSeconds;
-    for (let b = 1; b < x.modelBlocks; b++) rotate += 2 * fb(p.calibrate.advance, b, w) + fb(p.calibrate.advance, b, 1);
+  if (x.rotates && p.rotateTransformSeconds !== undefined && p.rotateCheckSeconds !== undefined && p.rotateCheckBlockSeconds !== undefined) {
+    const c0 = p.rotateCheckBlockSeconds;
+    const fixed0 = Math.min(c0, 3 * p.calibrate.advance.fixed);
+    const c1 = c0 - fixed0 * (1 - otherBlock);
+    rotate = p.rotateTransformSeconds * scaleToModel + p.rotateCheckSeconds + Math.max(0, x.modelBlocks - 1) * c1;
   } else if (x.rotates && p.rotateSeconds !== undefined) rotate = p.rotateSeconds * scaleToModel;
   const planned = new Set(x.plannedBlocks);
   const last = Math.max(-1, ...x.plannedBlocks);
@@ -318,6 +320,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
           readSeconds,
           ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
           ...(rotateTransformSeconds !== undefined && rotateCheckSeconds !== undefined ? { rotateTransformSeconds, rotateCheckSeconds } : {}),
+          ...(probe.rotateCheckBlockSeconds !== undefined ? { rotateCheckBlockSeconds: probe.rotateCheckBlockSeconds } : {}),
           calibrate,
           evalDense,
           evalCompressed,
@@ -333,7 +336,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
         `probe on ${probe.executionProvider} (a one-block cut of the model, batch ${probeBatch} × ${seqlen} tokens): block forward ${ms(c.advance.perBatch)} per batch + ${ms(c.advance.fixed)} per forward; captures ${c.captures.map((x) => ms(x.perBatch)).join(' / ')} per batch; tail ${ms(probe.evalDense.tail.perBatch)}${probe.readBytes > 0 ? `; weights read at ${(probe.readBytes / Math.max(probe.readSeconds, 1e-9) / 1e6).toFixed(0)} MB/s` : ''}`,
       );
       if (probe.rotateTransformSeconds !== undefined && probe.rotateCheckSeconds !== undefined) {
-        notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights): ${probe.rotateTransformSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB; its check ${probe.rotateCheckSeconds.toFixed(1)} s + three block forwards per further block`);
+        notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights): ${probe.rotateTransformSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB; its check ${probe.rotateCheckSeconds.toFixed(1)} s, of which block 0's three forwards ${(probe.rotateCheckBlockSeconds ?? 0).toFixed(1)} s (added per further block)`);
       }
     } else {
       if (why) notes.push(`no forward probe (${why}): the time of the forwards, rotation and I/O is a rough constant-rate guess`);
