@@ -126,6 +126,41 @@ export function layerLossBetween(a: Float64Array, b: Float64Array | null, rows: 
   return rowKernels.quadraticFormSum(a, b, rows, cols, h);
 }
 
+/** Layers with at least this many multiply-adds per quadratic form (rows·cols²) take it on the
+ *  backend's float64 product when it has one; smaller ones stay in the kernels (bit for bit as before). */
+export const BACKEND_LOSS_MIN_WORK = 2 ** 29;
+
+/** Rows of D per backend product: D's chunk and its product D·H each stay under 32 MiB. */
+function lossChunkRows(cols: number): number {
+  return Math.max(1, Math.floor((32 * 2 ** 20) / (8 * cols)));
+}
+
+/**
+ * layerLossBetween on the backend's float64 product (multi-threaded DGEMM: 5–13× the single-thread
+ * kernel at 2048–5632 columns) for big layers: tr(D H Dᵀ) = Σ_r d_r·(d_r H), D in row chunks.
+ * The four loss terms of a 2048 × 5632 layer took minutes in the kernel (4·2·rows·cols² flops at
+ * ~1 GFLOP/s), more than the OBR solve itself. Same value to float64 round-off (the sums' order
+ * differs). Falls back to the kernel without a backend product or below BACKEND_LOSS_MIN_WORK.
+ */
+export async function layerLossOn(backend: MatrixBackend | undefined, a: Float64Array, b: Float64Array | null, rows: number, cols: number, h: Float64Array, signal?: AbortSignal): Promise<number> {
+  const mm = backend?.matmulF64;
+  if (!mm || rows * cols * cols < BACKEND_LOSS_MIN_WORK) return layerLossBetween(a, b, rows, cols, h);
+  const chunk = Math.min(rows, lossChunkRows(cols));
+  const d = new Float64Array(chunk * cols);
+  let total = 0;
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    signal?.throwIfAborted();
+    const nb = Math.min(chunk, rows - r0);
+    const o = r0 * cols;
+    const len = nb * cols;
+    if (b) for (let i = 0; i < len; i++) d[i] = a[o + i] - b[o + i];
+    else d.set(a.subarray(o, o + len));
+    const y = await mm.call(backend, d.subarray(0, len), h, nb, cols, cols);
+    for (let i = 0; i < len; i++) total += d[i] * y[i];
+  }
+  return total;
+}
+
 /** Rough flops of a method's row work, to decide whether worker threads pay off. */
 function rowWorkFlops(method: RecipeName, rows: number, cols: number): number {
   const scales = rows * cols * 80 * 8;
@@ -298,7 +333,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         throw new InputError(`unknown method ${String(never)}`);
       }
     }
-    return finish(problem, config, options, { out, codes, mask, grid, prunes, started });
+    return await finish(problem, config, options, { out, codes, mask, grid, prunes, started });
   } finally {
     await pool?.release();
     // This thread's kernels may have grown to a large layer's size (H⁻¹ factor, loss terms).
@@ -306,12 +341,12 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
   }
 }
 
-function finish(
+async function finish(
   problem: LayerProblem,
   config: LayerConfig,
   options: CompressOptionsCore,
   r: { out: Float64Array; codes: Int8Array; mask: Uint8Array; grid: GroupGrid; prunes: boolean; started: number },
-): LayerResult {
+): Promise<LayerResult> {
   const { rows, cols } = problem;
   const { prunes, started } = r;
   // Results leave as ordinary arrays, not views on the workers' SharedArrayBuffers.
@@ -347,18 +382,19 @@ function finish(
   } else {
     const h = problem.hessian;
     const W = problem.weight;
-    const total = layerLossBetween(out, W, rows, cols, h);
+    const be = options.backend;
+    const total = await layerLossOn(be, out, W, rows, cols, h, signal);
     // One rows×cols scratch for both terms: the pruned entries, then the RTN of the dense W.
     const scratch = new Float64Array(rows * cols);
     let pruning = 0;
     if (prunes) {
       for (let i = 0; i < scratch.length; i++) if (!mask[i]) scratch[i] = W[i];
-      pruning = layerLossBetween(scratch, null, rows, cols, h);
+      pruning = await layerLossOn(be, scratch, null, rows, cols, h, signal);
     }
     // RTN of the dense W on the layer's grid (per group, with zero points when asymmetric).
     rowKernels.quantizeRange(W, scratch, null, cols, scales, maxq, 0, cols, 0, rows, groupSize, zeroPoints ?? null);
-    const quantization = layerLossBetween(scratch, W, rows, cols, h);
-    const outputEnergy = layerLossBetween(W, null, rows, cols, h);
+    const quantization = await layerLossOn(be, scratch, W, rows, cols, h, signal);
+    const outputEnergy = await layerLossOn(be, W, null, rows, cols, h, signal);
     loss = { total, pruning, quantization, recovered: pruning + quantization - total, outputEnergy };
   }
   return {
