@@ -1,7 +1,7 @@
 // Compressing one layer on its captured Hessian (§1.7, src/core), with the job's recipe and every
 // baseline recipe on the same Hessian; progress and live inspector updates per layer.
 import type { MatrixBackend } from '../../core/backend';
-import { compressLayer, type CompressOptionsCore } from '../../core/compress';
+import { BACKEND_LOSS_MIN_WORK, compressLayer, type CompressOptionsCore } from '../../core/compress';
 import type { LinearLayer } from '../../onnx/types';
 import type { RecipeName } from '../../protocol/recipes';
 import { createOrtBackend } from '../../runtime/ortBackend';
@@ -35,26 +35,35 @@ export class LayerProgress {
   }
 }
 
-/**
- * Core options for one recipe on one layer: OBR recipes get the job's solver; the batched one
- * runs its products on onnxruntime with the job's providers (one backend per job, opened here at
- * the first OBR layer) and reports its iterations as progress.
- */
-async function solverOptions(job: Job, recipe: RecipeName, label: string, p: LayerProgress): Promise<CompressOptionsCore> {
-  const { signal, extra, options } = job;
-  if (recipe !== 'obr-rtn' && recipe !== 'obr-gptq') return { signal, threads: extra.threads };
-  if ((options.solver ?? 'batched') === 'exact') return { signal, threads: extra.threads, solver: 'exact' };
+/** The job's onnxruntime matrix backend, opened at its first use (one per job, released at the end). */
+async function jobBackend(job: Job): Promise<MatrixBackend> {
   if (!job.matrixBackend) {
+    const { options, extra } = job;
     job.matrixBackend = await createOrtBackend({ executionProviders: options.executionProviders, threads: extra.threads });
     const { used, tried } = job.matrixBackend.provider;
     const failed = tried.filter((x) => x.error);
-    job.log('info', `batched OBR solver: products on ${used}${failed.length ? ` (fell back from ${failed.map((x) => `${x.name}: ${x.error}`).join('; ')})` : ''}`);
+    job.log('info', `matrix products on ${used}${failed.length ? ` (fell back from ${failed.map((x) => `${x.name}: ${x.error}`).join('; ')})` : ''}`);
   }
+  return job.matrixBackend as MatrixBackend;
+}
+
+/**
+ * Core options for one recipe on one layer: OBR recipes get the job's solver; the batched one
+ * runs its products on onnxruntime with the job's providers and reports its iterations as
+ * progress. Every recipe on a big layer (rows·cols² ≥ BACKEND_LOSS_MIN_WORK) also gets the
+ * backend for its loss terms (layerLossOn); small layers keep the kernels.
+ */
+async function solverOptions(job: Job, recipe: RecipeName, label: string, p: LayerProgress, layer: LinearLayer): Promise<CompressOptionsCore> {
+  const { signal, extra, options } = job;
+  const big = layer.outFeatures * layer.inFeatures * layer.inFeatures >= BACKEND_LOSS_MIN_WORK;
+  const lossBackend = async (): Promise<Pick<CompressOptionsCore, 'backend'>> => (big ? { backend: await jobBackend(job) } : {});
+  if (recipe !== 'obr-rtn' && recipe !== 'obr-gptq') return { signal, threads: extra.threads, ...(await lossBackend()) };
+  if ((options.solver ?? 'batched') === 'exact') return { signal, threads: extra.threads, solver: 'exact', ...(await lossBackend()) };
   return {
     signal,
     threads: extra.threads,
     solver: 'batched',
-    backend: job.matrixBackend as MatrixBackend,
+    backend: await jobBackend(job),
     onSolverIteration: (q) => job.progress.report('compress', p.layersDone, p.layers, `${label}: solver step ${q.step}, iteration ${q.iteration}`, p.overall()),
   };
 }
@@ -68,7 +77,7 @@ export async function compressOneLayer(job: Job, working: WorkingModel, layer: L
   const r = await compressLayer(
     { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
     { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
-    await solverOptions(job, options.recipe, layer.name, p),
+    await solverOptions(job, options.recipe, layer.name, p, layer),
   );
   p.compressSeconds += (performance.now() - t0) / 1000;
   p.unitsDone++;
@@ -101,7 +110,7 @@ export async function compressOneLayer(job: Job, working: WorkingModel, layer: L
     const b = await compressLayer(
       { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
       { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
-      await solverOptions(job, recipe, `${recipe}: ${layer.name}`, p),
+      await solverOptions(job, recipe, `${recipe}: ${layer.name}`, p, layer),
     );
     baselineLayers.push({ recipe, loss: b.stats.loss, weight: Float32Array.from(b.weight) });
     p.baselineSeconds += (performance.now() - t1) / 1000;
