@@ -7,10 +7,14 @@
 //
 // Usage: node --import tsx scripts/bench/memory.ts [--dir DIR] [--vs /path/to/other/checkout]
 //          [--blocks 11] [--only-blocks 0,1] [--runs 1] [--abits 16 --kvbits 16] [--recipe rtn]
-//          [--samples 8] [--seqlen 64] [--eval-windows 2] [--keep]
+//          [--samples 8] [--seqlen 64] [--eval-windows 2] [--keep] [--concurrent]
 //   --only-blocks  compress only these blocks (the write and the evaluation still cover the whole model)
+//   --concurrent   run A and B at the same time instead of alternating (each process's peak RSS is
+//                  its own either way; their times are then not comparable)
+// Each job of this checkout also writes a memory trace (OBR_MEMLOG, src/pipeline/memlog.ts): RSS at
+// every stage and layer boundary; the result names the step where the peak was reached.
 // Writes bench-results/memory.json (merged by setting: one entry per recipe/bits/blocks).
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -38,6 +42,7 @@ const { values } = parseArgs({
     seqlen: { type: 'string' },
     'eval-windows': { type: 'string' },
     keep: { type: 'boolean' },
+    concurrent: { type: 'boolean' },
     // internal: one job in this process
     phase: { type: 'string' },
     root: { type: 'string' },
@@ -66,6 +71,9 @@ interface JobResult {
   layers: number;
   /** The working store's own accounting (checkouts that have one). */
   store?: { peakResidentBytes: number; writtenBytes: number };
+  /** Checkouts with a memory trace: the step that ended at the highest RSS, and the trace. */
+  peakAt?: string;
+  trace?: Array<{ t: number; label: string; rssMiB: number; peakSinceLastMiB: number; maxRssMiB: number }>;
 }
 
 /** One job in this process, with the pipeline of checkout `root`. */
@@ -129,13 +137,33 @@ function gitRev(root: string): string {
   return r.stdout.trim();
 }
 
-function runJob(root: string): JobResult {
+let jobs = 0;
+
+/** One job in its own process (asynchronous, so two can run at once with --concurrent). */
+async function runJob(root: string): Promise<JobResult> {
   const args = ['--import', 'tsx', join(ROOT, 'scripts', 'bench', 'memory.ts'), '--phase', 'job', '--root', root, '--dir', dir, '--blocks', String(blocks)];
   for (const k of ['only-blocks', 'recipe', 'abits', 'kvbits', 'samples', 'seqlen', 'eval-windows'] as const) if (values[k] !== undefined) args.push(`--${k}`, String(values[k]));
-  const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
-  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
-  if (r.status !== 0 || !line) throw new Error(`job with ${root} failed (exit ${r.status}):\n${r.stderr.slice(-4000)}`);
-  return JSON.parse(line.slice('RESULT '.length)) as JobResult;
+  const trace = join(dir, `trace-${process.pid}-${jobs++}.jsonl`);
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, OBR_MEMLOG: trace } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const status = await new Promise<number | null>((done) => child.on('close', done));
+  const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (status !== 0 || !line) throw new Error(`job with ${root} failed (exit ${status}):\n${stderr.slice(-4000)}`);
+  const result = JSON.parse(line.slice('RESULT '.length)) as JobResult;
+  if (existsSync(trace)) {
+    const steps = (await readFile(trace, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as NonNullable<JobResult['trace']>[number]);
+    await rm(trace, { force: true });
+    if (steps.length) {
+      result.trace = steps.map(({ t, label, rssMiB, peakSinceLastMiB, maxRssMiB }) => ({ t, label, rssMiB, peakSinceLastMiB, maxRssMiB }));
+      // The first mark whose high-water mark reached the job's: the peak happened in the step it ends.
+      const top = steps[steps.length - 1]!.maxRssMiB;
+      result.peakAt = steps.find((x) => x.maxRssMiB >= top)!.label;
+    }
+  }
+  return result;
 }
 
 async function main(): Promise<void> {
@@ -147,11 +175,19 @@ async function main(): Promise<void> {
   const a: JobResult[] = [];
   const b: JobResult[] = [];
   for (let i = 0; i < runs; i++) {
-    a.push(runJob(ROOT));
+    if (values.concurrent && vs) {
+      const [x, y] = await Promise.all([runJob(ROOT), runJob(vs)]);
+      a.push(x);
+      b.push(y);
+      console.log(`A ${JSON.stringify(x)}\nB ${JSON.stringify(y)}`);
+      load.push(loadavg()[0]!);
+      continue;
+    }
+    a.push(await runJob(ROOT));
     console.log(`A ${JSON.stringify(a[a.length - 1])}`);
     load.push(loadavg()[0]!);
     if (vs) {
-      b.push(runJob(vs));
+      b.push(await runJob(vs));
       console.log(`B ${JSON.stringify(b[b.length - 1])}`);
       load.push(loadavg()[0]!);
     }
@@ -162,6 +198,7 @@ async function main(): Promise<void> {
     machine: { cores: cpus().length, memoryGiB: Number((totalmem() / 2 ** 30).toFixed(1)), loadAverage1m: load.map((x) => Number(x.toFixed(2))) },
     model: { blocks, hidden: HIDDEN, intermediate: INTERMEDIATE, heads: HEADS, vocab: VOCAB, weightBytes },
     setting: { ...setting, onlyBlocks: onlyBlocks ?? null },
+    order: values.concurrent && vs ? 'A and B at the same time' : vs ? 'alternating A B' : 'A only',
     a: { checkout: `${ROOT} @ ${gitRev(ROOT)}`, runs: a, peakRssBytesMedian: median(a.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(a.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) },
     ...(vs ? { b: { checkout: `${vs} @ ${gitRev(vs)}`, runs: b, peakRssBytesMedian: median(b.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(b.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) } } : {}),
     target: { formula: 'peak RSS < 0.6 × weight bytes + a few hundred MiB', bytes: Math.round(0.6 * weightBytes) },

@@ -45,6 +45,9 @@ async function main(): Promise<void> {
     '(one line per run). Run it yourself: `obr bench MODEL.onnx [--suite …] [--out DIR]`, `npm run bench [-- flags]`, or',
     '**OBR: Run Benchmarks** on a model in the Explorer / Models view.',
     '',
+    'Kept in their own files (not regenerated here): the 22-block TinyLlama-shape scale benchmark, its pre-flight estimate',
+    'against the actual time per stage and the extrapolation to Llama-2-7B — docs/bench-scale.md (`npm run bench:scale`).',
+    '',
   ].join('\n');
   const md = renderMarkdown(result, { title: 'Benchmarks', command });
   const [title, ...rest] = md.split('\n');

@@ -4,7 +4,7 @@
 // Prints one line of JSON: the report's path and what the pre-flight said.
 //
 // Usage: node --import tsx scripts/bench/scaleJob.ts MODEL OUTDIR --recipe obr-gptq --samples 8
-//          --seqlen 512 --eval-windows 2 [--only 0,1] [--threads N]
+//          --seqlen 512 --eval-windows 2 [--only 0,1] [--threads N] [--abits 16 --kvbits 16] [--no-eval]
 import { parseArgs } from 'node:util';
 import { runCompression } from '../../src/pipeline/compress';
 import { estimateCompression, stageEstimate } from '../../src/pipeline/preflight';
@@ -18,6 +18,10 @@ const { values, positionals } = parseArgs({
     seqlen: { type: 'string', default: '512' },
     'eval-windows': { type: 'string', default: '2' },
     only: { type: 'string' },
+    abits: { type: 'string' },
+    kvbits: { type: 'string' },
+    /** Skip perplexity (the job's evalText null). */
+    'no-eval': { type: 'boolean' },
     threads: { type: 'string' },
   },
 });
@@ -29,6 +33,8 @@ async function main(): Promise<void> {
     recipe: values.recipe as RecipeName,
     samples: Number(values.samples),
     seqlen: Number(values.seqlen),
+    ...(values.abits ? { abits: Number(values.abits) } : {}),
+    ...(values.kvbits ? { kvbits: Number(values.kvbits) } : {}),
     executionProviders: ['cpu'],
     outDir,
   };
@@ -36,7 +42,8 @@ async function main(): Promise<void> {
   const evalWindows = Number(values['eval-windows']);
   const threads = values.threads ? Number(values.threads) : undefined;
   const started = performance.now();
-  const pre = await estimateCompression(model, options, { evalWindows, onlyBlocks, threads });
+  const noEval = !!values['no-eval'];
+  const pre = await estimateCompression(model, options, { evalWindows, onlyBlocks, threads, ...(noEval ? { evaluate: false } : {}) });
   const preflightSeconds = (performance.now() - started) / 1000;
   for (const n of pre.notes) console.error(`pre-flight: ${n}`);
   console.error(`pre-flight estimate (${preflightSeconds.toFixed(0)} s of probes): ${JSON.stringify(stageEstimate(pre))}`);
@@ -63,7 +70,7 @@ async function main(): Promise<void> {
         console.error(`${new Date().toISOString().slice(11, 19)} ${e.stage} ${e.done}/${e.total} ${e.message ?? ''}`);
       },
     },
-    { evalWindows, onlyBlocks, threads, estimate: stageEstimate(pre) },
+    { evalWindows, onlyBlocks, threads, estimate: stageEstimate(pre), ...(noEval ? { evalText: null } : {}) },
   );
   console.log(JSON.stringify({ report: report.outputs.report, preflightSeconds, preflight: { seconds: pre.seconds, peakBytes: pre.peakBytes, outputBytes: pre.outputBytes, notes: pre.notes, inputs: pre.inputs } }));
 }

@@ -11,8 +11,8 @@ import type { LayerLoss } from '../protocol/report';
 import { type AdmmProgress, type AdmmSettings, type AdmmStats, DEFAULT_ADMM, compensateAdmm } from './admm';
 import { type MatrixBackend, jsBackend } from './backend';
 import { sparseGptInPlaceAsync } from './gptq';
-import { rowKernels } from './kernels';
-import { LinAlgError, dampHessian, upperCholeskyOfInverse } from './matrix';
+import { type CompensationProblem as CompensationInput, rowKernels } from './kernels';
+import { LinAlgError, upperCholeskyOfInverse } from './matrix';
 import { magnitudeScores, pruneMask, sparseGptScores, wandaScores } from './mask';
 import { DEFAULT_PCG } from './obr';
 import { type BatchedPcgSettings, type BatchedPcgStats, DEFAULT_BATCHED_PCG, compensateBatchedPcg } from './pcgBatched';
@@ -126,6 +126,41 @@ export function layerLossBetween(a: Float64Array, b: Float64Array | null, rows: 
   return rowKernels.quadraticFormSum(a, b, rows, cols, h);
 }
 
+/** Layers with at least this many multiply-adds per quadratic form (rows·cols²) take it on the
+ *  backend's float64 product when it has one; smaller ones stay in the kernels (bit for bit as before). */
+export const BACKEND_LOSS_MIN_WORK = 2 ** 29;
+
+/** Rows of D per backend product: D's chunk and its product D·H each stay under 32 MiB. */
+function lossChunkRows(cols: number): number {
+  return Math.max(1, Math.floor((32 * 2 ** 20) / (8 * cols)));
+}
+
+/**
+ * layerLossBetween on the backend's float64 product (multi-threaded DGEMM: 5–13× the single-thread
+ * kernel at 2048–5632 columns) for big layers: tr(D H Dᵀ) = Σ_r d_r·(d_r H), D in row chunks.
+ * The four loss terms of a 2048 × 5632 layer took minutes in the kernel (4·2·rows·cols² flops at
+ * ~1 GFLOP/s), more than the OBR solve itself. Same value to float64 round-off (the sums' order
+ * differs). Falls back to the kernel without a backend product or below BACKEND_LOSS_MIN_WORK.
+ */
+export async function layerLossOn(backend: MatrixBackend | undefined, a: Float64Array, b: Float64Array | null, rows: number, cols: number, h: Float64Array, signal?: AbortSignal): Promise<number> {
+  const mm = backend?.matmulF64;
+  if (!mm || rows * cols * cols < BACKEND_LOSS_MIN_WORK) return layerLossBetween(a, b, rows, cols, h);
+  const chunk = Math.min(rows, lossChunkRows(cols));
+  const d = new Float64Array(chunk * cols);
+  let total = 0;
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    signal?.throwIfAborted();
+    const nb = Math.min(chunk, rows - r0);
+    const o = r0 * cols;
+    const len = nb * cols;
+    if (b) for (let i = 0; i < len; i++) d[i] = a[o + i] - b[o + i];
+    else d.set(a.subarray(o, o + len));
+    const y = await mm.call(backend, d.subarray(0, len), h, nb, cols, cols);
+    for (let i = 0; i < len; i++) total += d[i] * y[i];
+  }
+  return total;
+}
+
 /** Rough flops of a method's row work, to decide whether worker threads pay off. */
 function rowWorkFlops(method: RecipeName, rows: number, cols: number): number {
   const scales = rows * cols * 80 * 8;
@@ -161,27 +196,51 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
     await runRows(pool, { kind: 'scales', weight: dense, cols, maxq, norm: 2.4, grid: 100, steps: 80, scales, groupSize, zeros: zeros ?? null }, rows, signal);
     const grid: GroupGrid = zeros ? { scales, zeros, groupSize } : { scales, groupSize };
 
-    // 2. Dead inputs, 3. damping.
-    const w = copy(problem.weight);
-    const h0 = problem.hessian.slice();
-    for (let j = 0; j < cols; j++) {
-      if (h0[j * cols + j] === 0) {
-        h0[j * cols + j] = 1;
-        for (let r = 0; r < rows; r++) w[r * cols + j] = 0;
+    // 2. Dead inputs, 3. damping. The damped H is built only for the recipes that solve with it
+    //    (not rtn / wanda-rtn), as ONE copy of the caller's H (in a SharedArrayBuffer when workers
+    //    read it): for a 5632-column layer each n×n float64 copy is 254 MB. The caller's H stays
+    //    undamped for the loss terms.
+    const dead: number[] = [];
+    for (let j = 0; j < cols; j++) if (problem.hessian[j * cols + j] === 0) dead.push(j);
+    // The working W: its own copy only when something writes to it (dead inputs; GPTQ and
+    // SparseGPT update it in place). Every other recipe only reads it: the dense W serves.
+    const w = dead.length > 0 || config.method === 'gptq' || config.method === 'sparsegpt-gptq' ? copy(problem.weight) : dense;
+    for (const j of dead) for (let r = 0; r < rows; r++) w[r * cols + j] = 0;
+    /** H with dead diagonal entries := 1 (H₀ of §1.7), in `into` (a fresh copy by default). */
+    const fixedHessian = (into: Float64Array = new Float64Array(cols * cols)): Float64Array => {
+      into.set(problem.hessian);
+      for (const j of dead) into[j * cols + j] = 1;
+      return into;
+    };
+    /** H₀ + λ·mean(diag H₀)·I, in place (the same sums and order as dampHessian). */
+    const dampInPlace = (h: Float64Array, lambda: number): Float64Array => {
+      let mean = 0;
+      for (let i = 0; i < cols; i++) mean += h[i * cols + i];
+      mean /= Math.max(1, cols);
+      const add = lambda * mean;
+      for (let i = 0; i < cols; i++) h[i * cols + i] += add;
+      return h;
+    };
+    let hdCache: Float64Array | null = null;
+    /** Runs a factorization and hands the kernels' grown scratch memory back (2·n² float64 for n×n). */
+    const factored = <T>(f: () => T): T => {
+      try {
+        return f();
+      } finally {
+        rowKernels.trim();
       }
-    }
-    const hd = dampHessian(h0, cols, config.damp);
-    const hdShared = pool ? shared.copy(hd) : hd;
+    };
+    const getHd = (): Float64Array => (hdCache ??= dampInPlace(fixedHessian(f64(cols * cols)), config.damp));
 
     const prunes = config.method !== 'rtn' && config.method !== 'gptq' && config.sparsity.kind !== 'dense';
     const codes = pool ? shared.i8(rows * cols) : new Int8Array(rows * cols);
     let mask: Uint8Array;
     let out: Float64Array;
     let upper: Float64Array | null = null;
-    const getUpper = (): Float64Array => (upper ??= pool ? shared.copy(upperCholeskyOfInverse(hd, cols)) : upperCholeskyOfInverse(hd, cols));
+    const getUpper = (): Float64Array => (upper ??= pool ? shared.copy(upperCholeskyOfInverse(getHd(), cols)) : upperCholeskyOfInverse(getHd(), cols));
     // OBR_GPTQ's tail reads U[k:, k:] only: factor just that block (≈ 1/8 of the work at α = ½).
     let tailUpper: Float64Array | null = null;
-    const getTailUpper = (k: number): Float64Array => (tailUpper ??= upper ?? (pool ? shared.copy(upperCholeskyOfInverse(hd, cols, k)) : upperCholeskyOfInverse(hd, cols, k)));
+    const getTailUpper = (k: number): Float64Array => (tailUpper ??= upper ?? (pool ? shared.copy(upperCholeskyOfInverse(getHd(), cols, k)) : upperCholeskyOfInverse(getHd(), cols, k)));
 
     const maskFor = (): Uint8Array => {
       const m = pool ? shared.u8(rows * cols) : new Uint8Array(rows * cols);
@@ -218,7 +277,9 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
       case 'gptq': {
         mask = maskFor();
         out = w;
-        await runRows(pool, { kind: 'gptq', weight: out, cols, u: getUpper(), scales, maxq, mask: null, start: 0, blockSize: bs, codes, groupSize, zeros: zeros ?? null }, rows, signal);
+        const u = factored(getUpper);
+        hdCache = null;
+        await runRows(pool, { kind: 'gptq', weight: out, cols, u, scales, maxq, mask: null, start: 0, blockSize: bs, codes, groupSize, zeros: zeros ?? null }, rows, signal);
         break;
       }
       case 'sparsegpt-gptq': {
@@ -227,7 +288,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
           getUpper();
         } catch (e) {
           if (!(e instanceof LinAlgError)) throw e;
-          upper = upperCholeskyOfInverse(dampHessian(h0, cols, Math.max(0.1, config.damp)), cols);
+          upper = upperCholeskyOfInverse(dampInPlace(fixedHessian(), Math.max(0.1, config.damp)), cols);
         }
         out = w;
         mask = await sparseGptInPlaceAsync(out, rows, cols, getUpper(), scales, bits, config.sparsity, { codes, blockSize: bs, groupSize, zeros, signal });
@@ -239,7 +300,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         const k = Math.floor(config.alpha * cols + 1e-9);
         const wc = f64(rows * cols);
         const solver = resolveSolver(options);
-        const cproblem = { weight: w, rows, cols, hessian: hdShared, mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
+        let cproblem: CompensationInput | null = { weight: w, rows, cols, hessian: getHd(), mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
         const compensation =
           solver === 'batched'
             ? compensateAdmm(cproblem, backend, { ...DEFAULT_ADMM, ...options.admm }, signal, wc, options.onSolverIteration).then((r) => options.onAdmmStats?.(r.stats))
@@ -247,8 +308,12 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
               ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
               : runRows(pool, { kind: 'compensate', problem: cproblem, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
         // While the workers compensate, this thread factors H⁻¹ for the GPTQ tail.
-        if (pool && config.method === 'obr-gptq' && k < cols) getTailUpper(k);
+        if (pool && config.method === 'obr-gptq' && k < cols) factored(() => getTailUpper(k));
         await compensation;
+        cproblem = null;
+        if (config.method === 'obr-gptq' && k < cols) factored(() => getTailUpper(k));
+        // Nothing reads the damped H after the compensation and the tail's factor.
+        hdCache = null;
         if (config.method === 'obr-rtn') {
           out = quantizeGroups(wc, rows, cols, grid, bits, codes);
         } else {
@@ -268,7 +333,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         throw new InputError(`unknown method ${String(never)}`);
       }
     }
-    return finish(problem, config, options, { out, codes, mask, grid, prunes, started });
+    return await finish(problem, config, options, { out, codes, mask, grid, prunes, started });
   } finally {
     await pool?.release();
     // This thread's kernels may have grown to a large layer's size (H⁻¹ factor, loss terms).
@@ -276,12 +341,12 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
   }
 }
 
-function finish(
+async function finish(
   problem: LayerProblem,
   config: LayerConfig,
   options: CompressOptionsCore,
   r: { out: Float64Array; codes: Int8Array; mask: Uint8Array; grid: GroupGrid; prunes: boolean; started: number },
-): LayerResult {
+): Promise<LayerResult> {
   const { rows, cols } = problem;
   const { prunes, started } = r;
   // Results leave as ordinary arrays, not views on the workers' SharedArrayBuffers.
@@ -317,17 +382,19 @@ function finish(
   } else {
     const h = problem.hessian;
     const W = problem.weight;
-    const total = layerLossBetween(out, W, rows, cols, h);
+    const be = options.backend;
+    const total = await layerLossOn(be, out, W, rows, cols, h, signal);
+    // One rows×cols scratch for both terms: the pruned entries, then the RTN of the dense W.
+    const scratch = new Float64Array(rows * cols);
     let pruning = 0;
     if (prunes) {
-      const pr = new Float64Array(rows * cols);
-      for (let i = 0; i < pr.length; i++) if (!mask[i]) pr[i] = W[i];
-      pruning = layerLossBetween(pr, null, rows, cols, h);
+      for (let i = 0; i < scratch.length; i++) if (!mask[i]) scratch[i] = W[i];
+      pruning = await layerLossOn(be, scratch, null, rows, cols, h, signal);
     }
     // RTN of the dense W on the layer's grid (per group, with zero points when asymmetric).
-    const rtn = quantizeGroups(W, rows, cols, grid, bits);
-    const quantization = layerLossBetween(rtn, W, rows, cols, h);
-    const outputEnergy = layerLossBetween(W, null, rows, cols, h);
+    rowKernels.quantizeRange(W, scratch, null, cols, scales, maxq, 0, cols, 0, rows, groupSize, zeroPoints ?? null);
+    const quantization = await layerLossOn(be, scratch, W, rows, cols, h, signal);
+    const outputEnergy = await layerLossOn(be, W, null, rows, cols, h, signal);
     loss = { total, pruning, quantization, recovered: pruning + quantization - total, outputEnergy };
   }
   return {

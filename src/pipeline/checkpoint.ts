@@ -51,10 +51,22 @@ interface Manifest {
   createdAt: string;
 }
 
-interface BlockIndex {
-  /** groups: scales per row (absent = 1, per-row scales); zeros: the file holds zero points. */
-  layers: Array<{ report: LayerReport; rows: number; cols: number; groups?: number; zeros?: boolean; file: string; baselines?: Array<{ recipe: RecipeName; loss: LayerLoss }> }>;
+/** One saved layer of a block: groups = scales per row (absent = 1, per-row scales); zeros: the file holds zero points. */
+export interface BlockEntry {
+  report: LayerReport;
+  rows: number;
+  cols: number;
+  groups?: number;
+  zeros?: boolean;
+  file: string;
+  baselines?: Array<{ recipe: RecipeName; loss: LayerLoss }>;
 }
+
+interface BlockIndex {
+  layers: BlockEntry[];
+}
+
+const safeId = (block: string): string => block.replace(/[^A-Za-z0-9_-]/g, '_');
 
 export class Checkpoint {
   private constructor(
@@ -100,33 +112,36 @@ export class Checkpoint {
   }
 
   async saveBlock(block: string, layers: readonly LayerState[]): Promise<void> {
-    const index: BlockIndex = { layers: [] };
-    const safe = block.replace(/[^A-Za-z0-9_-]/g, '_');
-    for (let i = 0; i < layers.length; i++) {
-      const l = layers[i]!;
-      const file = `block-${safe}-${i}.bin`;
-      const { rows, cols } = l.report;
-      const groups = l.scales.length / rows;
-      if (!Number.isInteger(groups) || groups < 1 || (l.zeros && l.zeros.length !== l.scales.length)) {
-        throw new Error(`internal: layer ${l.report.name} has ${l.scales.length} scales and ${l.zeros?.length ?? 0} zero points for ${rows} rows`);
-      }
-      // Layout: weight f64[rows·cols] | scales f64[rows·groups] | codes i8[rows·cols]
-      //         | zeros f64[rows·groups] (asymmetric only) | per baseline f32[rows·cols]
-      const scalesAt = rows * cols * 8;
-      const codesAt = scalesAt + rows * groups * 8;
-      const zerosAt = codesAt + rows * cols;
-      const base = zerosAt + (l.zeros ? rows * groups * 8 : 0);
-      const baselines = l.baselines ?? [];
-      const buf = Buffer.alloc(base + baselines.length * rows * cols * 4);
-      Buffer.from(l.weight.buffer, l.weight.byteOffset, l.weight.byteLength).copy(buf, 0);
-      Buffer.from(l.scales.buffer, l.scales.byteOffset, l.scales.byteLength).copy(buf, scalesAt);
-      Buffer.from(l.codes.buffer, l.codes.byteOffset, l.codes.byteLength).copy(buf, codesAt);
-      if (l.zeros) Buffer.from(l.zeros.buffer, l.zeros.byteOffset, l.zeros.byteLength).copy(buf, zerosAt);
-      baselines.forEach((b, k) => Buffer.from(b.weight.buffer, b.weight.byteOffset, b.weight.byteLength).copy(buf, base + k * rows * cols * 4));
-      await atomicWrite(path.join(this.dir, file), buf);
-      index.layers.push({ report: l.report, rows, cols, ...(groups > 1 ? { groups } : {}), ...(l.zeros ? { zeros: true } : {}), file, ...(baselines.length ? { baselines: baselines.map((b) => ({ recipe: b.recipe, loss: b.loss })) } : {}) });
+    const entries: BlockEntry[] = [];
+    for (let i = 0; i < layers.length; i++) entries.push(await this.saveLayer(block, i, layers[i]!));
+    await this.commitBlock(block, entries);
+  }
+
+  /**
+   * Writes the `i`-th finished layer of `block` to its own file, so the job need not keep its
+   * weights in memory; the block counts as finished only once commitBlock lists it.
+   */
+  async saveLayer(block: string, i: number, l: LayerState): Promise<BlockEntry> {
+    const file = `block-${safeId(block)}-${i}.bin`;
+    const { rows, cols } = l.report;
+    const groups = l.scales.length / rows;
+    if (!Number.isInteger(groups) || groups < 1 || (l.zeros && l.zeros.length !== l.scales.length)) {
+      throw new Error(`internal: layer ${l.report.name} has ${l.scales.length} scales and ${l.zeros?.length ?? 0} zero points for ${rows} rows`);
     }
-    await atomicWrite(path.join(this.dir, `block-${safe}.json`), JSON.stringify(index));
+    // Layout: weight f64[rows·cols] | scales f64[rows·groups] | codes i8[rows·cols]
+    //         | zeros f64[rows·groups] (asymmetric only) | per baseline f32[rows·cols]
+    // Written part by part from the arrays themselves (no second copy of the weight).
+    const baselines = l.baselines ?? [];
+    const bytes = (a: Float64Array | Float32Array | Int8Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    const parts = [bytes(l.weight), bytes(l.scales), bytes(l.codes), ...(l.zeros ? [bytes(l.zeros)] : []), ...baselines.map((b) => bytes(b.weight))];
+    await atomicWriteParts(path.join(this.dir, file), parts);
+    return { report: l.report, rows, cols, ...(groups > 1 ? { groups } : {}), ...(l.zeros ? { zeros: true } : {}), file, ...(baselines.length ? { baselines: baselines.map((b) => ({ recipe: b.recipe, loss: b.loss })) } : {}) };
+  }
+
+  /** Lists `block` as finished, with the layers saveLayer wrote for it (in order). */
+  async commitBlock(block: string, entries: readonly BlockEntry[]): Promise<void> {
+    const index: BlockIndex = { layers: [...entries] };
+    await atomicWrite(path.join(this.dir, `block-${safeId(block)}.json`), JSON.stringify(index));
     this.manifest = { ...this.manifest, blocks: [...this.manifest.blocks, block] };
     await this.writeManifest();
   }
@@ -136,8 +151,7 @@ export class Checkpoint {
    * the packed model needs): `weight` is then empty and the baselines' weights are not read.
    */
   async loadBlock(block: string, opts: { weights?: boolean } = {}): Promise<LayerState[]> {
-    const safe = block.replace(/[^A-Za-z0-9_-]/g, '_');
-    const index = JSON.parse(await readFile(path.join(this.dir, `block-${safe}.json`), 'utf8')) as BlockIndex;
+    const index = JSON.parse(await readFile(path.join(this.dir, `block-${safeId(block)}.json`), 'utf8')) as BlockIndex;
     const out: LayerState[] = [];
     const withWeights = opts.weights ?? true;
     for (const e of index.layers) {
@@ -202,6 +216,23 @@ export class Checkpoint {
 
   private async writeManifest(): Promise<void> {
     await atomicWrite(path.join(this.dir, 'manifest.json'), JSON.stringify(this.manifest, null, 1));
+  }
+}
+
+/** Writes the concatenation of `parts` to `file` through a temp file and a rename. */
+async function atomicWriteParts(file: string, parts: readonly Uint8Array[]): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    const fh = await open(tmp, 'w');
+    try {
+      for (const p of parts) for (let done = 0; done < p.length; ) done += (await fh.write(p, done, p.length - done)).bytesWritten;
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
   }
 }
 

@@ -30,6 +30,7 @@ import { reportStage } from './stages/report';
 import { rotateStage } from './stages/rotate';
 import { writeStage } from './stages/write';
 import { COMPRESSED_ROLES, WorkingModel } from './working';
+import { memMark } from './memlog';
 
 export { checkGroupSizeFits, TOOL_VERSION, type PipelineOptions } from './job';
 export { groupLabel, planBlocks } from './stages/calibrate';
@@ -129,7 +130,9 @@ export async function runCompression(
 
 async function runLocked(job: Job): Promise<CompressionReport> {
   const { paths, extra } = job;
+  memMark('start');
   const input = await loadStage(job);
+  memMark('loaded');
   let checkpoint: Checkpoint;
   try {
     throwIfAborted(job.signal);
@@ -142,12 +145,16 @@ async function runLocked(job: Job): Promise<CompressionReport> {
   if (checkpoint.resumed) job.log('info', `resuming: ${checkpoint.finishedBlocks.length} finished block(s) found in ${paths.partialDir}`);
   try {
     const rotated = await rotateStage(job, input);
+    memMark('rotated');
     const compressed = await calibrateStage(job, input, rotated, checkpoint);
+    memMark('compressed');
     await prepareLayout(paths);
     const written = await writeStage(job, input, compressed);
+    memMark('written');
     // A drop-in output folder (onnxruntime-genai / Optimum layout) around the packed model.
     job.warnings.push(...(await writeLayout(paths, written, job.signal)));
     const evaluated = await evaluateStage(job, input, rotated, compressed, written);
+    memMark('evaluated');
     const report = await reportStage(job, input, rotated, compressed, written, evaluated, resumedBlocks);
     await disposeWorking(job, input.working);
     await checkpoint.remove();

@@ -21,6 +21,8 @@ import { calibrationWindows, readText } from '../runtime/text';
 import { encodePrefix, loadTokenizer } from '../runtime/tokenizer';
 import { configGeometry } from './geometry';
 import { sha256File } from './stages/load';
+import { DEFAULT_ACTIVATION_CACHE_MIB } from './job';
+import { estimateMemory, type MemoryEstimate } from './memoryEstimate';
 
 export interface PreflightOptions {
   /** Run the probes: block forwards and the core on each layer shape (default true). */
@@ -40,6 +42,8 @@ export interface PreflightOptions {
   geometry?: AttentionGeometry;
   /** Compress only these blocks (the pipeline's onlyBlocks). */
   onlyBlocks?: readonly number[];
+  /** The job's activation cache budget (MiB; default DEFAULT_ACTIVATION_CACHE_MIB). */
+  activationCacheMiB?: number;
 }
 
 export interface Preflight extends CompressionEstimate {
@@ -53,6 +57,8 @@ export interface Preflight extends CompressionEstimate {
   /** What the time estimate was computed from (absent without the forward probe). */
   inputs?: EstimateInputs;
   breakdown: { loadSeconds: number; rotateSeconds: number; calibrateSeconds: number; compressSeconds: number; writeSeconds: number; evaluateSeconds: number; hessianBytes: number; modelBytes: number };
+  /** The memory estimate's terms (src/pipeline/memoryEstimate.ts). */
+  memory: MemoryEstimate;
 }
 
 /** What the time estimate is computed from: the job's shape and the measured probes. */
@@ -76,7 +82,7 @@ export interface EstimateInputs {
   openSeconds: number;
   textSeconds: number;
   hashSeconds: number;
-  probe: Pick<CutProbe, 'cutWeightBytes' | 'blockWeightBytes' | 'readBytes' | 'readSeconds' | 'rotateSeconds' | 'rotateTransformSeconds' | 'rotateCheckSeconds' | 'calibrate' | 'evalDense' | 'evalCompressed' | 'writeSeconds'>;
+  probe: Pick<CutProbe, 'cutWeightBytes' | 'blockWeightBytes' | 'readBytes' | 'readSeconds' | 'rotateSeconds' | 'rotateTransformSeconds' | 'rotateCheckSeconds' | 'rotateCheckBlockSeconds' | 'calibrate' | 'evalDense' | 'evalCompressed' | 'writeSeconds'>;
   /** Σ over the job's layers (and baselines) of the core probe's seconds. */
   coreSeconds: number;
 }
@@ -96,11 +102,12 @@ export interface StageSeconds {
  * the job's own up to four batches), B the blocks, W the model's weight bytes, W_cut that of the cut:
  *
  *   load      = open + texts + hash                                  (weights stay on disk)
- *   rotate    = transform(cut) · W / W_cut + check(cut) + Σ_{b ≥ 1} (2·f_b(advance, w) + f_b(advance, 1))
+ *   rotate    = transform(cut) · W / W_cut + check(cut) + (B − 1)·c₁
  *               (the streamed rotation scales with the weight bytes; the streamed check runs the
- *               dense and rotated model on w = min(2, n) windows and the simulated one on 1, three
- *               forwards per block after block 0; 0 without rotation. A probe without the split:
- *               rotate(cut) · W / W_cut)
+ *               dense, rotated and simulated model through every block: c₀ = block 0's three
+ *               forwards in the cut's check, c₁ = c₀ with the part of it that is block 0's fixed
+ *               cost, min(c₀, 3·advance.fixed), scaled by W_b / W_0; 0 without rotation. A probe
+ *               without the split: rotate(cut) · W / W_cut)
  *   calibrate = f(prelude, n) + Σ_{b ≤ last planned} ( planned b: Σ_g f_b(capture_g, n)
  *               + [b < last] f_b(advance, n);  not planned: f_b(advance, n) )
  *               (one-shot: a planned block is one forward, 1.1·f_b(advance, n))
@@ -126,10 +133,11 @@ export function stageSeconds(x: EstimateInputs): StageSeconds {
   const load = x.openSeconds + x.textSeconds + x.hashSeconds;
   const n = x.samples;
   let rotate = 0;
-  if (x.rotates && p.rotateTransformSeconds !== undefined && p.rotateCheckSeconds !== undefined) {
-    const w = Math.min(2, n);
-    rotate = p.rotateTransformSeconds * scaleToModel + p.rotateCheckSeconds;
-    for (let b = 1; b < x.modelBlocks; b++) rotate += 2 * fb(p.calibrate.advance, b, w) + fb(p.calibrate.advance, b, 1);
+  if (x.rotates && p.rotateTransformSeconds !== undefined && p.rotateCheckSeconds !== undefined && p.rotateCheckBlockSeconds !== undefined) {
+    const c0 = p.rotateCheckBlockSeconds;
+    const fixed0 = Math.min(c0, 3 * p.calibrate.advance.fixed);
+    const c1 = c0 - fixed0 * (1 - otherBlock);
+    rotate = p.rotateTransformSeconds * scaleToModel + p.rotateCheckSeconds + Math.max(0, x.modelBlocks - 1) * c1;
   } else if (x.rotates && p.rotateSeconds !== undefined) rotate = p.rotateSeconds * scaleToModel;
   const planned = new Set(x.plannedBlocks);
   const last = Math.max(-1, ...x.plannedBlocks);
@@ -187,28 +195,37 @@ export async function estimateCompression(modelPath: string, options: CompressOp
     const inter = Math.max(0, ...layers.filter((l) => l.role === 'down').map((l) => l.inFeatures));
     const blocks = planBlocks(layers);
 
-    // Memory. The source model stays loaded, the working copy holds every weight inline, its
-    // encoding is handed to onnxruntime, which keeps its own copy: ~4 × the weights.
+    // Memory: weights stay on disk and are read a block at a time, so the peak is a fixed part
+    // plus the largest of one block's capture, one layer in the core, one evaluation session
+    // (every formula in src/pipeline/memoryEstimate.ts).
     const modelBytes = loaded.weightBytes + loaded.fileBytes;
-    const groupHessian = (g: ReadonlyArray<{ inputName: string; inFeatures: number }>) =>
-      [...new Map(g.map((l) => [l.inputName, l.inFeatures])).values()].reduce((s, n) => s + n * n * 8, 0);
-    let hessianBytes = 0;
-    if (options.calibrationMode === 'oneshot') {
-      const inputs = new Map(layers.map((l) => [l.inputName, l.inFeatures]));
-      for (const n of inputs.values()) hessianBytes += n * n * 8;
-    } else {
-      for (const b of blocks) for (const g of b.groups) hessianBytes = Math.max(hessianBytes, groupHessian(g));
-    }
-    const largest = layers.reduce((m, l) => Math.max(m, l.inFeatures * l.outFeatures), 0);
-    const maxCols = Math.max(0, ...layers.map((l) => l.inFeatures));
-    // core: weight copies (f64 ×4), codes + mask, damped H, its factor and inverse (f64 ×4)
-    const coreBytes = largest * (8 * 4 + 2) + maxCols * maxCols * 8 * 4;
-    const activationBytes = batch * seqlen * (2 * vocab + 16 * hidden + 4 * inter) * 4;
-    // Baselines keep their compressed weights as float32 until they are evaluated, and one
-    // baseline model (inline weights) is alive at a time during its evaluation.
     const baselines = resolveBaselines(pre.baselines, options.recipe);
-    const baselineBytes = baselines.length ? baselines.length * params * 4 + loaded.weightBytes : 0;
-    const peakBytes = Math.round(4 * loaded.weightBytes + loaded.fileBytes + hessianBytes + coreBytes + activationBytes + baselineBytes + 150 * 2 ** 20);
+    const memoryLayers = pre.onlyBlocks ? layers.filter((l) => pre.onlyBlocks!.includes(l.block ?? -1)) : layers;
+    const stored = (name: string) => loaded.initializerInfo(name)?.byteLength ?? 0;
+    const perBlock = new Map<number, number>();
+    for (const l of layers) perBlock.set(l.block ?? -1, (perBlock.get(l.block ?? -1) ?? 0) + stored(l.weightName));
+    const blockWeights = new Set(layers.map((l) => l.weightName));
+    const outsideBytes = loaded.initializerNames().reduce((m, n) => (blockWeights.has(n) ? m : Math.max(m, stored(n))), 0);
+    const inputsOf = (g: ReadonlyArray<{ inputName: string; inFeatures: number }>) => [...new Map(g.map((l) => [l.inputName, l.inFeatures])).values()];
+    const memBlocks = planBlocks(memoryLayers);
+    const captureGroups = options.calibrationMode === 'oneshot' ? memBlocks.map((b) => inputsOf(b.groups.flat())) : memBlocks.flatMap((b) => b.groups.map(inputsOf));
+    const memory = estimateMemory({
+      recipes: [options.recipe, ...baselines],
+      layers: memoryLayers.map((l) => ({ rows: l.outFeatures, cols: l.inFeatures, inputName: l.inputName })),
+      captureGroups,
+      blockBytes: Math.max(0, ...perBlock.values()),
+      outsideBytes,
+      graphBytes: loaded.fileBytes,
+      batch,
+      seqlen,
+      samples: options.samples,
+      hidden,
+      intermediate: inter,
+      vocab,
+      activationBudgetBytes: (pre.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB) * 2 ** 20,
+    });
+    const hessianBytes = Math.max(0, ...captureGroups.map((g) => g.reduce((s, n) => s + n * n * 8, 0)));
+    const peakBytes = memory.peakBytes;
 
     // Disk: the simulated model has the source's size; the packed one stores 4-bit codes plus
     // a scale (and zero point) per row or per group for the compressed layers, everything else as is.
@@ -303,6 +320,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
           readSeconds,
           ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
           ...(rotateTransformSeconds !== undefined && rotateCheckSeconds !== undefined ? { rotateTransformSeconds, rotateCheckSeconds } : {}),
+          ...(probe.rotateCheckBlockSeconds !== undefined ? { rotateCheckBlockSeconds: probe.rotateCheckBlockSeconds } : {}),
           calibrate,
           evalDense,
           evalCompressed,
@@ -318,7 +336,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
         `probe on ${probe.executionProvider} (a one-block cut of the model, batch ${probeBatch} × ${seqlen} tokens): block forward ${ms(c.advance.perBatch)} per batch + ${ms(c.advance.fixed)} per forward; captures ${c.captures.map((x) => ms(x.perBatch)).join(' / ')} per batch; tail ${ms(probe.evalDense.tail.perBatch)}${probe.readBytes > 0 ? `; weights read at ${(probe.readBytes / Math.max(probe.readSeconds, 1e-9) / 1e6).toFixed(0)} MB/s` : ''}`,
       );
       if (probe.rotateTransformSeconds !== undefined && probe.rotateCheckSeconds !== undefined) {
-        notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights): ${probe.rotateTransformSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB; its check ${probe.rotateCheckSeconds.toFixed(1)} s + three block forwards per further block`);
+        notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights): ${probe.rotateTransformSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB; its check ${probe.rotateCheckSeconds.toFixed(1)} s, of which block 0's three forwards ${(probe.rotateCheckBlockSeconds ?? 0).toFixed(1)} s (added per further block)`);
       }
     } else {
       if (why) notes.push(`no forward probe (${why}): the time of the forwards, rotation and I/O is a rough constant-rate guess`);
@@ -363,6 +381,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       forwardSeconds: windowSeconds,
       ...(inputs ? { inputs } : {}),
       breakdown: { loadSeconds, rotateSeconds, calibrateSeconds, compressSeconds, writeSeconds, evaluateSeconds, hessianBytes, modelBytes },
+      memory,
     };
   } finally {
     await loaded.close();

@@ -91,6 +91,19 @@ export function splitForward(start: number, marks: readonly number[], end: numbe
   return { fixed: Math.max(0, total - (windows / full) * perBatch), perBatch };
 }
 
+/**
+ * A forward timed on one batch only (`splitForward` put all of it in the per-batch part): split it
+ * with `perBatch` measured on the same block elsewhere (the calibration advance, two batches or
+ * more), the rest fixed — so that the fixed part (weights read, session opened) can be scaled per
+ * block. Unchanged when it was already split or there is no per-batch measurement.
+ */
+export function resplitOneBatch(c: ForwardCost, windows: number, batch: number, perBatch: number): ForwardCost {
+  if (c.fixed > 0 || !(perBatch > 0)) return c;
+  const total = c.perBatch * (windows / batch);
+  const compute = Math.min(total, perBatch * (windows / batch));
+  return { fixed: total - compute, perBatch: compute / (windows / batch) };
+}
+
 /** Streamed evaluation forwards of one model: prelude, one block, the tail with the NLL head. */
 export interface EvalForwards {
   prelude: ForwardCost;
@@ -114,6 +127,8 @@ export interface CutProbe {
   /** Its two parts: the streamed rotation of the cut's weights (read, rotate, store) and the streamed check (three passes through the cut). */
   rotateTransformSeconds?: number;
   rotateCheckSeconds?: number;
+  /** Of the check: block 0's forwards in its three passes (what each further block adds). */
+  rotateCheckBlockSeconds?: number;
   calibrate: { prelude: ForwardCost; captures: ForwardCost[]; advance: ForwardCost };
   evalDense: EvalForwards;
   evalCompressed: EvalForwards;
@@ -299,18 +314,27 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     let rotateSeconds: number | undefined;
     let rotateTransformSeconds: number | undefined;
     let rotateCheckSeconds: number | undefined;
+    let rotateCheckBlockSeconds: number | undefined;
     if (rotates) {
       const halfPrecision = findLinearLayers(cut).some((l) => l.dtype !== 'float32');
       // As the rotate stage: the rotation tensor by tensor through the store (rotateModelStreamed),
       // then the check streamed through the blocks (dense and rotated on two windows, the
       // simulated graph on one), each timed: the transform scales with weight bytes, the check
       // with the blocks (stageSeconds).
-      const rotate = async (): Promise<{ model: ModelProto; transform: number; check: number }> => {
+      const rotate = async (): Promise<{ model: ModelProto; transform: number; check: number; checkBlock: number }> => {
         const t = performance.now();
         const r = await rotateModelStreamed(found.model, { seed: options.seed, geometry: o.geometry, configGeometry: o.configGeometry }, store);
         const stored = await store.externalize(r.model);
         const t1 = performance.now();
+        // Each pass's block-0 forward, timed from the end of the forward before it.
+        let lastEnd = t1;
+        const blockForwards: number[] = [];
         await checkRotationStreamed(found.model, stored, windows, {
+          onForward: (region) => {
+            const now = performance.now();
+            if (region.kind === 'block') blockForwards.push((now - lastEnd) / 1000);
+            lastEnd = now;
+          },
           executionProviders: eps,
           abits: options.abits,
           kvbits: options.kvbits,
@@ -319,7 +343,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
           spillDir: dir,
           activations: { budgetBytes: DEFAULT_ACTIVATION_CACHE_MIB * 2 ** 20, spillDir: path.join(dir, 'activations-rotation') },
         });
-        return { model: stored, transform: (t1 - t) / 1000, check: (performance.now() - t1) / 1000 };
+        return { model: stored, transform: (t1 - t) / 1000, check: (performance.now() - t1) / 1000, checkBlock: blockForwards.reduce((a, b) => a + b, 0) };
       };
       // The job rotates with its code already warm (the pre-flight ran in the same process): on a
       // small cut the first run's JIT and onnxruntime set-up would dominate, so it runs twice.
@@ -328,8 +352,9 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       rotateSeconds = r.transform + r.check;
       rotateTransformSeconds = r.transform;
       rotateCheckSeconds = r.check;
+      rotateCheckBlockSeconds = r.checkBlock;
       calibModel = r.model;
-      trace('rotate', { transform: r.transform, check: r.check, cutWeightBytes });
+      trace('rotate', { transform: r.transform, check: r.check, checkBlock: r.checkBlock, cutWeightBytes });
     } else calibModel = await store.externalize(found.model);
     const layers = findLinearLayers(calibModel);
     let used = 'cpu';
@@ -360,6 +385,10 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       const ew = o.evalWindows ?? windows;
       evalDense = (await timeEvaluation(found.model, ew, batch, eps, loaded)).forwards;
       evalCompressed = (await timeEvaluation(simulated, ew, batch, eps, store)).forwards;
+      // One batch can't be split; the block's per-batch arithmetic is the calibration advance's.
+      const per = calibrate.advance.perBatch;
+      evalDense = { ...evalDense, block: resplitOneBatch(evalDense.block, ew.count, batch, per) };
+      evalCompressed = { ...evalCompressed, block: resplitOneBatch(evalCompressed.block, ew.count, batch, per) };
     }
 
     // As the write stage: the fake-quant graph built, the simulated model written, the packed one
@@ -389,6 +418,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       readSeconds,
       ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
       ...(rotateTransformSeconds !== undefined && rotateCheckSeconds !== undefined ? { rotateTransformSeconds, rotateCheckSeconds } : {}),
+      ...(rotateCheckBlockSeconds !== undefined ? { rotateCheckBlockSeconds } : {}),
       calibrate,
       evalDense,
       evalCompressed,

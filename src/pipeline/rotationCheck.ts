@@ -23,7 +23,7 @@ import { GraphPatternFormatError } from '../onnx/rotateGraph';
 import { CausalLm, floatData } from '../runtime/lm';
 import type { TokenWindows } from '../runtime/text';
 import type { SpillOptions } from './activations';
-import { BlockStream, inlineRegionWeights } from './blockStream';
+import { BlockStream, inlineRegionWeights, type BlockStreamOptions } from './blockStream';
 import { withFakeQuant } from './transforms';
 
 export interface RotationCheckOptions {
@@ -191,6 +191,8 @@ export interface StreamedRotationCheckOptions extends RotationCheckOptions {
   /** Memory budget of the cached hidden states and where they spill (as calibration's). */
   activations?: SpillOptions;
   signal?: AbortSignal;
+  /** Called after each region forward of the three passes (the pre-flight probe times them). */
+  onForward?: BlockStreamOptions['onForward'];
 }
 
 /** A graph BlockStream can't cut into blocks: the check falls back to whole-model sessions. */
@@ -210,7 +212,7 @@ async function streamedLogits(
   const layers = findLinearLayers(model, { allowEmpty: true, unsupportedDtype: 'skip' });
   const hasLogits = (model.graph?.output ?? []).some((o) => o.name === 'logits');
   const opened = hasLogits
-    ? BlockStream.open(model, layers, windows, { executionProviders: options.executionProviders, batch: 1, weights: options.weights, spill: options.activations, signal: options.signal })
+    ? BlockStream.open(model, layers, windows, { executionProviders: options.executionProviders, batch: 1, weights: options.weights, spill: options.activations, signal: options.signal, onForward: options.onForward })
     : { err: 'no "logits" output' };
   if ('err' in opened) throw new NotSplittable(opened.err);
   const stream = opened.ok;

@@ -15,10 +15,11 @@ import type { LinearLayer } from '../../onnx/types';
 import { throwIfAborted } from '../cancel';
 import { BlockStream } from '../blockStream';
 import { captureStats, type CaptureRequest, type CapturedStats } from '../capture';
-import { layerRecord, type Checkpoint, type LayerRecord, type LayerState } from '../checkpoint';
+import { layerRecord, type BlockEntry, type Checkpoint, type LayerRecord } from '../checkpoint';
 import { defaultBatch } from '../evaluate';
 import { DEFAULT_ACTIVATION_CACHE_MIB, noteExecutionProvider, type Job } from '../job';
 import { compressOneLayer, LayerProgress } from './layers';
+import { collectGarbage, memMark } from '../memlog';
 import type { LoadedJob } from './load';
 import type { RotatedJob } from './rotate';
 
@@ -131,12 +132,23 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
   const reportCaptured = (block: PlannedBlock, stats: Map<string, CapturedStats>) => {
     for (const [inputName, st] of stats) extra.onCapture?.(block.id, inputName, st);
   };
-  /** Compresses `group` on `stats` and writes the compressed weights into the working model. */
-  const compressGroup = async (group: readonly LinearLayer[], stats: Map<string, CapturedStats>): Promise<LayerState[]> => {
-    const done: LayerState[] = [];
-    for (const l of group) done.push(await compressOneLayer(job, working, l, stats.get(l.inputName)!, p));
-    await working.setWeights(new Map(done.map((s) => [s.report.name, s.weight])));
-    return done;
+  /**
+   * Compresses `group` on `stats`, writes each layer's compressed weights into the working model
+   * and its results to the checkpoint as soon as it is done (nothing of a finished layer but its
+   * report stays in memory). Each Hessian is dropped from `stats` after the last layer of the
+   * group that reads it (an input is read by one group only).
+   */
+  const compressGroup = async (block: PlannedBlock, group: readonly LinearLayer[], stats: Map<string, CapturedStats>, saved: BlockEntry[]): Promise<void> => {
+    for (let i = 0; i < group.length; i++) {
+      const l = group[i]!;
+      const s = await compressOneLayer(job, working, l, stats.get(l.inputName)!, p);
+      if (!group.slice(i + 1).some((x) => x.inputName === l.inputName)) stats.delete(l.inputName);
+      await working.setWeights(new Map([[s.report.name, s.weight]]));
+      saved.push(await checkpoint.saveLayer(block.id, saved.length, s));
+      states.set(s.report.name, layerRecord(s));
+      collectGarbage(s.weight.byteLength);
+      memMark(`compressed layer ${l.name}`);
+    }
   };
   /** A block finished by an earlier run of the same job: its layers come from the checkpoint. */
   const restore = async (block: PlannedBlock): Promise<void> => {
@@ -155,10 +167,9 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
     p.baselineLayersDone += saved.length * baselines.length;
     job.progress.report('compress', p.layersDone, layers.length, `block ${block.id} restored from the checkpoint`, p.overall());
   };
-  const finishBlock = async (block: PlannedBlock, blockStates: LayerState[]): Promise<void> => {
-    for (const s of blockStates) states.set(s.report.name, layerRecord(s));
+  const finishBlock = async (block: PlannedBlock, saved: readonly BlockEntry[]): Promise<void> => {
     throwIfAborted(signal);
-    await checkpoint.saveBlock(block.id, blockStates);
+    await checkpoint.commitBlock(block.id, saved);
   };
 
   try {
@@ -178,22 +189,25 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
         }
         extra.onBlockStart?.(block.id, blocks.indexOf(block), blocks.length);
         throwIfAborted(signal);
-        const blockStates: LayerState[] = [];
+        const saved: BlockEntry[] = [];
         if (oneshot) {
           const all = block.groups.flat();
           const stats = await timed(() => stream.capture(rot.baseProto, all, requestsFor(all), { advance: !last, onBatch: onBatch(`block ${block.id} all inputs`) }));
           reportCaptured(block, stats);
-          for (const group of block.groups) blockStates.push(...(await compressGroup(group, stats)));
+          for (const group of block.groups) await compressGroup(block, group, stats, saved);
         } else {
           for (const group of block.groups) {
             const label = `block ${block.id} ${groupLabel(group)}`;
+            collectGarbage(Math.max(...group.map((l) => l.inFeatures * l.outFeatures * 8)));
             const stats = await timed(() => stream.capture(working.proto, group, requestsFor(group), { onBatch: onBatch(label) }));
+            memMark(`captured ${label}`);
             reportCaptured(block, stats);
-            blockStates.push(...(await compressGroup(group, stats)));
+            await compressGroup(block, group, stats, saved);
           }
           if (!last) await timed(() => stream.advance(working.proto, onBatch(`block ${block.id} compressed forward`)));
         }
-        await finishBlock(block, blockStates);
+        await finishBlock(block, saved);
+        memMark(`finished block ${block.id}`);
       }
       forwardCount = stream.forwards;
       if (stream.spilledBytes > 0) job.log('info', `activation cache: ${(stream.spilledBytes / 2 ** 20).toFixed(1)} MiB spilled to ${path.join(job.paths.partialDir, 'activations')} (budget ${extra.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB} MiB)`);
@@ -218,20 +232,20 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
         }
         extra.onBlockStart?.(block.id, bi, blocks.length);
         throwIfAborted(signal);
-        const blockStates: LayerState[] = [];
+        const saved: BlockEntry[] = [];
         if (oneshot) {
           oneshotStats ??= await capture(rot.baseProto, layers, 'all layer inputs', null);
           const mine = new Map(block.groups.flat().map((l) => [l.inputName, oneshotStats!.get(l.inputName)!]));
           reportCaptured(block, mine);
-          for (const group of block.groups) blockStates.push(...(await compressGroup(group, oneshotStats)));
+          for (const group of block.groups) await compressGroup(block, group, oneshotStats, saved);
         } else {
           for (const group of block.groups) {
             const stats = await capture(working.proto, group, `block ${block.id} ${groupLabel(group)}`, block.id);
             reportCaptured(block, stats);
-            blockStates.push(...(await compressGroup(group, stats)));
+            await compressGroup(block, group, stats, saved);
           }
         }
-        await finishBlock(block, blockStates);
+        await finishBlock(block, saved);
       }
     }
   } finally {

@@ -13,6 +13,7 @@ import { defaultBatch, openForPerplexity, perplexityOf, streamedPerplexity } fro
 import { DEFAULT_ACTIVATION_CACHE_MIB, noteExecutionProvider, type Job } from '../job';
 import { DEFAULT_SENSITIVITY_WINDOWS, layerSensitivity } from '../sensitivity';
 import { withFakeQuant } from '../transforms';
+import { memMark } from '../memlog';
 import type { CompressedJob } from './calibrate';
 import type { LoadedJob } from './load';
 import type { RotatedJob } from './rotate';
@@ -63,6 +64,7 @@ export async function evaluateStage(job: Job, input: LoadedJob, rot: RotatedJob,
         await lm.release();
       }
     }
+    memMark(`perplexity ${label}`);
     return { ...r, windows: evalWin.count, seqlen, text: evalText.path, seconds: (performance.now() - t0) / 1000 };
   };
   // The dense reference is the source model itself: its weights are read from the file per block.

@@ -7,6 +7,7 @@ import type { RecipeName } from '../../protocol/recipes';
 import { createOrtBackend } from '../../runtime/ortBackend';
 import type { LayerReport } from '../../protocol/report';
 import { throwIfAborted } from '../cancel';
+import { collectGarbage } from '../memlog';
 import type { CapturedStats } from '../capture';
 import type { BaselineLayer, LayerState } from '../checkpoint';
 import { round6, sparsityFor, type Job } from '../job';
@@ -63,6 +64,7 @@ export async function compressOneLayer(job: Job, working: WorkingModel, layer: L
   throwIfAborted(signal);
   const t0 = performance.now();
   const weight = await working.readWeight(layer);
+  collectGarbage(weight.byteLength); // the weight's stored bytes, before the core allocates its copies
   const r = await compressLayer(
     { weight, rows: layer.outFeatures, cols: layer.inFeatures, hessian: st.hessian, channelEnergy: st.channelEnergy },
     { method: options.recipe, sparsity: effectiveSparsity(options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },

@@ -9,6 +9,7 @@
 import path from 'node:path';
 import { encodeModel, type ModelProto } from '../../onnx/proto';
 import { rotateModel, rotateModelStreamed, type RotateOptions } from '../../onnx/rotate';
+import { throwIfAborted } from '../cancel';
 import { configGeometry } from '../geometry';
 import { DEFAULT_ACTIVATION_CACHE_MIB, type Job } from '../job';
 import { checkRotation, checkRotationStreamed } from '../rotationCheck';
@@ -34,12 +35,16 @@ export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJo
     job.progress.report('rotate', 0, 1, 'rotating the residual stream (QuaRot)');
     const dense = working.proto;
     const r = working.store
-      ? await rotateModelStreamed(dense, rotateOptionsOf(job), working.store, (done, total) => job.progress.report('rotate', 0.5 * (done / total), 1))
+      ? await rotateModelStreamed(dense, rotateOptionsOf(job), working.store, (done, total) => {
+          throwIfAborted(job.signal);
+          job.progress.report('rotate', 0.5 * (done / total), 1);
+        })
       : rotateModel(dense, rotateOptionsOf(job));
     job.warnings.push(...r.warnings);
+    const rotatedAt = performance.now();
     // The rotated model must still be the dense model (float tolerance) — checked before calibration,
     // both streamed through their blocks (one block's weights in a session at a time).
-    job.progress.report('rotate', 0.5, 1, 'checking the rotated model against the dense one');
+    job.progress.report('rotate', 0.5, 1, 'checking the rotated model against the dense one', undefined, true);
     const checkOptions = {
       executionProviders: options.executionProviders,
       abits: options.abits,
@@ -59,6 +64,7 @@ export async function rotateStage(job: Job, input: LoadedJob): Promise<RotatedJo
       'info',
       `rotation check: the rotated model's logits match the dense model's to ${check.relativeError.toPrecision(2)} (relative, ${check.windows} calibration windows; tolerance ${check.tolerance}; ${check.streamed ? 'streamed through the blocks' : 'whole-model sessions'})`,
     );
+    job.log('debug', `rotate stage: rotation ${((rotatedAt - t) / 1000).toFixed(1)} s, check ${((performance.now() - rotatedAt) / 1000).toFixed(1)} s`);
     await working.replaceProto(r.model);
     job.timings.rotate = (performance.now() - t) / 1000;
     job.progress.report('rotate', 1, 1);

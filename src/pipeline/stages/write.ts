@@ -6,6 +6,7 @@
 // writeModel copies them into the output's external data file tensor by tensor. The packed model
 // is built one block at a time from the checkpoint's codes and scales; each block's MatMulNBits
 // tensors go to the working data file before the next block is packed.
+import { memMark } from '../memlog';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -60,6 +61,7 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
     { externalData: external, source },
   );
   throwIfAborted(signal);
+  memMark('written simulated');
   job.progress.report('write', 1, 3, 'packed model');
   const rowBlockSize = packedRowBlockSize(layers.map((l) => working.layer(l.name)));
   let model: ModelProto | undefined = working.proto;

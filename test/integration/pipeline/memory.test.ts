@@ -3,6 +3,7 @@
 // never holds more than one block's weights plus the biggest tensor outside the blocks — counted by
 // the working store (src/onnx/store.ts), not timed via RSS. Cancel and resume keep working with the store.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -13,7 +14,10 @@ import { DataType } from '../../../src/onnx/proto';
 import { AbortError } from '../../../src/pipeline/cancel';
 import { runCompression } from '../../../src/pipeline/compress';
 import { WORKING_DATA_FILE } from '../../../src/pipeline/working';
-import { quickOptions, shortText, snapshot, tempDir, TINY } from './fixtures';
+import { estimateCompression } from '../../../src/pipeline/preflight';
+import { quickOptions, ROOT, shortText, snapshot, tempDir, TINY } from './fixtures';
+
+const SMALL = path.join(ROOT, 'media', 'models', 'small', 'model.onnx');
 
 const EXTERNAL = path.join(path.dirname(TINY), 'model.external.onnx');
 
@@ -123,4 +127,18 @@ test('with the store, a crashed job resumes to the uninterrupted outputs and a c
   assert.ok(existsSync(kept), 'the checkpoint is kept for resume');
   assert.ok(!readdirSync(kept).includes(WORKING_DATA_FILE), 'no working data file left behind');
   assert.deepEqual(snapshot(c).filter((f) => !f.startsWith('.model.external.obr-partial')), before);
+});
+
+test('the pre-flight memory estimate is within a factor of 2 of the peak RSS of the job it estimates (bundled small model, obr-gptq W4A16, evaluation included, its own process)', { timeout: 300_000 }, async (t) => {
+  const dir = tempDir();
+  const options = quickOptions(dir, { recipe: 'obr-gptq', abits: 16, kvbits: 16 });
+  const evalText = shortText(dir, 'sotu-test.txt', 10_000);
+  const pre = await estimateCompression(SMALL, options, { probe: false, evalWindows: 2, evalText });
+  const run = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'memoryJob.ts'), SMALL, JSON.stringify(options), JSON.stringify({ evalText, evalWindows: 2 })], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr.slice(-2000));
+  const { peakRssBytes } = JSON.parse(run.stdout.trim().split('\n').pop()!) as { peakRssBytes: number };
+  const ratio = pre.peakBytes / peakRssBytes;
+  const mib = (x: number) => `${(x / 2 ** 20).toFixed(0)} MiB`;
+  t.diagnostic(`estimate ${mib(pre.peakBytes)} (${pre.memory.phase}: ${Object.entries(pre.memory.terms).map(([k, v]) => `${k} ${mib(v)}`).join(', ')}); measured peak RSS ${mib(peakRssBytes)}; ratio ${ratio.toFixed(2)}`);
+  assert.ok(ratio >= 0.5 && ratio <= 2, `estimate ${mib(pre.peakBytes)} vs measured ${mib(peakRssBytes)}: ratio ${ratio.toFixed(2)} outside [0.5, 2]`);
 });

@@ -2,13 +2,14 @@
 // rotates and writes one weight at a time through the working store, and the rotation check
 // streams the dense and the rotated model through their blocks — counted by the store, not RSS.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { regionModel, splitBlocks } from '../../../src/onnx/blocks';
 import { findLinearLayers } from '../../../src/onnx/linear';
 import { loadModel } from '../../../src/onnx/load';
 import { DataType } from '../../../src/onnx/proto';
+import { AbortError } from '../../../src/pipeline/cancel';
 import { runCompression } from '../../../src/pipeline/compress';
 import { quickOptions, tempDir, TINY } from './fixtures';
 
@@ -45,4 +46,33 @@ test('a W4A4KV4 job on an external-data model holds at most one block + the bigg
   assert.ok(stats.peakResidentBytes <= maxBlock + maxOutside, `peak ${stats.peakResidentBytes} ≤ one block ${maxBlock} + ${maxOutside}`);
   assert.ok(stats.peakResidentBytes < total / 2, 'never all the weights');
   assert.ok(!existsSync(path.dirname(stats.dataFile)), 'the working folder is gone');
+});
+
+test('cancelled during the streamed rotation or its check: AbortError, and no working data, spill files or outputs are left', { timeout: 300_000 }, async () => {
+  const dir = tempDir();
+  for (const when of ['rotation', 'check'] as const) {
+    const out = path.join(dir, when);
+    const abort = new AbortController();
+    let seen = false;
+    let checkedAfterCancel = false;
+    await assert.rejects(
+      runCompression(EXTERNAL, quickOptions(dir, { recipe: 'rtn', abits: 4, kvbits: 4, samples: 2, outDir: out }), {
+        signal: abort.signal,
+        onProgress: (e) => {
+          // The stage starts with the rotation (its first event is never throttled); the check starts at 0.5.
+          const rotating = e.stage === 'rotate' && e.message?.startsWith('rotating') === true;
+          const checking = e.stage === 'rotate' && e.message?.startsWith('checking') === true;
+          if (abort.signal.aborted && checking) checkedAfterCancel = true;
+          if ((when === 'rotation' && rotating) || (when === 'check' && checking)) {
+            seen = true;
+            abort.abort();
+          }
+        },
+      }, { evalText: null, onlyBlocks: [0] }),
+      AbortError,
+    );
+    assert.ok(seen, `${when}: the job was cancelled there`);
+    assert.ok(!checkedAfterCancel, `${when}: the rotation stops between its tasks, before the check`);
+    assert.ok(!existsSync(out) || readdirSync(out).length === 0, `${when}: nothing left in the output folder (${existsSync(out) ? readdirSync(out).join(', ') : ''})`);
+  }
 });

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { otherBlockScale, stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
-import { coreProbeRows, forwardSeconds, probeWindows, splitForward } from '../../../src/pipeline/probe';
+import { coreProbeRows, forwardSeconds, probeWindows, resplitOneBatch, splitForward } from '../../../src/pipeline/probe';
 
 const c = (fixed: number, perBatch: number) => ({ fixed, perBatch });
 const MEASURED: EstimateInputs = {
@@ -158,12 +158,46 @@ test('blocks after block 0 scale its fixed part by weight bytes (recorded scale-
   close(two.calibrate - s.calibrate, g(p.calibrate.advance) + p.calibrate.captures.reduce((t, c) => t + g1(c), 0), 'the second block');
 });
 
-test('the streamed rotation: transform scaled by bytes, the check measured on the cut plus three forwards per further block', () => {
-  const x: EstimateInputs = { ...SCALE.inputs, probe: { ...SCALE.inputs.probe, rotateTransformSeconds: 20, rotateCheckSeconds: 30 } };
+test('the streamed rotation: transform scaled by bytes, the check measured on the cut plus block 0\'s share per further block', () => {
+  const x: EstimateInputs = { ...SCALE.inputs, probe: { ...SCALE.inputs.probe, rotateTransformSeconds: 20, rotateCheckSeconds: 30, rotateCheckBlockSeconds: 12 } };
   const k = otherBlockScale(x);
-  const adv = x.probe.calibrate.advance;
-  // w = min(2, samples) windows for the dense and rotated passes, 1 for the simulated one (batch 4).
-  const perBlock = 2 * (adv.fixed * k + adv.perBatch * (2 / 4)) + (adv.fixed * k + adv.perBatch * (1 / 4));
-  close(stageSeconds(x).rotate, (20 * 2_201_335_564) / 351_297_892 + 30 + 21 * perBlock, 'rotate');
+  // Block 0's three check forwards took 12 s, less than three of its probed fixed parts (3 × 7.02 s):
+  // all of it counts as fixed, scaled by W_b / W_0 for each of the 21 further blocks.
+  close(stageSeconds(x).rotate, (20 * 2_201_335_564) / 351_297_892 + 30 + 21 * 12 * k, 'rotate');
+  // A longer block-0 check (60 s): only 3 × 7.02 s of it is fixed and scaled.
+  const y: EstimateInputs = { ...x, probe: { ...x.probe, rotateCheckBlockSeconds: 60 } };
+  const fixed = 3 * x.probe.calibrate.advance.fixed;
+  close(stageSeconds(y).rotate, (20 * 2_201_335_564) / 351_297_892 + 30 + 21 * (60 - fixed * (1 - k)), 'rotate, long check');
+  // The bundled model (blocks alike): each further block adds block 0's check forwards.
+  const z: EstimateInputs = { ...MEASURED, probe: { ...MEASURED.probe, rotateTransformSeconds: 0.79, rotateCheckSeconds: 1.22, rotateCheckBlockSeconds: 0.6 } };
+  close(stageSeconds(z).rotate, (0.79 * 18_883_584) / 11_013_120 + 1.22 + 3 * 0.6, 'rotate, bundled');
   assert.equal(stageSeconds({ ...x, rotates: false }).rotate, 0);
+});
+
+test('the bundled model\'s recorded probe: rotate = transform scaled by bytes + the cut\'s check + block 0\'s check forwards per further block', () => {
+  const demo = JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'fixtures', 'preflight', 'small-demo.json'), 'utf8')) as { inputs: EstimateInputs };
+  const x = demo.inputs;
+  const p = x.probe;
+  close(otherBlockScale(x), 1, 'blocks alike');
+  close(stageSeconds(x).rotate, (p.rotateTransformSeconds! * x.modelWeightBytes) / p.cutWeightBytes + p.rotateCheckSeconds! + 3 * p.rotateCheckBlockSeconds!, 'rotate');
+  // Calibration windows = the job's 32 at batch 8 (four batches): calibrate is the measured forwards, 4 blocks.
+  const f = (c: { fixed: number; perBatch: number }) => c.fixed + 4 * c.perBatch;
+  close(stageSeconds(x).calibrate, f(p.calibrate.prelude) + 4 * p.calibrate.captures.reduce((t, c) => t + f(c), 0) + 3 * f(p.calibrate.advance), 'calibrate');
+});
+
+test('an evaluation forward timed on one batch is split with the calibration advance\'s per-batch part (recorded scale probe)', () => {
+  // The job evaluates 2 windows at batch 4: one batch, 27.894 s for block 0 (recorded, load ≈ 20);
+  // the calibration advance of the same block measured 12.226 s per batch over two batches.
+  const one = splitForward(0, [27.709], 27.894, [2], 4);
+  close(forwardSeconds(one, 2, 4), 27.894, 'measured');
+  const r = resplitOneBatch(one, 2, 4, 12.226);
+  close(r.perBatch, 12.226, 'per batch from the advance');
+  close(r.fixed, 27.894 - 12.226 / 2, 'the rest fixed');
+  close(forwardSeconds(r, 2, 4), 27.894, 'still the measured time at the probed windows');
+  // A later block (88 MB against block 0's 220 MB) pays its share of the fixed part only.
+  const k = (2_201_335_564 - 351_297_892) / 21 / 219_693_412;
+  close(forwardSeconds({ fixed: r.fixed * k, perBatch: r.perBatch }, 2, 4), (27.894 - 6.113) * k + 6.113, 'a later block');
+  // Already split, or nothing to split with: unchanged.
+  assert.deepEqual(resplitOneBatch({ fixed: 1, perBatch: 2 }, 2, 4, 3), { fixed: 1, perBatch: 2 });
+  assert.deepEqual(resplitOneBatch(one, 2, 4, 0), one);
 });

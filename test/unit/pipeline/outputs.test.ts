@@ -1,6 +1,6 @@
 // Output names, the progress ETA arithmetic and the resume checkpoint's round trip.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -106,4 +106,31 @@ test('checkpoint: blocks round-trip bit-exactly; another job key starts over', a
   assert.deepEqual(other.finishedBlocks, []);
   await other.remove();
   assert.ok(!existsSync(dir));
+});
+
+test('checkpoint: layers saved one by one count only once their block is committed; then they read back bit-exactly', async () => {
+  const dir = path.join(mkdtempSync(path.join(tmpdir(), 'obr-cp-')), '.m.obr-partial');
+  const cp = await Checkpoint.open(dir, 'key-a', true);
+  const report = (name: string) => ({ name, block: 3, role: 'q' as const, rows: 2, cols: 3, sparsity: 0, wbits: 4, loss: { total: 1, pruning: 0, quantization: 1, recovered: 0, outputEnergy: 5 }, seconds: 0.1, codeHistogram: [6] });
+  const layers = [0, 1].map((i) => ({ report: report(`l${i}`), weight: Float64Array.from([0.1 + i, -0.2, 0, 1e-300, 3, Math.PI]), scales: Float64Array.from([0.5, 0.25 * (i + 1)]), codes: Int8Array.from([1, -2, 0, i, 7, -8]) }));
+  const entries = [await cp.saveLayer('3', 0, layers[0]!), await cp.saveLayer('3', 1, layers[1]!)];
+  // Written but not committed (a crash here): a resumed job does not see the block.
+  const crashed = await Checkpoint.open(dir, 'key-a', true);
+  assert.deepEqual(crashed.finishedBlocks, []);
+  const cp2 = await Checkpoint.open(dir, 'key-a', true);
+  const again = [await cp2.saveLayer('3', 0, layers[0]!), await cp2.saveLayer('3', 1, layers[1]!)];
+  assert.deepEqual(again, entries);
+  await cp2.commitBlock('3', again);
+  const read = await (await Checkpoint.open(dir, 'key-a', true)).loadBlock('3');
+  assert.equal(read.length, 2);
+  read.forEach((l, i) => {
+    assert.equal(l.report.name, `l${i}`);
+    assert.deepEqual(Array.from(l.weight), Array.from(layers[i]!.weight));
+    assert.deepEqual(Array.from(l.scales), Array.from(layers[i]!.scales));
+    assert.deepEqual(Array.from(l.codes), Array.from(layers[i]!.codes));
+  });
+  // saveBlock writes the same files as saveLayer + commitBlock.
+  const viaBlock = path.join(path.dirname(dir), '.n.obr-partial');
+  await (await Checkpoint.open(viaBlock, 'key-a', true)).saveBlock('3', layers);
+  for (const f of ['block-3-0.bin', 'block-3-1.bin', 'block-3.json']) assert.ok(readFileSync(path.join(viaBlock, f)).equals(readFileSync(path.join(dir, f))), f);
 });
