@@ -80,7 +80,7 @@ export const ADMM_STATE_BYTES = 512 * 2 ** 20;
  *  history columns (float32) and the support (admmWorkspace). */
 const STATE_BYTES_PER_ENTRY = 80;
 
-export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e-5, minIter: 8, maxIter: 80, lossTol2: 1e-5, maxIter2: 80, residualTol2: 2e-3, scale: true, anderson: 3, residualTol1: 5e-4 };
+export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e-5, minIter: 8, maxIter: 80, lossTol2: 1e-5, maxIter2: 80, residualTol2: 1e-4, scale: true, anderson: 3, residualTol1: 5e-4 };
 
 /**
  * ρ / median(diag H) for the block H[c0:, c0:], from the spread of its correlation matrix
