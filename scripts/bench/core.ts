@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { formatNpy, readNpy } from '../../src/cli/npy';
 import type { AdmmStats } from '../../src/core/admm';
 import { compressLayer, layerLossBetween } from '../../src/core/compress';
-import { seededNormal } from '../../src/core/random';
+import { seededNormal, syntheticLayer } from '../../src/core/random';
 import { createOrtBackend, type OrtMatrixBackend } from '../../src/runtime/ortBackend';
 
 type Method = 'obr-gptq' | 'obr-rtn' | 'sparsegpt-gptq';
@@ -168,6 +168,14 @@ async function main(): Promise<void> {
     const at = old.indexOf(NOTES_MARK);
     writeFileSync(doc, markdown(meta, merged) + (at >= 0 ? `\n${old.slice(at)}` : ''));
   };
+  // Warm-up, not timed: the first compressLayer of a process instantiates the WebAssembly kernels,
+  // starts the worker threads and runs onnxruntime's first products (about a second here); a job
+  // pays that once, not per layer, and the PyTorch script's clock likewise starts after its
+  // imports and loads. So every timed row below runs warm.
+  const warm = syntheticLayer(64, 256, 7);
+  for (const method of args.methods) {
+    await compressLayer({ weight: warm.weight, rows: 64, cols: 256, hessian: warm.hessian }, { method, sparsity: { kind: 'unstructured', ratio: 0.5 }, wbits: 4, alpha: 0.5, damp: 0.01 }, { threads: args.threads, skipLoss: true, backend });
+  }
   for (const [rows, cols] of args.layers) {
     const dir = join(root, 'core-layers', `r${rows}c${cols}`);
     await ensureLayer(dir, rows, cols, meta.seed + rows + cols, backend);
