@@ -391,6 +391,47 @@ function andersonGamma(s: StepState, gr: number, cols: number, r0: number, r1: n
   for (let a = cols; a < 3; a++) gamma[a] = 0;
 }
 
+/** Accumulators of one lane of iterateRows: loss term, ‖F‖², ΔF₀..₂ᵀF, ΔF₀..₂ᵀΔF_new. */
+const LOSS = 0;
+const FF = 1;
+const S0 = 2;
+const N0 = 5;
+
+/**
+ * iterateRows' work on entry i, added to the lane accumulators `acc` (see LOSS…N0). The kernel
+ * sums even and odd entries in two lanes (f64x2) and the odd last one after them; calling this with
+ * the matching lane's `acc` keeps the JavaScript twin's sums in the kernel's order, bit for bit.
+ */
+function entryTerms(s: StepState, x: Float32Array, xPrev: Float32Array, hist: boolean, cF: Float32Array, cT: Float32Array, tt: Float64Array, byT: boolean, i: number, acc: Float64Array): void {
+  const { support, b, rho, relax, v, c, tPrev, fPrev, gPrev } = s;
+  const xv = x[i]!;
+  const vi = v[i]!;
+  const g = rho * (vi - xv); // (X H − B)[i]
+  if (byT) acc[LOSS] += (xv - tt[i]!) * g;
+  else {
+    acc[LOSS] += (xv - xPrev[i]!) * (g + gPrev[i]!);
+    gPrev[i] = g;
+  }
+  const tv = support[i] ? relax * xv + (1 - relax) * vi : vi - relax * xv;
+  const fv = tv - vi;
+  acc[FF] += fv * fv;
+  if (hist) {
+    const df = Math.fround(fv - fPrev[i]!);
+    cF[i] = df;
+    cT[i] = tv - tPrev[i]!;
+    for (let a = 0; a < 3; a++) {
+      const fa = s.dF[a]![i]!;
+      acc[S0 + a] += fa * fv;
+      acc[N0 + a] += fa * df;
+    }
+  } else {
+    v[i] = tv;
+    c[i] = b[i]! + rho * tv;
+  }
+  fPrev[i] = fv;
+  tPrev[i] = tv;
+}
+
 /**
  * One iteration's elementwise work, row by row so that a row's operands stay in cache: T(V), F,
  * the loss term and the new history column (when `hist`: column `slot`, mixing over `cols`
@@ -399,144 +440,32 @@ function andersonGamma(s: StepState, gr: number, cols: number, r0: number, r1: n
  * that V8 optimizes it once (inside the large async step it deoptimized repeatedly).
  */
 function iterateRows(s: StepState, x: Float32Array, xPrev: Float32Array, hist: boolean, cols: number, slot: number, out: Float64Array): void {
-  const { rows, w, support, b, t, rho, relax, v, c, tPrev, fPrev, gPrev, gram, gamma } = s;
-  const [f0, f1, f2] = s.dF;
+  const { rows, w, b, rho, v, c, tPrev, gram, gamma } = s;
   const [e0, e1, e2] = s.dT;
   const cF = s.dF[slot]!;
   const cT = s.dT[slot]!;
-  const tt = t ?? b;
-  const byT = t !== null;
+  const tt = s.t ?? b;
+  const byT = s.t !== null;
+  const laneA = new Float64Array(8);
+  const laneB = new Float64Array(8);
   let lossTotal = 0;
   let ffTotal = 0;
   for (let r = 0; r < rows; r++) {
     const o = r * w;
     const end = o + w;
     const pairEnd = o + (w & ~1);
-    let lossA = 0;
-    let lossB = 0;
-    let ffA = 0;
-    let ffB = 0;
-    let s0A = 0;
-    let s0B = 0;
-    let s1A = 0;
-    let s1B = 0;
-    let s2A = 0;
-    let s2B = 0;
-    let n0A = 0;
-    let n0B = 0;
-    let n1A = 0;
-    let n1B = 0;
-    let n2A = 0;
-    let n2B = 0;
+    laneA.fill(0);
+    laneB.fill(0);
     for (let p = o; p < pairEnd; p += 2) {
-      {
-        const i = p;
-        const xv = x[i]!;
-        const vi = v[i]!;
-        const g = rho * (vi - xv); // (X H − B)[i]
-        if (byT) lossA += (xv - tt[i]!) * g;
-        else {
-          lossA += (xv - xPrev[i]!) * (g + gPrev[i]!);
-          gPrev[i] = g;
-        }
-        const tv = support[i] ? relax * xv + (1 - relax) * vi : vi - relax * xv;
-        const fv = tv - vi;
-        ffA += fv * fv;
-        if (hist) {
-          const df = Math.fround(fv - fPrev[i]!);
-          cF[i] = df;
-          cT[i] = tv - tPrev[i]!;
-          const a0 = f0[i]!;
-          const a1 = f1[i]!;
-          const a2 = f2[i]!;
-          s0A += a0 * fv;
-          s1A += a1 * fv;
-          s2A += a2 * fv;
-          n0A += a0 * df;
-          n1A += a1 * df;
-          n2A += a2 * df;
-        } else {
-          v[i] = tv;
-          c[i] = b[i]! + rho * tv;
-        }
-        fPrev[i] = fv;
-        tPrev[i] = tv;
-      }
-      {
-        const i = p + 1;
-        const xv = x[i]!;
-        const vi = v[i]!;
-        const g = rho * (vi - xv); // (X H − B)[i]
-        if (byT) lossB += (xv - tt[i]!) * g;
-        else {
-          lossB += (xv - xPrev[i]!) * (g + gPrev[i]!);
-          gPrev[i] = g;
-        }
-        const tv = support[i] ? relax * xv + (1 - relax) * vi : vi - relax * xv;
-        const fv = tv - vi;
-        ffB += fv * fv;
-        if (hist) {
-          const df = Math.fround(fv - fPrev[i]!);
-          cF[i] = df;
-          cT[i] = tv - tPrev[i]!;
-          const a0 = f0[i]!;
-          const a1 = f1[i]!;
-          const a2 = f2[i]!;
-          s0B += a0 * fv;
-          s1B += a1 * fv;
-          s2B += a2 * fv;
-          n0B += a0 * df;
-          n1B += a1 * df;
-          n2B += a2 * df;
-        } else {
-          v[i] = tv;
-          c[i] = b[i]! + rho * tv;
-        }
-        fPrev[i] = fv;
-        tPrev[i] = tv;
-      }
+      entryTerms(s, x, xPrev, hist, cF, cT, tt, byT, p, laneA);
+      entryTerms(s, x, xPrev, hist, cF, cT, tt, byT, p + 1, laneB);
     }
-    let loss = lossA + lossB;
-    let ff = ffA + ffB;
-    let s0 = s0A + s0B;
-    let s1 = s1A + s1B;
-    let s2 = s2A + s2B;
-    let n0 = n0A + n0B;
-    let n1 = n1A + n1B;
-    let n2 = n2A + n2B;
-    if (pairEnd < end) {
-      const i = pairEnd;
-      const xv = x[i]!;
-      const vi = v[i]!;
-      const g = rho * (vi - xv); // (X H − B)[i]
-      if (byT) loss += (xv - tt[i]!) * g;
-      else {
-        loss += (xv - xPrev[i]!) * (g + gPrev[i]!);
-        gPrev[i] = g;
-      }
-      const tv = support[i] ? relax * xv + (1 - relax) * vi : vi - relax * xv;
-      const fv = tv - vi;
-      ff += fv * fv;
-      if (hist) {
-        const df = Math.fround(fv - fPrev[i]!);
-        cF[i] = df;
-        cT[i] = tv - tPrev[i]!;
-        const a0 = f0[i]!;
-        const a1 = f1[i]!;
-        const a2 = f2[i]!;
-        s0 += a0 * fv;
-        s1 += a1 * fv;
-        s2 += a2 * fv;
-        n0 += a0 * df;
-        n1 += a1 * df;
-        n2 += a2 * df;
-      } else {
-        v[i] = tv;
-        c[i] = b[i]! + rho * tv;
-      }
-      fPrev[i] = fv;
-      tPrev[i] = tv;
-    }
+    for (let k = 0; k < 8; k++) laneA[k] += laneB[k]!;
+    if (pairEnd < end) entryTerms(s, x, xPrev, hist, cF, cT, tt, byT, pairEnd, laneA);
+    const loss = laneA[LOSS]!;
+    const ff = laneA[FF]!;
+    const [s0, s1, s2] = [laneA[S0]!, laneA[S0 + 1]!, laneA[S0 + 2]!];
+    const [n0, n1, n2] = [laneA[N0]!, laneA[N0 + 1]!, laneA[N0 + 2]!];
 
     lossTotal += loss;
     ffTotal += ff;
