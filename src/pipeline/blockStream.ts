@@ -152,6 +152,18 @@ export class BlockStream {
     await this.forward(this.current, model, 'advance', undefined, onBatch);
   }
 
+  /** Reads a region subgraph's weights from the store into it and opens its session; the weights
+   *  are handed back if the session can't be opened (else by the caller, with `held`). */
+  private async openWithWeights(sub: ModelProto): Promise<{ session: ort.InferenceSession; held: number }> {
+    const held = this.options.weights ? await inlineRegionWeights(sub, this.options.weights) : 0;
+    try {
+      return { session: await openRegionSession(sub, this.options), held };
+    } catch (e) {
+      this.options.weights?.release(held);
+      throw e;
+    }
+  }
+
   /**
    * Runs the tail (final norm, lm_head) on the cached outputs of the last block with the in-graph
    * NLL head (src/onnx/nll.ts): the summed NLL of targets 1 … seqlen − 1, per window.
@@ -212,14 +224,7 @@ export class BlockStream {
     if (region.kind !== 'tail') throw new Error('internal: the block stream is not at the tail');
     const types = new Map(region.reads.map((r) => [r, elementTypeOf(this.cache.typeOf(r))]));
     const sub = regionModel(model, region, types, [...outputs]);
-    const held = this.options.weights ? await inlineRegionWeights(sub, this.options.weights) : 0;
-    let session: ort.InferenceSession;
-    try {
-      session = await openRegionSession(sub, this.options);
-    } catch (e) {
-      this.options.weights?.release(held);
-      throw e;
-    }
+    const { session, held } = await this.openWithWeights(sub);
     try {
       const graphInputs = session.inputNames.filter((n) => region.graphInputs.includes(n));
       for (let b = 0; b < this.cache.batches.length; b++) {
@@ -295,14 +300,7 @@ export class BlockStream {
       return;
     }
     // This block's weights only, read now and handed back when its session is released.
-    const held = this.options.weights ? await inlineRegionWeights(sub, this.options.weights) : 0;
-    let session: ort.InferenceSession;
-    try {
-      session = await openRegionSession(sub, this.options);
-    } catch (e) {
-      this.options.weights?.release(held);
-      throw e;
-    }
+    const { session, held } = await this.openWithWeights(sub);
     const { windows } = this;
     try {
       const graphInputs = session.inputNames.filter((n) => region.graphInputs.includes(n));
