@@ -8,7 +8,7 @@
 // Loss terms are reported with the UNDAMPED H (LayerLoss in src/protocol/report.ts).
 import { type RecipeName, type Sparsity, validateGroupSize } from '../protocol/recipes';
 import type { LayerLoss } from '../protocol/report';
-import { type AdmmProgress, type AdmmSettings, type AdmmStats, DEFAULT_ADMM, compensateAdmm } from './admm';
+import { type AdmmProblem, type AdmmProgress, type AdmmSettings, type AdmmStats, DEFAULT_ADMM, compensateAdmm } from './admm';
 import { type MatrixBackend, jsBackend } from './backend';
 import { sparseGptInPlaceAsync } from './gptq';
 import { type CompensationProblem as CompensationInput, rowKernels } from './kernels';
@@ -231,6 +231,20 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
       }
     };
     const getHd = (): Float64Array => (hdCache ??= dampInPlace(fixedHessian(f64(cols * cols)), config.damp));
+    /** The damped H's diagonal alone (H₀'s diagonal + λ·mean(diag H₀), the same sums and order as
+     *  dampInPlace): off the diagonal the damped H is the caller's H, so the batched solver and the
+     *  tail's factor read those entries there instead of from an n×n copy. */
+    const dampedDiagonal = (): Float64Array => {
+      const g = new Float64Array(cols);
+      for (let j = 0; j < cols; j++) g[j] = problem.hessian[j * cols + j];
+      for (const j of dead) g[j] = 1;
+      let mean = 0;
+      for (let i = 0; i < cols; i++) mean += g[i];
+      mean /= Math.max(1, cols);
+      const add = config.damp * mean;
+      for (let i = 0; i < cols; i++) g[i] += add;
+      return g;
+    };
 
     const prunes = config.method !== 'rtn' && config.method !== 'gptq' && config.sparsity.kind !== 'dense';
     const codes = pool ? shared.i8(rows * cols) : new Int8Array(rows * cols);
@@ -238,9 +252,26 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
     let out: Float64Array;
     let upper: Float64Array | null = null;
     const getUpper = (): Float64Array => (upper ??= pool ? shared.copy(upperCholeskyOfInverse(getHd(), cols)) : upperCholeskyOfInverse(getHd(), cols));
-    // OBR_GPTQ's tail reads U[k:, k:] only: factor just that block (≈ 1/8 of the work at α = ½).
+    // OBR_GPTQ's tail reads U[k:, k:] only: factor just that block (≈ 1/8 of the work at α = ½),
+    // from the damped H's trailing block alone. U[k:, k:] of U = chol(H⁻¹) (upper) is the factor
+    // of (H[k:, k:])⁻¹, and upperCholeskyOfInverse(block, m) factors the same numbers in the same
+    // order as upperCholeskyOfInverse(H, n, k): the same bits, without the damped n×n H.
     let tailUpper: Float64Array | null = null;
-    const getTailUpper = (k: number): Float64Array => (tailUpper ??= upper ?? (pool ? shared.copy(upperCholeskyOfInverse(getHd(), cols, k)) : upperCholeskyOfInverse(getHd(), cols, k)));
+    const tailFactor = (k: number): Float64Array => {
+      const m = cols - k;
+      const g = dampedDiagonal();
+      let block: Float64Array | null = new Float64Array(m * m);
+      for (let i = 0; i < m; i++) {
+        block.set(problem.hessian.subarray((k + i) * cols + k, (k + i + 1) * cols), i * m);
+        block[i * m + i] = g[k + i];
+      }
+      const uc = upperCholeskyOfInverse(block, m);
+      block = null;
+      const u = f64(cols * cols);
+      for (let i = 0; i < m; i++) u.set(uc.subarray(i * m + i, (i + 1) * m), (k + i) * cols + k + i);
+      return u;
+    };
+    const getTailUpper = (k: number): Float64Array => (tailUpper ??= upper ?? tailFactor(k));
 
     const maskFor = (): Uint8Array => {
       const m = pool ? shared.u8(rows * cols) : new Uint8Array(rows * cols);
@@ -300,15 +331,20 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         const k = Math.floor(config.alpha * cols + 1e-9);
         const wc = f64(rows * cols);
         const solver = resolveSolver(options);
-        let cproblem: CompensationInput | null = { weight: w, rows, cols, hessian: getHd(), mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
-        const compensation =
-          solver === 'batched'
-            ? compensateAdmm(cproblem, backend, { ...DEFAULT_ADMM, ...options.admm }, signal, wc, options.onSolverIteration).then((r) => options.onAdmmStats?.(r.stats))
-            : solver === 'pcg-batched'
-              ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
-              : runRows(pool, { kind: 'compensate', problem: cproblem, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
-        // While the workers compensate, this thread factors H⁻¹ for the GPTQ tail.
-        if (pool && config.method === 'obr-gptq' && k < cols) factored(() => getTailUpper(k));
+        // The batched solver reads the caller's H with the damped diagonal (no damped n×n copy,
+        // 254 MB at 5632 columns); the per-row solvers get the damped copy.
+        const batched = solver === 'batched';
+        const common = { weight: w, rows, cols, mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
+        let cproblem: CompensationInput | null = batched ? { ...common, hessian: problem.hessian, diagonal: dampedDiagonal() } as AdmmProblem : { ...common, hessian: getHd() };
+        const compensation = batched
+          ? compensateAdmm(cproblem, backend, { ...DEFAULT_ADMM, ...options.admm }, signal, wc, options.onSolverIteration).then((r) => options.onAdmmStats?.(r.stats))
+          : solver === 'pcg-batched'
+            ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
+            : runRows(pool, { kind: 'compensate', problem: cproblem, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
+        // While the workers compensate, this thread factors H⁻¹ for the GPTQ tail. Not beside the
+        // batched solver: it runs on this thread too, and the tail's factor would be held beside
+        // the solver's largest moment (its factorization) for no time gained.
+        if (pool && !batched && config.method === 'obr-gptq' && k < cols) factored(() => getTailUpper(k));
         await compensation;
         cproblem = null;
         if (config.method === 'obr-gptq' && k < cols) factored(() => getTailUpper(k));
