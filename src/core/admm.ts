@@ -83,7 +83,14 @@ export interface AdmmSettings {
 export const ADMM_STATE_BYTES = 256 * 2 ** 20;
 /** Upper bound of the state per entry: V, B, T, T(V), F (float64), c, two X, the gradient, six
  *  history columns (float32) and the support (admmWorkspace). */
-const STATE_BYTES_PER_ENTRY = 80;
+export const STATE_BYTES_PER_ENTRY = 80;
+
+/** Rows solved at once (the row blocks' size) for a rows × cols layer: the state of one block
+ *  (STATE_BYTES_PER_ENTRY per entry) stays within stateBytes, the blocks as even as possible. */
+export function admmBlockRows(rows: number, cols: number, stateBytes: number = ADMM_STATE_BYTES): number {
+  const maxRows = Math.max(1, Math.floor(stateBytes / (STATE_BYTES_PER_ENTRY * cols)));
+  return Math.ceil(rows / Math.ceil(rows / maxRows));
+}
 
 export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e-5, minIter: 8, maxIter: 80, lossTol2: 1e-5, maxIter2: 80, residualTol2: 1e-4, scale: true, anderson: 3, residualTol1: 5e-4 };
 
@@ -770,9 +777,7 @@ export async function compensateAdmm(
   // the same blocks; each block has its own stopping rule (its loss, its residual), so a block
   // meets the tolerances on its own rows and the layer meets them in sum.
   const m = Math.max(0, Math.min(MAX_ANDERSON, Math.floor(settings.anderson)));
-  const maxRows = Math.max(1, Math.floor((settings.stateBytes ?? ADMM_STATE_BYTES) / (STATE_BYTES_PER_ENTRY * n)));
-  const nBlocks = Math.ceil(rows / maxRows);
-  const blockRows = Math.ceil(rows / nBlocks);
+  const blockRows = admmBlockRows(rows, n, settings.stateBytes);
   const blocks: Array<[number, number]> = [];
   for (let r0 = 0; r0 < rows; r0 += blockRows) blocks.push([r0, Math.min(rows, r0 + blockRows)]);
   const useWasm = settings.wasm !== false;
