@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_EXECUTION_PROVIDERS } from '../../protocol/recipes';
+import { describeMallocTuning } from '../../runtime/mallocTunables';
 import { probeProviders } from '../../runtime/probe';
 import type { CliCommand } from '../command';
 
@@ -12,6 +13,7 @@ export const probeCommand: CliCommand = {
     const preference = values.ep ? values.ep.split(',').map((s) => s.trim()) : [...DEFAULT_EXECUTION_PROVIDERS];
     const probe = await probeProviders(preference);
     console.log(JSON.stringify(probe, null, 2));
+    console.error(describeMallocTuning());
     return 0;
   },
 };
