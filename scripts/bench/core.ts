@@ -6,7 +6,12 @@
 //
 // Usage: tsx scripts/bench/core.ts [--layers 2048x2048,5632x2048,2048x5632,4096x4096] (rows×cols)
 //        [--methods obr-gptq,obr-rtn,sparsegpt-gptq] [--ref-rows 64] [--threads 2] [--torch-threads 1]
-//        [--no-torch] [--no-exact] [--no-sparsegpt]
+//        [--no-torch] [--no-exact] [--no-sparsegpt] [--ep webgpu,cpu] [--torch-device cpu|cuda]
+//        [--python /usr/bin/python3] [--name core]
+// --ep: execution providers of the batched solver's products, in order of preference (default
+// cpu; the one that loaded is recorded). --torch-device cuda runs the PyTorch references on the GPU,
+// as the official code does. --name NAME writes bench-results/NAME.json (docs/bench-core.md is
+// only regenerated for the default name).
 // The batched solver always runs on the whole layer. The per-row references (ours exact and
 // torch's loop) run on the first --ref-rows rows and their time is scaled by rows/ref-rows (their
 // work is linear in rows apart from one n³ factorization for the GPTQ tail, so this slightly
@@ -32,6 +37,10 @@ interface Args {
   torch: boolean;
   exact: boolean;
   sparseGpt: boolean;
+  executionProviders: string[];
+  torchDevice: 'cpu' | 'cuda';
+  python: string;
+  name: string;
 }
 
 function parse(argv: string[]): Args {
@@ -41,7 +50,8 @@ function parse(argv: string[]): Args {
   };
   const layers = (get('layers') ?? '2048x2048,5632x2048,2048x5632,4096x4096').split(',').map((s) => s.split('x').map(Number) as [number, number]);
   const methods = (get('methods') ?? 'obr-gptq,obr-rtn,sparsegpt-gptq').split(',') as Method[];
-  return { layers, methods, refRows: Number(get('ref-rows') ?? 64), threads: Number(get('threads') ?? 2), torchThreads: Number(get('torch-threads') ?? 1), torch: !argv.includes('--no-torch'), exact: !argv.includes('--no-exact'), sparseGpt: !argv.includes('--no-sparsegpt') };
+  return { layers, methods, refRows: Number(get('ref-rows') ?? 64), threads: Number(get('threads') ?? 2), torchThreads: Number(get('torch-threads') ?? 1), torch: !argv.includes('--no-torch'), exact: !argv.includes('--no-exact'), sparseGpt: !argv.includes('--no-sparsegpt'),
+    executionProviders: (get('ep') ?? 'cpu').split(','), torchDevice: get('torch-device') === 'cuda' ? 'cuda' : 'cpu', python: get('python') ?? process.env.OBR_PYTHON ?? '/usr/bin/python3', name: get('name') ?? 'core' };
 }
 
 /**
@@ -111,12 +121,17 @@ interface Row {
   lossRatioExact?: number;
 }
 
-function torchRun(dir: string, method: string, rows: number, threads: number, total: number, W: Float64Array, H: Float64Array, cols: number, refRows: number): Run | undefined {
+interface TorchOptions {
+  python: string;
+  device: 'cpu' | 'cuda';
+}
+
+function torchRun(py0: TorchOptions, dir: string, method: string, rows: number, threads: number, total: number, W: Float64Array, H: Float64Array, cols: number, refRows: number): Run | undefined {
   const load = loadavg()[0]!;
   // OpenBLAS (behind torch's Cholesky) otherwise starts its own threads on every core, which on a
   // busy machine made the per-row loop 4× slower than with the thread count torch was given.
   const env = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
-  const py = spawnSync('/usr/bin/python3', ['scripts/bench/torch_reference.py', dir, '--method', method, '--rows', String(rows), '--threads', String(threads)], { encoding: 'utf8', maxBuffer: 1 << 26, env });
+  const py = spawnSync(py0.python, ['scripts/bench/torch_reference.py', dir, '--method', method, '--rows', String(rows), '--threads', String(threads), '--device', py0.device], { encoding: 'utf8', maxBuffer: 1 << 26, env });
   if (py.status !== 0) {
     console.error(`torch reference (${method}) failed: ${py.stderr}`);
     return undefined;
@@ -132,7 +147,8 @@ function torchRun(dir: string, method: string, rows: number, threads: number, to
 async function main(): Promise<void> {
   const args = parse(process.argv.slice(2));
   const root = 'bench-results';
-  const backend = await createOrtBackend({ threads: args.threads });
+  const backend = await createOrtBackend({ threads: args.threads, executionProviders: args.executionProviders });
+  const torchOptions: TorchOptions = { python: args.python, device: args.torchDevice };
   const meta = {
     createdAt: new Date().toISOString(),
     node: process.version,
@@ -142,12 +158,14 @@ async function main(): Promise<void> {
     torchThreads: args.torchThreads,
     refRows: args.refRows,
     provider: backend.provider.used,
+    providersTried: backend.provider.tried,
+    torchDevice: args.torchDevice,
     seed: 20260,
   };
   const results: Row[] = [];
   // Rows of layers/methods not re-run are kept from the previous results (one layer can be
   // re-measured alone); the files are rewritten after every row so an interrupted run keeps them.
-  const file = join(root, 'core.json');
+  const file = join(root, `${args.name}.json`);
   let earlier: Row[] = [];
   if (existsSync(file)) {
     try {
@@ -162,6 +180,7 @@ async function main(): Promise<void> {
     const merged = [...earlier, ...results].sort((a, b) => a.cols * a.rows - b.cols * b.rows || a.cols - b.cols || a.method.localeCompare(b.method));
     mkdirSync(root, { recursive: true });
     writeFileSync(file, JSON.stringify({ meta, results: merged }, null, 2) + '\n');
+    if (args.name !== 'core') return;
     // Hand-written text after the notes marker of the existing file is kept.
     const doc = join('docs', 'bench-core.md');
     const old = existsSync(doc) ? readFileSync(doc, 'utf8') : '';
@@ -185,7 +204,7 @@ async function main(): Promise<void> {
     const ref = Math.min(args.refRows, rows);
     const refLoss = (q: Float64Array): number => layerLossBetween(q.subarray(0, ref * cols), W.subarray(0, ref * cols), ref, cols, H);
     let sparseGpt: Run | undefined;
-    if (args.torch && args.sparseGpt) sparseGpt = torchRun(dir, 'sparsegpt-gptq', rows, Math.max(args.torchThreads, 2), rows, W, H, cols, ref);
+    if (args.torch && args.sparseGpt) sparseGpt = torchRun(torchOptions, dir, 'sparsegpt-gptq', rows, Math.max(args.torchThreads, 2), rows, W, H, cols, ref);
     for (const method of args.methods) {
       const config = { method, sparsity: { kind: 'unstructured', ratio: 0.5 }, wbits: 4, alpha: 0.5, damp: 0.01 } as const;
       let load = loadavg()[0]!;
@@ -220,7 +239,7 @@ async function main(): Promise<void> {
         row.lossRatioExact = row.batched.lossRefRows / row.exact.lossRefRows;
       }
       if (args.torch) {
-        const tr = perRow ? torchRun(dir, method, ref, args.torchThreads, rows, W, H, cols, ref) : undefined;
+        const tr = perRow ? torchRun(torchOptions, dir, method, ref, args.torchThreads, rows, W, H, cols, ref) : undefined;
         if (tr) {
           row.torch = tr;
           row.timeRatio = row.batched.secondsFullLayer / tr.secondsFullLayer;
@@ -243,7 +262,7 @@ async function main(): Promise<void> {
     }
   }
   await backend.release();
-  console.error(`wrote ${join(root, 'core.json')} and docs/bench-core.md`);
+  console.error(`wrote ${file}${args.name === 'core' ? ' and docs/bench-core.md' : ''}`);
 }
 
 const NOTES_MARK = '<!-- notes -->';
@@ -273,7 +292,7 @@ function markdown(meta: Record<string, unknown>, results: Row[]): string {
   }
   lines.push(
     '',
-    'The batched solver\'s seconds split into setup (factorizing H + ρI, B = WH) / step 1 / step 2 in bench-results/core.json (`solverSeconds`). The GPU path (CUDA, DirectML, CoreML, WebGPU providers for the products) is untested: this machine has no GPU.',
+    'The batched solver\'s seconds split into setup (factorizing H + ρI, B = WH) / step 1 / step 2 in bench-results/core.json (`solverSeconds`). The GPU path: WebGPU on an H200 in docs/bench-gpu.md (`--ep webgpu --torch-device cuda`); CUDA, DirectML and CoreML are untested.',
     '',
     'Setup: `apt-get update && apt-get install -y python3-torch libopenblas0-pthread` (Debian 12: PyTorch 1.13 CPU at /usr/bin/python3; OpenBLAS makes its CPU matmuls ~25× faster). Run: `npm run bench:core` (20–30 min on 2 busy cores); `--no-torch` skips PyTorch; `--layers` and `--methods` re-measure a subset (merged into the existing results).',
     '',

@@ -20,6 +20,7 @@
 //          [--seqlen 512] [--eval-windows 2] [--recipe obr-gptq] [--dir DIR] [--keep] [--reuse]
 //          [--name scale] [--smoke (a hidden-256 model of the same layout: checks the script only)]
 import { spawnSync } from 'node:child_process';
+import { withMallocTunables } from '../../src/runtime/mallocTunables';
 import { copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -131,7 +132,7 @@ async function run(model: string, blocks: number[]): Promise<RunResult> {
   // The job's log goes straight to a file (progress can be followed while it runs); the probes
   // trace their raw measurements into it (OBR_PROBE_TRACE).
   const log = openSync(logPath, 'w');
-  const r = spawnSync('/usr/bin/time', ['-f', 'OBR_TIME %M %e', ...args], { encoding: 'utf8', cwd: ROOT, maxBuffer: 256 * 2 ** 20, stdio: ['ignore', 'pipe', log], env: { ...process.env, OBR_PROBE_TRACE: '1' } });
+  const r = spawnSync('/usr/bin/time', ['-f', 'OBR_TIME %M %e', ...args], { encoding: 'utf8', cwd: ROOT, maxBuffer: 256 * 2 ** 20, stdio: ['ignore', 'pipe', log], env: { ...withMallocTunables(process.env), OBR_PROBE_TRACE: '1' } });
   closeSync(log);
   const wallSeconds = (performance.now() - t0) / 1000;
   const after = loadavg().map((x) => Number(x.toFixed(1)));

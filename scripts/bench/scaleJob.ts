@@ -5,6 +5,7 @@
 //
 // Usage: node --import tsx scripts/bench/scaleJob.ts MODEL OUTDIR --recipe obr-gptq --samples 8
 //          --seqlen 512 --eval-windows 2 [--only 0,1] [--threads N] [--abits 16 --kvbits 16] [--no-eval]
+//          [--ep webgpu,cpu (execution providers in order of preference; default cpu)]
 import { parseArgs } from 'node:util';
 import { runCompression } from '../../src/pipeline/compress';
 import { estimateCompression, stageEstimate } from '../../src/pipeline/preflight';
@@ -23,6 +24,7 @@ const { values, positionals } = parseArgs({
     /** Skip perplexity (the job's evalText null). */
     'no-eval': { type: 'boolean' },
     threads: { type: 'string' },
+    ep: { type: 'string', default: 'cpu' },
   },
 });
 
@@ -35,7 +37,7 @@ async function main(): Promise<void> {
     seqlen: Number(values.seqlen),
     ...(values.abits ? { abits: Number(values.abits) } : {}),
     ...(values.kvbits ? { kvbits: Number(values.kvbits) } : {}),
-    executionProviders: ['cpu'],
+    executionProviders: values.ep!.split(',') as CompressOptions['executionProviders'],
     outDir,
   };
   const onlyBlocks = values.only ? values.only.split(',').map(Number) : undefined;

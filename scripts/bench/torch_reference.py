@@ -15,7 +15,9 @@ baseline_with_sparsegpt_gptq_obs, pitfall P15): joint SparseGPT pruning (mask ch
 vectorized over rows.
 
 Usage: torch_reference.py LAYER_DIR [--method obr-gptq|obr-rtn|sparsegpt-gptq] [--alpha 0.5]
-       [--damp 0.01] [--wbits 4] [--threads 2] [--rows N]
+       [--damp 0.01] [--wbits 4] [--threads 2] [--rows N] [--device cpu|cuda]
+With --device cuda the layer runs on the GPU (as the official code does), timed between CUDA
+synchronizations.
 LAYER_DIR holds W.npy [out, in], H.npy [in, in] (undamped), act.npy [in] (Wanda energies).
 Writes LAYER_DIR/Q_torch_<method>.npy and prints one JSON line: seconds, loss (undamped H,
 float64), rows, cols.
@@ -57,6 +59,13 @@ def quant(x, scale, maxq):
 # Seconds of the per-layer work (the n³ factorization behind the GPTQ tail / SparseGPT), which does
 # not grow with the rows: the benchmark scales only the rest when it runs a subset of rows.
 LAYER_SECONDS = [0.0]
+DEVICE = ['cpu']
+
+
+def sync():
+    """Waits for the GPU's queued work, so that wall-clock times cover it (no-op on the CPU)."""
+    if DEVICE[0] != 'cpu':
+        torch.cuda.synchronize()
 
 
 def obr(W, H, act, method, alpha, damp, bits, blocksize=128):
@@ -96,9 +105,11 @@ def obr(W, H, act, method, alpha, damp, bits, blocksize=128):
         return quant(Wc, scale[:, None], maxq)
     Q = Wc.clone()
     Q[:, :k] = quant(Wc[:, :k], scale[:, None], maxq)
+    sync()
     t_layer = time.perf_counter()
     Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H))
     U = torch.linalg.cholesky(Hinv, upper=True)
+    sync()
     LAYER_SECONDS[0] += time.perf_counter() - t_layer
     Wt = Wc.clone()
     for i1 in range(k, n, blocksize):
@@ -127,9 +138,11 @@ def sparsegpt_gptq(W, H, damp, bits, sparsity=0.5, blocksize=128):
     H[dead, dead] = 1
     W[:, dead] = 0
     H += damp * torch.mean(torch.diag(H)) * torch.eye(n, dtype=H.dtype)
+    sync()
     t_layer = time.perf_counter()
     Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H))
     Hinv = torch.linalg.cholesky(Hinv, upper=True)
+    sync()
     LAYER_SECONDS[0] += time.perf_counter() - t_layer
     Q = torch.zeros_like(W)
     for i1 in range(0, n, blocksize):
@@ -166,29 +179,35 @@ def main():
     ap.add_argument('--wbits', type=int, default=4)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--rows', type=int, default=0, help='only the first N rows (lighter runs)')
+    ap.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    DEVICE[0] = args.device
+    if args.device != 'cpu':
+        torch.set_default_device(args.device)  # the algorithm's torch.zeros/eye/full follow
     torch.backends.cuda.matmul.allow_tf32 = False
     W64 = np.load(os.path.join(args.layer_dir, 'W.npy')).astype(np.float64)
     H64 = np.load(os.path.join(args.layer_dir, 'H.npy')).astype(np.float64)
     act = np.load(os.path.join(args.layer_dir, 'act.npy')).astype(np.float32)
     if args.rows:
         W64 = W64[: args.rows]
-    W = torch.from_numpy(W64.astype(np.float32))
-    H = torch.from_numpy(H64.astype(np.float32))
+    W = torch.from_numpy(W64.astype(np.float32)).to(args.device)
+    H = torch.from_numpy(H64.astype(np.float32)).to(args.device)
+    sync()
     t0 = time.perf_counter()
     if args.method == 'sparsegpt-gptq':
         Q = sparsegpt_gptq(W.clone(), H.clone(), args.damp, args.wbits)
     else:
-        Q = obr(W.clone(), H.clone(), torch.from_numpy(act), args.method, args.alpha, args.damp, args.wbits)
+        Q = obr(W.clone(), H.clone(), torch.from_numpy(act).to(args.device), args.method, args.alpha, args.damp, args.wbits)
+    sync()
     seconds = time.perf_counter() - t0
-    Qn = Q.numpy().astype(np.float32)
+    Qn = Q.cpu().numpy().astype(np.float32)
     np.save(os.path.join(args.layer_dir, f'Q_torch_{args.method}.npy'), Qn)
     D = Qn.astype(np.float64) - W64
     loss = float(np.einsum('ij,ij->', D @ H64, D))
     print(json.dumps({'method': args.method, 'rows': int(W64.shape[0]), 'cols': int(W64.shape[1]),
                       'seconds': seconds, 'layer_seconds': LAYER_SECONDS[0], 'loss': loss, 'threads': args.threads,
-                      'torch': torch.__version__}))
+                      'device': args.device, 'torch': torch.__version__}))
 
 
 if __name__ == '__main__':

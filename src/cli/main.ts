@@ -2,6 +2,7 @@
 import { type CliCommand, UsageError } from './command';
 import { commands } from './commands';
 import { flagProblem } from './flags';
+import { runWithMallocTunables } from './relaunch';
 
 const VERSION = '0.1.0';
 
@@ -62,6 +63,7 @@ function isUserFacing(e: unknown): boolean {
   return e instanceof Error && /(Format|Option|Input|Calibration|Tokenizer|Npy|Lock)Error$/.test(e.name);
 }
 
-void main(process.argv.slice(2)).then((code) => {
+// glibc's malloc settings for the pipeline need a process started with them (src/cli/relaunch.ts).
+void runWithMallocTunables(() => main(process.argv.slice(2))).then((code) => {
   process.exitCode = code;
 });

@@ -3,6 +3,7 @@
 // worker. Only `import type` of vscode here, so the class runs (and is tested) in plain Node.
 import { type ChildProcess, fork } from 'node:child_process';
 import type { BenchResult, BenchSpec } from '../protocol/bench';
+import { withMallocTunables } from '../runtime/mallocTunables';
 import type { CompressOptions } from '../protocol/recipes';
 import type { CompressionReport, LayerReport } from '../protocol/report';
 import type { LayerDetail, ModelInspection } from '../protocol/webview';
@@ -153,6 +154,9 @@ export class WorkerClient {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       serialization: 'advanced',
       execArgv: this.execArgv,
+      // glibc's malloc settings are read at process start: the worker gets them in its environment
+      // (cheap onnxruntime session opening, src/runtime/mallocTunables.ts; OBR_MALLOC_TUNING=0 opts out).
+      env: withMallocTunables(process.env),
     });
     this.log.info(`started worker pid ${child.pid}`);
     child.stdout?.on('data', (d: Buffer) => this.log.info(d.toString().trimEnd()));

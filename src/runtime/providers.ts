@@ -116,6 +116,9 @@ function isInitFailure(message: string): boolean {
   return /Failed to load (shared )?library|not (compiled|built)|not supported|unavailable|cannot open shared object|WebGPU adapter|Vulkan/i.test(message);
 }
 
+/** OBR_SESSION_TRACE=1: the seconds of every session creation to stderr (docs/pipeline.md, process memory settings). */
+const SESSION_TRACE = process.env.OBR_SESSION_TRACE === '1';
+
 /**
  * Creates a session on the first provider of `preference` that loads. CPU is always tried last,
  * even when not named, because every build has it.
@@ -140,8 +143,10 @@ export async function createSessionWithFallback(
       // Sessions log nothing below fatal: a failure comes back as an exception (a skip reason, or
       // the translated error below), never as red native lines on the console.
       const opts = { ...options, executionProviders: [name], logSeverityLevel: 4 as const };
+      const started = performance.now();
       const session =
         typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
+      if (SESSION_TRACE) process.stderr.write(`session-open ${((performance.now() - started) / 1000).toFixed(3)} s ${typeof model === 'string' ? model : `${(model.length / 2 ** 20).toFixed(1)} MiB`}\n`);
       tried.push({ name });
       return { session, used: name, tried };
     } catch (e) {
