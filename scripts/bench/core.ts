@@ -292,7 +292,7 @@ function markdown(meta: Record<string, unknown>, results: Row[]): string {
   }
   lines.push(
     '',
-    'The batched solver\'s seconds split into setup (factorizing H + ρI, B = WH) / step 1 / step 2 in bench-results/core.json (`solverSeconds`). The GPU path (CUDA, DirectML, CoreML, WebGPU providers for the products) is untested: this machine has no GPU.',
+    'The batched solver\'s seconds split into setup (factorizing H + ρI, B = WH) / step 1 / step 2 in bench-results/core.json (`solverSeconds`). The GPU path: WebGPU on an H200 in docs/bench-gpu.md (`--ep webgpu --torch-device cuda`); CUDA, DirectML and CoreML are untested.',
     '',
     'Setup: `apt-get update && apt-get install -y python3-torch libopenblas0-pthread` (Debian 12: PyTorch 1.13 CPU at /usr/bin/python3; OpenBLAS makes its CPU matmuls ~25× faster). Run: `npm run bench:core` (20–30 min on 2 busy cores); `--no-torch` skips PyTorch; `--layers` and `--methods` re-measure a subset (merged into the existing results).',
     '',

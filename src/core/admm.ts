@@ -32,9 +32,11 @@
 // the last two relative changes and must be ≤ lossTol twice in a row, and the fixed-point
 // residual must be down to residualTol1/2 of the first (see AdmmSettings). ρ: autoRho.
 //
-// Memory: O(n² + rows·n) (the inverse, and a handful of rows×n arrays); the iteration state
-// (≈ 80 bytes per entry, in the step's kernel instance, freed with it) is bounded by solving the
-// rows in blocks of at most ADMM_STATE_BYTES (512 MiB) of state.
+// Memory: O(n² + rows·n): the float32 inverse (n²·4; 2·n²·8 for a moment while it is made, before
+// any rows×n array exists) and a handful of rows×n arrays. H̃ is read entry by entry from the
+// caller's H (no n×n copy; compressLayer passes its undamped H with the damped diagonal). The
+// iteration state (≈ 80 bytes per entry, in the step's kernel instance, freed with it) is bounded
+// by solving the rows in blocks of at most ADMM_STATE_BYTES (256 MiB) of state.
 import type { MatrixBackend } from './backend';
 import type { CompensationProblem } from './kernels';
 import { rowKernels } from './kernels';
@@ -74,11 +76,21 @@ export interface AdmmSettings {
   stateBytes?: number;
 }
 
-/** Iteration state held at once (the rows are solved in blocks beyond it): 512 MiB. */
-export const ADMM_STATE_BYTES = 512 * 2 ** 20;
+/** Iteration state held at once (the rows are solved in blocks beyond it): 256 MiB. A layer of
+ *  2048 rows × 5632 columns is solved in four blocks of 512 rows (230 MB of state, not two of
+ *  1024 rows and 461 MB); each block's products (512 × 5632 · 5632 × 5632) stay large enough for
+ *  SGEMM's full speed. */
+export const ADMM_STATE_BYTES = 256 * 2 ** 20;
 /** Upper bound of the state per entry: V, B, T, T(V), F (float64), c, two X, the gradient, six
  *  history columns (float32) and the support (admmWorkspace). */
-const STATE_BYTES_PER_ENTRY = 80;
+export const STATE_BYTES_PER_ENTRY = 80;
+
+/** Rows solved at once (the row blocks' size) for a rows × cols layer: the state of one block
+ *  (STATE_BYTES_PER_ENTRY per entry) stays within stateBytes, the blocks as even as possible. */
+export function admmBlockRows(rows: number, cols: number, stateBytes: number = ADMM_STATE_BYTES): number {
+  const maxRows = Math.max(1, Math.floor(stateBytes / (STATE_BYTES_PER_ENTRY * cols)));
+  return Math.ceil(rows / Math.ceil(rows / maxRows));
+}
 
 export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e-5, minIter: 8, maxIter: 80, lossTol2: 1e-5, maxIter2: 80, residualTol2: 1e-4, scale: true, anderson: 3, residualTol1: 5e-4 };
 
@@ -92,24 +104,29 @@ export const DEFAULT_ADMM: AdmmSettings = { rho: 'auto', relax: 1.5, lossTol: 1e
  * diagonal so that a few outlier input channels do not inflate ρ. O(m²).
  */
 export function autoRho(h: Float64Array, n: number, c0 = 0): number {
+  const diag = new Float64Array(n);
+  for (let j = 0; j < n; j++) diag[j] = h[j * n + j]!;
+  return autoRhoOf({ n, diag, at: (i, j) => h[i * n + j]! }, c0);
+}
+
+function autoRhoOf(h: SolverHessian, c0: number): number {
+  const { n, diag } = h;
   const m = n - c0;
   let frob = 0;
   for (let i = c0; i < n; i++) {
-    const o = i * n;
-    const di = h[o + i];
+    const di = diag[i]!;
     for (let j = c0; j < n; j++) {
-      const v = h[o + j];
-      frob += (v * v) / (di * h[j * n + j]);
+      const v = h.at(i, j);
+      frob += (v * v) / (di * diag[j]!);
     }
   }
   const spread = m > 0 && frob > 0 ? frob / m : 1;
   return Math.min(0.5, Math.max(0.06, 2 / spread));
 }
 
-/** Median of diag(H)[c0:]. */
-export function medianDiagonal(h: Float64Array, n: number, c0 = 0): number {
-  const d = new Float64Array(n - c0);
-  for (let j = c0; j < n; j++) d[j - c0] = h[j * n + j];
+/** Median of diag[c0:] (a Hessian's diagonal). */
+export function medianDiagonal(diag: Float64Array, c0 = 0): number {
+  const d = diag.slice(c0);
   d.sort();
   const m = d.length;
   return m === 0 ? 0 : m % 2 ? d[(m - 1) / 2]! : (d[m / 2 - 1]! + d[m / 2]!) / 2;
@@ -151,64 +168,136 @@ export function backendProduct(backend: MatrixBackend): MatMul {
 type MatMul64 = (a: Float64Array, b: Float64Array, m: number, k: number, n: number) => Promise<Float64Array>;
 
 /**
- * L⁻¹ of the n×n lower triangular `l` (row-major), by halves: with L = [L11 0; L21 L22],
- * L⁻¹ = [X11 0; −X22 L21 X11, X22], the halves recursively and the off-diagonal block as two
- * float64 products on the backend (multi-threaded DGEMM), down to 512 columns, where the wasm
- * kernel takes over. The wasm triangular inverse alone runs at ≈ 0.7 GFLOP/s (4 s at n = 2048,
- * 30 s at 4096); this does the same float64 arithmetic in a fraction of that.
+ * L⁻¹ of the n×n lower triangular `l` (row-major; its lower triangle is read), IN PLACE: `l`'s
+ * lower triangle is overwritten with L⁻¹ and `l` returned (its strict upper triangle is left as
+ * it was). By halves: with L = [L11 0; L21 L22], L⁻¹ = [X11 0; −X22 L21 X11, X22], the halves
+ * recursively and the off-diagonal block as two float64 products on the backend (multi-threaded
+ * DGEMM), down to 512 columns, where the wasm kernel takes over. The wasm triangular inverse alone
+ * runs at ≈ 0.7 GFLOP/s (4 s at n = 2048, 30 s at 4096); this does the same float64 arithmetic in
+ * a fraction of that. In place so that L and L⁻¹ are never held at once: besides `l`, at most
+ * 3/4·n² float64 (the products' contiguous operands) are alive. Without `mm64` (or n ≤ 512) the
+ * kernel's inverse is returned as a new array instead.
  */
 export async function invertLowerBlocked(l: Float64Array, n: number, mm64?: MatMul64): Promise<Float64Array> {
   if (!mm64 || n <= 512) return rowKernels.invertLower(l, n);
-  const n1 = Math.floor(n / 16) * 8;
-  const n2 = n - n1;
-  const l11 = new Float64Array(n1 * n1);
-  const l22 = new Float64Array(n2 * n2);
-  const l21 = new Float64Array(n2 * n1);
-  for (let i = 0; i < n1; i++) l11.set(l.subarray(i * n, i * n + i + 1), i * n1);
-  for (let i = 0; i < n2; i++) {
-    const o = (n1 + i) * n;
-    l21.set(l.subarray(o, o + n1), i * n1);
-    l22.set(l.subarray(o + n1, o + n1 + i + 1), i * n2);
+  await invertDiagonalBlock(l, n, 0, n, mm64);
+  return l;
+}
+
+/** The lower triangle of the s×s diagonal block of `a` (leading dimension lda) at (o, o), as a
+ *  contiguous s×s array with zeros above the diagonal. */
+function lowerBlock(a: Float64Array, lda: number, o: number, s: number): Float64Array {
+  const b = new Float64Array(s * s);
+  for (let i = 0; i < s; i++) b.set(a.subarray((o + i) * lda + o, (o + i) * lda + o + i + 1), i * s);
+  return b;
+}
+
+/** invertLowerBlocked on the s×s diagonal block at (o, o) of `a` (leading dimension lda), in place. */
+async function invertDiagonalBlock(a: Float64Array, lda: number, o: number, s: number, mm64: MatMul64): Promise<void> {
+  if (s <= 512) {
+    const x = rowKernels.invertLower(lowerBlock(a, lda, o, s), s);
+    for (let i = 0; i < s; i++) a.set(x.subarray(i * s, i * s + i + 1), (o + i) * lda + o);
+    return;
   }
-  const x11 = await invertLowerBlocked(l11, n1, mm64);
-  const x22 = await invertLowerBlocked(l22, n2, mm64);
-  const t = await mm64(l21, x11, n2, n1, n1);
-  const x21 = await mm64(x22, t, n2, n2, n1);
-  const x = new Float64Array(n * n);
-  for (let i = 0; i < n1; i++) x.set(x11.subarray(i * n1, i * n1 + i + 1), i * n);
-  for (let i = 0; i < n2; i++) {
-    const o = (n1 + i) * n;
-    for (let j = 0; j < n1; j++) x[o + j] = -x21[i * n1 + j];
-    x.set(x22.subarray(i * n2, i * n2 + i + 1), o + n1);
-  }
-  return x;
+  const n1 = Math.floor(s / 16) * 8;
+  const n2 = s - n1;
+  await invertDiagonalBlock(a, lda, o, n1, mm64);
+  await invertDiagonalBlock(a, lda, o + n1, n2, mm64);
+  await offDiagonalBlock(a, lda, o, n1, n2, mm64);
 }
 
 /**
- * (A + ρI)⁻¹ of the trailing block A = H[c0:, c0:] (m = n − c0), float32 row-major. Factored in
- * float64 in the wasm kernels; the inverse L⁻ᵀL⁻¹ is one product on the backend.
+ * X21 = −X22 (L21 X11) into the (o + n1, o) block of `a` (n2 × n1), from X11 and X22 on its
+ * diagonal and L21 still in that block. The products' operands are contiguous copies made as the
+ * products' arguments, in a plain (not async) function: an async function's suspended frame may
+ * keep such temporaries alive until it returns.
  */
-async function shiftedInverse(matmul: MatMul, h: Float64Array, n: number, c0: number, rho: number, mm64?: MatMul64): Promise<Float32Array> {
-  const m = n - c0;
-  const l = rowKernels.scratchMatrix(m * m);
+function offDiagonalBlock(a: Float64Array, lda: number, o: number, n1: number, n2: number, mm64: MatMul64): Promise<void> {
+  const l21 = (): Float64Array => {
+    const b = new Float64Array(n2 * n1);
+    for (let i = 0; i < n2; i++) b.set(a.subarray((o + n1 + i) * lda + o, (o + n1 + i) * lda + o + n1), i * n1);
+    return b;
+  };
+  return mm64(l21(), lowerBlock(a, lda, o, n1), n2, n1, n1)
+    .then((t) => mm64(lowerBlock(a, lda, o + n1, n2), t, n2, n2, n1))
+    .then((x21) => {
+      for (let i = 0; i < n2; i++) {
+        const dst = (o + n1 + i) * lda + o;
+        for (let j = 0; j < n1; j++) a[dst + j] = -x21[i * n1 + j]!;
+      }
+    });
+}
+
+/**
+ * The Hessian the solver works with, entry by entry, without an n×n copy of its own: H̃ = D⁻¹HD⁻¹
+ * (Jacobi scaling; D = 1 unscaled) of the caller's H with its diagonal replaced by `diagonal`
+ * (the damped one; off-diagonal entries are H's). Each entry is the same expression the solver
+ * used to store (H_ij / (d_i·d_j)), so the numbers are the same to the bit; a 5632-column layer
+ * no longer holds two extra n×n float64 copies (254 MB each) for it.
+ */
+interface SolverHessian {
+  n: number;
+  /** H̃'s diagonal. */
+  diag: Float64Array;
+  /** H̃[i, j]. */
+  at(i: number, j: number): number;
+}
+
+function solverHessian(h: Float64Array, n: number, diagonal: Float64Array, d: Float64Array): SolverHessian {
+  const diag = new Float64Array(n);
+  for (let j = 0; j < n; j++) diag[j] = diagonal[j]! / (d[j]! * d[j]!);
+  return { n, diag, at: (i, j) => (i === j ? diag[i]! : h[i * n + j]! / (d[i]! * d[j]!)) };
+}
+
+/**
+ * (A + ρI)⁻¹ of the trailing block A = H̃[c0:, c0:] (m = n − c0), float32 row-major. Factored in
+ * float64 in the wasm kernels; the inverse L⁻ᵀL⁻¹ is one product on the backend. Memory, in
+ * m²-entry float64 units: the factor in the kernels' memory and its copy (2, for the copy's
+ * moment), then L⁻¹ in that copy's place (1 + 3/4 for the blocked inverse's operands), then the
+ * float32 L⁻ᵀ with L⁻¹ (1.5), then L⁻ᵀ, L⁻¹ and the product (1.5, float32): never more than two.
+ */
+function shiftedInverse(matmul: MatMul, h: SolverHessian, c0: number, rho: number, mm64?: MatMul64): Promise<Float32Array> {
+  const m = h.n - c0;
+  // Plain promise chaining through a box, so that no frame (an async function's, or a callback's
+  // argument) keeps L or L⁻¹ alive past its last use.
+  const box: { l: Float64Array | null } = { l: shiftedFactor(h, c0, rho) };
+  return invertLowerBlocked(box.l!, m, mm64)
+    .then((li) => void (box.l = li))
+    .then(() => inverseFromFactorInverse(matmul, box, m));
+}
+
+/** L of H̃[c0:, c0:] + ρI = L Lᵀ (m×m, a plain array), factored in the kernels' memory, which is
+ *  handed back (at any size) before L⁻¹ is made in L's place. */
+function shiftedFactor(h: SolverHessian, c0: number, rho: number): Float64Array {
+  const m = h.n - c0;
+  const factor = rowKernels.scratchMatrix(m * m);
   for (let i = 0; i < m; i++) {
-    const src = (c0 + i) * n + c0;
     const dst = i * m;
-    for (let j = 0; j <= i; j++) l[dst + j] = h[src + j];
-    l[dst + i] += rho;
+    for (let j = 0; j <= i; j++) factor[dst + j] = h.at(c0 + i, c0 + j);
+    factor[dst + i] += rho;
   }
-  if (!rowKernels.cholesky(l, m)) throw new LinAlgError(`ADMM: H + ρI (${m}×${m}) is not positive definite; raise --damp`);
-  // L⁻ᵀ in float32 straight from the float64 L⁻¹, whose last use this is (so it can be collected
-  // before the second float32 copy is made): peak 20 bytes per entry here, not 28.
-  const lit = transposedLowerF32(await invertLowerBlocked(l, m, mm64), m);
+  if (!rowKernels.cholesky(factor, m)) throw new LinAlgError(`ADMM: H + ρI (${m}×${m}) is not positive definite; raise --damp`);
+  const l = factor.slice(0, m * m);
+  rowKernels.trim(0);
+  return l;
+}
+
+/** L⁻ᵀL⁻¹ (float32) from L⁻¹ (lower, float64): L⁻ᵀ in float32 straight from L⁻¹, whose last use
+ *  this is, then L⁻¹ in float32 from it, then the product. */
+function inverseFromFactorInverse(matmul: MatMul, box: { l: Float64Array | null }, m: number): Promise<Float32Array> {
+  const lit = transposedLowerF32(box.l!, m);
+  box.l = null;
   const li32 = new Float32Array(m * m);
   for (let i = 0; i < m; i++) for (let j = i; j < m; j++) li32[j * m + i] = lit[i * m + j]!;
   return matmul(lit, li32, m, m, m);
 }
 
-/** B = W H as one float32 product; the float32 copies of W and H live only for it. */
-function rightSides(matmul: MatMul, w: Float64Array, h: Float64Array, rows: number, n: number): Promise<Float32Array> {
-  return matmul(Float32Array.from(w), Float32Array.from(h), rows, n, n);
+/** B = W H̃ as one float32 product; the float32 copies of W and H̃ live only for it. */
+function rightSides(matmul: MatMul, w: Float64Array, h: SolverHessian, rows: number): Promise<Float32Array> {
+  const n = h.n;
+  const h32 = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h32[i * n + j] = h.at(i, j);
+  return matmul(Float32Array.from(w), h32, rows, n, n);
 }
 
 /** The float32 transpose of the lower triangle of the m×m `lower` (row-major). */
@@ -611,13 +700,27 @@ async function admmStep(matmul: MatMul, s: StepInput, relax: number, anderson: n
   return { iterations: it, change: remaining, loss };
 }
 
+/** A compensation problem whose H may come with its own diagonal. */
+export interface AdmmProblem extends CompensationProblem {
+  /** The diagonal of the H to solve with, when it is not `hessian`'s own: compressLayer passes the
+   *  caller's undamped H with the damped diagonal (dead inputs := 1, + λ·mean) instead of an n×n
+   *  damped copy. Off-diagonal entries are read from `hessian`. */
+  diagonal?: Float64Array;
+}
+
 /**
  * compensateAdmm(p, backend): W_c = W⊙M + Δ for every row (as compensateRowsDirect, §2.3–2.4),
  * by batched ADMM on the backend's float32 products. `out` receives W_c (pruned entries 0).
  * `onIteration` is called after every iteration (step, iteration, relative loss change, residual).
+ *
+ * Memory besides the caller's arrays (n = cols): H̃ is never stored (read entry by entry from
+ * p.hessian, SolverHessian); step 1's (H̃ + ρI)⁻¹ as float32 (n²·4), made by shiftedInverse in at
+ * most 2·n²·8 for a moment before any rows×n array; the rows×n arrays (scaled W, Z: float64; B:
+ * float32) and the row blocks' iteration state (≤ stateBytes); step 2's pieces after step 1's
+ * inverse is dropped (its inverse is a quarter the size at α = ½). 
  */
 export async function compensateAdmm(
-  p: CompensationProblem,
+  p: AdmmProblem,
   backend: MatrixBackend,
   settings: AdmmSettings = DEFAULT_ADMM,
   signal?: AbortSignal,
@@ -636,14 +739,20 @@ export async function compensateAdmm(
   // Jacobi scaling (settings.scale): solve in X̃ = X D with H̃ = D⁻¹ H D⁻¹, D = diag(H)^½, so every
   // input channel has unit curvature: the same loss and supports, but one ρ fits all channels
   // (outlier channels no longer dominate) and the float32 products see operands of one scale.
-  const d = new Float64Array(n).fill(1);
-  if (settings.scale) for (let j = 0; j < n; j++) d[j] = Math.sqrt(p.hessian[j * n + j]);
-  const h = settings.scale ? new Float64Array(n * n) : p.hessian;
-  const wt = settings.scale ? new Float64Array(size) : p.weight;
-  if (settings.scale) {
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h[i * n + j] = p.hessian[i * n + j] / (d[i] * d[j]);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) wt[r * n + j] = p.weight[r * n + j] * d[j];
+  let diagonal = p.diagonal;
+  if (!diagonal) {
+    diagonal = new Float64Array(n);
+    for (let j = 0; j < n; j++) diagonal[j] = p.hessian[j * n + j]!;
   }
+  const d = new Float64Array(n).fill(1);
+  if (settings.scale) for (let j = 0; j < n; j++) d[j] = Math.sqrt(diagonal[j]!);
+  const h = solverHessian(p.hessian, n, diagonal, d);
+  // Step 1's inverse first, while no rows×n array of the solver exists yet (its factorization is
+  // the solver's largest moment, see shiftedInverse).
+  const rho1 = (settings.rho === 'auto' ? autoRhoOf(h, 0) : settings.rho) * medianDiagonal(h.diag, 0);
+  let inverse1: Float32Array | null = await shiftedInverse(matmul, h, 0, rho1, mm64);
+  const wt = settings.scale ? new Float64Array(size) : p.weight;
+  if (settings.scale) for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) wt[r * n + j] = p.weight[r * n + j] * d[j];
   // The one place this solver quantizes: E2 entries with their (row, group) grid, as the final
   // quantization will (so the transfer moves exactly the error that rounding makes, §7.7).
   const { gs, groups } = groupLayout(n, p.groupSize);
@@ -655,24 +764,20 @@ export async function compensateAdmm(
     const x = v / dj;
     return (zeros ? (groupCode(x, s, zeros[gi], maxq) - zeros[gi]) * s : symmetricCode(x, s, maxq) * s) * dj;
   };
-  const rho1 = (settings.rho === 'auto' ? autoRho(h, n) : settings.rho) * medianDiagonal(h, n, 0);
-  const inverse1 = await shiftedInverse(matmul, h, n, 0, rho1, mm64);
 
   // B = W H (float32, read as is by both steps); Z₀ = W ⊙ M, U₀ = 0.
-  const bh = await rightSides(matmul, wt, h, rows, n);
+  const bh = await rightSides(matmul, wt, h, rows);
   const z = new Float64Array(size);
   for (let i = 0; i < size; i++) z[i] = mask[i] ? wt[i] : 0;
   const t1 = performance.now();
   signal?.throwIfAborted();
 
   // Row blocks: the iteration state of rows × n entries at once stays within stateBytes (the
-  // products of a block are still large: ≥ 1024 rows for n ≤ 6500 at the default). Both steps use
+  // products of a block are still large: ≥ 512 rows for n ≤ 6500 at the default). Both steps use
   // the same blocks; each block has its own stopping rule (its loss, its residual), so a block
   // meets the tolerances on its own rows and the layer meets them in sum.
   const m = Math.max(0, Math.min(MAX_ANDERSON, Math.floor(settings.anderson)));
-  const maxRows = Math.max(1, Math.floor((settings.stateBytes ?? ADMM_STATE_BYTES) / (STATE_BYTES_PER_ENTRY * n)));
-  const nBlocks = Math.ceil(rows / maxRows);
-  const blockRows = Math.ceil(rows / nBlocks);
+  const blockRows = admmBlockRows(rows, n, settings.stateBytes);
   const blocks: Array<[number, number]> = [];
   for (let r0 = 0; r0 < rows; r0 += blockRows) blocks.push([r0, Math.min(rows, r0 + blockRows)]);
   const useWasm = settings.wasm !== false;
@@ -697,6 +802,7 @@ export async function compensateAdmm(
       s1.change = Math.max(s1.change, r.change);
     }
   }
+  inverse1 = null;
   const t2 = performance.now();
 
   const s2 = { iterations: 0, change: 0, loss: 0 };
@@ -704,18 +810,19 @@ export async function compensateAdmm(
   if (k > 0 && k < n) {
     // Step 2 on columns [k, n): X1 = Q(w̄) on E2 (kept columns < k), 0 on E1.
     const wr = n - k;
-    const x1 = new Float32Array(rows * k);
+    const rho2 = (settings.rho === 'auto' ? autoRhoOf(h, k) : settings.rho) * medianDiagonal(h.diag, k);
+    const inverse2 = await shiftedInverse(matmul, h, k, rho2, mm64);
+    let x1: Float32Array | null = new Float32Array(rows * k);
     for (let r = 0; r < rows; r++) {
       for (let j = 0; j < k; j++) {
         const i = r * n + j;
         if (mask[i]) x1[r * k + j] = quantizeE2(z[i], r, j);
       }
     }
-    const h12 = new Float32Array(k * wr);
-    for (let i = 0; i < k; i++) for (let j = 0; j < wr; j++) h12[i * wr + j] = h[i * n + k + j];
-    const rho2 = (settings.rho === 'auto' ? autoRho(h, n, k) : settings.rho) * medianDiagonal(h, n, k);
-    const inverse2 = await shiftedInverse(matmul, h, n, k, rho2, mm64);
+    let h12: Float32Array | null = new Float32Array(k * wr);
+    for (let i = 0; i < k; i++) for (let j = 0; j < wr; j++) h12[i * wr + j] = h.at(i, k + j);
     const x1h = await matmul(x1, h12, rows, k, wr);
+    h12 = null;
     const z2 = new Float64Array(rows * wr);
     const b2 = new Float64Array(rows * wr);
     for (let r = 0; r < rows; r++) {
@@ -735,7 +842,7 @@ export async function compensateAdmm(
           const i = r * n + j;
           if (!mask[i]) continue;
           const dd = x1[r * k + j] - z[i];
-          start += dd * dd * h[j * n + j];
+          start += dd * dd * h.diag[j]!;
         }
       }
       const r = await admmStep(
@@ -751,6 +858,7 @@ export async function compensateAdmm(
       s2.iterations = Math.max(s2.iterations, r.iterations);
       s2.change = Math.max(s2.change, r.change);
     }
+    x1 = null;
     for (let r = 0; r < rows; r++) for (let j = 0; j < wr; j++) out[r * n + k + j] = z2[r * wr + j];
   }
   if (settings.scale) for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) out[r * n + j] /= d[j];

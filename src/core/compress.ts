@@ -8,7 +8,7 @@
 // Loss terms are reported with the UNDAMPED H (LayerLoss in src/protocol/report.ts).
 import { type RecipeName, type Sparsity, validateGroupSize } from '../protocol/recipes';
 import type { LayerLoss } from '../protocol/report';
-import { type AdmmProgress, type AdmmSettings, type AdmmStats, DEFAULT_ADMM, compensateAdmm } from './admm';
+import { type AdmmProblem, type AdmmProgress, type AdmmSettings, type AdmmStats, DEFAULT_ADMM, compensateAdmm } from './admm';
 import { type MatrixBackend, jsBackend } from './backend';
 import { sparseGptInPlaceAsync } from './gptq';
 import { type CompensationProblem as CompensationInput, rowKernels } from './kernels';
@@ -231,6 +231,20 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
       }
     };
     const getHd = (): Float64Array => (hdCache ??= dampInPlace(fixedHessian(f64(cols * cols)), config.damp));
+    /** The damped H's diagonal alone (H₀'s diagonal + λ·mean(diag H₀), the same sums and order as
+     *  dampInPlace): off the diagonal the damped H is the caller's H, so the batched solver and the
+     *  tail's factor read those entries there instead of from an n×n copy. */
+    const dampedDiagonal = (): Float64Array => {
+      const g = new Float64Array(cols);
+      for (let j = 0; j < cols; j++) g[j] = problem.hessian[j * cols + j];
+      for (const j of dead) g[j] = 1;
+      let mean = 0;
+      for (let i = 0; i < cols; i++) mean += g[i];
+      mean /= Math.max(1, cols);
+      const add = config.damp * mean;
+      for (let i = 0; i < cols; i++) g[i] += add;
+      return g;
+    };
 
     const prunes = config.method !== 'rtn' && config.method !== 'gptq' && config.sparsity.kind !== 'dense';
     const codes = pool ? shared.i8(rows * cols) : new Int8Array(rows * cols);
@@ -238,9 +252,71 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
     let out: Float64Array;
     let upper: Float64Array | null = null;
     const getUpper = (): Float64Array => (upper ??= pool ? shared.copy(upperCholeskyOfInverse(getHd(), cols)) : upperCholeskyOfInverse(getHd(), cols));
-    // OBR_GPTQ's tail reads U[k:, k:] only: factor just that block (≈ 1/8 of the work at α = ½).
+    // OBR_GPTQ's tail reads U[k:, k:] only: factor just that block (≈ 1/8 of the work at α = ½),
+    // from the damped H's trailing block alone. U[k:, k:] of U = chol(H⁻¹) (upper) is the factor
+    // of (H[k:, k:])⁻¹, and upperCholeskyOfInverse(block, m) factors the same numbers in the same
+    // order as upperCholeskyOfInverse(H, n, k): the same bits, without the damped n×n H.
+    // The tail runs as a compact rows × m problem on this m×m U[k:, k:] when the group grid allows
+    // (gptqTail); otherwise U is placed in an n×n array (getTailUpper).
     let tailUpper: Float64Array | null = null;
-    const getTailUpper = (k: number): Float64Array => (tailUpper ??= upper ?? (pool ? shared.copy(upperCholeskyOfInverse(getHd(), cols, k)) : upperCholeskyOfInverse(getHd(), cols, k)));
+    let tailBlock: Float64Array | null = null;
+    const getTailBlock = (k: number): Float64Array => {
+      if (tailBlock) return tailBlock;
+      const m = cols - k;
+      const g = dampedDiagonal();
+      let block: Float64Array | null = new Float64Array(m * m);
+      for (let i = 0; i < m; i++) {
+        block.set(problem.hessian.subarray((k + i) * cols + k, (k + i + 1) * cols), i * m);
+        block[i * m + i] = g[k + i];
+      }
+      const uc = upperCholeskyOfInverse(block, m);
+      block = null;
+      return (tailBlock = pool ? shared.copy(uc) : uc);
+    };
+    const tailFactor = (k: number): Float64Array => {
+      const m = cols - k;
+      const uc = getTailBlock(k);
+      const u = f64(cols * cols);
+      for (let i = 0; i < m; i++) u.set(uc.subarray(i * m + i, (i + 1) * m), (k + i) * cols + k + i);
+      return u;
+    };
+    /** The tail as a compact problem: without a full factor (sparsegpt mask scores) and when
+     *  every group lies on one side of k. */
+    const compactTail = (k: number): boolean => !upper && (groupSize === 0 || k % groupSize === 0);
+    const getTailUpper = (k: number): Float64Array => (tailUpper ??= upper ?? tailFactor(k));
+
+    /**
+     * OBR_GPTQ's masked GPTQ tail (P10) on columns [k, n) of `out`, as a compact rows × m problem
+     * (m = n − k) with the m×m U[k:, k:]: the GPTQ kernel reads only those columns and that block,
+     * with block boundaries from the tail's first column and each column's own group (k is a
+     * multiple of the group size), so these are the same operations on the same numbers as the
+     * tail run in place with start = k, while each worker's kernel memory holds m² for U instead
+     * of n² (2 × 190 MB less at 5632 columns).
+     */
+    const gptqTail = async (k: number, uc: Float64Array): Promise<void> => {
+      const m = cols - k;
+      const { groups } = groupLayout(cols, groupSize);
+      const g0 = groupSize === 0 ? 0 : k / groupSize;
+      const gt = groups - g0;
+      const wt = f64(rows * m);
+      const mt = pool ? shared.u8(rows * m) : new Uint8Array(rows * m);
+      const ct = pool ? shared.i8(rows * m) : new Int8Array(rows * m);
+      const st = f64(rows * gt);
+      const zt = zeros ? f64(rows * gt) : null;
+      for (let r = 0; r < rows; r++) {
+        const o = r * cols + k;
+        wt.set(out.subarray(o, o + m), r * m);
+        mt.set(mask.subarray(o, o + m), r * m);
+        ct.set(codes.subarray(o, o + m), r * m);
+        st.set(scales.subarray(r * groups + g0, (r + 1) * groups), r * gt);
+        if (zt && zeros) zt.set(zeros.subarray(r * groups + g0, (r + 1) * groups), r * gt);
+      }
+      await runRows(pool, { kind: 'gptq', weight: wt, cols: m, u: uc, scales: st, maxq, mask: mt, start: 0, blockSize: bs, codes: ct, groupSize, zeros: zt }, rows, signal);
+      for (let r = 0; r < rows; r++) {
+        out.set(wt.subarray(r * m, (r + 1) * m), r * cols + k);
+        codes.set(ct.subarray(r * m, (r + 1) * m), r * cols + k);
+      }
+    };
 
     const maskFor = (): Uint8Array => {
       const m = pool ? shared.u8(rows * cols) : new Uint8Array(rows * cols);
@@ -300,18 +376,24 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         const k = Math.floor(config.alpha * cols + 1e-9);
         const wc = f64(rows * cols);
         const solver = resolveSolver(options);
-        let cproblem: CompensationInput | null = { weight: w, rows, cols, hessian: getHd(), mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
-        const compensation =
-          solver === 'batched'
-            ? compensateAdmm(cproblem, backend, { ...DEFAULT_ADMM, ...options.admm }, signal, wc, options.onSolverIteration).then((r) => options.onAdmmStats?.(r.stats))
-            : solver === 'pcg-batched'
-              ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
-              : runRows(pool, { kind: 'compensate', problem: cproblem, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
-        // While the workers compensate, this thread factors H⁻¹ for the GPTQ tail.
-        if (pool && config.method === 'obr-gptq' && k < cols) factored(() => getTailUpper(k));
+        // The batched solver reads the caller's H with the damped diagonal (no damped n×n copy,
+        // 254 MB at 5632 columns); the per-row solvers get the damped copy.
+        const batched = solver === 'batched';
+        const common = { weight: w, rows, cols, mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
+        let cproblem: CompensationInput | null = batched ? { ...common, hessian: problem.hessian, diagonal: dampedDiagonal() } as AdmmProblem : { ...common, hessian: getHd() };
+        const compensation = batched
+          ? compensateAdmm(cproblem, backend, { ...DEFAULT_ADMM, ...options.admm }, signal, wc, options.onSolverIteration).then((r) => options.onAdmmStats?.(r.stats))
+          : solver === 'pcg-batched'
+            ? compensateBatchedPcg(cproblem, backend, { ...DEFAULT_BATCHED_PCG, ...options.batchedPcg }, signal, wc).then((r) => options.onSolverStats?.(r.stats))
+            : runRows(pool, { kind: 'compensate', problem: cproblem, out: wc, solver, pcg: DEFAULT_PCG }, rows, signal);
+        // While the workers compensate, this thread factors H⁻¹ for the GPTQ tail. Not beside the
+        // batched solver: it runs on this thread too, and the tail's factor would be held beside
+        // the solver's largest moment (its factorization) for no time gained.
+        const tailFactorNow = (): unknown => factored(() => (compactTail(k) ? getTailBlock(k) : getTailUpper(k)));
+        if (pool && !batched && config.method === 'obr-gptq' && k < cols) tailFactorNow();
         await compensation;
         cproblem = null;
-        if (config.method === 'obr-gptq' && k < cols) factored(() => getTailUpper(k));
+        if (config.method === 'obr-gptq' && k < cols) tailFactorNow();
         // Nothing reads the damped H after the compensation and the tail's factor.
         hdCache = null;
         if (config.method === 'obr-rtn') {
@@ -322,7 +404,8 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
           // static group grid (gptq.ts).
           out = wc;
           rowKernels.quantizeRange(wc, out, codes, cols, scales, maxq, 0, k, 0, rows, groupSize, zeros ?? null);
-          if (k < cols) {
+          if (k < cols && compactTail(k)) await gptqTail(k, getTailBlock(k));
+          else if (k < cols) {
             await runRows(pool, { kind: 'gptq', weight: out, cols, u: getTailUpper(k), scales, maxq, mask, start: k, blockSize: bs, codes, groupSize, zeros: zeros ?? null }, rows, signal);
           }
         }

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import {
   DEFAULT_OPTIONS,
+  DEFAULT_EXECUTION_PROVIDERS,
   EXECUTION_PROVIDERS,
   isRecipe,
   OBR_SOLVERS,
@@ -29,7 +30,7 @@ export function resolveWorkspacePath(p: string, near?: vscode.Uri): string {
 export function readCompressOptions(recipe: RecipeName, modelUri: vscode.Uri): CompressOptions {
   const c = vscode.workspace.getConfiguration('obr', modelUri);
   const providers = c
-    .get<string[]>('executionProviders', [...EXECUTION_PROVIDERS])
+    .get<string[]>('executionProviders', [...DEFAULT_EXECUTION_PROVIDERS])
     .filter((p): p is ExecutionProviderName => (EXECUTION_PROVIDERS as readonly string[]).includes(p));
   if (!providers.includes('cpu')) providers.push('cpu');
   const seqlen = c.get<number>('sequenceLength', 0);

@@ -20,30 +20,29 @@
 //            + rtn, wanda-rtn: nothing more (no damped H)
 //            + gptq, sparsegpt-gptq: n²·8·6   the damped H, the triangular factor (a worker copy)
 //              and the factorization's scratch (the kernels' memory holds 2 n², plus 1 n² copies in and out)
-//            + obr-rtn, obr-gptq: n²·8·(1 + ADMM_HESSIANS) + 4·rows·cols·8 + min(512 MiB, 80·rows·cols)
-//              the damped H, the batched solver's n²-sized matrices (ADMM_HESSIANS), its rows×cols
-//              arrays (scaled W, B = WH, Z, step 2's pieces) and its iteration state, which
-//              src/core/admm.ts bounds by ADMM_STATE_BYTES (rows solved in blocks)
-//
+//            + obr-rtn, obr-gptq (the batched solver, src/core/admm.ts; no damped n×n copy: it reads
+//              the caller's H with the damped diagonal), the largest of its moments
+//                factor  2·n²·8                    L in the kernels' memory and its copy
+//                step 1  n²·4 + 3·rows·n·8 + S     the float32 (H̃ + ρI)⁻¹; scaled W and Z (float64),
+//                                                  B and a product's result (float32); S = the row
+//                                                  block's iteration state, 80·blockRows·n ≤ 256 MiB
+//                step 2  m²·4 + 2.5·rows·n·8 + rows·(4k + 20m) + S·m/n   (k = ⌊α·n⌋, m = n − k)
+//                                                  its inverse, step 1's rows×n arrays, X1, Z2, B2,
+//                                                  X1·H12 and its (narrower) state
+//                tail    5·m²·8 + 10·rows·m        obr-gptq: U[k:, k:] from the trailing block (the
+//                                                  block, the kernels' 2 m², its copies) and the
+//                                                  compact tail's rows × m arrays
 // The coefficients are counts of the arrays the code allocates (src/core/compress.ts,
 // src/core/admm.ts, src/pipeline/capture.ts); the memory benchmark (scripts/bench/memory.ts,
 // docs/benchmarks.md) checks the sum against the measured peak RSS.
-import { ADMM_STATE_BYTES } from '../core/admm';
+import { admmBlockRows, STATE_BYTES_PER_ENTRY } from '../core/admm';
 import type { RecipeName } from '../protocol/recipes';
 
 /** Node, V8, onnxruntime's libraries and the job's small state (measured ~170 MiB after loading a model). */
 export const FIXED_BYTES = 200 * 2 ** 20;
 
-/**
- * n×n float64 matrices the batched OBR solver (src/core/admm.ts) holds at its peak besides the
- * damped H: the scaled H, the Cholesky factor in the kernels' memory, its inverse's scratch
- * (20 bytes per entry) and (H + ρI)⁻¹ as float32 — about 4 × 8 bytes per entry, counted from
- * the code, not measured.
- */
-export const ADMM_HESSIANS = 4;
-
-/** Iteration state of the batched solver, bytes per rows×cols entry, bounded by ADMM_STATE_BYTES. */
-const ADMM_STATE_PER_ENTRY = 80;
+/** The OBR column split when the job does not say (DEFAULT_OPTIONS.alpha). */
+const DEFAULT_ALPHA = 0.5;
 
 export interface MemoryLayer {
   rows: number;
@@ -73,6 +72,8 @@ export interface MemoryInputs {
   vocab: number;
   /** Activation cache budget (bytes) before it spills to disk. */
   activationBudgetBytes: number;
+  /** The OBR column split α (default 0.5): the batched solver's step 2 and the GPTQ tail. */
+  alpha?: number;
 }
 
 export interface MemoryEstimate {
@@ -83,8 +84,23 @@ export interface MemoryEstimate {
   phase: 'capture' | 'compress' | 'evaluate';
 }
 
+/** The batched OBR solver's largest moment (bytes) on a rows × cols layer, beside the caller's
+ *  arrays, and the tail's for obr-gptq (see the header). */
+export function obrSolverBytes(recipe: 'obr-rtn' | 'obr-gptq', rows: number, cols: number, alpha = DEFAULT_ALPHA): number {
+  const n = cols;
+  const w = rows * n * 8;
+  const k = Math.max(0, Math.min(n, Math.floor(alpha * n + 1e-9)));
+  const m = n - k;
+  const state = STATE_BYTES_PER_ENTRY * admmBlockRows(rows, n) * n;
+  const factor = 2 * n * n * 8;
+  const step1 = n * n * 4 + 3 * w + state;
+  const step2 = k > 0 && k < n ? m * m * 4 + 2.5 * w + rows * (4 * k + 20 * m) + (state * m) / n : 0;
+  const tail = recipe === 'obr-gptq' && k < n ? 5 * m * m * 8 + 10 * rows * m : 0;
+  return Math.max(factor, step1, step2, tail);
+}
+
 /** Core bytes of one layer (rows × cols) with one recipe, the layer's Hessian not included (see the header). */
-export function coreBytes(recipe: RecipeName, rows: number, cols: number): number {
+export function coreBytes(recipe: RecipeName, rows: number, cols: number, alpha = DEFAULT_ALPHA): number {
   const w = rows * cols * 8;
   const h = cols * cols * 8;
   const common = 6 * w + 2 * rows * cols;
@@ -97,7 +113,7 @@ export function coreBytes(recipe: RecipeName, rows: number, cols: number): numbe
       return common + 6 * h;
     case 'obr-rtn':
     case 'obr-gptq':
-      return common + (1 + ADMM_HESSIANS) * h + 4 * w + Math.min(ADMM_STATE_BYTES, ADMM_STATE_PER_ENTRY * rows * cols);
+      return common + obrSolverBytes(recipe, rows, cols, alpha);
   }
 }
 
@@ -109,7 +125,7 @@ export function estimateMemory(x: MemoryInputs): MemoryEstimate {
   const baselines = x.recipes.length - 1;
   let compress = 0;
   for (const l of x.layers) {
-    const core = Math.max(...x.recipes.map((r) => coreBytes(r, l.rows, l.cols)));
+    const core = Math.max(...x.recipes.map((r) => coreBytes(r, l.rows, l.cols, x.alpha)));
     compress = Math.max(compress, l.cols * l.cols * 8 + core + baselines * l.rows * l.cols * 4);
   }
   const evaluate = Math.max(x.blockBytes, x.outsideBytes);

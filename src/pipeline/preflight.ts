@@ -254,6 +254,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       intermediate: inter,
       vocab,
       activationBudgetBytes: (pre.activationCacheMiB ?? DEFAULT_ACTIVATION_CACHE_MIB) * 2 ** 20,
+      alpha: options.alpha,
     });
     const hessianBytes = Math.max(0, ...captureGroups.map((g) => g.reduce((s, n) => s + n * n * 8, 0)));
     const peakBytes = memory.peakBytes;

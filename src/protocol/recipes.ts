@@ -140,9 +140,17 @@ export function groupTag(groupSize: number, asymmetric: boolean): string {
   return `-g${groupSize}${asymmetric ? 'a' : ''}`;
 }
 
-/** Execution providers in the default order of preference; filtered by platform at run time. */
+/** The execution providers a job may ask for, in order of preference; filtered by platform at run time. */
 export const EXECUTION_PROVIDERS = ['cuda', 'dml', 'coreml', 'webgpu', 'cpu'] as const;
 export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number];
+
+/**
+ * The default preference: WebGPU is opt-in (`--ep webgpu,cpu`). Measured on an H200 over Vulkan
+ * with 16 CPU cores (docs/bench-gpu.md): it works and gives the same results, but the solver took
+ * 1.14–1.34× the CPU provider's time (its float32 products round differently, so ADMM needs more
+ * iterations, and each product crosses to the GPU and back) and the tiny model's whole job 3.5×.
+ */
+export const DEFAULT_EXECUTION_PROVIDERS: readonly ExecutionProviderName[] = ['cuda', 'dml', 'coreml', 'cpu'];
 
 export interface CompressOptions {
   recipe: RecipeName;
@@ -199,7 +207,7 @@ export const DEFAULT_OPTIONS: CompressOptions = {
   damp: 0.01,
   samples: 128,
   seed: 0,
-  executionProviders: [...EXECUTION_PROVIDERS],
+  executionProviders: [...DEFAULT_EXECUTION_PROVIDERS],
   calibrationMode: 'sequential',
   solver: 'batched',
 };

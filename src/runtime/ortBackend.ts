@@ -46,9 +46,14 @@ export async function createOrtBackend(options: OrtBackendOptions = {}): Promise
   // and stalled the next product's barrier (2048³ at load average 18: 1.1–1.5 s without
   // spinning against 1.3–2.4 s with it, in turn in one process); one product is tens of ms or more,
   // so the wake-up costs nothing measurable.
+  // No CPU memory arena: the arena keeps the high-water mark of the products' outputs (the n×n
+  // float32 inverse, 127 MB at 5632 columns, and the factorization's float64 blocks) for the
+  // session's life, while each output is copied into JavaScript memory anyway; without it the
+  // output's buffer is freed once copied (issue #12, the solver's memory).
   const sessionOptions: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: options.threads ?? 2,
     interOpNumThreads: 1,
+    enableCpuMemArena: false,
     graphOptimizationLevel: 'all',
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };

@@ -9,7 +9,7 @@ import { isOutputLayout, OUTPUT_LAYOUTS, type OutputLayout } from '../../pipelin
 import { outputPaths } from '../../pipeline/outputs';
 import { runCompression, type PipelineOptions } from '../../pipeline/compress';
 import { estimateCompression, formatBytes, formatSeconds, stageEstimate, type Preflight } from '../../pipeline/preflight';
-import { DEFAULT_OPTIONS, EXECUTION_PROVIDERS, GROUP_SIZES, RECIPES, isRecipe, parseGroupSize, parseRecipeList, parseSparsity, type CompressOptions } from '../../protocol/recipes';
+import { DEFAULT_EXECUTION_PROVIDERS, DEFAULT_OPTIONS, EXECUTION_PROVIDERS, GROUP_SIZES, RECIPES, isRecipe, parseGroupSize, parseRecipeList, parseSparsity, type CompressOptions } from '../../protocol/recipes';
 import type { CompressionReport } from '../../protocol/report';
 import type { ProgressEvent } from '../../protocol/worker';
 import { readText } from '../../runtime/text';
@@ -19,7 +19,7 @@ import { type CliCommand, UsageError } from '../command';
 const KNOWN_EPS = new Set<string>([...EXECUTION_PROVIDERS, 'tensorrt']);
 
 export function parseEpList(text: string | undefined): string[] {
-  if (!text) return [...EXECUTION_PROVIDERS];
+  if (!text) return [...DEFAULT_EXECUTION_PROVIDERS];
   const list = text.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
   for (const ep of list) {
     if (!KNOWN_EPS.has(ep)) throw new UsageError(`--ep: unknown execution provider "${ep}" (known: ${[...KNOWN_EPS].join(', ')})`);

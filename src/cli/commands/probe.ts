@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { EXECUTION_PROVIDERS } from '../../protocol/recipes';
+import { DEFAULT_EXECUTION_PROVIDERS } from '../../protocol/recipes';
 import { describeMallocTuning } from '../../runtime/mallocTunables';
 import { probeProviders } from '../../runtime/probe';
 import type { CliCommand } from '../command';
@@ -10,7 +10,7 @@ export const probeCommand: CliCommand = {
   usage: 'obr providers [--ep cuda,dml,coreml,webgpu,cpu]',
   async run(argv) {
     const { values } = parseArgs({ args: argv, options: { ep: { type: 'string' } } });
-    const preference = values.ep ? values.ep.split(',').map((s) => s.trim()) : [...EXECUTION_PROVIDERS];
+    const preference = values.ep ? values.ep.split(',').map((s) => s.trim()) : [...DEFAULT_EXECUTION_PROVIDERS];
     const probe = await probeProviders(preference);
     console.log(JSON.stringify(probe, null, 2));
     console.error(describeMallocTuning());

@@ -159,7 +159,7 @@ test('group-wise grids (g32, asymmetric): E2 is rounded on the (row, group) grid
   assert.ok(b.stats.loss.total <= 1.01 * e.stats.loss.total, `grouped loss ratio ${b.stats.loss.total / e.stats.loss.total}`);
 });
 
-test('invertLowerBlocked: L⁻¹ by halves with float64 products equals the wasm triangular inverse (n = 1030: 512 + 518, the second split again)', async () => {
+test('invertLowerBlocked: L⁻¹ by halves with float64 products, in L\'s place, equals the wasm triangular inverse (n = 1030: 512 + 518, the second split again)', async () => {
   const n = 1030;
   const L = syntheticLayer(4, n, 21, { tokens: 2 * n });
   const a = rowKernels.scratchMatrix(n * n);
@@ -173,7 +173,9 @@ test('invertLowerBlocked: L⁻¹ by halves with float64 products equals the wasm
     gemmAccumulate(x, y, c, m, k, q);
     return Promise.resolve(c);
   };
-  const blocked = await invertLowerBlocked(l, n, mm64);
+  const inPlace = l.slice();
+  const blocked = await invertLowerBlocked(inPlace, n, mm64);
+  assert.equal(blocked, inPlace, 'L⁻¹ is made in L\'s place');
   assert.equal(products, 4, 'two products for 1030 = 512 + 518, two for 518 = 256 + 262');
   const direct = rowKernels.invertLower(l, n);
   let scale = 0;

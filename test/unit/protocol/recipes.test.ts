@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { GROUP_SIZES, OptionError, parseGroupSize, parseRecipeList, parseSparsity, sparsityTag, validateGroupSize } from '../../../src/protocol/recipes';
+import { readFileSync } from 'node:fs';
+import { parseEpList } from '../../../src/cli/commands/compress';
+import { DEFAULT_EXECUTION_PROVIDERS, DEFAULT_OPTIONS, EXECUTION_PROVIDERS, GROUP_SIZES, OptionError, parseGroupSize, parseRecipeList, parseSparsity, sparsityTag, validateGroupSize } from '../../../src/protocol/recipes';
 
 test('parseSparsity reads fractions, percentages and N:M patterns', () => {
   assert.deepEqual(parseSparsity('0.5'), { kind: 'unstructured', ratio: 0.5 });
@@ -40,4 +42,16 @@ test('group sizes: 0, 32, 64, 128, 256 accepted; others, and sizes wider than th
     (e: unknown) => e instanceof OptionError && (e as Error).message === 'group size 256 is larger than the input width 200 of layer up_proj; use one of 0, 32, 64, 128 (0 = one scale per output row)',
   );
   assert.throws(() => validateGroupSize(32, 16), (e: unknown) => e instanceof OptionError && /use one of 0 \(0 = one/.test((e as Error).message));
+});
+
+test('the default execution providers: the same in the code, the CLI and the settings manifest; WebGPU only on request', () => {
+  const manifest = JSON.parse(readFileSync('package.json', 'utf8')) as { contributes: { configuration: { properties: Record<string, { default: unknown; items: { enum: string[] } }> } } };
+  const setting = manifest.contributes.configuration.properties['obr.executionProviders']!;
+  assert.deepEqual(setting.default, [...DEFAULT_EXECUTION_PROVIDERS]);
+  assert.deepEqual(setting.items.enum, [...EXECUTION_PROVIDERS]);
+  assert.deepEqual(DEFAULT_OPTIONS.executionProviders, [...DEFAULT_EXECUTION_PROVIDERS]);
+  assert.deepEqual(parseEpList(undefined), [...DEFAULT_EXECUTION_PROVIDERS]);
+  assert.ok(!DEFAULT_EXECUTION_PROVIDERS.includes('webgpu'));
+  assert.equal(DEFAULT_EXECUTION_PROVIDERS.at(-1), 'cpu');
+  assert.deepEqual(parseEpList('webgpu,cpu'), ['webgpu', 'cpu']);
 });
