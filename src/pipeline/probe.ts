@@ -15,7 +15,8 @@
 //   fixed part (subgraph, serialization, session opening, first-run set-up) and a per-batch part;
 // - evaluate: the same for the dense cut and the simulated (fake-quant) rotated cut, with the
 //   tail's NLL head;
-// - write: the simulated and packed cut written as the write stage writes them;
+// - write: the simulated and packed cut written as the write stage writes them, the packing of
+//   block 0's layers timed apart from the two writes;
 // - compress: compressLayer on every distinct layer shape of the job with a reduced row count (two
 //   row counts r₁ < r₂), on the cut's real (rotated) weight rows and the Hessian captured above,
 //   with the job's solver; t(rows) = t(r₁) + (t(r₂) − t(r₁))·(rows − r₁)/(r₂ − r₁).
@@ -132,8 +133,13 @@ export interface CutProbe {
   calibrate: { prelude: ForwardCost; captures: ForwardCost[]; advance: ForwardCost };
   evalDense: EvalForwards;
   evalCompressed: EvalForwards;
-  /** Writing the cut's simulated + packed models. */
+  /** Writing the cut's simulated + packed models (the sum of the three parts below). */
   writeSeconds: number;
+  /** Its parts: the simulated model written, block 0's layers packed (MatMulNBits built and
+   *  stored), the packed model written. */
+  writeSimulatedSeconds?: number;
+  writePackSeconds?: number;
+  writePackedSeconds?: number;
   /** Hessians captured on block 0 by layer input, and the cut's (rotated) layers, for the core probe. */
   stats: Map<string, CapturedStats>;
   layers: LinearLayer[];
@@ -217,6 +223,24 @@ function initializerBytes(loaded: LoadedModel, names: Iterable<string>): number 
 const TRACE = process.env.OBR_PROBE_TRACE === '1';
 function trace(what: string, data: unknown): void {
   if (TRACE) process.stderr.write(`probe-trace ${what} ${JSON.stringify(data)}\n`);
+}
+
+/**
+ * Warm repetitions of a cheap probe (the rotation and the write of a small cut): the job runs
+ * each stage once, warm and on a machine whose load drifts, so the probe's estimate of it is the
+ * median of a few warm runs — one run slowed by other work does not become the estimate.
+ */
+const WARM_RUNS = 3;
+
+/** Per-part median of repeated timings (each run a record of seconds). */
+export function medianParts<T extends Record<string, number>>(runs: readonly T[]): T {
+  const out = {} as Record<string, number>;
+  for (const k of Object.keys(runs[0]!)) {
+    const v = runs.map((r) => r[k]!).sort((a, b) => a - b);
+    const mid = v.length >> 1;
+    out[k] = v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+  }
+  return out as T;
 }
 
 /** Times one BlockStream call whose batches report through `onBatch` (windows done so far). */
@@ -346,9 +370,15 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
         return { model: stored, transform: (t1 - t) / 1000, check: (performance.now() - t1) / 1000, checkBlock: blockForwards.reduce((a, b) => a + b, 0) };
       };
       // The job rotates with its code already warm (the pre-flight ran in the same process): on a
-      // small cut the first run's JIT and onnxruntime set-up would dominate, so it runs twice.
-      let r = await rotate();
-      if (cutWeightBytes < 64 * 2 ** 20) r = await rotate();
+      // small cut the first run's JIT and onnxruntime set-up would dominate, so it is timed warm
+      // (WARM_RUNS more runs, the median of each part).
+      const first = await rotate();
+      let r = first;
+      if (cutWeightBytes < 64 * 2 ** 20) {
+        const warm: Array<typeof first> = [];
+        for (let i = 0; i < WARM_RUNS; i++) warm.push(await rotate());
+        r = { ...medianParts(warm.map(({ transform, check, checkBlock }) => ({ transform, check, checkBlock }))), model: warm[warm.length - 1]!.model };
+      }
       rotateSeconds = r.transform + r.check;
       rotateTransformSeconds = r.transform;
       rotateCheckSeconds = r.check;
@@ -392,20 +422,38 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     }
 
     // As the write stage: the fake-quant graph built, the simulated model written, the packed one
-    // built (codes of block 0's layers) and written.
+    // built (codes of block 0's layers) and written — timed apart: the two writes scale with the
+    // weight bytes, the packing with the blocks the job compresses (stageSeconds).
     const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
-    const t = performance.now();
-    await writeModel(fakeQuant(), path.join(dir, 'simulated.onnx'), { externalData: external, source: store });
     const compressed = layers.filter((l) => l.block === 0 && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
     const groups = options.groupSize > 0 ? (l: LinearLayer) => Math.ceil(l.inFeatures / options.groupSize) : () => 1;
-    const packed = packedModel(
-      calibModel,
-      layers,
-      compressed.map((l) => ({ layer: l, codes: new Int8Array(l.outFeatures * l.inFeatures), scales: new Float64Array(l.outFeatures * groups(l)).fill(1e-3), groupSize: options.groupSize })),
-      options.wbits,
-    );
-    if (packed.model) await writeModel(await store.externalize(packed.model), path.join(dir, 'packed.onnx'), { externalData: external, source: store });
-    const writeSeconds = (performance.now() - t) / 1000;
+    const writeCut = async (): Promise<{ simulated: number; pack: number; packed: number }> => {
+      const t0 = performance.now();
+      await writeModel(fakeQuant(), path.join(dir, 'simulated.onnx'), { externalData: external, source: store });
+      const t1 = performance.now();
+      const packed = packedModel(
+        calibModel,
+        layers,
+        compressed.map((l) => ({ layer: l, codes: new Int8Array(l.outFeatures * l.inFeatures), scales: new Float64Array(l.outFeatures * groups(l)).fill(1e-3), groupSize: options.groupSize })),
+        options.wbits,
+      );
+      const packedStored = packed.model ? await store.externalize(packed.model) : undefined;
+      const t2 = performance.now();
+      if (packedStored) await writeModel(packedStored, path.join(dir, 'packed.onnx'), { externalData: external, source: store });
+      const t3 = performance.now();
+      return { simulated: (t1 - t0) / 1000, pack: (t2 - t1) / 1000, packed: (t3 - t2) / 1000 };
+    };
+    // The job writes with its code already warm (the pre-flight ran in the same process), so a
+    // cheap cut is written WARM_RUNS more times and the median of each part kept, as the rotation.
+    const firstWrite = await writeCut();
+    let written = firstWrite;
+    if (firstWrite.simulated + firstWrite.pack + firstWrite.packed < 1) {
+      const warm: Array<typeof firstWrite> = [];
+      for (let i = 0; i < WARM_RUNS; i++) warm.push(await writeCut());
+      written = medianParts(warm);
+    }
+    const writeSeconds = written.simulated + written.pack + written.packed;
+    trace('write parts', { first: firstWrite, median: written });
     trace('write', { seconds: writeSeconds, read: { bytes: readBytes, seconds: readSeconds } });
     const weightsModel = (await store.inlined(calibModel)).model;
     return {
@@ -423,6 +471,9 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       evalDense,
       evalCompressed,
       writeSeconds,
+      writeSimulatedSeconds: written.simulated,
+      writePackSeconds: written.pack,
+      writePackedSeconds: written.packed,
       stats,
       layers,
       weightsModel,

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { otherBlockScale, stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
-import { coreProbeRows, forwardSeconds, probeWindows, resplitOneBatch, splitForward } from '../../../src/pipeline/probe';
+import { coreProbeRows, forwardSeconds, medianParts, probeWindows, resplitOneBatch, splitForward } from '../../../src/pipeline/probe';
 
 const c = (fixed: number, perBatch: number) => ({ fixed, perBatch });
 const MEASURED: EstimateInputs = {
@@ -101,6 +101,39 @@ test('per-stage seconds of the bundled model\'s job from its measured probe', ()
   const dense = m(c(0.067, 0)) + 4 * m(c(1.002, 0.38)) + m(c(2.375, 0.141));
   const simulated = m(c(0.034, 0.001)) + 4 * m(c(1.439, 0.212)) + m(c(2.269, 0.178));
   close(s.evaluate, dense + simulated, 'evaluate');
+});
+
+test('write: the two model writes scale with the weight bytes, the packing with the compressed blocks (recorded demo probe)', () => {
+  // The write parts of a probe of the same job (`OBR_PROBE_TRACE=1 obr demo`, 29 Nov 2026 22:41 UTC,
+  // load average 7.2–7.7; one warm run): simulated 0.082 s, packing block 0 0.053 s, packed 0.060 s on the cut.
+  // That job's write took 0.60 s; the whole-write scaling (0.195 s × 1.71 = 0.33 s) left out that
+  // every compressed block is packed.
+  const parts = { writeSeconds: 0.195, writeSimulatedSeconds: 0.082, writePackSeconds: 0.053, writePackedSeconds: 0.06 };
+  const x: EstimateInputs = { ...MEASURED, probe: { ...MEASURED.probe, ...parts } };
+  const bytes = 18_883_584 / 11_013_120;
+  // Every later block holds block 0's bytes here (W_b / W_0 = 1): 4 packings.
+  close(otherBlockScale(x), 1, 'W_b / W_0');
+  close(stageSeconds(x).write, (0.082 + 0.06) * bytes + 4 * 0.053, 'four blocks compressed');
+  close(stageSeconds({ ...x, plannedBlocks: [2] }).write, (0.082 + 0.06) * bytes + 0.053, 'one block');
+  close(stageSeconds({ ...x, plannedBlocks: [] }).write, (0.082 + 0.06) * bytes, 'none: the two writes only');
+  // Later blocks twice block 0's bytes: their packing twice block 0's.
+  const heavier: EstimateInputs = { ...x, modelWeightBytes: 18_883_584 + 3 * 2_623_488 };
+  close(stageSeconds(heavier).write, (0.082 + 0.06) * (heavier.modelWeightBytes / 11_013_120) + 0.053 * (1 + 3 * 2), 'heavier blocks');
+  // A probe recorded before the parts existed keeps the whole-write scaling.
+  close(stageSeconds(MEASURED).write, (0.821 * 18_883_584) / 11_013_120, 'no parts');
+});
+
+test('cheap probes repeated warm are summarised part by part by their median (one slowed run is not the estimate)', () => {
+  // Three warm runs of the write probe, of the size the demo's pre-flight measures (made-up values;
+  // the 0.684 s is what one run slowed by other work on the machine looked like in a real trace).
+  const runs = [
+    { simulated: 0.087, pack: 0.05, packed: 0.151 },
+    { simulated: 0.684, pack: 0.026, packed: 0.021 },
+    { simulated: 0.079, pack: 0.061, packed: 0.06 },
+  ];
+  assert.deepEqual(medianParts(runs), { simulated: 0.087, pack: 0.05, packed: 0.06 });
+  assert.deepEqual(medianParts([{ a: 1 }, { a: 3 }]), { a: 2 });
+  assert.deepEqual(medianParts([{ a: 5 }]), { a: 5 });
 });
 
 test('only some blocks: calibration runs up to the last planned one, evaluation still runs every block', () => {
