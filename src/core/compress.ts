@@ -102,6 +102,8 @@ export function resolveSolver(options: Pick<CompressOptionsCore, 'solver' | 'bac
   return s === 'exact' || s === 'auto' ? 'direct' : s;
 }
 
+const EMPTY = new Float64Array(0);
+
 export class InputError extends Error {
   override name = 'InputError';
 }
@@ -191,7 +193,8 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
   const copy = (a: Float64Array): Float64Array => (pool ? shared.copy(a) : a.slice());
   try {
     // 1. Scales (and zero points) on the dense W (P2), per row or per group, row-parallel.
-    const dense = pool ? shared.copy(problem.weight) : problem.weight;
+    // `let`: dropped (set to EMPTY) before finish, which holds its own copies.
+    let dense = pool ? shared.copy(problem.weight) : problem.weight;
     const scales = f64(rows * groups);
     const zeros = config.asymmetric ? f64(rows * groups) : undefined;
     await runRows(pool, { kind: 'scales', weight: dense, cols, maxq, norm: 2.4, grid: 100, steps: 80, scales, groupSize, zeros: zeros ?? null }, rows, signal);
@@ -205,7 +208,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
     for (let j = 0; j < cols; j++) if (problem.hessian[j * cols + j] === 0) dead.push(j);
     // The working W: its own copy only when something writes to it (dead inputs; GPTQ and
     // SparseGPT update it in place). Every other recipe only reads it: the dense W serves.
-    const w = dead.length > 0 || config.method === 'gptq' || config.method === 'sparsegpt-gptq' ? copy(problem.weight) : dense;
+    let w = dead.length > 0 || config.method === 'gptq' || config.method === 'sparsegpt-gptq' ? copy(problem.weight) : dense;
     for (const j of dead) for (let r = 0; r < rows; r++) w[r * cols + j] = 0;
     /** H with dead diagonal entries := 1 (H₀ of §1.7), in `into` (a fresh copy by default). */
     const fixedHessian = (into: Float64Array = new Float64Array(cols * cols)): Float64Array => {
@@ -376,8 +379,11 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
       case 'obr-gptq': {
         mask = maskFor();
         const k = Math.floor(config.alpha * cols + 1e-9);
-        const wc = f64(rows * cols);
         const solver = resolveSolver(options);
+        // W_c in a SharedArrayBuffer only when workers read or write it (the per-row solvers, the
+        // in-place GPTQ tail); else a plain array, which finish keeps without another copy.
+        const workersTouchResult = solver !== 'batched' || (config.method === 'obr-gptq' && k < cols && !compactTail(k));
+        const wc = workersTouchResult ? f64(rows * cols) : new Float64Array(rows * cols);
         // The batched solver reads the caller's H with the damped diagonal (no damped n×n copy,
         // 254 MB at 5632 columns); the per-row solvers get the damped copy.
         const batched = solver === 'batched';
@@ -423,6 +429,8 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         throw new InputError(`unknown method ${String(never)}`);
       }
     }
+    // The dense and working copies are not read after this (finish reads the caller's weight).
+    dense = w = EMPTY;
     return await finish(problem, config, options, { out, codes, mask, grid, prunes, started });
   } finally {
     await pool?.release();
