@@ -387,7 +387,15 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         // The batched solver reads the caller's H with the damped diagonal (no damped n×n copy,
         // 254 MB at 5632 columns); the per-row solvers get the damped copy.
         const batched = solver === 'batched';
-        const common = { weight: w, rows, cols, mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
+        // The batched solver (this thread) reads the caller's W when the working W is only its
+        // shared copy (no dead inputs): the copy and the mask's scores then go before its
+        // factorization, the core's largest moment.
+        const solverWeight = batched && dead.length === 0 ? problem.weight : w;
+        if (batched && dead.length === 0) {
+          dense = w = EMPTY;
+          collectDropped(rows * cols * 16);
+        }
+        const common = { weight: solverWeight, rows, cols, mask, scales, groupSize, ...(zeros ? { zeros } : {}), bits, splitCol: k };
         let cproblem: CompensationInput | null = batched ? { ...common, hessian: problem.hessian, diagonal: dampedDiagonal() } as AdmmProblem : { ...common, hessian: getHd() };
         const compensation = batched
           ? compensateAdmm(cproblem, backend, { ...DEFAULT_ADMM, ...options.admm }, signal, wc, options.onSolverIteration).then((r) => options.onAdmmStats?.(r.stats))
