@@ -81,7 +81,7 @@ const layer = syntheticLayer(rows, cols, 3, { tokens: 2 * cols });
 const sparsity = { kind: 'unstructured', ratio: 0.5 } as const;
 const fewIterations = { maxIter: 10, maxIter2: 10 };
 
-test('batched solver: at most 1.75 n×n float64 matrices alive at any product or iteration (compensateAdmm, 16 × 1030)', async () => {
+test('batched solver: at most 1.75 n×n float64 matrices alive at any product or iteration (compensateAdmm, 16 × 1030)', async (t) => {
   const hd = dampHessian(layer.hessian, cols, 0.01);
   const scales = symmetricRowScales(layer.weight, rows, cols, 4);
   const mask = pruneMask(wandaScores(layer.weight, rows, cols, layer.channelEnergy), rows, cols, sparsity);
@@ -92,10 +92,11 @@ test('batched solver: at most 1.75 n×n float64 matrices alive at any product or
   assert.ok(tracker.samples >= 20 + 4, `sampled ${tracker.samples} points`);
   assert.ok(r.stats.iterations[0] >= DEFAULT_ADMM.minIter && r.stats.iterations[1] >= DEFAULT_ADMM.minIter);
   const units = tracker.bytes() / unit;
+  t.diagnostic(`peak ${units.toFixed(3)} × n²·8 over ${tracker.samples} sample points`);
   assert.ok(units <= 1.75, `peak ${units.toFixed(3)} × n²·8 bytes`);
 });
 
-test('compressLayer obr-gptq (batched): at most 1.75 n×n float64 matrices beside the caller\'s H at any product or iteration (16 × 1030)', async () => {
+test('compressLayer obr-gptq (batched): at most 1.75 n×n float64 matrices beside the caller\'s H at any product or iteration (16 × 1030)', async (t) => {
   const tracker = new PeakTracker();
   tracker.start();
   const r = await compressLayer(
@@ -106,5 +107,6 @@ test('compressLayer obr-gptq (batched): at most 1.75 n×n float64 matrices besid
   assert.ok(tracker.samples >= 20 + 4, `sampled ${tracker.samples} points`);
   assert.ok(r.stats.sparsity >= 0.5);
   const units = tracker.bytes() / unit;
+  t.diagnostic(`peak ${units.toFixed(3)} × n²·8 over ${tracker.samples} sample points`);
   assert.ok(units <= 1.75, `peak ${units.toFixed(3)} × n²·8 bytes`);
 });
