@@ -38,6 +38,7 @@
 // iteration state (≈ 80 bytes per entry, in the step's kernel instance, freed with it) is bounded
 // by solving the rows in blocks of at most ADMM_STATE_BYTES (256 MiB) of state.
 import type { MatrixBackend } from './backend';
+import { collectDropped } from './gc';
 import type { CompensationProblem } from './kernels';
 import { rowKernels } from './kernels';
 import { LinAlgError, gemmAccumulate } from './matrix';
@@ -279,6 +280,7 @@ function shiftedFactor(h: SolverHessian, c0: number, rho: number): Float64Array 
   if (!rowKernels.cholesky(factor, m)) throw new LinAlgError(`ADMM: H + ρI (${m}×${m}) is not positive definite; raise --damp`);
   const l = factor.slice(0, m * m);
   rowKernels.trim(0);
+  collectDropped(m * m * 8);
   return l;
 }
 
@@ -292,12 +294,15 @@ function inverseFromFactorInverse(matmul: MatMul, box: { l: Float64Array | null 
   return matmul(lit, li32, m, m, m);
 }
 
-/** B = W H̃ as one float32 product; the float32 copies of W and H̃ live only for it. */
-function rightSides(matmul: MatMul, w: Float64Array, h: SolverHessian, rows: number): Promise<Float32Array> {
+/** B = W̃ H̃ (W̃ = W D) as one float32 product; the float32 copies of W̃ and H̃ live only for it
+ *  (each entry the float32 rounding of the float64 value the solver uses). */
+function rightSides(matmul: MatMul, w: Float64Array, d: Float64Array, h: SolverHessian, rows: number): Promise<Float32Array> {
   const n = h.n;
   const h32 = new Float32Array(n * n);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h32[i * n + j] = h.at(i, j);
-  return matmul(Float32Array.from(w), h32, rows, n, n);
+  const w32 = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) w32[r * n + j] = w[r * n + j]! * d[j]!;
+  return matmul(w32, h32, rows, n, n);
 }
 
 /** The float32 transpose of the lower triangle of the m×m `lower` (row-major). */
@@ -715,9 +720,11 @@ export interface AdmmProblem extends CompensationProblem {
  *
  * Memory besides the caller's arrays (n = cols): H̃ is never stored (read entry by entry from
  * p.hessian, SolverHessian); step 1's (H̃ + ρI)⁻¹ as float32 (n²·4), made by shiftedInverse in at
- * most 2·n²·8 for a moment before any rows×n array; the rows×n arrays (scaled W, Z: float64; B:
- * float32) and the row blocks' iteration state (≤ stateBytes); step 2's pieces after step 1's
- * inverse is dropped (its inverse is a quarter the size at α = ½). 
+ * most 2·n²·8 for a moment before any rows×n array; B = W̃H̃ (rows×n float32; W̃ = W D is not
+ * stored: Z lives in `out` from the start, and each row block's loss reference is made for that
+ * block), one block's T and the row blocks' iteration state (≤ stateBytes); step 2's pieces after
+ * step 1's inverse is dropped (its inverse is a quarter the size at α = ½), B after step 2's
+ * right sides are made.
  */
 export async function compensateAdmm(
   p: AdmmProblem,
@@ -732,7 +739,6 @@ export async function compensateAdmm(
   const { rows, cols: n, mask, scales } = p;
   const k = Math.max(0, Math.min(n, p.splitCol));
   const maxq = 2 ** (p.bits - 1) - 1;
-  const size = rows * n;
   const t0 = performance.now();
   signal?.throwIfAborted();
 
@@ -751,8 +757,8 @@ export async function compensateAdmm(
   // the solver's largest moment, see shiftedInverse).
   const rho1 = (settings.rho === 'auto' ? autoRhoOf(h, 0) : settings.rho) * medianDiagonal(h.diag, 0);
   let inverse1: Float32Array | null = await shiftedInverse(matmul, h, 0, rho1, mm64);
-  const wt = settings.scale ? new Float64Array(size) : p.weight;
-  if (settings.scale) for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) wt[r * n + j] = p.weight[r * n + j] * d[j];
+  // W̃ = W D is never stored whole: B, Z₀ and each row block's loss reference T are made from W
+  // and D (the same products, so the same numbers as a stored W̃).
   // The one place this solver quantizes: E2 entries with their (row, group) grid, as the final
   // quantization will (so the transfer moves exactly the error that rounding makes, §7.7).
   const { gs, groups } = groupLayout(n, p.groupSize);
@@ -766,9 +772,10 @@ export async function compensateAdmm(
   };
 
   // B = W H (float32, read as is by both steps); Z₀ = W ⊙ M, U₀ = 0.
-  const bh = await rightSides(matmul, wt, h, rows);
-  const z = new Float64Array(size);
-  for (let i = 0; i < size; i++) z[i] = mask[i] ? wt[i] : 0;
+  // Z lives in `out` (the caller's result array) from the start.
+  let bh: Float32Array | null = await rightSides(matmul, p.weight, d, h, rows);
+  const z = out;
+  for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) z[r * n + j] = mask[r * n + j] ? p.weight[r * n + j] * d[j] : 0;
   const t1 = performance.now();
   signal?.throwIfAborted();
 
@@ -782,6 +789,13 @@ export async function compensateAdmm(
   for (let r0 = 0; r0 < rows; r0 += blockRows) blocks.push([r0, Math.min(rows, r0 + blockRows)]);
   const useWasm = settings.wasm !== false;
   const blockLoss1 = new Float64Array(blocks.length);
+  // Each block's loss reference T = W̃ of its rows, in one buffer of blockRows × n (W itself unscaled).
+  const tBuffer = settings.scale ? new Float64Array(blockRows * n) : null;
+  const scaledRows = (r0: number, r1: number): Float64Array => {
+    if (!tBuffer) return p.weight.subarray(r0 * n, r1 * n);
+    for (let r = r0; r < r1; r++) for (let j = 0; j < n; j++) tBuffer[(r - r0) * n + j] = p.weight[r * n + j] * d[j];
+    return tBuffer.subarray(0, (r1 - r0) * n);
+  };
   const s1 = { iterations: 0, change: 0, loss: 0 };
   {
     const ws = useWasm ? admmWorkspace(blockRows, n, m, true) : null;
@@ -789,7 +803,7 @@ export async function compensateAdmm(
       const span = (a: Float64Array | Float32Array) => a.subarray(r0 * n, r1 * n);
       const r = await admmStep(
         matmul,
-        { rows: r1 - r0, w: n, support: mask.subarray(r0 * n, r1 * n), stride: n, c0: 0, b: span(bh), t: span(wt) as Float64Array, lossStart: NaN, residualTol: settings.residualTol1, z: span(z) as Float64Array, inverse: inverse1, rho: rho1, lossTol: settings.lossTol, minIter: settings.minIter, maxIter: settings.maxIter },
+        { rows: r1 - r0, w: n, support: mask.subarray(r0 * n, r1 * n), stride: n, c0: 0, b: span(bh!), t: scaledRows(r0, r1), lossStart: NaN, residualTol: settings.residualTol1, z: span(z) as Float64Array, inverse: inverse1, rho: rho1, lossTol: settings.lossTol, minIter: settings.minIter, maxIter: settings.maxIter },
         settings.relax,
         settings.anderson,
         ws,
@@ -803,10 +817,11 @@ export async function compensateAdmm(
     }
   }
   inverse1 = null;
+  // Step 1's state (its kernel instance) and inverse go before step 2 allocates.
+  collectDropped(STATE_BYTES_PER_ENTRY * blockRows * n + n * n * 4);
   const t2 = performance.now();
 
   const s2 = { iterations: 0, change: 0, loss: 0 };
-  out.set(z);
   if (k > 0 && k < n) {
     // Step 2 on columns [k, n): X1 = Q(w̄) on E2 (kept columns < k), 0 on E1.
     const wr = n - k;
@@ -821,7 +836,7 @@ export async function compensateAdmm(
     }
     let h12: Float32Array | null = new Float32Array(k * wr);
     for (let i = 0; i < k; i++) for (let j = 0; j < wr; j++) h12[i * wr + j] = h.at(i, k + j);
-    const x1h = await matmul(x1, h12, rows, k, wr);
+    let x1h: Float32Array | null = await matmul(x1, h12, rows, k, wr);
     h12 = null;
     const z2 = new Float64Array(rows * wr);
     const b2 = new Float64Array(rows * wr);
@@ -829,9 +844,10 @@ export async function compensateAdmm(
       for (let j = 0; j < wr; j++) {
         const v = z[r * n + k + j];
         z2[r * wr + j] = v;
-        b2[r * wr + j] = bh[r * n + k + j] - x1h[r * wr + j];
+        b2[r * wr + j] = bh![r * n + k + j] - x1h![r * wr + j];
       }
     }
+    bh = x1h = null;
     const ws = useWasm ? admmWorkspace(blockRows, wr, m, false) : null;
     for (const [bi, [r0, r1]] of blocks.entries()) {
       // Scale of step 2's loss for the stopping rule: at the warm start L ≈ step 1's loss plus the

@@ -10,6 +10,7 @@ import { type RecipeName, type Sparsity, validateGroupSize } from '../protocol/r
 import type { LayerLoss } from '../protocol/report';
 import { type AdmmProblem, type AdmmProgress, type AdmmSettings, type AdmmStats, DEFAULT_ADMM, compensateAdmm } from './admm';
 import { type MatrixBackend, jsBackend } from './backend';
+import { collectDropped } from './gc';
 import { sparseGptInPlaceAsync } from './gptq';
 import { type CompensationProblem as CompensationInput, rowKernels } from './kernels';
 import { LinAlgError, upperCholeskyOfInverse } from './matrix';
@@ -316,6 +317,7 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         out.set(wt.subarray(r * m, (r + 1) * m), r * cols + k);
         codes.set(ct.subarray(r * m, (r + 1) * m), r * cols + k);
       }
+      tailBlock = null;
     };
 
     const maskFor = (): Uint8Array => {
@@ -393,6 +395,8 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         if (pool && !batched && config.method === 'obr-gptq' && k < cols) tailFactorNow();
         await compensation;
         cproblem = null;
+        // The solver's buffers (its last step's state and inverse) go before the tail allocates.
+        if (batched) collectDropped(cols * cols * 2 + rows * cols * 40);
         if (config.method === 'obr-gptq' && k < cols) tailFactorNow();
         // Nothing reads the damped H after the compensation and the tail's factor.
         hdCache = null;
@@ -404,7 +408,10 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
           // static group grid (gptq.ts).
           out = wc;
           rowKernels.quantizeRange(wc, out, codes, cols, scales, maxq, 0, k, 0, rows, groupSize, zeros ?? null);
-          if (k < cols && compactTail(k)) await gptqTail(k, getTailBlock(k));
+          if (k < cols && compactTail(k)) {
+            await gptqTail(k, getTailBlock(k));
+            collectDropped((cols - k) * (cols - k) * 8 + rows * (cols - k) * 10);
+          }
           else if (k < cols) {
             await runRows(pool, { kind: 'gptq', weight: out, cols, u: getTailUpper(k), scales, maxq, mask, start: k, blockSize: bs, codes, groupSize, zeros: zeros ?? null }, rows, signal);
           }

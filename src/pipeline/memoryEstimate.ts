@@ -23,12 +23,14 @@
 //            + obr-rtn, obr-gptq (the batched solver, src/core/admm.ts; no damped n×n copy: it reads
 //              the caller's H with the damped diagonal), the largest of its moments
 //                factor  2·n²·8                    L in the kernels' memory and its copy
-//                step 1  n²·4 + 3·rows·n·8 + S     the float32 (H̃ + ρI)⁻¹; scaled W and Z (float64),
-//                                                  B and a product's result (float32); S = the row
-//                                                  block's iteration state, 80·blockRows·n ≤ 256 MiB
-//                step 2  m²·4 + 2.5·rows·n·8 + rows·(4k + 20m) + S·m/n   (k = ⌊α·n⌋, m = n − k)
-//                                                  its inverse, step 1's rows×n arrays, X1, Z2, B2,
-//                                                  X1·H12 and its (narrower) state
+//                step 1  n²·4 + rows·n·4 + 12·blockRows·n + S   the float32 (H̃ + ρI)⁻¹, B = W̃H̃
+//                                                  (float32), one block's T (float64) and product
+//                                                  result (float32); S = the row block's iteration
+//                                                  state, 80·blockRows·n ≤ 256 MiB (Z is the result,
+//                                                  counted in common)
+//                step 2  m²·4 + rows·n·4 + rows·(4k + 20m) + S·m/n   (k = ⌊α·n⌋, m = n − k)
+//                                                  its inverse, B, X1, Z2, B2, X1·H12 and its
+//                                                  (narrower) state
 //                tail    5·m²·8 + 10·rows·m        obr-gptq: U[k:, k:] from the trailing block (the
 //                                                  block, the kernels' 2 m², its copies) and the
 //                                                  compact tail's rows × m arrays
@@ -91,10 +93,11 @@ export function obrSolverBytes(recipe: 'obr-rtn' | 'obr-gptq', rows: number, col
   const w = rows * n * 8;
   const k = Math.max(0, Math.min(n, Math.floor(alpha * n + 1e-9)));
   const m = n - k;
-  const state = STATE_BYTES_PER_ENTRY * admmBlockRows(rows, n) * n;
+  const blockRows = admmBlockRows(rows, n);
+  const state = STATE_BYTES_PER_ENTRY * blockRows * n;
   const factor = 2 * n * n * 8;
-  const step1 = n * n * 4 + 3 * w + state;
-  const step2 = k > 0 && k < n ? m * m * 4 + 2.5 * w + rows * (4 * k + 20 * m) + (state * m) / n : 0;
+  const step1 = n * n * 4 + w / 2 + 12 * blockRows * n + state;
+  const step2 = k > 0 && k < n ? m * m * 4 + w / 2 + rows * (4 * k + 20 * m) + (state * m) / n : 0;
   const tail = recipe === 'obr-gptq' && k < n ? 5 * m * m * 8 + 10 * rows * m : 0;
   return Math.max(factor, step1, step2, tail);
 }
