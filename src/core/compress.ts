@@ -92,6 +92,13 @@ export interface CompressOptionsCore {
   /** Skip the four loss quadratic forms (bench timing); loss fields are then NaN. `stats.seconds`
    *  never includes them. */
   skipLoss?: boolean;
+  /**
+   * Where the loss terms run: true = on the backend's float64 product (when it has one), false = in
+   * the kernels; default by the layer's own size (BACKEND_LOSS_MIN_WORK). The pre-flight probe
+   * times a few rows of a big layer and sets it to what the whole layer will use, so that its
+   * per-row slope is the job's.
+   */
+  lossOnBackend?: boolean;
 }
 
 export type OBRSolver = 'batched' | 'exact' | 'direct' | 'pcg' | 'auto' | 'pcg-batched';
@@ -143,11 +150,12 @@ function lossChunkRows(cols: number): number {
  * kernel at 2048–5632 columns) for big layers: tr(D H Dᵀ) = Σ_r d_r·(d_r H), D in row chunks.
  * The four loss terms of a 2048 × 5632 layer took minutes in the kernel (4·2·rows·cols² flops at
  * ~1 GFLOP/s), more than the OBR solve itself. Same value to float64 round-off (the sums' order
- * differs). Falls back to the kernel without a backend product or below BACKEND_LOSS_MIN_WORK.
+ * differs). Falls back to the kernel without a backend product or below BACKEND_LOSS_MIN_WORK
+ * (`onBackend` overrides the size rule).
  */
-export async function layerLossOn(backend: MatrixBackend | undefined, a: Float64Array, b: Float64Array | null, rows: number, cols: number, h: Float64Array, signal?: AbortSignal): Promise<number> {
+export async function layerLossOn(backend: MatrixBackend | undefined, a: Float64Array, b: Float64Array | null, rows: number, cols: number, h: Float64Array, signal?: AbortSignal, onBackend?: boolean): Promise<number> {
   const mm = backend?.matmulF64;
-  if (!mm || rows * cols * cols < BACKEND_LOSS_MIN_WORK) return layerLossBetween(a, b, rows, cols, h);
+  if (!mm || !(onBackend ?? rows * cols * cols >= BACKEND_LOSS_MIN_WORK)) return layerLossBetween(a, b, rows, cols, h);
   const chunk = Math.min(rows, lossChunkRows(cols));
   const d = new Float64Array(chunk * cols);
   let total = 0;
@@ -489,18 +497,19 @@ async function finish(
     const h = problem.hessian;
     const W = problem.weight;
     const be = options.backend;
-    const total = await layerLossOn(be, out, W, rows, cols, h, signal);
+    const route = options.lossOnBackend;
+    const total = await layerLossOn(be, out, W, rows, cols, h, signal, route);
     // One rows×cols scratch for both terms: the pruned entries, then the RTN of the dense W.
     const scratch = new Float64Array(rows * cols);
     let pruning = 0;
     if (prunes) {
       for (let i = 0; i < scratch.length; i++) if (!mask[i]) scratch[i] = W[i];
-      pruning = await layerLossOn(be, scratch, null, rows, cols, h, signal);
+      pruning = await layerLossOn(be, scratch, null, rows, cols, h, signal, route);
     }
     // RTN of the dense W on the layer's grid (per group, with zero points when asymmetric).
     rowKernels.quantizeRange(W, scratch, null, cols, scales, maxq, 0, cols, 0, rows, groupSize, zeroPoints ?? null);
-    const quantization = await layerLossOn(be, scratch, W, rows, cols, h, signal);
-    const outputEnergy = await layerLossOn(be, W, null, rows, cols, h, signal);
+    const quantization = await layerLossOn(be, scratch, W, rows, cols, h, signal, route);
+    const outputEnergy = await layerLossOn(be, W, null, rows, cols, h, signal, route);
     loss = { total, pruning, quantization, recovered: pruning + quantization - total, outputEnergy };
   }
   return {

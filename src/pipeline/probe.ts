@@ -25,7 +25,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { compressLayer } from '../core/compress';
+import { BACKEND_LOSS_MIN_WORK, compressLayer } from '../core/compress';
 import { seededRandom } from '../core/random';
 import { splitBlocks } from '../onnx/blocks';
 import { findLinearLayers } from '../onnx/linear';
@@ -549,9 +549,15 @@ export async function probeCore(
 ): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const rand = seededRandom(1);
-  // OBR recipes are timed with the job's solver (the batched one on onnxruntime by default).
-  const batched = (options.solver ?? 'batched') === 'batched' && recipes.some((r) => r === 'obr-rtn' || r === 'obr-gptq');
-  const backend: OrtMatrixBackend | undefined = batched ? await createOrtBackend({ executionProviders: options.executionProviders, threads }) : undefined;
+  // OBR recipes are timed with the job's solver (the batched one on onnxruntime by default), and
+  // every recipe on a big layer with its loss terms where the job takes them (on the backend's
+  // float64 product; stages/layers.ts): a few rows of such a layer are under the size rule, so
+  // the route is set by the whole layer's size, or the rows' slope would be the kernel's (13×).
+  const isObr = (r: RecipeName): boolean => r === 'obr-rtn' || r === 'obr-gptq';
+  const batched = (options.solver ?? 'batched') === 'batched' && recipes.some(isObr);
+  const bigLayer = (rows: number, cols: number): boolean => rows * cols * cols >= BACKEND_LOSS_MIN_WORK;
+  const anyBig = layers.some((l) => bigLayer(l.outFeatures, l.inFeatures));
+  const backend: OrtMatrixBackend | undefined = batched || anyBig ? await createOrtBackend({ executionProviders: options.executionProviders, threads }) : undefined;
   try {
     let warm = false;
     const shapes = new Map<string, { rows: number; cols: number }>();
@@ -567,7 +573,12 @@ export async function probeCore(
           await compressLayer(
             { weight, rows: r, cols, hessian, channelEnergy },
             { method: recipe, sparsity: sparsityFor(recipe, options), wbits: options.wbits, groupSize: options.groupSize, asymmetric: options.asymmetric, alpha: options.alpha, damp: options.damp },
-            { threads, ...(backend ? { backend } : { solver: 'exact' as const }) },
+            {
+              threads,
+              lossOnBackend: bigLayer(rows, cols),
+              ...(isObr(recipe) && !batched ? { solver: 'exact' as const } : {}),
+              ...(backend && (bigLayer(rows, cols) || (isObr(recipe) && batched)) ? { backend } : {}),
+            },
           );
           return (performance.now() - t0) / 1000;
         };

@@ -52,8 +52,13 @@ export function currentMallocHost(): MallocHost {
   let glibc: string | undefined;
   let hugePages: HugePageMode = 'unknown';
   if (process.platform === 'linux') {
-    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
-    glibc = header?.glibcVersionRuntime;
+    try {
+      // (The extension host may be Electron's node: no report there means no tuning, never a failed fork.)
+      const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+      glibc = header?.glibcVersionRuntime;
+    } catch {
+      glibc = undefined;
+    }
     try {
       const m = /\[(always|madvise|never)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'));
       if (m) hugePages = m[1] as HugePageMode;

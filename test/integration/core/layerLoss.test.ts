@@ -52,3 +52,25 @@ test('compressLayer with a backend reports the same loss breakdown as without on
   }
   assert.ok(plain.stats.loss.pruning > 0 && plain.stats.loss.quantization > 0);
 });
+
+test('lossOnBackend sets the route whatever the size: the pre-flight probe times a few rows of a big layer the way the whole layer runs', async () => {
+  let products = 0;
+  const counting = { ...backend, matmulF64: (a: Float64Array, b: Float64Array, m: number, k: number, n: number) => (products++, backend.matmulF64!(a, b, m, k, n)) };
+  const rows = 16; // 16·1152² is far below BACKEND_LOSS_MIN_WORK
+  assert.ok(rows * COLS * COLS < BACKEND_LOSS_MIN_WORK);
+  const w = L.weight.subarray(0, rows * COLS);
+  const kernel = layerLossBetween(w, null, rows, COLS, L.hessian);
+  assert.equal(await layerLossOn(counting, w, null, rows, COLS, L.hessian), kernel, 'by size: the kernel, bit for bit');
+  assert.equal(products, 0);
+  const forced = await layerLossOn(counting, w, null, rows, COLS, L.hessian, undefined, true);
+  assert.equal(products, 1);
+  assert.ok(Math.abs(forced - kernel) <= 1e-12 * kernel, `${forced} vs ${kernel}`);
+  // Through compressLayer (rtn: no solver products, so every backend product is a loss term).
+  products = 0;
+  const config = { method: 'rtn', sparsity: { kind: 'dense' }, wbits: 4, alpha: 0.5, damp: 0.01 } as const;
+  await compressLayer({ weight: w, rows, cols: COLS, hessian: L.hessian }, config, { backend: counting, lossOnBackend: true });
+  assert.equal(products, 3, 'total, quantization and output energy on the backend (a dense recipe has no pruning term)');
+  products = 0;
+  await compressLayer({ weight: L.weight, rows: ROWS, cols: COLS, hessian: L.hessian }, config, { backend: counting, lossOnBackend: false });
+  assert.equal(products, 0, 'a big layer kept in the kernels when told');
+});
