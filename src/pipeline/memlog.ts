@@ -13,8 +13,7 @@
 // previous mark (so a peak between two marks is attributed to the step that ended at the later
 // mark). Without the variable memMark is a no-op.
 import { appendFileSync } from 'node:fs';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { collectNow } from '../core/gc';
 
 const file = process.env.OBR_MEMLOG;
 let sinceMark = 0;
@@ -50,8 +49,6 @@ export function memMark(label: string): void {
   appendFileSync(file, `${JSON.stringify(line)}\n`);
 }
 
-let gc: (() => void) | null | undefined;
-
 /** Below this many bytes of fresh garbage a forced collection is not worth its milliseconds. */
 export const COLLECT_MIN_BYTES = 16 * 2 ** 20;
 
@@ -61,14 +58,5 @@ export const COLLECT_MIN_BYTES = 16 * 2 ** 20;
  * allow it.
  */
 export function collectGarbage(bytes: number): void {
-  if (bytes < COLLECT_MIN_BYTES) return;
-  if (gc === undefined) {
-    try {
-      setFlagsFromString('--expose-gc');
-      gc = runInNewContext('gc') as () => void;
-    } catch {
-      gc = null;
-    }
-  }
-  gc?.();
+  if (bytes >= COLLECT_MIN_BYTES) collectNow();
 }
