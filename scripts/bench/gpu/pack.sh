@@ -6,7 +6,7 @@
 # travels as Debian packages in .gl/ (`apt-get download libvulkan1`). Then, on the GPU machine:
 #   bash scripts/bench/gpu/run-core.sh   (bench:core with --ep cpu / --ep webgpu; tiny model end to end)
 #   bash scripts/bench/gpu/run-job.sh    (a 2-block TinyLlama-shaped obr-gptq W4A4KV4 job per provider)
-# Results and what they mean: docs/bench-gpu.md.
+# Both source setup.sh (logging, Vulkan, node). Results and what they mean: docs/bench-gpu.md.
 set -euo pipefail
 mkdir -p .gpu
 xz -6 -T2 -c "$(readlink -f "$(command -v node)")" > .gpu/node.xz

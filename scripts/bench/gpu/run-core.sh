@@ -6,17 +6,8 @@
 #    WebGPU (Vulkan), same seeded layers, PyTorch references (official per-row loop, SparseGPT+GPTQ)
 #    on CUDA in the same run.
 # 3. The tiny fixture compressed end to end (W4A4KV4 obr-gptq + 50%) with --ep webgpu and --ep cpu.
-set -u
-T0=$(date +%s)
-el() { echo "[+$(( $(date +%s) - T0 )) s] $*"; }
-exec > >(tee "$OUT/log.txt") 2>&1
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+. "$(dirname "$0")/setup.sh" log.txt
 ls -la /usr/local/nvidia/share/vulkan/icd.d/ 2>&1 | head -5
-xz -d < .gpu/node.xz > /tmp/node && chmod +x /tmp/node
-mkdir -p node_modules && tar xJf .gpu/ort.tar.xz -C node_modules
-N=/tmp/node
 el "node $($N -v), $(nproc) cpus, $(python3 -c 'import torch;print(torch.__version__, torch.cuda.get_device_name(0))' 2>&1)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 el providers

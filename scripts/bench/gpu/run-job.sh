@@ -3,15 +3,7 @@
 # GPU check, part 2: a TinyLlama-shaped model (hidden 2048, 32/4 heads, FF 5632, vocab 32000, fp16,
 # 2 blocks) compressed end to end with obr-gptq W4A4KV4 + 50% on block 0 (8×512 calibration, 2
 # evaluation windows), products and forwards on the CPU provider (16 threads), then on WebGPU.
-set -u
-T0=$(date +%s)
-el() { echo "[+$(( $(date +%s) - T0 )) s] $*"; }
-exec > >(tee "$OUT/log2.txt") 2>&1
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-xz -d < .gpu/node.xz > /tmp/node && chmod +x /tmp/node
-mkdir -p node_modules && tar xJf .gpu/ort.tar.xz -C node_modules
-N=/tmp/node
+. "$(dirname "$0")/setup.sh" log2.txt
 el gen
 $N .gpu/gen.cjs /tmp/tl2 2
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 1 > "$OUT/smi2.csv" 2>&1 &
