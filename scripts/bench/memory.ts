@@ -13,6 +13,8 @@
 //                  its own either way; their times are then not comparable)
 // Each job of this checkout also writes a memory trace (OBR_MEMLOG, src/pipeline/memlog.ts): RSS at
 // every stage and layer boundary; the result names the step where the peak was reached.
+// Job processes run with the malloc settings the CLI uses (src/runtime/mallocTunables.ts: glibc's
+// huge-page tunable where it applies); the JSON says which (`malloc`).
 // Writes bench-results/memory.json (merged by setting: one entry per recipe/bits/blocks).
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -21,6 +23,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeLargeLlama } from './largeLlama';
+import { describeMallocTuning, withMallocTunables } from '../../src/runtime/mallocTunables';
 
 const ROOT = resolve(__dirname, '..', '..');
 const HIDDEN = 2048;
@@ -69,6 +72,8 @@ interface JobResult {
   timings: Record<string, number>;
   perplexity: { dense?: number; compressed?: number };
   layers: number;
+  /** GLIBC_TUNABLES the job process ran with (null: glibc's defaults). */
+  glibcTunables: string | null;
   /** The working store's own accounting (checkouts that have one). */
   store?: { peakResidentBytes: number; writtenBytes: number };
   /** Checkouts with a memory trace: the step that ended at the highest RSS, and the trace. */
@@ -113,6 +118,7 @@ async function job(root: string): Promise<void> {
     timings: report.timings as Record<string, number>,
     perplexity: { dense: report.perplexity.dense?.perplexity, compressed: report.perplexity.compressed?.perplexity },
     layers: report.layers.length,
+    glibcTunables: process.env.GLIBC_TUNABLES ?? null,
     ...(store ? { store } : {}),
   };
   console.log(`RESULT ${JSON.stringify(result)}`);
@@ -139,12 +145,19 @@ function gitRev(root: string): string {
 
 let jobs = 0;
 
+/**
+ * The environment a job process runs in: the one `obr compress` runs the pipeline with (the CLI
+ * re-executes itself with the malloc settings, src/cli/relaunch.ts), so the measured peak is what
+ * users get. OBR_MALLOC_TUNING=0 measures glibc's defaults instead.
+ */
+const jobEnv = withMallocTunables(process.env);
+
 /** One job in its own process (asynchronous, so two can run at once with --concurrent). */
 async function runJob(root: string): Promise<JobResult> {
   const args = ['--import', 'tsx', join(ROOT, 'scripts', 'bench', 'memory.ts'), '--phase', 'job', '--root', root, '--dir', dir, '--blocks', String(blocks)];
   for (const k of ['only-blocks', 'recipe', 'abits', 'kvbits', 'samples', 'seqlen', 'eval-windows'] as const) if (values[k] !== undefined) args.push(`--${k}`, String(values[k]));
   const trace = join(dir, `trace-${process.pid}-${jobs++}.jsonl`);
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, OBR_MEMLOG: trace } });
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...jobEnv, OBR_MEMLOG: trace } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -199,6 +212,8 @@ async function main(): Promise<void> {
     model: { blocks, hidden: HIDDEN, intermediate: INTERMEDIATE, heads: HEADS, vocab: VOCAB, weightBytes },
     setting: { ...setting, onlyBlocks: onlyBlocks ?? null },
     order: values.concurrent && vs ? 'A and B at the same time' : vs ? 'alternating A B' : 'A only',
+    // As the CLI runs a job (both checkouts' jobs run in this environment).
+    malloc: describeMallocTuning(jobEnv),
     a: { checkout: `${ROOT} @ ${gitRev(ROOT)}`, runs: a, peakRssBytesMedian: median(a.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(a.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) },
     ...(vs ? { b: { checkout: `${vs} @ ${gitRev(vs)}`, runs: b, peakRssBytesMedian: median(b.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(b.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) } } : {}),
     target: { formula: 'peak RSS < 0.6 × weight bytes + a few hundred MiB', bytes: Math.round(0.6 * weightBytes) },
