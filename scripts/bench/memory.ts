@@ -9,6 +9,7 @@
 //          [--blocks 11] [--only-blocks 0,1] [--runs 1] [--abits 16 --kvbits 16] [--recipe rtn]
 //          [--samples 8] [--seqlen 64] [--eval-windows 2] [--keep] [--concurrent]
 //   --only-blocks  compress only these blocks (the write and the evaluation still cover the whole model)
+//   --tunables, --vs-tunables  GLIBC_TUNABLES for A's / B's jobs instead of the CLI's settings
 //   --concurrent   run A and B at the same time instead of alternating (each process's peak RSS is
 //                  its own either way; their times are then not comparable)
 // Each job of this checkout also writes a memory trace (OBR_MEMLOG, src/pipeline/memlog.ts): RSS at
@@ -46,6 +47,9 @@ const { values } = parseArgs({
     'eval-windows': { type: 'string' },
     keep: { type: 'boolean' },
     concurrent: { type: 'boolean' },
+    /** GLIBC_TUNABLES of A's / B's job processes instead of the CLI's settings (comparing malloc settings). */
+    tunables: { type: 'string' },
+    'vs-tunables': { type: 'string' },
     // internal: one job in this process
     phase: { type: 'string' },
     root: { type: 'string' },
@@ -151,13 +155,16 @@ let jobs = 0;
  * users get. OBR_MALLOC_TUNING=0 measures glibc's defaults instead.
  */
 const jobEnv = withMallocTunables(process.env);
+const envOf = (tunables: string | undefined): NodeJS.ProcessEnv => (tunables === undefined ? jobEnv : { ...process.env, GLIBC_TUNABLES: tunables });
+const envA = envOf(values.tunables);
+const envB = envOf(values['vs-tunables']);
 
 /** One job in its own process (asynchronous, so two can run at once with --concurrent). */
-async function runJob(root: string): Promise<JobResult> {
+async function runJob(root: string, env: NodeJS.ProcessEnv): Promise<JobResult> {
   const args = ['--import', 'tsx', join(ROOT, 'scripts', 'bench', 'memory.ts'), '--phase', 'job', '--root', root, '--dir', dir, '--blocks', String(blocks)];
   for (const k of ['only-blocks', 'recipe', 'abits', 'kvbits', 'samples', 'seqlen', 'eval-windows'] as const) if (values[k] !== undefined) args.push(`--${k}`, String(values[k]));
   const trace = join(dir, `trace-${process.pid}-${jobs++}.jsonl`);
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...jobEnv, OBR_MEMLOG: trace } });
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...env, OBR_MEMLOG: trace } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -189,18 +196,18 @@ async function main(): Promise<void> {
   const b: JobResult[] = [];
   for (let i = 0; i < runs; i++) {
     if (values.concurrent && vs) {
-      const [x, y] = await Promise.all([runJob(ROOT), runJob(vs)]);
+      const [x, y] = await Promise.all([runJob(ROOT, envA), runJob(vs, envB)]);
       a.push(x);
       b.push(y);
       console.log(`A ${JSON.stringify(x)}\nB ${JSON.stringify(y)}`);
       load.push(loadavg()[0]!);
       continue;
     }
-    a.push(await runJob(ROOT));
+    a.push(await runJob(ROOT, envA));
     console.log(`A ${JSON.stringify(a[a.length - 1])}`);
     load.push(loadavg()[0]!);
     if (vs) {
-      b.push(await runJob(vs));
+      b.push(await runJob(vs, envB));
       console.log(`B ${JSON.stringify(b[b.length - 1])}`);
       load.push(loadavg()[0]!);
     }
@@ -213,7 +220,7 @@ async function main(): Promise<void> {
     setting: { ...setting, onlyBlocks: onlyBlocks ?? null },
     order: values.concurrent && vs ? 'A and B at the same time' : vs ? 'alternating A B' : 'A only',
     // As the CLI runs a job (both checkouts' jobs run in this environment).
-    malloc: describeMallocTuning(jobEnv),
+    malloc: { a: describeMallocTuning(envA), ...(vs ? { b: describeMallocTuning(envB) } : {}) },
     a: { checkout: `${ROOT} @ ${gitRev(ROOT)}`, runs: a, peakRssBytesMedian: median(a.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(a.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) },
     ...(vs ? { b: { checkout: `${vs} @ ${gitRev(vs)}`, runs: b, peakRssBytesMedian: median(b.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(b.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) } } : {}),
     target: { formula: 'peak RSS < 0.6 × weight bytes + a few hundred MiB', bytes: Math.round(0.6 * weightBytes) },
