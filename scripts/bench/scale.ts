@@ -111,6 +111,9 @@ interface RunResult {
   layerWallSeconds: LayerSeconds[];
   /** The probe measurements the pre-flight estimate was computed from (src/pipeline/preflight.ts EstimateInputs). */
   preflightInputs?: unknown;
+  /** Where the job's calibrate and write stages spent their time (its debug log): seconds of each
+   *  calibration forward in order (prelude, captures, advances), and the write stage's parts. */
+  stageParts?: { calibrateForwards: number[]; write?: { simulated: number; packing: number; packed: number } };
   perplexity: { dense?: number; compressed?: number };
   outputBytes: number;
   reportPath: string;
@@ -188,6 +191,9 @@ async function summarize(blocks: number[], out: string, logPath: string, wall: n
     layers: Array<{ name: string; rows: number; cols: number; role: string; seconds: number }>;
     perplexity: { dense?: { perplexity: number }; compressed?: { perplexity: number } };
   };
+  const calibrateForwards = [...stderr.matchAll(/^debug: calibrate forward: ([\d.]+) s$/gm)].map((m) => Number(m[1]));
+  const w = /^debug: write stage: simulated model ([\d.]+) s, packing ([\d.]+) s, packed model ([\d.]+) s$/m.exec(stderr);
+  const stageParts = { calibrateForwards, ...(w ? { write: { simulated: Number(w[1]), packing: Number(w[2]), packed: Number(w[3]) } } : {}) };
   const walls = layerWallTimes(stderr);
   const layerWall = report.layers.flatMap((l) => (walls.has(l.name) ? [{ ...l, seconds: walls.get(l.name)! }] : []));
   const ratio: Record<string, number> = {};
@@ -204,6 +210,7 @@ async function summarize(blocks: number[], out: string, logPath: string, wall: n
     layerSeconds: byShapeMean(report.layers),
     layerWallSeconds: byShapeMean(layerWall),
     ...(preflightInputs ? { preflightInputs } : {}),
+    stageParts,
     perplexity: { dense: report.perplexity.dense?.perplexity, compressed: report.perplexity.compressed?.perplexity },
     outputBytes: await folderBytes(out),
     reportPath: job.report,

@@ -96,12 +96,38 @@ export interface EstimateInputs {
     | 'evalDense'
     | 'evalCompressed'
     | 'writeSeconds'
+    | 'writeProbeBytes'
+    | 'writeProbeSeconds'
+    | 'writeAddedBytes'
     | 'writeSimulatedSeconds'
     | 'writePackSeconds'
     | 'writePackedSeconds'
   >;
   /** Σ over the job's layers (and baselines) of the core probe's seconds. */
   coreSeconds: number;
+  /**
+   * Bytes the write stage writes (`writtenBytes`): the simulated model (every weight, as stored)
+   * plus the packed one (the compressed blocks' layers as codes and scales, every other weight as
+   * stored), each an .onnx file and its external data.
+   */
+  writeBytes?: number;
+}
+
+/**
+ * Bytes the write stage writes: the simulated model (the graph and every weight, as stored) and
+ * the packed model (the same, less each compressed layer's stored weight, plus its 4-bit codes
+ * and a float32 scale — and a zero point's share — per row or group). `graphBytes`: the source
+ * .onnx file without the weights stored in it; `addedBytes`: weights the job's graph adds to the
+ * source's (the rotation's online Hadamard matrices, fake-quant constants), in both models.
+ */
+export function writtenBytes(x: { graphBytes: number; weightBytes: number; addedBytes?: number; wbits: number; groupSize: number; layers: ReadonlyArray<{ rows: number; cols: number; storedBytes: number }> }): number {
+  const added = x.addedBytes ?? 0;
+  let packed = x.graphBytes + x.weightBytes + added;
+  for (const l of x.layers) {
+    const groups = x.groupSize > 0 ? Math.ceil(l.cols / x.groupSize) : 1;
+    packed += (l.rows * l.cols * x.wbits) / 8 + l.rows * groups * 4.5 - l.storedBytes;
+  }
+  return x.graphBytes + x.weightBytes + added + packed;
 }
 
 export interface StageSeconds {
@@ -129,10 +155,15 @@ export interface StageSeconds {
  *               + [b < last] f_b(advance, n);  not planned: f_b(advance, n) )
  *               (one-shot: a planned block is one forward, 1.1·f_b(advance, n))
  *   compress  = Σ_layers core(rows × cols)                          (probeCore, scaled in rows)
- *   write     = (simulated(cut) + packed(cut)) · W / W_cut + pack₀ · Σ_{b planned} s_b
- *               (the two model writes scale with the weight bytes; packing — a block's codes into
- *               MatMulNBits, stored — runs once per compressed block: pack₀ = block 0's in the
- *               probe, s_0 = 1, s_b = W_b / W_0 as below. A probe without the parts: write(cut) · W / W_cut)
+ *   write     = t_w · D / D_w + pack₀ · Σ_{b planned} s_b
+ *               (the two model writes go by the bytes written: D = the simulated + packed models'
+ *               bytes (`writtenBytes`: every untouched weight twice, the compressed layers once
+ *               as stored and once packed), t_w / D_w = the probe's seconds per byte of the same
+ *               writes on a slice of the model of at least WRITE_PROBE_BYTES (or all of it);
+ *               packing — a block's codes into MatMulNBits, stored — runs once per compressed
+ *               block: pack₀ = block 0's in the probe, s_0 = 1, s_b = W_b / W_0 as below. Probes
+ *               recorded before the slice: (simulated(cut) + packed(cut)) · W / W_cut + the packing,
+ *               or write(cut) · W / W_cut)
  *   evaluate  = f(prelude, m) + Σ_b f_b(block, m) + f(tail, m)      (dense, weights from the source)
  *               + evaluations × (the same with the simulated cut's forwards)
  *   n = samples, m = evaluation windows; every probed forward reads its weights as the job's do.
@@ -178,7 +209,11 @@ export function stageSeconds(x: EstimateInputs): StageSeconds {
   let write = p.writeSeconds * scaleToModel;
   if (p.writeSimulatedSeconds !== undefined && p.writePackSeconds !== undefined && p.writePackedSeconds !== undefined) {
     const packedBlocks = x.plannedBlocks.reduce((s, b) => s + (b === 0 ? 1 : otherBlock), 0);
-    write = (p.writeSimulatedSeconds + p.writePackedSeconds) * scaleToModel + p.writePackSeconds * packedBlocks;
+    const copy =
+      p.writeProbeBytes && p.writeProbeSeconds !== undefined && x.writeBytes !== undefined
+        ? (p.writeProbeSeconds * x.writeBytes) / p.writeProbeBytes
+        : (p.writeSimulatedSeconds + p.writePackedSeconds) * scaleToModel;
+    write = copy + p.writePackSeconds * packedBlocks;
   }
   return { load, rotate, calibrate, compress: x.coreSeconds, write, evaluate };
 }
@@ -353,6 +388,7 @@ export async function estimateCompression(modelPath: string, options: CompressOp
           ...(probe.writeSimulatedSeconds !== undefined && probe.writePackSeconds !== undefined && probe.writePackedSeconds !== undefined
             ? { writeSimulatedSeconds: probe.writeSimulatedSeconds, writePackSeconds: probe.writePackSeconds, writePackedSeconds: probe.writePackedSeconds }
             : {}),
+          ...(probe.writeProbeBytes !== undefined && probe.writeProbeSeconds !== undefined ? { writeProbeBytes: probe.writeProbeBytes, writeProbeSeconds: probe.writeProbeSeconds, writeAddedBytes: probe.writeAddedBytes ?? 0 } : {}),
           ...(rotateSeconds !== undefined ? { rotateSeconds } : {}),
           ...(rotateTransformSeconds !== undefined && rotateCheckSeconds !== undefined ? { rotateTransformSeconds, rotateCheckSeconds } : {}),
           ...(probe.rotateCheckBlockSeconds !== undefined ? { rotateCheckBlockSeconds: probe.rotateCheckBlockSeconds } : {}),
@@ -362,6 +398,14 @@ export async function estimateCompression(modelPath: string, options: CompressOp
           writeSeconds,
         },
         coreSeconds,
+        writeBytes: writtenBytes({
+          graphBytes: Math.max(0, loaded.fileBytes - (loaded.weightBytes - externalBytes)),
+          addedBytes: probe.writeAddedBytes ?? 0,
+          weightBytes: loaded.weightBytes,
+          wbits: options.wbits,
+          groupSize: options.groupSize,
+          layers: jobLayers.map((l) => ({ rows: l.outFeatures, cols: l.inFeatures, storedBytes: stored(l.weightName) })),
+        }),
       };
       stages = stageSeconds(inputs);
       const c = probe.calibrate;
@@ -370,6 +414,10 @@ export async function estimateCompression(modelPath: string, options: CompressOp
       notes.push(
         `probe on ${probe.executionProvider} (a one-block cut of the model, batch ${probeBatch} × ${seqlen} tokens): block forward ${ms(c.advance.perBatch)} per batch + ${ms(c.advance.fixed)} per forward; captures ${c.captures.map((x) => ms(x.perBatch)).join(' / ')} per batch; tail ${ms(probe.evalDense.tail.perBatch)}${probe.readBytes > 0 ? `; weights read at ${(probe.readBytes / Math.max(probe.readSeconds, 1e-9) / 1e6).toFixed(0)} MB/s` : ''}`,
       );
+      if (probe.writeProbeBytes && probe.writeProbeSeconds !== undefined && inputs.writeBytes !== undefined) {
+        const mb = (b: number) => (b / 1e6).toFixed(0);
+        notes.push(`write: ${mb(probe.writeProbeBytes)} MB of a slice of the model written in ${probe.writeProbeSeconds.toFixed(1)} s (${mb(probe.writeProbeBytes / Math.max(probe.writeProbeSeconds, 1e-9))} MB/s, synced), scaled to the job's ${mb(inputs.writeBytes)} MB`);
+      }
       if (probe.rotateTransformSeconds !== undefined && probe.rotateCheckSeconds !== undefined) {
         notes.push(`rotation of the cut (${(probe.cutWeightBytes / 1e6).toFixed(0)} MB of weights): ${probe.rotateTransformSeconds.toFixed(1)} s, scaled to the model's ${(loaded.weightBytes / 1e6).toFixed(0)} MB; its check ${probe.rotateCheckSeconds.toFixed(1)} s, of which block 0's three forwards ${(probe.rotateCheckBlockSeconds ?? 0).toFixed(1)} s (added per further block)`);
       }

@@ -29,7 +29,7 @@ import { BACKEND_LOSS_MIN_WORK, compressLayer } from '../core/compress';
 import { seededRandom } from '../core/random';
 import { splitBlocks } from '../onnx/blocks';
 import { findLinearLayers } from '../onnx/linear';
-import { wrapModel, type LoadedModel, type TensorReader } from '../onnx/load';
+import { describeInitializer, wrapModel, type LoadedModel, type TensorReader } from '../onnx/load';
 import { cloneModel } from '../onnx/graph';
 import { type ModelProto, type NodeProto, type TensorProto } from '../onnx/proto';
 import { elementCount, elementSize, tensorDims } from '../onnx/tensor';
@@ -137,6 +137,17 @@ export interface CutProbe {
   evalCompressed: EvalForwards;
   /** Writing the cut's simulated + packed models (the sum of the three parts below). */
   writeSeconds: number;
+  /**
+   * The write stage's copy path measured at size: bytes of the two models written (the simulated
+   * model of a slice of the job's model — the cut plus further blocks' weights up to
+   * WRITE_PROBE_BYTES, or the whole model when smaller — and the packed cut: .onnx + external
+   * data) and the seconds those two writes took (read from the store, written, fsync, rename).
+   */
+  writeProbeBytes?: number;
+  writeProbeSeconds?: number;
+  /** Bytes of the weights the simulated graph holds that the source doesn't (the rotation's
+   *  online Hadamard matrices, the fake-quant constants), on the cut: both output models hold them. */
+  writeAddedBytes?: number;
   /** Its parts: the simulated model written, block 0's layers packed (MatMulNBits built and
    *  stored), the packed model written. */
   writeSimulatedSeconds?: number;
@@ -313,6 +324,40 @@ export interface CutProbeOptions {
   evaluate: boolean;
 }
 
+/**
+ * Bytes the write probe writes at least (the whole model when smaller). The write stage streams
+ * every weight of the model twice (simulated and packed model) through the page cache to the
+ * disk with an fsync per file: timed on the one-block cut alone (351 MB of the scale model's
+ * 2.2 GB) the per-byte rate was 2–3× the job's (docs/bench-scale.md, estimates): a few hundred MB
+ * written and synced fit the caches that GBs overrun, and a short write is at the mercy of one
+ * busy second. A gibibyte is a few seconds of the pre-flight on a model that big.
+ */
+export const WRITE_PROBE_BYTES = 2 ** 30;
+
+/**
+ * `model` with further initializers of `full` appended — those it doesn't hold, in graph order,
+ * up to `target` stored bytes in all (`bytesOf` gives an initializer's stored bytes): the write
+ * probe's slice of the job's model, so that its bytes go through the write stage's own copy path
+ * (the untouched blocks' weights read from where the job reads them, written, synced). The graph
+ * is written only, never run.
+ */
+export function writeSlice(model: ModelProto, full: ModelProto, bytesOf: (name: string) => number, target: number): { model: ModelProto; bytes: number } {
+  const out = cloneModel(model);
+  const inits = out.graph!.initializer ?? [];
+  const have = new Set(inits.map((t) => t.name ?? ''));
+  let bytes = inits.reduce((s, t) => s + bytesOf(t.name ?? ''), 0);
+  for (const t of full.graph?.initializer ?? []) {
+    if (bytes >= target) break;
+    const name = t.name ?? '';
+    if (have.has(name)) continue;
+    inits.push(t);
+    have.add(name);
+    bytes += bytesOf(name);
+  }
+  out.graph!.initializer = inits;
+  return { model: out, bytes };
+}
+
 /** Runs the cut probes; undefined when the model can't be cut into one block (see oneBlockCut). */
 export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[], o: CutProbeOptions): Promise<CutProbe | undefined> {
   const { options, batch, windows } = o;
@@ -433,9 +478,13 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
     const compressed = layers.filter((l) => l.block === 0 && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
     const groups = options.groupSize > 0 ? (l: LinearLayer) => Math.ceil(l.inFeatures / options.groupSize) : () => 1;
-    const writeCut = async (): Promise<{ simulated: number; pack: number; packed: number }> => {
+    // The simulated model is written for a slice of the job's model (the cut plus further blocks'
+    // weights, WRITE_PROBE_BYTES in all), so the copy path is timed at a size like the job's.
+    const bytesOf = (name: string) => loaded.initializerInfo(name)?.byteLength ?? 0;
+    const writeCut = async (): Promise<{ simulated: number; pack: number; packed: number; bytes: number }> => {
       const t0 = performance.now();
-      await writeModel(fakeQuant(), path.join(dir, 'simulated.onnx'), { externalData: external, source: store });
+      const slice = writeSlice(fakeQuant(), loaded.model, bytesOf, WRITE_PROBE_BYTES);
+      const sim = await writeModel(slice.model, path.join(dir, 'simulated.onnx'), { externalData: external, source: store });
       const t1 = performance.now();
       const packed = packedModel(
         calibModel,
@@ -445,9 +494,14 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       );
       const packedStored = packed.model ? await store.externalize(packed.model) : undefined;
       const t2 = performance.now();
-      if (packedStored) await writeModel(packedStored, path.join(dir, 'packed.onnx'), { externalData: external, source: store });
+      const pw = packedStored ? await writeModel(packedStored, path.join(dir, 'packed.onnx'), { externalData: external, source: store }) : undefined;
       const t3 = performance.now();
-      return { simulated: (t1 - t0) / 1000, pack: (t2 - t1) / 1000, packed: (t3 - t2) / 1000 };
+      await rm(path.join(dir, 'simulated.onnx'), { force: true });
+      await rm(path.join(dir, 'simulated.onnx.data'), { force: true });
+      await rm(path.join(dir, 'packed.onnx'), { force: true });
+      await rm(path.join(dir, 'packed.onnx.data'), { force: true });
+      const bytes = sim.bytes + sim.dataBytes + (pw ? pw.bytes + pw.dataBytes : 0);
+      return { simulated: (t1 - t0) / 1000, pack: (t2 - t1) / 1000, packed: (t3 - t2) / 1000, bytes };
     };
     // The job writes with its code already warm (the pre-flight ran in the same process), so a
     // cheap cut is written WARM_RUNS more times and the median of each part kept, as the rotation.
@@ -459,7 +513,11 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       written = medianParts(warm);
     }
     const writeSeconds = written.simulated + written.pack + written.packed;
-    trace('write parts', { first: firstWrite, median: written });
+    const sourceNames = new Set(loaded.initializerNames());
+    const writeAddedBytes = (simulated.graph?.initializer ?? []).reduce((t, x, i) => t + (sourceNames.has(x.name ?? '') ? 0 : describeInitializer(x, i, loaded.dir).byteLength), 0);
+    const writeProbeBytes = firstWrite.bytes;
+    const writeProbeSeconds = written.simulated + written.packed;
+    trace('write parts', { first: firstWrite, median: written, bytesPerSecond: writeProbeBytes / Math.max(writeProbeSeconds, 1e-9) });
     trace('write', { seconds: writeSeconds, read: { bytes: readBytes, seconds: readSeconds } });
     memMark('probe: written');
     // What coreSamples reads — block 0's layer weights (and small tensors such as dequantization
@@ -482,6 +540,9 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       evalDense,
       evalCompressed,
       writeSeconds,
+      writeProbeBytes,
+      writeProbeSeconds,
+      writeAddedBytes,
       writeSimulatedSeconds: written.simulated,
       writePackSeconds: written.pack,
       writePackedSeconds: written.packed,

@@ -126,7 +126,9 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
       p.unitsDone++;
       return r;
     } finally {
-      p.calibSeconds += (performance.now() - t0) / 1000;
+      const s = (performance.now() - t0) / 1000;
+      p.calibSeconds += s;
+      job.log('debug', `calibrate forward: ${s.toFixed(2)} s`); // per forward, beside the pre-flight's probe of it
     }
   };
   const reportCaptured = (block: PlannedBlock, stats: Map<string, CapturedStats>) => {

@@ -60,6 +60,7 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
     staged(paths, paths.simulated),
     { externalData: external, source },
   );
+  const simulatedAt = performance.now();
   throwIfAborted(signal);
   memMark('written simulated');
   job.progress.report('write', 1, 3, 'packed model');
@@ -94,6 +95,7 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
     size.layerBytes += packed.size!.layerBytes;
     size.weights += packed.size!.weights;
   }
+  const packedAt = performance.now();
   let packedWritten = false;
   let packedSize: WrittenJob['packedSize'];
   if (model) {
@@ -117,7 +119,11 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
       if (existsSync(from) && !existsSync(path.join(paths.dir, f))) await copyFile(from, path.join(paths.stagingDir, f));
     }
   }
-  job.timings.write = (performance.now() - t) / 1000;
+  const writtenAt = performance.now();
+  job.timings.write = (writtenAt - t) / 1000;
+  // Where the stage's time goes (the pre-flight models each part: preflight.ts stageSeconds).
+  const sec = (a: number, b: number) => ((b - a) / 1000).toFixed(1);
+  job.log('debug', `write stage: simulated model ${sec(t, simulatedAt)} s, packing ${sec(simulatedAt, packedAt)} s, packed model ${sec(packedAt, writtenAt)} s`);
   job.progress.report('write', 3, 3, undefined, 0.78);
   throwIfAborted(signal);
   return { simulated: fq.model, packedWritten, ...(packedSize ? { packedSize } : {}) };

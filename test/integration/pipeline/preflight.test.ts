@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
 import { estimateCompression } from '../../../src/pipeline/preflight';
+import { readdirSync, statSync } from 'node:fs';
 import { probeCore } from '../../../src/pipeline/probe';
 import { findLinearLayers } from '../../../src/onnx/linear';
 import { loadModel } from '../../../src/onnx/load';
@@ -31,6 +32,10 @@ test('the estimate has every stage from probes: block forward at the job\'s batc
   assert.ok(x.probe.cutWeightBytes < x.modelWeightBytes && x.probe.blockWeightBytes > 0);
   assert.equal(x.modelBlocks, 4);
   assert.deepEqual(x.plannedBlocks, [0, 1, 2, 3]);
+  // The write probe wrote the whole (small) model's weights as the simulated model, and the packed cut.
+  assert.ok(x.probe.writeProbeBytes! > x.modelWeightBytes && x.probe.writeProbeSeconds! > 0, `${x.probe.writeProbeBytes}`);
+  assert.ok(x.writeBytes! > x.modelWeightBytes && x.writeBytes! < 2 * x.modelWeightBytes + 1e6, `${x.writeBytes}`);
+  assert.ok(pre.notes.some((n) => /^write: \d+ MB of a slice of the model written in/.test(n)), pre.notes.join('\n'));
   // No evaluation: no evaluation time.
   const quiet = await estimateCompression(TINY, o, { evaluate: false, probe: false });
   assert.equal(quiet.breakdown.evaluateSeconds, 0);
@@ -45,7 +50,7 @@ test('the core probe covers each distinct layer shape and recipe once', { timeou
   for (const [k, v] of core) assert.ok(Number.isFinite(v) && v > 0, `${k}: ${v}`);
 });
 
-test('the report carries estimate and actual side by side for every stage of a W4A4KV4 job', { timeout: 300_000 }, () => {
+test('the report carries estimate and actual side by side for every stage of a W4A4KV4 job', { timeout: 300_000 }, async () => {
   const dir = tempDir('obr-pre-stages-');
   const calib = shortText(dir, 'sotu-calib.txt', 40_000);
   const r = spawnSync(
@@ -65,7 +70,26 @@ test('the report carries estimate and actual side by side for every stage of a W
   for (const k of Object.keys(report.timings)) assert.ok(k in report.estimate, `timings.${k} has no estimate`);
   const sum = stages.slice(0, -1).reduce((s, k) => s + report.estimate![k]!, 0);
   assert.ok(Math.abs(sum - report.estimate.total!) < 0.01, `${sum} vs ${report.estimate.total}`);
+  // The write estimate goes by the bytes the job writes: the simulated and packed models on disk
+  // match the pre-flight's writeBytes within 5 % (alignment padding, the packing's own constants).
+  const onDisk = modelFilesBytes(dir);
+  const pre = await estimateCompression(TINY, { ...DEFAULT_OPTIONS, recipe: 'rtn', abits: 4, kvbits: 4, samples: 4, seqlen: 64, calibText: calib, executionProviders: ['cpu'] }, { evalWindows: 4 });
+  const expected = pre.inputs!.writeBytes!;
+  assert.ok(Math.abs(onDisk - expected) <= 0.05 * expected, `models on disk ${onDisk} B, writeBytes ${expected} B`);
+  // The rotation's added weights (here the online Hadamard before down_proj) are in both models.
+  assert.ok(pre.inputs!.probe.writeAddedBytes! > 0);
 });
+
+/** Bytes of the model files (.onnx and external data) under `dir`, subfolders included. */
+function modelFilesBytes(dir: string): number {
+  let total = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) total += modelFilesBytes(p);
+    else if (/\.onnx$|\.onnx\.data$|\.onnx_data$/.test(e.name)) total += statSync(p).size;
+  }
+  return total;
+}
 
 test('obr compress stores the pre-flight estimate beside the actual timings in the report', { timeout: 240_000 }, () => {
   const dir = tempDir('obr-pre-cli-');

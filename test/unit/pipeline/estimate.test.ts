@@ -7,8 +7,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { otherBlockScale, stageSeconds, type EstimateInputs } from '../../../src/pipeline/preflight';
-import { coreProbeRows, forwardSeconds, medianParts, probeWindows, resplitOneBatch, splitForward } from '../../../src/pipeline/probe';
+import { otherBlockScale, stageSeconds, writtenBytes, type EstimateInputs } from '../../../src/pipeline/preflight';
+import { coreProbeRows, forwardSeconds, medianParts, oneBlockCut, probeWindows, resplitOneBatch, splitForward, WRITE_PROBE_BYTES, writeSlice } from '../../../src/pipeline/probe';
+import { loadModel } from '../../../src/onnx/load';
+import { findLinearLayers } from '../../../src/onnx/linear';
+import { COMPRESSED_ROLES } from '../../../src/pipeline/working';
 
 const c = (fixed: number, perBatch: number) => ({ fixed, perBatch });
 const MEASURED: EstimateInputs = {
@@ -233,4 +236,84 @@ test('an evaluation forward timed on one batch is split with the calibration adv
   // Already split, or nothing to split with: unchanged.
   assert.deepEqual(resplitOneBatch({ fixed: 1, perBatch: 2 }, 2, 4, 3), { fixed: 1, perBatch: 2 });
   assert.deepEqual(resplitOneBatch(one, 2, 4, 0), one);
+});
+
+const SMALL = path.join(__dirname, '..', '..', '..', 'media', 'models', 'small', 'model.onnx');
+
+test('bytes written: every untouched weight twice (simulated + packed model), a compressed layer once as stored and once packed (bundled model)', async () => {
+  const loaded = await loadModel(SMALL);
+  try {
+    const layers = findLinearLayers(loaded.model).filter((l) => l.block !== null && COMPRESSED_ROLES.has(l.role) && !l.weightShared);
+    const stored = (name: string) => loaded.initializerInfo(name)!.byteLength;
+    const of = (blocks: number[]) => layers.filter((l) => blocks.includes(l.block!)).map((l) => ({ rows: l.outFeatures, cols: l.inFeatures, storedBytes: stored(l.weightName) }));
+    // The weights are stored in the .onnx file itself here: the graph is the rest of it.
+    const graphBytes = loaded.fileBytes - loaded.weightBytes;
+    assert.ok(graphBytes > 0 && graphBytes < 0.1 * loaded.weightBytes, `${graphBytes}`);
+    const base = { graphBytes, weightBytes: loaded.weightBytes, wbits: 4, groupSize: 128 };
+    // Nothing compressed: the model twice.
+    assert.equal(writtenBytes({ ...base, layers: [] }), 2 * loaded.fileBytes);
+    // Block 0: its 7 layers leave the packed model as stored weights (fp32 here) and come back as
+    // 4-bit codes plus a scale (4 B) and a zero point's share (0.5 B) per row and group of 128.
+    const block0 = of([0]);
+    assert.equal(block0.length, 7);
+    const saved = block0.reduce((s, l) => s + l.storedBytes - (l.rows * l.cols) / 2 - l.rows * Math.ceil(l.cols / 128) * 4.5, 0);
+    assert.ok(saved > 0.8 * block0.reduce((s, l) => s + l.storedBytes, 0), 'fp32 → 4 bits saves most of a layer');
+    close(writtenBytes({ ...base, layers: block0 }), 2 * loaded.fileBytes - saved, 'block 0');
+    // Each further compressed block writes fewer bytes by the same amount (the blocks are alike).
+    const all = writtenBytes({ ...base, layers: of([0, 1, 2, 3]) });
+    close(all, 2 * loaded.fileBytes - 4 * saved, 'four blocks');
+    // Weights the job's graph adds (the rotation's Hadamard matrices): in both models.
+    close(writtenBytes({ ...base, addedBytes: 1000, layers: block0 }) - writtenBytes({ ...base, layers: block0 }), 2000, 'added weights');
+    // Per-row scales (no groups): one scale and zero point share per row.
+    const perRow = writtenBytes({ ...base, groupSize: 0, layers: block0 });
+    close(perRow - writtenBytes({ ...base, layers: block0 }), block0.reduce((s, l) => s + l.rows * 4.5 - l.rows * Math.ceil(l.cols / 128) * 4.5, 0), 'per-row scales');
+  } finally {
+    await loaded.close();
+  }
+});
+
+test('the write probe\'s slice: the cut plus further weights in graph order up to the bytes asked, the whole model when smaller (bundled model)', async () => {
+  const loaded = await loadModel(SMALL);
+  try {
+    const cut = oneBlockCut(loaded.model, findLinearLayers(loaded.model))!;
+    const bytesOf = (n: string) => loaded.initializerInfo(n)?.byteLength ?? 0;
+    const names = (m: typeof loaded.model) => (m.graph!.initializer ?? []).map((t) => t.name ?? '');
+    const cutBytes = names(cut.model).reduce((s, n) => s + bytesOf(n), 0);
+    assert.ok(cutBytes < loaded.weightBytes);
+    // At least WRITE_PROBE_BYTES: more than this model holds, so the slice is all of it, each weight once.
+    const whole = writeSlice(cut.model, loaded.model, bytesOf, WRITE_PROBE_BYTES);
+    assert.equal(whole.bytes, loaded.weightBytes);
+    assert.deepEqual([...names(whole.model)].sort(), [...loaded.initializerNames()].sort());
+    assert.equal(new Set(names(whole.model)).size, names(whole.model).length);
+    // Half-way: the cut's weights first, then the model's others in graph order until the bytes are reached.
+    const target = (cutBytes + loaded.weightBytes) / 2;
+    const half = writeSlice(cut.model, loaded.model, bytesOf, target);
+    assert.ok(half.bytes >= target && half.bytes < loaded.weightBytes, `${half.bytes}`);
+    const added = names(half.model).slice(names(cut.model).length);
+    const inCut = new Set(names(cut.model));
+    const order = loaded.initializerNames().filter((n) => !inCut.has(n));
+    assert.deepEqual(added, order.slice(0, added.length));
+    // The bytes stop at the first weight that reaches the target.
+    assert.ok(half.bytes - bytesOf(added[added.length - 1]!) < target);
+    // The cut itself is untouched (the slice is a copy).
+    assert.equal(names(cut.model).length, (cut.model.graph!.initializer ?? []).length);
+    assert.ok(names(cut.model).every((n) => inCut.has(n)));
+  } finally {
+    await loaded.close();
+  }
+});
+
+test('write: seconds per byte of the probe\'s writes times the bytes the job writes, plus the packing per compressed block', () => {
+  // The scale model's recorded probe with a write slice: 1.21 GB in 4.4 s (made-up rate), packing block 0 in 0.56 s.
+  const p = { ...SCALE.inputs.probe, writeProbeBytes: 1.21e9, writeProbeSeconds: 4.4, writePackSeconds: 0.56, writeSimulatedSeconds: 3, writePackedSeconds: 1.4 };
+  const x: EstimateInputs = { ...SCALE.inputs, probe: p, writeBytes: 4.3e9 };
+  close(stageSeconds(x).write, (4.4 * 4.3e9) / 1.21e9 + 0.56, 'block 0');
+  // Twice the bytes: twice the copy; the packing unchanged.
+  close(stageSeconds({ ...x, writeBytes: 8.6e9 }).write, (4.4 * 8.6e9) / 1.21e9 + 0.56, 'twice the bytes');
+  // Two compressed blocks: block 1 packs W_b / W_0 of block 0's bytes.
+  const k = otherBlockScale(x);
+  close(stageSeconds({ ...x, plannedBlocks: [0, 1] }).write, (4.4 * 4.3e9) / 1.21e9 + 0.56 * (1 + k), 'two blocks');
+  // Without the job's bytes (an older record): the cut's two writes scaled by the weight bytes.
+  const { writeBytes: _, ...old } = x;
+  close(stageSeconds(old).write, (3 + 1.4) * (x.modelWeightBytes / p.cutWeightBytes) + 0.56, 'older record');
 });
