@@ -9,10 +9,13 @@
 //          [--blocks 11] [--only-blocks 0,1] [--runs 1] [--abits 16 --kvbits 16] [--recipe rtn]
 //          [--samples 8] [--seqlen 64] [--eval-windows 2] [--keep] [--concurrent]
 //   --only-blocks  compress only these blocks (the write and the evaluation still cover the whole model)
+//   --tunables, --vs-tunables  GLIBC_TUNABLES for A's / B's jobs instead of the CLI's settings
 //   --concurrent   run A and B at the same time instead of alternating (each process's peak RSS is
 //                  its own either way; their times are then not comparable)
 // Each job of this checkout also writes a memory trace (OBR_MEMLOG, src/pipeline/memlog.ts): RSS at
 // every stage and layer boundary; the result names the step where the peak was reached.
+// Job processes run with the malloc settings the CLI uses (src/runtime/mallocTunables.ts: glibc's
+// huge-page tunable where it applies); the JSON says which (`malloc`).
 // Writes bench-results/memory.json (merged by setting: one entry per recipe/bits/blocks).
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -21,6 +24,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeLargeLlama } from './largeLlama';
+import { describeMallocTuning, withMallocTunables } from '../../src/runtime/mallocTunables';
 
 const ROOT = resolve(__dirname, '..', '..');
 const HIDDEN = 2048;
@@ -43,6 +47,9 @@ const { values } = parseArgs({
     'eval-windows': { type: 'string' },
     keep: { type: 'boolean' },
     concurrent: { type: 'boolean' },
+    /** GLIBC_TUNABLES of A's / B's job processes instead of the CLI's settings (comparing malloc settings). */
+    tunables: { type: 'string' },
+    'vs-tunables': { type: 'string' },
     // internal: one job in this process
     phase: { type: 'string' },
     root: { type: 'string' },
@@ -69,6 +76,8 @@ interface JobResult {
   timings: Record<string, number>;
   perplexity: { dense?: number; compressed?: number };
   layers: number;
+  /** GLIBC_TUNABLES the job process ran with (null: glibc's defaults). */
+  glibcTunables: string | null;
   /** The working store's own accounting (checkouts that have one). */
   store?: { peakResidentBytes: number; writtenBytes: number };
   /** Checkouts with a memory trace: the step that ended at the highest RSS, and the trace. */
@@ -113,6 +122,7 @@ async function job(root: string): Promise<void> {
     timings: report.timings as Record<string, number>,
     perplexity: { dense: report.perplexity.dense?.perplexity, compressed: report.perplexity.compressed?.perplexity },
     layers: report.layers.length,
+    glibcTunables: process.env.GLIBC_TUNABLES ?? null,
     ...(store ? { store } : {}),
   };
   console.log(`RESULT ${JSON.stringify(result)}`);
@@ -139,12 +149,22 @@ function gitRev(root: string): string {
 
 let jobs = 0;
 
+/**
+ * The environment a job process runs in: the one `obr compress` runs the pipeline with (the CLI
+ * re-executes itself with the malloc settings, src/cli/relaunch.ts), so the measured peak is what
+ * users get. OBR_MALLOC_TUNING=0 measures glibc's defaults instead.
+ */
+const jobEnv = withMallocTunables(process.env);
+const envOf = (tunables: string | undefined): NodeJS.ProcessEnv => (tunables === undefined ? jobEnv : { ...process.env, GLIBC_TUNABLES: tunables });
+const envA = envOf(values.tunables);
+const envB = envOf(values['vs-tunables']);
+
 /** One job in its own process (asynchronous, so two can run at once with --concurrent). */
-async function runJob(root: string): Promise<JobResult> {
+async function runJob(root: string, env: NodeJS.ProcessEnv): Promise<JobResult> {
   const args = ['--import', 'tsx', join(ROOT, 'scripts', 'bench', 'memory.ts'), '--phase', 'job', '--root', root, '--dir', dir, '--blocks', String(blocks)];
   for (const k of ['only-blocks', 'recipe', 'abits', 'kvbits', 'samples', 'seqlen', 'eval-windows'] as const) if (values[k] !== undefined) args.push(`--${k}`, String(values[k]));
   const trace = join(dir, `trace-${process.pid}-${jobs++}.jsonl`);
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, OBR_MEMLOG: trace } });
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...env, OBR_MEMLOG: trace } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -176,18 +196,18 @@ async function main(): Promise<void> {
   const b: JobResult[] = [];
   for (let i = 0; i < runs; i++) {
     if (values.concurrent && vs) {
-      const [x, y] = await Promise.all([runJob(ROOT), runJob(vs)]);
+      const [x, y] = await Promise.all([runJob(ROOT, envA), runJob(vs, envB)]);
       a.push(x);
       b.push(y);
       console.log(`A ${JSON.stringify(x)}\nB ${JSON.stringify(y)}`);
       load.push(loadavg()[0]!);
       continue;
     }
-    a.push(await runJob(ROOT));
+    a.push(await runJob(ROOT, envA));
     console.log(`A ${JSON.stringify(a[a.length - 1])}`);
     load.push(loadavg()[0]!);
     if (vs) {
-      b.push(await runJob(vs));
+      b.push(await runJob(vs, envB));
       console.log(`B ${JSON.stringify(b[b.length - 1])}`);
       load.push(loadavg()[0]!);
     }
@@ -199,6 +219,8 @@ async function main(): Promise<void> {
     model: { blocks, hidden: HIDDEN, intermediate: INTERMEDIATE, heads: HEADS, vocab: VOCAB, weightBytes },
     setting: { ...setting, onlyBlocks: onlyBlocks ?? null },
     order: values.concurrent && vs ? 'A and B at the same time' : vs ? 'alternating A B' : 'A only',
+    // As the CLI runs a job (both checkouts' jobs run in this environment).
+    malloc: { a: describeMallocTuning(envA), ...(vs ? { b: describeMallocTuning(envB) } : {}) },
     a: { checkout: `${ROOT} @ ${gitRev(ROOT)}`, runs: a, peakRssBytesMedian: median(a.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(a.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) },
     ...(vs ? { b: { checkout: `${vs} @ ${gitRev(vs)}`, runs: b, peakRssBytesMedian: median(b.map((x) => x.peakRssBytes)), peakOverWeights: Number((median(b.map((x) => x.peakRssBytes)) / weightBytes).toFixed(3)) } } : {}),
     target: { formula: 'peak RSS < 0.6 × weight bytes + a few hundred MiB', bytes: Math.round(0.6 * weightBytes) },

@@ -34,8 +34,21 @@ function workerSource(): string {
 var __name = (f) => f;
 const { parentPort } = require('node:worker_threads');
 const kernels = (${createRowKernels.toString()})(${JSON.stringify(KERNELS_WASM_BASE64)});
+// A full collection in this worker (the flag may already be set by the main thread, core/gc.ts).
+let collect = typeof globalThis.gc === 'function' ? globalThis.gc : null;
+if (!collect) {
+  try {
+    require('node:v8').setFlagsFromString('--expose-gc');
+    collect = require('node:vm').runInNewContext('gc');
+  } catch {}
+}
 parentPort.on('message', (msg) => {
-  if (msg.trim) return kernels.trim();
+  if (msg.collect) {
+    if (msg.trim) kernels.trim();
+    if (collect) collect();
+    if (msg.ack) parentPort.postMessage({ type: 'collected' });
+    return;
+  }
   try {
     kernels.runTask(msg.task, msg.row0, msg.row1);
     parentPort.postMessage({ type: 'done' });
@@ -45,7 +58,7 @@ parentPort.on('message', (msg) => {
 });`;
 }
 
-type FromWorker = { type: 'done' } | { type: 'error'; message: string; name: string };
+type FromWorker = { type: 'done' } | { type: 'collected' } | { type: 'error'; message: string; name: string };
 
 /** Typed arrays over fresh SharedArrayBuffers (zero-filled). */
 export const shared = {
@@ -92,10 +105,29 @@ export class RowPool {
    */
   async release(): Promise<void> {
     if (this.broken) return this.close();
-    for (const w of this.workers) {
-      w.postMessage({ trim: true });
-      w.unref();
-    }
+    // Each worker drops its kernel memory and collects, so the shared arrays of the layer's tasks
+    // it still references are freed now (a worker's heap is too small to collect on its own).
+    await Promise.all(
+      this.workers.map(
+        (w) =>
+          new Promise<void>((done) => {
+            const onMessage = (msg: FromWorker): void => {
+              if (msg.type !== 'collected') return;
+              w.off('message', onMessage);
+              w.off('exit', onExit);
+              done();
+            };
+            const onExit = (): void => {
+              w.off('message', onMessage);
+              done();
+            };
+            w.on('message', onMessage);
+            w.once('exit', onExit);
+            w.postMessage({ collect: true, trim: true, ack: true });
+          }),
+      ),
+    );
+    for (const w of this.workers) w.unref();
     this.idleTimer = setTimeout(() => {
       const i = idlePools.indexOf(this);
       if (i >= 0) idlePools.splice(i, 1);
@@ -119,8 +151,10 @@ export class RowPool {
         for (const off of listeners) off();
         signal?.removeEventListener('abort', onAbort);
         if (e) this.broken = true;
-        if (e) reject(e);
-        else resolve();
+        if (e) return reject(e);
+        // The workers drop this task's shared arrays (they'd keep them until the pool's release).
+        for (const w of this.workers) w.postMessage({ collect: true });
+        resolve();
       };
       const onAbort = (): void => finish(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
       if (signal?.aborted) return onAbort();

@@ -20,6 +20,7 @@ import type { TokenWindows } from '../runtime/text';
 import { ActivationCache, type CalibrationBatch, type SpillOptions } from './activations';
 import { throwIfAborted } from './cancel';
 import { StatsAccumulator, type CaptureRequest, type CapturedStats } from './capture';
+import { collectGarbage } from './memlog';
 
 export type ExecutionProviderChoice = { used: string; tried: Array<{ name: string; error?: string }> };
 
@@ -72,18 +73,23 @@ export async function inlineExternalWeights(sub: ModelProto, reader: TensorReade
 }
 
 /**
- * Opens a session on `sub` and drops the subgraph's initializers (the session holds its own copy),
- * so the weights read for it are garbage as soon as the session exists.
+ * Opens a session on `sub` and drops the subgraph's initializers (the session holds its own copy).
+ * The weights read for it are collected before onnxruntime copies them (a block's weights exist
+ * once in the serialized model and once or twice in onnxruntime while the session is created:
+ * without the collection the read copy was a third), and the serialized model right after.
  */
 async function openRegionSession(sub: ModelProto, options: BlockStreamOptions): Promise<ort.InferenceSession> {
   let bytes: Uint8Array | undefined = encodeModel(sub);
+  const size = bytes.length;
   sub.graph!.initializer = [];
+  collectGarbage(size);
   try {
     const choice = await createSessionWithFallback(bytes, options.executionProviders, { logSeverityLevel: 3 });
     options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });
     return choice.session;
   } finally {
     bytes = undefined;
+    collectGarbage(size);
   }
 }
 
@@ -182,8 +188,9 @@ export class BlockStream {
     if (!sub.graph!.input!.some((v) => v.name === 'input_ids')) sub.graph!.input = [...sub.graph!.input!, ids];
     let session: ort.InferenceSession;
     try {
-      session = await openRegionSession(addNllHead(sub, { dropLogits: true }), this.options);
-      sub.graph!.initializer = [];
+      const head = addNllHead(sub, { dropLogits: true });
+      sub.graph!.initializer = []; // the head's graph holds the weights until its session exists
+      session = await openRegionSession(head, this.options);
     } catch (e) {
       this.options.weights?.release(held);
       throw e;

@@ -11,8 +11,13 @@
 // OBR_MEMLOG=FILE set, every memMark(label) appends one JSON line with the process's RSS, V8 heap
 // and ArrayBuffer bytes at that point, and a 50 ms sampler records the highest RSS seen since the
 // previous mark (so a peak between two marks is attributed to the step that ended at the later
-// mark). Without the variable memMark is a no-op.
-import { appendFileSync } from 'node:fs';
+// mark). Without the variable memMark is a no-op. Diagnostics on top (the trace's numbers then
+// include their cost): OBR_MEMLOG_GC=1 collects garbage before each mark (what is live, not what is
+// resident), OBR_MEMLOG_SMAPS=1 adds resident MiB by kind of mapping (glibc's brk heap, anonymous
+// maps by size, files), and OBR_HEAPSNAP=LABEL|LABEL… writes a V8 heap snapshot beside the trace
+// at every mark whose label contains one of them (what holds each big ArrayBuffer).
+import { appendFileSync, readFileSync } from 'node:fs';
+import { writeHeapSnapshot } from 'node:v8';
 import { collectNow } from '../core/gc';
 
 const file = process.env.OBR_MEMLOG;
@@ -33,8 +38,11 @@ export function memMark(label: string): void {
     timer = setInterval(sample, 50);
     timer.unref();
   }
+  if (process.env.OBR_MEMLOG_GC === '1') collectNow();
   const rss = sample();
   const m = process.memoryUsage();
+  const snap = process.env.OBR_HEAPSNAP;
+  if (snap && snap.split('|').some((x) => label.includes(x))) writeHeapSnapshot(`${file}.${label.replace(/[^A-Za-z0-9]+/g, '_')}.heapsnapshot`);
   const line = {
     t: Number(((performance.now() - t0) / 1000).toFixed(2)),
     label,
@@ -44,6 +52,7 @@ export function memMark(label: string): void {
     heapMiB: Math.round(m.heapUsed / 2 ** 20),
     arrayBuffersMiB: Math.round(m.arrayBuffers / 2 ** 20),
     externalMiB: Math.round(m.external / 2 ** 20),
+    ...(process.env.OBR_MEMLOG_SMAPS === '1' ? { smaps: smapsSummary() } : {}),
   };
   sinceMark = rss;
   appendFileSync(file, `${JSON.stringify(line)}\n`);
@@ -59,4 +68,28 @@ export const COLLECT_MIN_BYTES = 16 * 2 ** 20;
  */
 export function collectGarbage(bytes: number): void {
   if (bytes >= COLLECT_MIN_BYTES) collectNow();
+}
+
+/** Resident MiB by kind of mapping (diagnostics): the brk heap, anonymous maps by size, files. */
+function smapsSummary(): Record<string, number> {
+  const out: Record<string, number> = {};
+  let kind = '';
+  let size = 0;
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const [a, b] = line.split(' ')[0]!.split('-').map((x) => parseInt(x, 16));
+      size = b! - a!;
+      const name = head[1]!.trim();
+      kind = name === '' ? (size >= 60 * 2 ** 20 ? 'anon>=60M' : size >= 2 ** 20 ? 'anon1-60M' : 'anon<1M') : name.startsWith('[') ? name : 'file';
+      continue;
+    }
+    const m = /^Rss:\s+(\d+) kB/.exec(line);
+    if (m) out[kind] = (out[kind] ?? 0) + Number(m[1]) / 1024;
+  }
+  for (const k of Object.keys(out)) {
+    out[k] = Math.round(out[k]!);
+    if (out[k] === 0) delete out[k];
+  }
+  return out;
 }

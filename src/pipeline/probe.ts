@@ -31,7 +31,8 @@ import { splitBlocks } from '../onnx/blocks';
 import { findLinearLayers } from '../onnx/linear';
 import { describeInitializer, wrapModel, type LoadedModel, type TensorReader } from '../onnx/load';
 import { cloneModel } from '../onnx/graph';
-import { type ModelProto, type NodeProto } from '../onnx/proto';
+import { type ModelProto, type NodeProto, type TensorProto } from '../onnx/proto';
+import { elementCount, elementSize, tensorDims } from '../onnx/tensor';
 import { rotateModelStreamed } from '../onnx/rotate';
 import { readLayerWeight64 } from '../onnx/weights';
 import { writeModel } from '../onnx/write';
@@ -46,6 +47,7 @@ import { checkRotationStreamed } from './rotationCheck';
 import { DEFAULT_ACTIVATION_CACHE_MIB, sparsityFor } from './job';
 import { packedModel, withFakeQuant } from './transforms';
 import { COMPRESSED_ROLES } from './working';
+import { memMark } from './memlog';
 
 /**
  * Windows a probed forward runs: the job's own count (of calibration or evaluation windows) up to
@@ -372,11 +374,12 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
   try {
     // Weights read inline from the model file, as the rotation stage reads them (→ read throughput).
     const t0 = performance.now();
-    const inline = await store.inlined(found.model);
+    // Only the bytes are kept: the inline copy (hundreds of MB with a 32000-token vocabulary's
+    // embedding and head) was held through the whole probe.
+    const readBytes = (await store.inlined(found.model)).bytes;
     const readSeconds = (performance.now() - t0) / 1000;
-    store.release(inline.bytes);
-    const readBytes = inline.bytes;
-    const cut = inline.model;
+    store.release(readBytes);
+    memMark('probe: cut read');
 
     const rotates = options.abits < 16 || options.kvbits < 16;
     let calibModel = found.model;
@@ -385,7 +388,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     let rotateCheckSeconds: number | undefined;
     let rotateCheckBlockSeconds: number | undefined;
     if (rotates) {
-      const halfPrecision = findLinearLayers(cut).some((l) => l.dtype !== 'float32');
+      const halfPrecision = findLinearLayers(found.model).some((l) => l.dtype !== 'float32');
       // As the rotate stage: the rotation tensor by tensor through the store (rotateModelStreamed),
       // then the check streamed through the blocks (dense and rotated on two windows, the
       // simulated graph on one), each timed: the transform scales with weight bytes, the check
@@ -430,6 +433,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       rotateCheckBlockSeconds = r.checkBlock;
       calibModel = r.model;
       trace('rotate', { transform: r.transform, check: r.check, checkBlock: r.checkBlock, cutWeightBytes });
+      memMark('probe: rotated');
     } else calibModel = await store.externalize(found.model);
     const layers = findLinearLayers(calibModel);
     let used = 'cpu';
@@ -447,6 +451,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       }
       const advance = await timeForward((b) => s.ok.advance(calibModel, b), batch, 'calibrate advance');
       calibrate = { prelude, captures, advance };
+      memMark('probe: calibrated');
     } finally {
       s.ok.dispose();
     }
@@ -464,6 +469,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       const per = calibrate.advance.perBatch;
       evalDense = { ...evalDense, block: resplitOneBatch(evalDense.block, ew.count, batch, per) };
       evalCompressed = { ...evalCompressed, block: resplitOneBatch(evalCompressed.block, ew.count, batch, per) };
+      memMark('probe: evaluated');
     }
 
     // As the write stage: the fake-quant graph built, the simulated model written, the packed one
@@ -517,7 +523,12 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     const writeProbeSeconds = written.simulated + written.packed;
     trace('write parts', { first: firstWrite, median: written, bytesPerSecond: writeProbeBytes / Math.max(writeProbeSeconds, 1e-9) });
     trace('write', { seconds: writeSeconds, read: { bytes: readBytes, seconds: readSeconds } });
-    const weightsModel = (await store.inlined(calibModel)).model;
+    memMark('probe: written');
+    // What coreSamples reads — block 0's layer weights (and small tensors such as dequantization
+    // scales) — not the whole cut inline (its embedding and head: 250 MB at a 32000-token vocabulary).
+    const sampled = new Set(layers.filter((l) => l.block === 0).map((l) => l.weightName));
+    const needed = (t: TensorProto): boolean => sampled.has(t.name ?? '') || elementCount(tensorDims(t)) * (elementSize(t.dataType ?? 0) ?? 8) < 2 ** 20;
+    const weightsModel = (await store.inlined({ ...calibModel, graph: { ...calibModel.graph, initializer: (calibModel.graph?.initializer ?? []).filter(needed) } })).model;
     return {
       batch,
       seqlen: windows.seqlen,
@@ -663,6 +674,7 @@ export async function probeCore(
         const perRow = r2 > r1 ? Math.max(0, (t2 - t1) / (r2 - r1)) : 0;
         out.set(`${recipe} ${rows}x${cols}`, t1 + perRow * (rows - r1));
         trace('core', { recipe, rows, cols, r1, t1, r2, t2, estimate: t1 + perRow * (rows - r1) });
+        memMark(`probe: core ${recipe} ${rows}x${cols}`);
       }
     }
   } finally {

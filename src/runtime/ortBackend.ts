@@ -76,7 +76,12 @@ export async function createOrtBackend(options: OrtBackendOptions = {}): Promise
       out.Y.dispose?.();
       return y;
     });
-    chain = run.catch(() => undefined);
+    // The chain waits for this run but does not hold its result: the caller may drop the product
+    // (an n×n inverse, 127 MB at 5632 columns) long before the next product settles the chain.
+    chain = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   };
   return {

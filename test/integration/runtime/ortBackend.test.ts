@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { compressLayer } from '../../../src/core/compress';
 import { gemmAccumulate } from '../../../src/core/matrix';
 import { seededNormal, syntheticLayer } from '../../../src/core/random';
+import { collectNow } from '../../../src/core/gc';
 import { createOrtBackend } from '../../../src/runtime/ortBackend';
 
 test('ort matmulF32 == float64 GEMM to float32 accuracy, several shapes', async () => {
@@ -20,6 +21,33 @@ test('ort matmulF32 == float64 GEMM to float32 accuracy, several shapes', async 
       assert.equal(y.length, m * n);
       for (let i = 0; i < ref.length; i++) assert.ok(Math.abs(y[i] - ref[i]) <= 1e-5 * Math.sqrt(k) * (1 + Math.abs(ref[i])), `${m}×${k}×${n} [${i}]`);
     }
+  } finally {
+    await be.release();
+  }
+});
+
+test('the backend keeps no product alive once its caller drops it (the last result was held until the next product)', async () => {
+  const be = await createOrtBackend({ threads: 1 });
+  try {
+    const live = (): number => {
+      collectNow();
+      collectNow();
+      return process.memoryUsage().arrayBuffers;
+    };
+    const n = 1024; // a 1024 × 1024 float32 result: 4 MiB
+    const a = new Float32Array(n * n).fill(0.5);
+    const b = new Float32Array(n * n).fill(2);
+    const base = live();
+    // The result is looked at in a callback and dropped there: an async function's own frame may
+    // keep an awaited value alive, the backend must not.
+    const last = await be.matmulF32!(a, b, n, n, n).then((y) => {
+      const held = live() - base;
+      assert.ok(held >= 0.9 * n * n * 4, `the result counts while the caller holds it (${held} bytes)`);
+      return y[n * n - 1];
+    });
+    assert.equal(last, n, 'the product ran');
+    const left = live() - base;
+    assert.ok(left < (n * n * 4) / 4, `${left} bytes still live after the caller dropped the ${n * n * 4}-byte result`);
   } finally {
     await be.release();
   }
