@@ -22,7 +22,7 @@
 //   with the job's solver; t(rows) = t(r₁) + (t(r₂) − t(r₁))·(rows − r₁)/(r₂ − r₁).
 //
 // How these scale to the whole job is in preflight.ts (`stageSeconds`).
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BACKEND_LOSS_MIN_WORK, compressLayer } from '../core/compress';
@@ -481,9 +481,13 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     // The simulated model is written for a slice of the job's model (the cut plus further blocks'
     // weights, WRITE_PROBE_BYTES in all), so the copy path is timed at a size like the job's.
     const bytesOf = (name: string) => loaded.initializerInfo(name)?.byteLength ?? 0;
+    // Never more than a quarter of the free space where the probe writes (a small temporary folder
+    // gets a smaller slice; the cut is always written).
+    const free = await statfs(dir).then((f) => f.bavail * f.bsize).catch(() => Infinity);
+    const sliceBytes = Math.min(WRITE_PROBE_BYTES, free / 4);
     const writeCut = async (): Promise<{ simulated: number; pack: number; packed: number; bytes: number }> => {
       const t0 = performance.now();
-      const slice = writeSlice(fakeQuant(), loaded.model, bytesOf, WRITE_PROBE_BYTES);
+      const slice = writeSlice(fakeQuant(), loaded.model, bytesOf, sliceBytes);
       const sim = await writeModel(slice.model, path.join(dir, 'simulated.onnx'), { externalData: external, source: store });
       const t1 = performance.now();
       const packed = packedModel(

@@ -8,7 +8,10 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { estimateCompression } from '../../../src/pipeline/preflight';
 import { readdirSync, statSync } from 'node:fs';
-import { probeCore } from '../../../src/pipeline/probe';
+import { probeCore, probeCut } from '../../../src/pipeline/probe';
+import { COMPRESSED_ROLES } from '../../../src/pipeline/working';
+import { loadTokenizer } from '../../../src/runtime/tokenizer';
+import { calibrationWindows, readText } from '../../../src/runtime/text';
 import { findLinearLayers } from '../../../src/onnx/linear';
 import { loadModel } from '../../../src/onnx/load';
 import { DEFAULT_OPTIONS } from '../../../src/protocol/recipes';
@@ -39,6 +42,34 @@ test('the estimate has every stage from probes: block forward at the job\'s batc
   // No evaluation: no evaluation time.
   const quiet = await estimateCompression(TINY, o, { evaluate: false, probe: false });
   assert.equal(quiet.breakdown.evaluateSeconds, 0);
+});
+
+test('the calibration probe times the job\'s own capture forwards: each group\'s n×n Hessian at its input width, summed over the job\'s windows', { timeout: 180_000 }, async () => {
+  const dir = tempDir('obr-pre-cap-');
+  const o = quickOptions(dir, { abits: 16, kvbits: 16 });
+  const loaded = await loadModel(TINY);
+  try {
+    const all = findLinearLayers(loaded.model);
+    const tokenizer = await loadTokenizer(TINY);
+    const ids = tokenizer.encode((await readText(o.calibText!)).text);
+    const windows = calibrationWindows(ids, 4, 64, o.seed);
+    const probe = (await probeCut(loaded, all, { options: o, batch: 2, windows, modelPath: TINY, evaluate: false }))!;
+    // One capture forward per input group of block 0, as the job's ([q,k,v] → [o] → [gate,up] → [down]).
+    assert.equal(probe.calibrate.captures.length, 4);
+    // The Hessians those forwards computed (in the capture graph, summed in float64): one per
+    // distinct input, n×n at the layer's input width — 384 for down_proj, 128 for the others.
+    const block0 = all.filter((l) => l.block === 0 && COMPRESSED_ROLES.has(l.role));
+    const widths = new Map(block0.map((l) => [l.inputName, l.inFeatures]));
+    assert.deepEqual([...probe.stats.keys()].sort(), [...widths.keys()].sort());
+    for (const [input, st] of probe.stats) {
+      const n = widths.get(input)!;
+      assert.equal(st.hessian.length, n * n, input);
+      assert.equal(st.tokens, 4 * 64, `${input}: every calibration token`);
+    }
+    assert.deepEqual([...widths.values()].sort((a, b) => a - b), [128, 128, 128, 384]);
+  } finally {
+    await loaded.close();
+  }
 });
 
 test('the core probe covers each distinct layer shape and recipe once', { timeout: 180_000 }, async () => {
