@@ -6,8 +6,9 @@
 // and a scaled dual U:
 //   X ← (B + ρ(Z − U)) (H + ρI)⁻¹        one rows×n by n×n product (B = the rows' right sides)
 //   Z ← (X̂ + U) ⊙ S,  U ← U + X̂ − Z      (X̂ = λX + (1 − λ)Z: over-relaxation)
-// (H + ρI)⁻¹ is factored once per layer and step (wasm Cholesky + triangular inverse, the
-// product L⁻ᵀL⁻¹ on the backend); every iteration's product runs on MatrixBackend.matmulF32
+// (H + ρI)⁻¹ is made once per layer and step (./spdInverse.ts: blocked Cholesky and triangular
+// inverse in place, their products in float64 on the backend, then L⁻ᵀL⁻¹ in float32); every
+// iteration's product runs on MatrixBackend.matmulF32
 // (onnxruntime on the job's execution provider, src/runtime/ortBackend.ts), float32, while Z, U
 // and all sums stay float64. Between two products, one pass per row does the iteration's
 // elementwise work (T(V), residual, loss, Anderson history and mixing, the next left operand) in
@@ -32,8 +33,9 @@
 // the last two relative changes and must be ≤ lossTol twice in a row, and the fixed-point
 // residual must be down to residualTol1/2 of the first (see AdmmSettings). ρ: autoRho.
 //
-// Memory: O(n² + rows·n): the float32 inverse (n²·4; 2·n²·8 for a moment while it is made, before
-// any rows×n array exists) and a handful of rows×n arrays. H̃ is read entry by entry from the
+// Memory: O(n² + rows·n): the float32 inverse (n²·4; while it is made, one packed float64 triangle
+// of n(n+1)/2 entries and a block step's operands, before any rows×n array exists) and a handful
+// of rows×n arrays. H̃ is read entry by entry from the
 // caller's H (no n×n copy; compressLayer passes its undamped H with the damped diagonal). The
 // iteration state (≈ 80 bytes per entry, in the step's kernel instance, freed with it) is bounded
 // by solving the rows in blocks of at most ADMM_STATE_BYTES (256 MiB) of state.
@@ -42,6 +44,9 @@ import { collectDropped } from './gc';
 import type { CompensationProblem } from './kernels';
 import { rowKernels } from './kernels';
 import { LinAlgError, gemmAccumulate } from './matrix';
+import { coreMark } from './trace';
+import type { MatMul64 } from './spdInverse';
+import { choleskyInPlace, invertLowerInPlace, inverseF32, kernelProduct64, PackedLower } from './spdInverse';
 import { groupCode, groupLayout, symmetricCode } from './quantize';
 import { KERNELS_WASM_BASE64 } from './wasm/kernelsWasm';
 
@@ -166,69 +171,6 @@ export function backendProduct(backend: MatrixBackend): MatMul {
   };
 }
 
-type MatMul64 = (a: Float64Array, b: Float64Array, m: number, k: number, n: number) => Promise<Float64Array>;
-
-/**
- * L⁻¹ of the n×n lower triangular `l` (row-major; its lower triangle is read), IN PLACE: `l`'s
- * lower triangle is overwritten with L⁻¹ and `l` returned (its strict upper triangle is left as
- * it was). By halves: with L = [L11 0; L21 L22], L⁻¹ = [X11 0; −X22 L21 X11, X22], the halves
- * recursively and the off-diagonal block as two float64 products on the backend (multi-threaded
- * DGEMM), down to 512 columns, where the wasm kernel takes over. The wasm triangular inverse alone
- * runs at ≈ 0.7 GFLOP/s (4 s at n = 2048, 30 s at 4096); this does the same float64 arithmetic in
- * a fraction of that. In place so that L and L⁻¹ are never held at once: besides `l`, at most
- * 3/4·n² float64 (the products' contiguous operands) are alive. Without `mm64` (or n ≤ 512) the
- * kernel's inverse is returned as a new array instead.
- */
-export async function invertLowerBlocked(l: Float64Array, n: number, mm64?: MatMul64): Promise<Float64Array> {
-  if (!mm64 || n <= 512) return rowKernels.invertLower(l, n);
-  await invertDiagonalBlock(l, n, 0, n, mm64);
-  return l;
-}
-
-/** The lower triangle of the s×s diagonal block of `a` (leading dimension lda) at (o, o), as a
- *  contiguous s×s array with zeros above the diagonal. */
-function lowerBlock(a: Float64Array, lda: number, o: number, s: number): Float64Array {
-  const b = new Float64Array(s * s);
-  for (let i = 0; i < s; i++) b.set(a.subarray((o + i) * lda + o, (o + i) * lda + o + i + 1), i * s);
-  return b;
-}
-
-/** invertLowerBlocked on the s×s diagonal block at (o, o) of `a` (leading dimension lda), in place. */
-async function invertDiagonalBlock(a: Float64Array, lda: number, o: number, s: number, mm64: MatMul64): Promise<void> {
-  if (s <= 512) {
-    const x = rowKernels.invertLower(lowerBlock(a, lda, o, s), s);
-    for (let i = 0; i < s; i++) a.set(x.subarray(i * s, i * s + i + 1), (o + i) * lda + o);
-    return;
-  }
-  const n1 = Math.floor(s / 16) * 8;
-  const n2 = s - n1;
-  await invertDiagonalBlock(a, lda, o, n1, mm64);
-  await invertDiagonalBlock(a, lda, o + n1, n2, mm64);
-  await offDiagonalBlock(a, lda, o, n1, n2, mm64);
-}
-
-/**
- * X21 = −X22 (L21 X11) into the (o + n1, o) block of `a` (n2 × n1), from X11 and X22 on its
- * diagonal and L21 still in that block. The products' operands are contiguous copies made as the
- * products' arguments, in a plain (not async) function: an async function's suspended frame may
- * keep such temporaries alive until it returns.
- */
-function offDiagonalBlock(a: Float64Array, lda: number, o: number, n1: number, n2: number, mm64: MatMul64): Promise<void> {
-  const l21 = (): Float64Array => {
-    const b = new Float64Array(n2 * n1);
-    for (let i = 0; i < n2; i++) b.set(a.subarray((o + n1 + i) * lda + o, (o + n1 + i) * lda + o + n1), i * n1);
-    return b;
-  };
-  return mm64(l21(), lowerBlock(a, lda, o, n1), n2, n1, n1)
-    .then((t) => mm64(lowerBlock(a, lda, o + n1, n2), t, n2, n2, n1))
-    .then((x21) => {
-      for (let i = 0; i < n2; i++) {
-        const dst = (o + n1 + i) * lda + o;
-        for (let j = 0; j < n1; j++) a[dst + j] = -x21[i * n1 + j]!;
-      }
-    });
-}
-
 /**
  * The Hessian the solver works with, entry by entry, without an n×n copy of its own: H̃ = D⁻¹HD⁻¹
  * (Jacobi scaling; D = 1 unscaled) of the caller's H with its diagonal replaced by `diagonal`
@@ -251,68 +193,61 @@ function solverHessian(h: Float64Array, n: number, diagonal: Float64Array, d: Fl
 }
 
 /**
- * (A + ρI)⁻¹ of the trailing block A = H̃[c0:, c0:] (m = n − c0), float32 row-major. Factored in
- * float64 in the wasm kernels; the inverse L⁻ᵀL⁻¹ is one product on the backend. Memory, in
- * m²-entry float64 units: the factor in the kernels' memory and its copy (2, for the copy's
- * moment), then L⁻¹ in that copy's place (1 + 3/4 for the blocked inverse's operands), then the
- * float32 L⁻ᵀ with L⁻¹ (1.5), then L⁻ᵀ, L⁻¹ and the product (1.5, float32): never more than two.
+ * (A + ρI)⁻¹ of the trailing block A = H̃[c0:, c0:] (m = n − c0), float32 row-major, made in one
+ * packed lower triangle (./spdInverse.ts; m(m+1)/2 float64, half an m×m array): A + ρI is written
+ * into it, factored in place (L), inverted in place (L⁻¹), and handed back panel by panel while
+ * the float32 L⁻ᵀL⁻¹ is made. Besides the caller's H, about m²·4 bytes plus one block step's
+ * operands (a fraction of m²) are alive; the products run on the backend (float64 ones on its
+ * DGEMM, or in the kernels without one). Throws LinAlgError when A + ρI is not positive definite.
  */
-function shiftedInverse(matmul: MatMul, h: SolverHessian, c0: number, rho: number, mm64?: MatMul64): Promise<Float32Array> {
+async function shiftedInverse(matmul: MatMul, h: SolverHessian, c0: number, rho: number, mm64: MatMul64 = kernelProduct64): Promise<Float32Array> {
   const m = h.n - c0;
-  // Plain promise chaining through a box, so that no frame (an async function's, or a callback's
-  // argument) keeps L or L⁻¹ alive past its last use.
-  const box: { l: Float64Array | null } = { l: shiftedFactor(h, c0, rho) };
-  return invertLowerBlocked(box.l!, m, mm64)
-    .then((li) => void (box.l = li))
-    .then(() => inverseFromFactorInverse(matmul, box, m));
-}
-
-/** L of H̃[c0:, c0:] + ρI = L Lᵀ (m×m, a plain array), factored in the kernels' memory, which is
- *  handed back (at any size) before L⁻¹ is made in L's place. */
-function shiftedFactor(h: SolverHessian, c0: number, rho: number): Float64Array {
-  const m = h.n - c0;
-  const factor = rowKernels.scratchMatrix(m * m);
+  const a = new PackedLower(m);
   for (let i = 0; i < m; i++) {
-    const dst = i * m;
-    for (let j = 0; j <= i; j++) factor[dst + j] = h.at(c0 + i, c0 + j);
-    factor[dst + i] += rho;
+    const row = a.row(i);
+    for (let j = 0; j <= i; j++) row[j] = h.at(c0 + i, c0 + j);
+    row[i] += rho;
   }
-  if (!rowKernels.cholesky(factor, m)) throw new LinAlgError(`ADMM: H + ρI (${m}×${m}) is not positive definite; raise --damp`);
-  const l = factor.slice(0, m * m);
-  rowKernels.trim(0);
-  collectDropped(m * m * 8);
-  return l;
+  coreMark(`factorization: matrix ${m}`);
+  if (!(await choleskyInPlace(a, mm64))) throw new LinAlgError(`ADMM: H + ρI (${m}×${m}) is not positive definite; raise --damp`);
+  rowKernels.trim();
+  coreMark(`factorization: L ${m}`);
+  await invertLowerInPlace(a, mm64);
+  rowKernels.trim();
+  coreMark(`factorization: L⁻¹ ${m}`);
+  const inverse = await inverseF32(a, matmul);
+  coreMark(`factorization: inverse ${m}`);
+  return inverse;
 }
 
-/** L⁻ᵀL⁻¹ (float32) from L⁻¹ (lower, float64): L⁻ᵀ in float32 straight from L⁻¹, whose last use
- *  this is, then L⁻¹ in float32 from it, then the product. */
-function inverseFromFactorInverse(matmul: MatMul, box: { l: Float64Array | null }, m: number): Promise<Float32Array> {
-  const lit = transposedLowerF32(box.l!, m);
-  box.l = null;
-  const li32 = new Float32Array(m * m);
-  for (let i = 0; i < m; i++) for (let j = i; j < m; j++) li32[j * m + i] = lit[i * m + j]!;
-  return matmul(lit, li32, m, m, m);
+/** Columns of H̃ per product in rightSides: an n × c float32 chunk of at most n²/16 entries. */
+function rightSideColumns(n: number): number {
+  return Math.max(64, Math.ceil(n / 16));
 }
 
-/** B = W̃ H̃ (W̃ = W D) as one float32 product; the float32 copies of W̃ and H̃ live only for it
- *  (each entry the float32 rounding of the float64 value the solver uses). */
-function rightSides(matmul: MatMul, w: Float64Array, d: Float64Array, h: SolverHessian, rows: number): Promise<Float32Array> {
+/**
+ * B = W̃ H̃ (W̃ = W D) in float32, by column chunks: B[:, c0:c1] = W̃ · H̃[:, c0:c1], with the
+ * float32 W̃ (rows × n) and one float32 chunk of H̃ (n × c, each entry the float32 rounding of the
+ * float64 value the solver uses) alive, not an n×n float32 H̃ and a whole product's output twice
+ * (onnxruntime's and its JavaScript copy).
+ */
+async function rightSides(matmul: MatMul, w: Float64Array, d: Float64Array, h: SolverHessian, rows: number): Promise<Float32Array> {
   const n = h.n;
-  const h32 = new Float32Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h32[i * n + j] = h.at(i, j);
-  const w32 = new Float32Array(rows * n);
+  let w32: Float32Array | null = new Float32Array(rows * n);
   for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) w32[r * n + j] = w[r * n + j]! * d[j]!;
-  return matmul(w32, h32, rows, n, n);
-}
-
-/** The float32 transpose of the lower triangle of the m×m `lower` (row-major). */
-function transposedLowerF32(lower: Float64Array, m: number): Float32Array {
-  const t = new Float32Array(m * m);
-  for (let i = 0; i < m; i++) {
-    const o = i * m;
-    for (let j = 0; j <= i; j++) t[j * m + i] = lower[o + j]!;
+  const out = new Float32Array(rows * n);
+  const step = rightSideColumns(n);
+  for (let c0 = 0; c0 < n; c0 += step) {
+    const c = Math.min(n, c0 + step) - c0;
+    let hc: Float32Array | null = new Float32Array(n * c);
+    for (let i = 0; i < n; i++) for (let j = 0; j < c; j++) hc[i * c + j] = h.at(i, c0 + j);
+    const y = await matmul(w32, hc, rows, n, c);
+    hc = null;
+    for (let r = 0; r < rows; r++) out.set(y.subarray(r * c, (r + 1) * c), r * n + c0);
   }
-  return t;
+  w32 = null;
+  coreMark(`right sides: ${rows}x${n}`);
+  return out;
 }
 
 interface StepInput {
@@ -719,8 +654,9 @@ export interface AdmmProblem extends CompensationProblem {
  * `onIteration` is called after every iteration (step, iteration, relative loss change, residual).
  *
  * Memory besides the caller's arrays (n = cols): H̃ is never stored (read entry by entry from
- * p.hessian, SolverHessian); step 1's (H̃ + ρI)⁻¹ as float32 (n²·4), made by shiftedInverse in at
- * most 2·n²·8 for a moment before any rows×n array; B = W̃H̃ (rows×n float32; W̃ = W D is not
+ * p.hessian, SolverHessian); step 1's (H̃ + ρI)⁻¹ as float32 (n²·4), made by shiftedInverse in
+ * about n²·4 (a packed float64 triangle, then the float32 result as the triangle goes) plus one
+ * block step's operands, before any rows×n array; B = W̃H̃ (rows×n float32; W̃ = W D is not
  * stored: Z lives in `out` from the start, and each row block's loss reference is made for that
  * block), one block's T and the row blocks' iteration state (≤ stateBytes); step 2's pieces after
  * step 1's inverse is dropped (its inverse is a quarter the size at α = ½), B after step 2's
@@ -753,8 +689,7 @@ export async function compensateAdmm(
   const d = new Float64Array(n).fill(1);
   if (settings.scale) for (let j = 0; j < n; j++) d[j] = Math.sqrt(diagonal[j]!);
   const h = solverHessian(p.hessian, n, diagonal, d);
-  // Step 1's inverse first, while no rows×n array of the solver exists yet (its factorization is
-  // the solver's largest moment, see shiftedInverse).
+  // Step 1's inverse first, while no rows×n array of the solver exists yet (see shiftedInverse).
   const rho1 = (settings.rho === 'auto' ? autoRhoOf(h, 0) : settings.rho) * medianDiagonal(h.diag, 0);
   let inverse1: Float32Array | null = await shiftedInverse(matmul, h, 0, rho1, mm64);
   // W̃ = W D is never stored whole: B, Z₀ and each row block's loss reference T are made from W
@@ -799,6 +734,7 @@ export async function compensateAdmm(
   const s1 = { iterations: 0, change: 0, loss: 0 };
   {
     const ws = useWasm ? admmWorkspace(blockRows, n, m, true) : null;
+    coreMark(`step 1 state ${blockRows}x${n}`);
     for (const [bi, [r0, r1]] of blocks.entries()) {
       const span = (a: Float64Array | Float32Array) => a.subarray(r0 * n, r1 * n);
       const r = await admmStep(
@@ -816,6 +752,7 @@ export async function compensateAdmm(
       s1.change = Math.max(s1.change, r.change);
     }
   }
+  coreMark(`step 1 ${rows}x${n}`);
   inverse1 = null;
   // Step 1's state (its kernel instance) and inverse go before step 2 allocates.
   collectDropped(STATE_BYTES_PER_ENTRY * blockRows * n + n * n * 4);
@@ -874,6 +811,7 @@ export async function compensateAdmm(
       s2.iterations = Math.max(s2.iterations, r.iterations);
       s2.change = Math.max(s2.change, r.change);
     }
+    coreMark(`step 2 ${rows}x${wr}`);
     x1 = null;
     for (let r = 0; r < rows; r++) for (let j = 0; j < wr; j++) out[r * n + k + j] = z2[r * wr + j];
   }

@@ -18,6 +18,8 @@ import { magnitudeScores, pruneMask, sparseGptScores, wandaScores } from './mask
 import { DEFAULT_PCG } from './obr';
 import { type BatchedPcgSettings, type BatchedPcgStats, DEFAULT_BATCHED_PCG, compensateBatchedPcg } from './pcgBatched';
 import { defaultThreads, PARALLEL_MIN_FLOPS, RowPool, runRows, shared } from './parallel';
+import { kernelProduct64, upperCholeskyOfInverseInPlace } from './spdInverse';
+import { coreMark } from './trace';
 import { type GroupGrid, groupCount, groupLayout, quantizeGroups, symmetricGrid } from './quantize';
 
 export interface LayerProblem {
@@ -285,6 +287,24 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
       block = null;
       return (tailBlock = pool ? shared.copy(uc) : uc);
     };
+    /**
+     * getTailBlock's U[k:, k:] for the batched solver's path, where nothing runs beside it: made in
+     * place in one packed triangle by block columns on the backend's float64 products
+     * (./spdInverse.ts), reading the damped H's trailing block entry by entry. The kernels'
+     * factorization above holds the block, its dense factor, the 2·m² inverse region and their
+     * copies at once (≈ 6·m²·8, 380 MB at m = 2816); this ≈ m²·4 + m²·8 for U (written as the
+     * triangle is handed back) and a block step's operands. The same U to float64 round-off.
+     */
+    const getTailBlockInPlace = async (k: number): Promise<Float64Array> => {
+      if (tailBlock) return tailBlock;
+      const m = cols - k;
+      const g = dampedDiagonal();
+      const h = problem.hessian;
+      const mm64 = backend.matmulF64 ? backend.matmulF64.bind(backend) : kernelProduct64;
+      const uc = await upperCholeskyOfInverseInPlace((i, j) => (i === j ? g[k + i] : h[(k + i) * cols + k + j]), m, mm64, f64(m * m));
+      if (!uc) throw new LinAlgError(`matrix (${m}×${m}) is not positive definite`);
+      return (tailBlock = uc);
+    };
     const tailFactor = (k: number): Float64Array => {
       const m = cols - k;
       const uc = getTailBlock(k);
@@ -419,7 +439,13 @@ export async function compressLayer(problem: LayerProblem, config: LayerConfig, 
         cproblem = null;
         // The solver's buffers (its last step's state and inverse) go before the tail allocates.
         if (batched) collectDropped(cols * cols * 2 + rows * cols * 40);
-        if (config.method === 'obr-gptq' && k < cols) tailFactorNow();
+        if (config.method === 'obr-gptq' && k < cols) {
+          if (batched && compactTail(k)) {
+            await getTailBlockInPlace(k);
+            coreMark(`tail factor ${cols - k}`);
+          }
+          else tailFactorNow();
+        }
         // Nothing reads the damped H after the compensation and the tail's factor.
         hdCache = null;
         if (config.method === 'obr-rtn') {

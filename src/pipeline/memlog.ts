@@ -19,11 +19,14 @@
 import { appendFileSync, readFileSync } from 'node:fs';
 import { writeHeapSnapshot } from 'node:v8';
 import { collectNow } from '../core/gc';
+import { setCoreMark } from '../core/trace';
 
 const file = process.env.OBR_MEMLOG;
 let sinceMark = 0;
 let timer: NodeJS.Timeout | undefined;
 const t0 = performance.now();
+// The core's own marks (src/core/trace.ts: the batched solver's factorization, inverse, steps).
+if (file) setCoreMark((label) => memMark(`core: ${label}`));
 
 function sample(): number {
   const rss = process.memoryUsage.rss();

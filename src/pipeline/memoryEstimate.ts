@@ -22,7 +22,13 @@
 //              and the factorization's scratch (the kernels' memory holds 2 n², plus 1 n² copies in and out)
 //            + obr-rtn, obr-gptq (the batched solver, src/core/admm.ts; no damped n×n copy: it reads
 //              the caller's H with the damped diagonal), the largest of its moments
-//                factor  2·n²·8                    L in the kernels' memory and its copy
+//                factor  5·n² + 24·nb·n           (H̃ + ρI), L and L⁻¹ as one packed lower
+//                                                  triangle (n(n+1)/2 float64 ≈ 4·n²), factored and
+//                                                  inverted in place, plus one block step's operands
+//                                                  (three n × nb float64 panels, nb = min(n, 256 from
+//                                                  4096 columns, 128 below), a chunk of n²/16 float64);
+//                                                  then the float32 inverse made while the triangle
+//                                                  is handed back (src/core/spdInverse.ts)
 //                step 1  n²·4 + rows·n·4 + 12·blockRows·n + S   the float32 (H̃ + ρI)⁻¹, B = W̃H̃
 //                                                  (float32), one block's T (float64) and product
 //                                                  result (float32); S = the row block's iteration
@@ -38,6 +44,7 @@
 // src/core/admm.ts, src/pipeline/capture.ts); the memory benchmark (scripts/bench/memory.ts,
 // docs/benchmarks.md) checks the sum against the measured peak RSS.
 import { admmBlockRows, STATE_BYTES_PER_ENTRY } from '../core/admm';
+import { blockColumns } from '../core/spdInverse';
 import type { RecipeName } from '../protocol/recipes';
 
 /** Node, V8, onnxruntime's libraries and the job's small state (measured ~170 MiB after loading a model). */
@@ -95,7 +102,7 @@ export function obrSolverBytes(recipe: 'obr-rtn' | 'obr-gptq', rows: number, col
   const m = n - k;
   const blockRows = admmBlockRows(rows, n);
   const state = STATE_BYTES_PER_ENTRY * blockRows * n;
-  const factor = 2 * n * n * 8;
+  const factor = 5 * n * n + 24 * Math.min(n, blockColumns(n)) * n;
   const step1 = n * n * 4 + w / 2 + 12 * blockRows * n + state;
   const step2 = k > 0 && k < n ? m * m * 4 + w / 2 + rows * (4 * k + 20 * m) + (state * m) / n : 0;
   const tail = recipe === 'obr-gptq' && k < n ? 5 * m * m * 8 + 10 * rows * m : 0;

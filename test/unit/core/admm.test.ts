@@ -5,8 +5,7 @@
 // reach 1e-6.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { autoRho, compensateAdmm, DEFAULT_ADMM, invertLowerBlocked, type AdmmProgress } from '../../../src/core/admm';
-import { rowKernels } from '../../../src/core/kernels';
+import { autoRho, compensateAdmm, DEFAULT_ADMM, type AdmmProgress } from '../../../src/core/admm';
 import type { MatrixBackend } from '../../../src/core/backend';
 import { compressLayer, layerLossBetween, resolveSolver } from '../../../src/core/compress';
 import { dampHessian, gemmAccumulate } from '../../../src/core/matrix';
@@ -157,35 +156,6 @@ test('group-wise grids (g32, asymmetric): E2 is rounded on the (row, group) grid
   const b = await compressLayer(problem, config, { threads: 1, backend: jsF32 });
   assert.deepEqual(b.scales, e.scales);
   assert.ok(b.stats.loss.total <= 1.01 * e.stats.loss.total, `grouped loss ratio ${b.stats.loss.total / e.stats.loss.total}`);
-});
-
-test('invertLowerBlocked: L⁻¹ by halves with float64 products, in L\'s place, equals the wasm triangular inverse (n = 1030: 512 + 518, the second split again)', async () => {
-  const n = 1030;
-  const L = syntheticLayer(4, n, 21, { tokens: 2 * n });
-  const a = rowKernels.scratchMatrix(n * n);
-  a.set(dampHessian(L.hessian, n, 0.01));
-  assert.ok(rowKernels.cholesky(a, n));
-  const l = a.slice();
-  let products = 0;
-  const mm64 = (x: Float64Array, y: Float64Array, m: number, k: number, q: number): Promise<Float64Array> => {
-    products++;
-    const c = new Float64Array(m * q);
-    gemmAccumulate(x, y, c, m, k, q);
-    return Promise.resolve(c);
-  };
-  const inPlace = l.slice();
-  const blocked = await invertLowerBlocked(inPlace, n, mm64);
-  assert.equal(blocked, inPlace, 'L⁻¹ is made in L\'s place');
-  assert.equal(products, 4, 'two products for 1030 = 512 + 518, two for 518 = 256 + 262');
-  const direct = rowKernels.invertLower(l, n);
-  let scale = 0;
-  let diff = 0;
-  for (let i = 0; i < n * n; i++) {
-    scale = Math.max(scale, Math.abs(direct[i]));
-    diff = Math.max(diff, Math.abs(blocked[i] - direct[i]));
-  }
-  assert.ok(diff <= 1e-12 * scale, `max |Δ| ${diff} vs ${scale}`);
-  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) assert.equal(blocked[i * n + j], 0);
 });
 
 test('the WebAssembly iteration kernel (admmRows) and its JavaScript twin (iterateRows) give the same bits: odd and even widths, Anderson memory 0–3', async () => {

@@ -48,13 +48,16 @@ test('the peak is the fixed part + the largest phase; rtn never pays for a dampe
   // down: 5632² float64 Hessian + the core's copies of the 2048×5632 weight
   assert.equal(t.compress, 5632 * 5632 * 8 + coreBytes('rtn', 2048, 5632));
   assert.equal(coreBytes('rtn', 2048, 5632), 2048 * 5632 * (6 * 8 + 2));
-  // The batched solver at 2048 × 5632 (α = ½): its factorization's moment (L and its copy) is its
-  // peak; step 1 (the float32 inverse, B, one block of 512 rows' T, product and state — four
-  // blocks under 256 MiB) is below it.
-  assert.equal(coreBytes('obr-gptq', 2048, 5632) - coreBytes('rtn', 2048, 5632), 2 * 5632 * 5632 * 8, 'the factorization');
+  // The batched solver at 2048 × 5632 (α = ½): step 1 (the float32 inverse, B, one block of 512
+  // rows' T, product and state — four blocks under 256 MiB) is its peak; the factorization (one
+  // packed triangle and a block step's operands) is below it.
+  const step1 = 5632 * 5632 * 4 + 2048 * 5632 * 4 + 12 * 512 * 5632 + 80 * 512 * 5632;
+  assert.equal(coreBytes('obr-gptq', 2048, 5632) - coreBytes('rtn', 2048, 5632), step1, 'step 1');
+  assert.ok(5 * 5632 * 5632 + 6144 * 5632 < step1);
   assert.equal(coreBytes('obr-gptq', 4096, 2048) - coreBytes('rtn', 4096, 2048), 2048 * 2048 * 4 + 4096 * 2048 * 4 + 12 * 1366 * 2048 + 80 * 1366 * 2048, 'step 1 with three blocks of 1366 rows (1638 fit in 256 MiB)');
-  // 64 × 5632: few rows, so the factorization's moment (L and its copy) is the peak.
-  assert.equal(coreBytes('obr-rtn', 64, 5632) - coreBytes('rtn', 64, 5632), 2 * 5632 * 5632 * 8, 'the factorization');
+  // 64 × 5632: few rows, so the factorization's moment (the packed triangle and a block step's
+  // operands) is the peak: before src/core/spdInverse.ts, L in the kernels' memory and its copy (2·n²·8).
+  assert.equal(coreBytes('obr-rtn', 64, 5632) - coreBytes('rtn', 64, 5632), 5 * 5632 * 5632 + 6144 * 5632, 'the factorization');
   // α = 0: no step 2, and obr-gptq's tail covers every column: its factor of the whole H (5·n²·8).
   assert.equal(coreBytes('obr-gptq', 64, 5632, 0) - coreBytes('rtn', 64, 5632), 5 * 5632 * 5632 * 8 + 10 * 64 * 5632, 'the tail at α = 0');
   assert.equal(coreBytes('obr-rtn', 64, 5632, 0), coreBytes('obr-rtn', 64, 5632), 'obr-rtn has no tail');
