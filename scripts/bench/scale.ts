@@ -113,7 +113,7 @@ interface RunResult {
   preflightInputs?: unknown;
   /** Where the job's calibrate and write stages spent their time (its debug log): seconds of each
    *  calibration forward in order (prelude, captures, advances), and the write stage's parts. */
-  stageParts?: { calibrateForwards: number[]; write?: { simulated: number; packing: number; packed: number } };
+  stageParts?: { calibrateForwards: number[]; calibrateFaults?: number[]; write?: { simulated: number; packing: number; packed: number; faults?: number; storageReadMB?: number } };
   perplexity: { dense?: number; compressed?: number };
   outputBytes: number;
   reportPath: string;
@@ -191,9 +191,14 @@ async function summarize(blocks: number[], out: string, logPath: string, wall: n
     layers: Array<{ name: string; rows: number; cols: number; role: string; seconds: number }>;
     perplexity: { dense?: { perplexity: number }; compressed?: { perplexity: number } };
   };
-  const calibrateForwards = [...stderr.matchAll(/^debug: calibrate forward: ([\d.]+) s$/gm)].map((m) => Number(m[1]));
-  const w = /^debug: write stage: simulated model ([\d.]+) s, packing ([\d.]+) s, packed model ([\d.]+) s$/m.exec(stderr);
-  const stageParts = { calibrateForwards, ...(w ? { write: { simulated: Number(w[1]), packing: Number(w[2]), packed: Number(w[3]) } } : {}) };
+  const calibrateForwards = [...stderr.matchAll(/^debug: calibrate forward: ([\d.]+) s(?:, .*)?$/gm)].map((m) => Number(m[1]));
+  const calibrateFaults = [...stderr.matchAll(/^debug: calibrate forward: [\d.]+ s, (\d+) page faults/gm)].map((m) => Number(m[1]));
+  const w = /^debug: write stage: simulated model ([\d.]+) s, packing ([\d.]+) s, packed model ([\d.]+) s(?:; (\d+) page faults, (\d+) MB read from storage.*)?$/m.exec(stderr);
+  const stageParts = {
+    calibrateForwards,
+    ...(calibrateFaults.length ? { calibrateFaults } : {}),
+    ...(w ? { write: { simulated: Number(w[1]), packing: Number(w[2]), packed: Number(w[3]), ...(w[4] ? { faults: Number(w[4]), storageReadMB: Number(w[5]) } : {}) } } : {}),
+  };
   const walls = layerWallTimes(stderr);
   const layerWall = report.layers.flatMap((l) => (walls.has(l.name) ? [{ ...l, seconds: walls.get(l.name)! }] : []));
   const ratio: Record<string, number> = {};

@@ -36,6 +36,7 @@ import { elementCount, elementSize, tensorDims } from '../onnx/tensor';
 import { rotateModelStreamed } from '../onnx/rotate';
 import { readLayerWeight64 } from '../onnx/weights';
 import { writeModel } from '../onnx/write';
+import { countersSince, osCounters } from './osCounters';
 import type { AttentionGeometry, LinearLayer } from '../onnx/types';
 import type { CompressOptions, RecipeName } from '../protocol/recipes';
 import type { TokenWindows } from '../runtime/text';
@@ -261,6 +262,7 @@ async function timeForward(run: (onBatch: (done: number) => void) => Promise<unk
   const marks: number[] = [];
   const counts: number[] = [];
   let before = 0;
+  const os0 = osCounters();
   const start = performance.now();
   await run((done) => {
     marks.push(performance.now());
@@ -269,7 +271,7 @@ async function timeForward(run: (onBatch: (done: number) => void) => Promise<unk
   });
   const end = performance.now();
   const cost = scale(splitForward(start, marks, end, counts, batch), 1 / 1000);
-  trace(label, { marks: marks.map((m) => Number(((m - start) / 1000).toFixed(3))), counts, end: Number(((end - start) / 1000).toFixed(3)), ...cost });
+  trace(label, { marks: marks.map((m) => Number(((m - start) / 1000).toFixed(3))), counts, end: Number(((end - start) / 1000).toFixed(3)), os: countersSince(os0), ...cost });
   return cost;
 }
 
@@ -486,6 +488,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
     const free = await statfs(dir).then((f) => f.bavail * f.bsize).catch(() => Infinity);
     const sliceBytes = Math.min(WRITE_PROBE_BYTES, free / 4);
     const writeCut = async (): Promise<{ simulated: number; pack: number; packed: number; bytes: number }> => {
+      const os0 = osCounters();
       const t0 = performance.now();
       const slice = writeSlice(fakeQuant(), loaded.model, bytesOf, sliceBytes);
       const sim = await writeModel(slice.model, path.join(dir, 'simulated.onnx'), { externalData: external, source: store });
@@ -505,6 +508,7 @@ export async function probeCut(loaded: LoadedModel, all: readonly LinearLayer[],
       await rm(path.join(dir, 'packed.onnx'), { force: true });
       await rm(path.join(dir, 'packed.onnx.data'), { force: true });
       const bytes = sim.bytes + sim.dataBytes + (pw ? pw.bytes + pw.dataBytes : 0);
+      trace('write cut', { bytes, os: countersSince(os0) });
       return { simulated: (t1 - t0) / 1000, pack: (t2 - t1) / 1000, packed: (t3 - t2) / 1000, bytes };
     };
     // The job writes with its code already warm (the pre-flight ran in the same process), so a

@@ -13,6 +13,7 @@ import { groupLayersByInput } from '../../onnx/linear';
 import type { ModelProto } from '../../onnx/proto';
 import type { LinearLayer } from '../../onnx/types';
 import { throwIfAborted } from '../cancel';
+import { countersSince, osCounters } from '../osCounters';
 import { BlockStream } from '../blockStream';
 import { captureStats, type CaptureRequest, type CapturedStats } from '../capture';
 import { layerRecord, type BlockEntry, type Checkpoint, type LayerRecord } from '../checkpoint';
@@ -121,6 +122,7 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
   /** Runs one calibration forward: timed, and one progress unit when it completes. */
   const timed = async <T>(f: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
+    const os0 = osCounters();
     try {
       const r = await f();
       p.unitsDone++;
@@ -128,7 +130,10 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
     } finally {
       const s = (performance.now() - t0) / 1000;
       p.calibSeconds += s;
-      job.log('debug', `calibrate forward: ${s.toFixed(2)} s`); // per forward, beside the pre-flight's probe of it
+      // Per forward, beside the pre-flight's probe of it; with the memory pages it touched for the
+      // first time (minor page faults, all threads), which cost more than the arithmetic on some
+      // virtual machines (docs/bench-scale.md, estimates).
+      job.log('debug', `calibrate forward: ${s.toFixed(2)} s, ${countersSince(os0)}`);
     }
   };
   const reportCaptured = (block: PlannedBlock, stats: Map<string, CapturedStats>) => {

@@ -7,6 +7,7 @@
 // is built one block at a time from the checkpoint's codes and scales; each block's MatMulNBits
 // tensors go to the working data file before the next block is packed.
 import { memMark } from '../memlog';
+import { countersSince, osCounters } from '../osCounters';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -44,6 +45,7 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   /** Where the graphs' weights are read from: the working store (or the source model, whose external data the in-memory copy reads). */
   const source = working.store ?? loaded;
   const t = performance.now();
+  const os0 = osCounters();
   await mkdir(paths.stagingDir, { recursive: true });
   job.progress.report('write', 0, 3, 'simulated model');
   const external = loaded.initializerNames().some((n) => loaded.initializerInfo(n)?.external) ? true : 'auto';
@@ -123,7 +125,7 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   job.timings.write = (writtenAt - t) / 1000;
   // Where the stage's time goes (the pre-flight models each part: preflight.ts stageSeconds).
   const sec = (a: number, b: number) => ((b - a) / 1000).toFixed(1);
-  job.log('debug', `write stage: simulated model ${sec(t, simulatedAt)} s, packing ${sec(simulatedAt, packedAt)} s, packed model ${sec(packedAt, writtenAt)} s`);
+  job.log('debug', `write stage: simulated model ${sec(t, simulatedAt)} s, packing ${sec(simulatedAt, packedAt)} s, packed model ${sec(packedAt, writtenAt)} s; ${countersSince(os0)}`);
   job.progress.report('write', 3, 3, undefined, 0.78);
   throwIfAborted(signal);
   return { simulated: fq.model, packedWritten, ...(packedSize ? { packedSize } : {}) };

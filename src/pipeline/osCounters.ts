@@ -1,0 +1,35 @@
+// What the operating system counts for this process (diagnostics in the debug log and the probe
+// trace): minor page faults — memory pages touched for the first time, all threads — and the
+// bytes its reads and writes moved to or from storage (Linux's /proc/self/io; 0 elsewhere). On a
+// virtual machine whose fresh memory pages cost tens of microseconds each, these explain time
+// that the arithmetic does not (docs/bench-scale.md, estimates).
+import { readFileSync } from 'node:fs';
+
+export interface OsCounters {
+  minorFaults: number;
+  /** Bytes read from storage (not from the page cache). */
+  storageReadBytes: number;
+  /** Bytes this process caused to be written to storage. */
+  storageWriteBytes: number;
+}
+
+export function osCounters(): OsCounters {
+  const minorFaults = process.resourceUsage().minorPageFault;
+  let storageReadBytes = 0;
+  let storageWriteBytes = 0;
+  try {
+    const io = readFileSync('/proc/self/io', 'utf8');
+    storageReadBytes = Number(/^read_bytes: (\d+)$/m.exec(io)?.[1] ?? 0);
+    storageWriteBytes = Number(/^write_bytes: (\d+)$/m.exec(io)?.[1] ?? 0);
+  } catch {
+    // Not Linux, or not readable: the fault count alone.
+  }
+  return { minorFaults, storageReadBytes, storageWriteBytes };
+}
+
+/** The counters' growth since `from`, in a short text for a log line. */
+export function countersSince(from: OsCounters): string {
+  const now = osCounters();
+  const mb = (b: number) => Math.round(b / 1e6);
+  return `${now.minorFaults - from.minorFaults} page faults, ${mb(now.storageReadBytes - from.storageReadBytes)} MB read from storage, ${mb(now.storageWriteBytes - from.storageWriteBytes)} MB written`;
+}
