@@ -98,6 +98,8 @@ interface LayerSeconds {
 interface RunResult {
   blocks: number[];
   peakRssBytes: number;
+  /** The pre-flight's peak memory estimate (src/pipeline/memoryEstimate.ts), beside the measured peak. */
+  estimatedPeakBytes?: number;
   wallSeconds: number;
   preflightSeconds: number;
   loadAverage: { before: number[]; after: number[] };
@@ -182,6 +184,7 @@ async function summarize(blocks: number[], out: string, logPath: string, wall: n
   const reportName = (await readdir(out)).find((f) => f.endsWith('.report.json'));
   if (!reportName) throw new Error(`no report in ${out}`);
   const job = { report: join(out, reportName), preflightSeconds: Number(/pre-flight estimate \((\d+) s of probes\)/.exec(stderr)?.[1] ?? NaN) };
+  const estimatedPeak = /^pre-flight peak memory estimate: (\d+) bytes$/m.exec(stderr);
   const inputsLine = stderr.split('\n').find((l) => l.startsWith('pre-flight inputs: '));
   const preflightInputs = inputsLine ? (JSON.parse(inputsLine.slice('pre-flight inputs: '.length)) as unknown) : undefined;
   const reportText = await readFile(job.report, 'utf8');
@@ -206,6 +209,7 @@ async function summarize(blocks: number[], out: string, logPath: string, wall: n
   const result: RunResult = {
     blocks,
     peakRssBytes: Number(timeLine.split(' ')[1]) * 1024,
+    ...(estimatedPeak ? { estimatedPeakBytes: Number(estimatedPeak[1]) } : {}),
     wallSeconds: Number(wallSeconds.toFixed(1)),
     preflightSeconds: Number(job.preflightSeconds.toFixed(1)),
     loadAverage,

@@ -51,6 +51,7 @@ async function main(): Promise<void> {
   console.error(`pre-flight estimate (${preflightSeconds.toFixed(0)} s of probes): ${JSON.stringify(stageEstimate(pre))}`);
   // The probe measurements the estimate was computed from (recorded for the estimate's unit test).
   console.error(`pre-flight inputs: ${JSON.stringify(pre.inputs ?? null)}`);
+  console.error(`pre-flight peak memory estimate: ${pre.peakBytes} bytes`);
   const t0 = performance.now();
   const at = () => ((performance.now() - t0) / 1000).toFixed(2);
   let last = 0;

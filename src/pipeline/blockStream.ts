@@ -42,6 +42,9 @@ export interface BlockStreamOptions {
    * when its session is opened, and hands them back when the session is released.
    */
   weights?: TensorReader;
+  /** onnxruntime options of the region sessions (default REGION_SESSION_OPTIONS; the capture
+   *  memory benchmark compares others). */
+  sessionOptions?: ort.InferenceSession.SessionOptions;
 }
 
 /**
@@ -73,6 +76,18 @@ export async function inlineExternalWeights(sub: ModelProto, reader: TensorReade
 }
 
 /**
+ * Session options of every region session. onnxruntime's CPU memory arena (grown in doubling
+ * chunks, kept until the session is released) and its memory pattern (one planned buffer for all
+ * of a run's intermediates, sized on the first run) are both off: a region session runs a handful
+ * of batches and is released, so neither pays back, and on a 1B-class block they were the peak of
+ * the whole job. Block 0's four captures of the 22-block scale model at 4 × 512 tokens, outside
+ * RSS sampler, glibc hugetlb on: 1702 / 1821 MiB with both on, 1228 / 1238 MiB with both off,
+ * the same Hessians to the last bit and no slower (14.6 / 11.7 s against 18.1 / 16.2 s; the
+ * capture batch no longer matters: 1248 MiB at 2 × 512, 1228 at 1 × 512). docs/pipeline.md.
+ */
+export const REGION_SESSION_OPTIONS: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3, enableCpuMemArena: false, enableMemPattern: false };
+
+/**
  * Opens a session on `sub` and drops the subgraph's initializers (the session holds its own copy).
  * The weights read for it are collected before onnxruntime copies them (a block's weights exist
  * once in the serialized model and once or twice in onnxruntime while the session is created:
@@ -84,7 +99,7 @@ async function openRegionSession(sub: ModelProto, options: BlockStreamOptions): 
   sub.graph!.initializer = [];
   collectGarbage(size);
   try {
-    const choice = await createSessionWithFallback(bytes, options.executionProviders, { logSeverityLevel: 3 });
+    const choice = await createSessionWithFallback(bytes, options.executionProviders, options.sessionOptions ?? REGION_SESSION_OPTIONS);
     options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });
     return choice.session;
   } finally {
