@@ -115,7 +115,7 @@ interface RunResult {
   preflightInputs?: unknown;
   /** Where the job's calibrate and write stages spent their time (its debug log): seconds of each
    *  calibration forward in order (prelude, captures, advances), and the write stage's parts. */
-  stageParts?: { calibrateForwards: number[]; calibrateFaults?: number[]; write?: { simulated: number; packing: number; packed: number; faults?: number; storageReadMB?: number } };
+  stageParts?: { calibrateForwards: number[]; calibrateFaults?: number[]; calibrateCpu?: Array<{ cpu: number; switches: number }>; write?: { simulated: number; packing: number; packed: number; faults?: number; storageReadMB?: number } };
   perplexity: { dense?: number; compressed?: number };
   outputBytes: number;
   reportPath: string;
@@ -196,10 +196,12 @@ async function summarize(blocks: number[], out: string, logPath: string, wall: n
   };
   const calibrateForwards = [...stderr.matchAll(/^debug: calibrate forward: ([\d.]+) s(?:, .*)?$/gm)].map((m) => Number(m[1]));
   const calibrateFaults = [...stderr.matchAll(/^debug: calibrate forward: [\d.]+ s, (\d+) page faults/gm)].map((m) => Number(m[1]));
+  const calibrateCpu = [...stderr.matchAll(/^debug: calibrate forward: [\d.]+ s, .*, ([\d.]+) CPU s, (\d+) involuntary switches$/gm)].map((m) => ({ cpu: Number(m[1]), switches: Number(m[2]) }));
   const w = /^debug: write stage: simulated model ([\d.]+) s, packing ([\d.]+) s, packed model ([\d.]+) s(?:; (\d+) page faults, (\d+) MB read from storage.*)?$/m.exec(stderr);
   const stageParts = {
     calibrateForwards,
     ...(calibrateFaults.length ? { calibrateFaults } : {}),
+    ...(calibrateCpu.length ? { calibrateCpu } : {}),
     ...(w ? { write: { simulated: Number(w[1]), packing: Number(w[2]), packed: Number(w[3]), ...(w[4] ? { faults: Number(w[4]), storageReadMB: Number(w[5]) } : {}) } } : {}),
   };
   const walls = layerWallTimes(stderr);

@@ -124,7 +124,7 @@ export async function writeStage(job: Job, input: LoadedJob, compressed: Compres
   const writtenAt = performance.now();
   job.timings.write = (writtenAt - t) / 1000;
   // Where the stage's time goes (the pre-flight models each part: preflight.ts stageSeconds).
-  const sec = (a: number, b: number) => ((b - a) / 1000).toFixed(1);
+  const sec = (a: number, b: number) => ((b - a) / 1000).toFixed(2);
   job.log('debug', `write stage: simulated model ${sec(t, simulatedAt)} s, packing ${sec(simulatedAt, packedAt)} s, packed model ${sec(packedAt, writtenAt)} s; ${countersSince(os0)}`);
   job.progress.report('write', 3, 3, undefined, 0.78);
   throwIfAborted(signal);

@@ -17,6 +17,17 @@ test('touching 64 MiB of fresh memory counts page faults', () => {
   assert.equal(buf[4096], 1);
 });
 
+test('CPU seconds grow with work on this thread', () => {
+  const before = osCounters();
+  const t0 = performance.now();
+  let x = 0;
+  while (performance.now() - t0 < 200) for (let i = 0; i < 1e5; i++) x += Math.sqrt(i);
+  const used = osCounters().cpuSeconds - before.cpuSeconds;
+  // 200 ms of busy wall time on the main thread; a loaded machine may give it less of a core.
+  assert.ok(used >= 0.05 && used < 5, `cpu ${used} s`);
+  assert.ok(x > 0);
+});
+
 /** tmpfs and ramfs keep files in memory: nothing reaches storage there. */
 const IN_MEMORY_FS = new Set([0x01021994, 0x858458f6]);
 
@@ -29,7 +40,7 @@ test('a synced 16 MB write is counted as written to storage (Linux)', { skip: !e
     writeFileSync(path.join(dir, 'x.bin'), new Uint8Array(16e6).fill(3), { flush: true });
     const after = osCounters();
     assert.ok(after.storageWriteBytes - before.storageWriteBytes >= 16e6, `written ${after.storageWriteBytes - before.storageWriteBytes}`);
-    assert.match(countersSince(before), /^\d+ page faults, \d+ MB read from storage, (1[6-9]|[2-9]\d|\d{3,}) MB written$/);
+    assert.match(countersSince(before), /^\d+ page faults, \d+ MB read from storage, (1[6-9]|[2-9]\d|\d{3,}) MB written, \d+\.\d\d CPU s, \d+ involuntary switches$/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
