@@ -1,8 +1,8 @@
-// Block 0's Hessian captures under two sets of onnxruntime session options, alternated in child
+// Block 0's Hessian captures under three sets of onnxruntime session options, alternated in child
 // processes under /usr/bin/time (peak RSS = the kernel's high-water mark, which also sees the
 // moments inside session.run that an in-process sampler can't): the region sessions' options
-// (REGION_SESSION_OPTIONS, src/pipeline/blockStream.ts: CPU arena and memory pattern off) against
-// onnxruntime's defaults. Each child runs the prelude and one capture per input group of block 0
+// (regionSessionOptions(), src/pipeline/blockStream.ts: CPU arena and memory pattern off, intra-op
+// threads = the physical cores), the same on one thread, and onnxruntime's defaults. Each child runs the prelude and one capture per input group of block 0
 // ([q,k,v], [o], [gate,up], [down] on Llama graphs) at the given batch, with the CLI's malloc
 // setting, and prints per-group seconds and a SHA-256 of each Hessian, so the two variants' results
 // can be checked bit for bit.
@@ -18,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { findLinearLayers } from '../../src/onnx/linear';
 import { loadModel } from '../../src/onnx/load';
-import { BlockStream, REGION_SESSION_OPTIONS } from '../../src/pipeline/blockStream';
+import { BlockStream, regionSessionOptions } from '../../src/pipeline/blockStream';
 import { planBlocks, groupLabel } from '../../src/pipeline/stages/calibrate';
 import { withMallocTunables } from '../../src/runtime/mallocTunables';
 import { calibrationWindows } from '../../src/runtime/text';
@@ -26,7 +26,8 @@ import { seededRandom } from '../../src/core/random';
 
 const ROOT = resolve(__dirname, '..', '..');
 const VARIANTS = {
-  region: REGION_SESSION_OPTIONS,
+  region: regionSessionOptions(),
+  'one-thread': { ...regionSessionOptions(), intraOpNumThreads: 1 },
   'ort-defaults': { logSeverityLevel: 3 as const },
 };
 type Variant = keyof typeof VARIANTS;

@@ -21,6 +21,7 @@ import { ActivationCache, type CalibrationBatch, type SpillOptions } from './act
 import { throwIfAborted } from './cancel';
 import { StatsAccumulator, type CaptureRequest, type CapturedStats } from './capture';
 import { collectGarbage } from './memlog';
+import { sessionThreads } from '../runtime/threads';
 
 export type ExecutionProviderChoice = { used: string; tried: Array<{ name: string; error?: string }> };
 
@@ -42,7 +43,7 @@ export interface BlockStreamOptions {
    * when its session is opened, and hands them back when the session is released.
    */
   weights?: TensorReader;
-  /** onnxruntime options of the region sessions (default REGION_SESSION_OPTIONS; the capture
+  /** onnxruntime options of the region sessions (default regionSessionOptions(); the capture
    *  memory benchmark compares others). */
   sessionOptions?: ort.InferenceSession.SessionOptions;
 }
@@ -76,16 +77,25 @@ export async function inlineExternalWeights(sub: ModelProto, reader: TensorReade
 }
 
 /**
- * Session options of every region session. onnxruntime's CPU memory arena (grown in doubling
- * chunks, kept until the session is released) and its memory pattern (one planned buffer for all
- * of a run's intermediates, sized on the first run) are both off: a region session runs a handful
- * of batches and is released, so neither pays back, and on a 1B-class block they were the peak of
- * the whole job. Block 0's four captures of the 22-block scale model at 4 × 512 tokens, outside
- * RSS sampler, glibc hugetlb on: 1702 / 1821 MiB with both on, 1228 / 1238 MiB with both off,
- * the same Hessians to the last bit and no slower (14.6 / 11.7 s against 18.1 / 16.2 s; the
- * capture batch no longer matters: 1248 MiB at 2 × 512, 1228 at 1 × 512). docs/pipeline.md.
+ * onnxruntime options of every region session.
+ *
+ * - The CPU memory arena (grown in doubling chunks, kept until the session is released) and the
+ *   memory pattern (one planned buffer for all of a run's intermediates, sized on the first run)
+ *   are off. A region session runs a handful of batches and is released, so neither pays back,
+ *   and on a 1B-class block they were the peak of the whole job. Block 0's four captures of the
+ *   22-block scale model at 4 × 512 tokens, outside RSS sampler, glibc hugetlb on: 1702 / 1821
+ *   MiB with both on, 1228 / 1238 MiB with both off. The Hessians are the same to the last bit,
+ *   and the captures are no slower.
+ * - Intra-op threads = the physical cores (src/runtime/threads.ts). onnxruntime's Linux default
+ *   of half the logical processors ran every block session on one thread of this 2-core machine.
+ *   Two threads: the same captures in 7.7–9.1 s instead of 13.0–14.5 s, bit-identical Hessians.
+ *
+ * docs/pipeline.md has the measurements.
  */
-export const REGION_SESSION_OPTIONS: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3, enableCpuMemArena: false, enableMemPattern: false };
+export function regionSessionOptions(): ort.InferenceSession.SessionOptions {
+  const threads = sessionThreads();
+  return { logSeverityLevel: 3, enableCpuMemArena: false, enableMemPattern: false, ...(threads ? { intraOpNumThreads: threads } : {}) };
+}
 
 /**
  * Opens a session on `sub` and drops the subgraph's initializers (the session holds its own copy).
@@ -99,7 +109,7 @@ async function openRegionSession(sub: ModelProto, options: BlockStreamOptions): 
   sub.graph!.initializer = [];
   collectGarbage(size);
   try {
-    const choice = await createSessionWithFallback(bytes, options.executionProviders, options.sessionOptions ?? REGION_SESSION_OPTIONS);
+    const choice = await createSessionWithFallback(bytes, options.executionProviders, options.sessionOptions ?? regionSessionOptions());
     options.onExecutionProvider?.({ used: choice.used, tried: choice.tried });
     return choice.session;
   } finally {

@@ -6,6 +6,7 @@
 import * as ort from 'onnxruntime-node';
 import { runtimeFailedError, runtimeRejectedError } from '../onnx/runtimeError';
 import { createSessionWithFallback, ProviderError } from './providers';
+import { sessionThreads } from './threads';
 
 export type LmErrorCode = 'unsupported-inputs' | 'no-logits' | 'vocab-mismatch' | 'non-finite';
 
@@ -45,7 +46,7 @@ function halfToFloat(h: number): number {
 
 export interface LmSessionOptions {
   executionProviders: readonly string[];
-  /** intra-op threads; undefined lets onnxruntime choose. */
+  /** intra-op threads; undefined: the physical cores (src/runtime/threads.ts), or onnxruntime's default where they can't be counted. */
   threads?: number;
   /** A derived graph (e.g. Hessian capture) without logits: skip the causal-LM output check. */
   outputsOnly?: boolean;
@@ -78,7 +79,8 @@ export class CausalLm {
 
   static async open(model: string | Uint8Array, options: LmSessionOptions): Promise<CausalLm> {
     const sessionOptions: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3 };
-    if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
+    const threads = options.threads ?? sessionThreads();
+    if (threads) sessionOptions.intraOpNumThreads = threads;
     const label = options.label ?? (typeof model === 'string' ? model : 'the model');
     let choice;
     try {
