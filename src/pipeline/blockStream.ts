@@ -88,7 +88,7 @@ export async function inlineExternalWeights(sub: ModelProto, reader: TensorReade
  *   and the captures are no slower.
  * - Intra-op threads = the physical cores (src/runtime/threads.ts). onnxruntime's Linux default
  *   of half the logical processors ran every block session on one thread of this 2-core machine.
- *   Two threads: the same captures in 7.7–9.1 s instead of 13.0–14.5 s, bit-identical Hessians.
+ *   Two threads: the same captures in 8.1–10.8 s instead of 12.2–13.5 s, bit-identical Hessians.
  *
  * docs/pipeline.md has the measurements.
  */
