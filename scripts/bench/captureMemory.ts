@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { findLinearLayers } from '../../src/onnx/linear';
 import { loadModel } from '../../src/onnx/load';
 import { BlockStream, regionSessionOptions } from '../../src/pipeline/blockStream';
+import { requestsFor } from '../../src/pipeline/capture';
 import { planBlocks, groupLabel } from '../../src/pipeline/stages/calibrate';
 import { withMallocTunables } from '../../src/runtime/mallocTunables';
 import { calibrationWindows } from '../../src/runtime/text';
@@ -68,9 +69,8 @@ async function child(modelPath: string, variant: Variant): Promise<void> {
   const block = planBlocks(layers.filter((l) => l.block === s.ok.current.block))[0]!;
   const groups: ChildResult['groups'] = [];
   for (const g of block.groups) {
-    const requests = [...new Map(g.map((l) => [l.inputName, { input: l.inputName, features: l.inFeatures }])).values()];
     const t0 = performance.now();
-    const stats = await s.ok.capture(m.model, g, requests);
+    const stats = await s.ok.capture(m.model, g, requestsFor(g));
     const seconds = (performance.now() - t0) / 1000;
     const sha256 = [...stats.values()].map((st) => createHash('sha256').update(new Uint8Array(st.hessian.buffer, st.hessian.byteOffset, st.hessian.byteLength)).digest('hex'));
     groups.push({ group: groupLabel(g), seconds: Number(seconds.toFixed(2)), sha256 });

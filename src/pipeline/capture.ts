@@ -19,6 +19,13 @@ export interface CaptureRequest {
   features: number;
 }
 
+/** One capture request per distinct layer input of `group` (layers sharing an input share its Hessian). */
+export function requestsFor(group: readonly LinearLayer[]): CaptureRequest[] {
+  const seen = new Map<string, CaptureRequest>();
+  for (const l of group) if (!seen.has(l.inputName)) seen.set(l.inputName, { input: l.inputName, features: l.inFeatures });
+  return [...seen.values()];
+}
+
 export interface CapturedStats {
   /** (2/N)·Σ XᵀX, n×n row-major float64. */
   hessian: Float64Array;

@@ -43,7 +43,7 @@ import type { TokenWindows } from '../runtime/text';
 import { createOrtBackend, type OrtMatrixBackend } from '../runtime/ortBackend';
 import { BlockStream } from './blockStream';
 import { WeightStore } from '../onnx/store';
-import type { CaptureRequest, CapturedStats } from './capture';
+import { requestsFor, type CapturedStats } from './capture';
 import { checkRotationStreamed } from './rotationCheck';
 import { DEFAULT_ACTIVATION_CACHE_MIB, sparsityFor } from './job';
 import { packedModel, withFakeQuant } from './transforms';
@@ -277,13 +277,6 @@ async function timeForward(run: (onBatch: (done: number) => void) => Promise<unk
 
 function scale(c: ForwardCost, f: number): ForwardCost {
   return { fixed: c.fixed * f, perBatch: c.perBatch * f };
-}
-
-/** One capture request per distinct layer input. */
-function requestsFor(group: readonly LinearLayer[]): CaptureRequest[] {
-  const seen = new Map<string, CaptureRequest>();
-  for (const l of group) if (!seen.has(l.inputName)) seen.set(l.inputName, { input: l.inputName, features: l.inFeatures });
-  return [...seen.values()];
 }
 
 /** Block 0's compressible layers grouped by input, in graph order (the job's capture groups). */

@@ -15,7 +15,7 @@ import type { LinearLayer } from '../../onnx/types';
 import { throwIfAborted } from '../cancel';
 import { countersSince, osCounters } from '../osCounters';
 import { BlockStream } from '../blockStream';
-import { captureStats, type CaptureRequest, type CapturedStats } from '../capture';
+import { captureStats, requestsFor, type CapturedStats } from '../capture';
 import { layerRecord, type BlockEntry, type Checkpoint, type LayerRecord } from '../checkpoint';
 import { defaultBatch } from '../evaluate';
 import { DEFAULT_ACTIVATION_CACHE_MIB, noteExecutionProvider, type Job } from '../job';
@@ -50,13 +50,6 @@ export function planBlocks(layers: readonly LinearLayer[]): PlannedBlock[] {
 
 export function groupLabel(group: readonly LinearLayer[]): string {
   return `[${group.map((l) => (l.role === 'other' ? l.name : l.role)).join(',')}]`;
-}
-
-/** One capture request per distinct layer input. */
-function requestsFor(group: readonly LinearLayer[]): CaptureRequest[] {
-  const seen = new Map<string, CaptureRequest>();
-  for (const l of group) if (!seen.has(l.inputName)) seen.set(l.inputName, { input: l.inputName, features: l.inFeatures });
-  return [...seen.values()];
 }
 
 export interface CompressedJob {
@@ -130,9 +123,9 @@ export async function calibrateStage(job: Job, input: LoadedJob, rot: RotatedJob
     } finally {
       const s = (performance.now() - t0) / 1000;
       p.calibSeconds += s;
-      // Per forward, beside the pre-flight's probe of it; with the memory pages it touched for the
-      // first time (minor page faults, all threads), which cost more than the arithmetic on some
-      // virtual machines (docs/bench-scale.md, estimates).
+      // Per forward, beside the pre-flight's probe of it; with what the OS counted meanwhile
+      // (src/pipeline/osCounters.ts: fresh memory pages, storage bytes, CPU seconds of all threads,
+      // involuntary switches), which explains time the arithmetic doesn't (docs/bench-scale.md).
       job.log('debug', `calibrate forward: ${s.toFixed(2)} s, ${countersSince(os0)}`);
     }
   };
